@@ -1,0 +1,59 @@
+// The book's rooms.js against iorelay: $rooms on /chat_infra lists rooms with user counts.
+(function () {
+  "use strict";
+
+  var $ = function (id) { return document.getElementById(id); };
+  var chatInfra = io("/chat_infra", { auth: { name: localStorage.getItem("nickname") || null } });
+
+  function roomUrl(room) { return "index.html?room=" + encodeURIComponent(room); }
+
+  function render(rooms) {
+    var list = $("rooms_list");
+    list.textContent = "";
+    rooms.sort(function (a, b) { return b.count - a.count || (a.room < b.room ? -1 : 1); });
+    rooms.forEach(function (r) {
+      var li = document.createElement("li");
+      var name = document.createElement("span");
+      name.className = "room_name";
+      name.textContent = r.room;
+      var count = document.createElement("span");
+      count.className = "room_users";
+      count.textContent = "[ " + r.count + (r.count === 1 ? " User ]" : " Users ]");
+      var link = document.createElement("a");
+      link.href = roomUrl(r.room);
+      link.textContent = "Join";
+      link.setAttribute("aria-label", "Join " + r.room);
+      li.append(name, count, link);
+      list.appendChild(li);
+    });
+    $("status").textContent = rooms.length ? rooms.length + " room(s)" : "No rooms yet: start one.";
+  }
+
+  function refresh() {
+    chatInfra.timeout(5000).emit("$rooms", function (err, reply) {
+      if (err) { $("status").textContent = "No answer from the relay."; return; }
+      if (reply && reply.ok) render(reply.rooms);
+      else $("status").textContent = "Could not list rooms: " + (reply && reply.error);
+    });
+  }
+
+  chatInfra.on("connect", refresh);
+  chatInfra.on("connect_error", function (err) { $("status").textContent = "Cannot connect: " + err.message; });
+  $("refresh").addEventListener("click", refresh);
+
+  $("nickname").value = localStorage.getItem("nickname") || "";
+  $("nameform").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var nick = $("nickname").value.trim();
+    if (nick) localStorage.setItem("nickname", nick);
+    $("status").textContent = nick ? "Nickname saved: " + nick : "";
+  });
+
+  $("new_room").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var nick = $("nickname").value.trim();
+    if (nick) localStorage.setItem("nickname", nick);
+    var room = $("new_room_name").value.trim();
+    if (room) location.href = roomUrl(room);
+  });
+})();

@@ -1,0 +1,220 @@
+//! The in-process bus: sockets and room memberships of this process, in memory.
+//!
+//! One lock per namespace; fan-out holds it for reading only while it queues the shared
+//! item on each recipient (a `try_send`, never a wait).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use super::{Adapter, Departures, Member, Recipient, Target};
+use crate::engine::{BoxFuture, Outgoing};
+
+/// One namespace's sockets and rooms.
+#[derive(Debug, Default)]
+struct Space {
+    /// Every connected socket, by id.
+    sockets: HashMap<Arc<str>, Arc<Recipient>>,
+    /// Room name → its members. Empty rooms are removed.
+    rooms: HashMap<Arc<str>, HashMap<Arc<str>, Arc<Recipient>>>,
+    /// Socket id → the rooms it is in, to leave them all on disconnect.
+    memberships: HashMap<Arc<str>, HashSet<Arc<str>>>,
+}
+
+/// Sockets and rooms of this process only.
+#[derive(Debug, Default)]
+pub struct LocalAdapter {
+    /// Namespace name → its space. Namespaces appear on first use.
+    spaces: RwLock<HashMap<String, Arc<RwLock<Space>>>>,
+}
+
+impl LocalAdapter {
+    /// An empty bus.
+    pub fn new() -> LocalAdapter {
+        LocalAdapter::default()
+    }
+
+    fn space(&self, nsp: &str) -> Arc<RwLock<Space>> {
+        if let Some(s) = self
+            .spaces
+            .read()
+            .expect("adapter lock is never poisoned")
+            .get(nsp)
+        {
+            return s.clone();
+        }
+        self.spaces
+            .write()
+            .expect("adapter lock is never poisoned")
+            .entry(nsp.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    fn remove_now(&self, nsp: &str, id: &str) -> Departures {
+        let space = self.space(nsp);
+        let mut s = space.write().expect("adapter lock is never poisoned");
+        s.sockets.remove(id);
+        let rooms = s.memberships.remove(id).unwrap_or_default();
+        let mut left = Vec::with_capacity(rooms.len());
+        for room in rooms {
+            let remaining = match s.rooms.get_mut(&room) {
+                Some(members) => {
+                    members.remove(id);
+                    members.len()
+                }
+                None => 0,
+            };
+            if remaining == 0 {
+                s.rooms.remove(&room);
+            }
+            left.push((room, remaining));
+        }
+        left.sort();
+        left
+    }
+
+    fn join_now(&self, nsp: &str, room: &str, id: &str) -> usize {
+        let space = self.space(nsp);
+        let mut s = space.write().expect("adapter lock is never poisoned");
+        let Some(socket) = s.sockets.get(id).cloned() else {
+            return s.rooms.get(room).map_or(0, HashMap::len);
+        };
+        let room: Arc<str> = s
+            .rooms
+            .get_key_value(room)
+            .map(|(k, _)| k.clone())
+            .unwrap_or_else(|| Arc::from(room));
+        s.memberships
+            .entry(socket.id.clone())
+            .or_default()
+            .insert(room.clone());
+        let members = s.rooms.entry(room).or_default();
+        members.insert(socket.id.clone(), socket);
+        members.len()
+    }
+
+    fn leave_now(&self, nsp: &str, room: &str, id: &str) -> usize {
+        let space = self.space(nsp);
+        let mut s = space.write().expect("adapter lock is never poisoned");
+        if let Some(rooms) = s.memberships.get_mut(id) {
+            rooms.remove(room);
+        }
+        let remaining = match s.rooms.get_mut(room) {
+            Some(members) => {
+                members.remove(id);
+                members.len()
+            }
+            None => return 0,
+        };
+        if remaining == 0 {
+            s.rooms.remove(room);
+        }
+        remaining
+    }
+}
+
+impl Adapter for LocalAdapter {
+    fn add_socket(&self, nsp: &str, socket: Arc<Recipient>) {
+        let space = self.space(nsp);
+        space
+            .write()
+            .expect("adapter lock is never poisoned")
+            .sockets
+            .insert(socket.id.clone(), socket);
+    }
+
+    fn remove_socket(&self, nsp: &str, id: &str) -> BoxFuture<'_, Departures> {
+        let left = self.remove_now(nsp, id);
+        Box::pin(async move { left })
+    }
+
+    fn join(&self, nsp: &str, room: &str, id: &str) -> BoxFuture<'_, usize> {
+        let n = self.join_now(nsp, room, id);
+        Box::pin(async move { n })
+    }
+
+    fn leave(&self, nsp: &str, room: &str, id: &str) -> BoxFuture<'_, usize> {
+        let n = self.leave_now(nsp, room, id);
+        Box::pin(async move { n })
+    }
+
+    fn broadcast(&self, nsp: &str, target: &Target, item: &Outgoing) {
+        let space = self.space(nsp);
+        let s = space.read().expect("adapter lock is never poisoned");
+        let skip = |id: &Arc<str>| target.except.as_ref().is_some_and(|e| e == id);
+        match target.rooms.as_slice() {
+            [] => {
+                for (id, r) in &s.sockets {
+                    if !skip(id) {
+                        r.session.send(item.clone());
+                    }
+                }
+            }
+            [room] => {
+                if let Some(members) = s.rooms.get(room) {
+                    for (id, r) in members {
+                        if !skip(id) {
+                            r.session.send(item.clone());
+                        }
+                    }
+                }
+            }
+            rooms => {
+                // A socket in several of the rooms gets the packet once.
+                let mut seen: HashSet<&Arc<str>> = HashSet::new();
+                for room in rooms {
+                    let Some(members) = s.rooms.get(room) else {
+                        continue;
+                    };
+                    for (id, r) in members {
+                        if !skip(id) && seen.insert(id) {
+                            r.session.send(item.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn rooms(&self, nsp: &str) -> BoxFuture<'_, Vec<(Arc<str>, usize)>> {
+        let space = self.space(nsp);
+        let list: Vec<(Arc<str>, usize)> = {
+            let s = space.read().expect("adapter lock is never poisoned");
+            let sorted: BTreeMap<&Arc<str>, usize> =
+                s.rooms.iter().map(|(k, v)| (k, v.len())).collect();
+            sorted.into_iter().map(|(k, n)| (k.clone(), n)).collect()
+        };
+        Box::pin(async move { list })
+    }
+
+    fn members(&self, nsp: &str, room: &str) -> BoxFuture<'_, Vec<Member>> {
+        let space = self.space(nsp);
+        let mut list: Vec<Member> = {
+            let s = space.read().expect("adapter lock is never poisoned");
+            s.rooms
+                .get(room)
+                .map(|m| {
+                    m.values()
+                        .map(|r| Member {
+                            id: r.id.clone(),
+                            user: r.user.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        Box::pin(async move { list })
+    }
+
+    fn count(&self, nsp: &str, room: &str) -> BoxFuture<'_, usize> {
+        let space = self.space(nsp);
+        let n = space
+            .read()
+            .expect("adapter lock is never poisoned")
+            .rooms
+            .get(room)
+            .map_or(0, HashMap::len);
+        Box::pin(async move { n })
+    }
+}

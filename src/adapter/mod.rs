@@ -1,0 +1,80 @@
+//! The bus: how the relay reaches sockets, on this process and (later) beyond it.
+//!
+//! The relay never touches room storage itself; it asks an [`Adapter`] to register
+//! sockets, change memberships, count and list members, and fan a packet out to a
+//! [`Target`]. [`local::LocalAdapter`] keeps everything in this process; a cross-worker or
+//! Redis adapter will keep the same trait and add what crosses the process boundary
+//! (which is why the queries are asynchronous even though the local answers are not).
+//!
+//! Fan-out takes an [`Outgoing`] that was encoded once; delivering it clones only
+//! reference-counted bytes, and each socket's bounded queue decides what happens to a
+//! reader that does not keep up.
+
+pub mod local;
+
+use std::sync::Arc;
+
+use crate::engine::{BoxFuture, Outgoing, Session};
+
+pub use local::LocalAdapter;
+
+/// A socket as the bus sees it: who it is, and where its packets go.
+#[derive(Debug)]
+pub struct Recipient {
+    /// The Socket.IO socket id (what the client sees as `socket.id`).
+    pub id: Arc<str>,
+    /// Display name from the CONNECT auth payload, if any.
+    pub user: Option<Arc<str>>,
+    /// The Engine.IO session that carries it.
+    pub session: Arc<Session>,
+}
+
+/// A member of a room, as listed by `$members`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Socket id.
+    pub id: Arc<str>,
+    /// Display name, if any.
+    pub user: Option<Arc<str>>,
+}
+
+/// Who a broadcast reaches within a namespace.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    /// Members of any of these rooms; empty means every socket of the namespace.
+    pub rooms: Vec<Arc<str>>,
+    /// Leave this socket out (the sender, when it gets no echo).
+    pub except: Option<Arc<str>>,
+}
+
+/// The result of removing a socket: the rooms it left, with their remaining counts.
+pub type Departures = Vec<(Arc<str>, usize)>;
+
+/// Room membership and fan-out for every namespace.
+pub trait Adapter: Send + Sync + 'static {
+    /// Register a connected socket in a namespace.
+    fn add_socket(&self, nsp: &str, socket: Arc<Recipient>);
+
+    /// Forget a socket and leave all its rooms; returns the rooms left and what remains
+    /// in each.
+    fn remove_socket(&self, nsp: &str, id: &str) -> BoxFuture<'_, Departures>;
+
+    /// Put a socket in a room; returns the room's member count afterwards.
+    fn join(&self, nsp: &str, room: &str, id: &str) -> BoxFuture<'_, usize>;
+
+    /// Take a socket out of a room; returns the room's member count afterwards.
+    fn leave(&self, nsp: &str, room: &str, id: &str) -> BoxFuture<'_, usize>;
+
+    /// Deliver `item` to every socket `target` names. Never waits: a full socket queue is
+    /// that socket's problem (see [`Session::send`]).
+    fn broadcast(&self, nsp: &str, target: &Target, item: &Outgoing);
+
+    /// The namespace's rooms with their member counts, sorted by name.
+    fn rooms(&self, nsp: &str) -> BoxFuture<'_, Vec<(Arc<str>, usize)>>;
+
+    /// The members of a room.
+    fn members(&self, nsp: &str, room: &str) -> BoxFuture<'_, Vec<Member>>;
+
+    /// The member count of a room.
+    fn count(&self, nsp: &str, room: &str) -> BoxFuture<'_, usize>;
+}

@@ -1,0 +1,320 @@
+//! The configuration tree: every key the daemon understands, its type and its default.
+//!
+//! This module owns the *shape* of the config (serde structs with `deny_unknown_fields`)
+//! and the built-in defaults. Loading the layers (defaults → file → profile → `IORELAY_*`
+//! variables) lives in [`load`]; checks that need more than a type (patterns compile, a
+//! route's room is a valid name, ping timeout below interval, …) live in [`validate`].
+//! Nothing here knows about sockets or rooms; the relay reads these values.
+
+pub mod load;
+pub mod units;
+pub mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use load::{ConfigError, Environment, LoadOptions, load};
+pub use units::Size;
+
+/// The whole effective configuration of one daemon.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listeners, workers, privileges and shutdown.
+    pub server: ServerConfig,
+    /// Log format and filter.
+    pub log: LogConfig,
+    /// Engine.IO transport settings, shared by every namespace.
+    pub engine: EngineConfig,
+    /// Declared namespaces, keyed by name (`"/"`, `"/chat"`). When the config declares
+    /// none, [`Config::effective_namespaces`] serves `/` with [`NamespaceConfig::default`].
+    pub namespaces: BTreeMap<String, NamespaceConfig>,
+}
+
+impl Config {
+    /// The namespaces the relay serves: the declared ones, or the default `/` when the
+    /// config declares none (so that a bare `cargo run` is useful).
+    pub fn effective_namespaces(&self) -> BTreeMap<String, NamespaceConfig> {
+        if self.namespaces.is_empty() {
+            let mut map = BTreeMap::new();
+            map.insert("/".to_owned(), NamespaceConfig::default());
+            map
+        } else {
+            self.namespaces.clone()
+        }
+    }
+}
+
+/// `[server]`: the daemon's own keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Public listener: `/socket.io/`, `/healthz`, static files. Default `127.0.0.1:3000`.
+    pub listen: SocketAddr,
+    /// Admin listener: health, readiness, metrics, server API. Default `127.0.0.1:9090`.
+    pub admin_listen: SocketAddr,
+    /// Worker processes: `"auto"` (one per usable CPU) or a number. Default `1`.
+    pub workers: Workers,
+    /// User to run as after binding when started as root. Default: none.
+    pub user: Option<String>,
+    /// Group to run as after binding when started as root. Default: the user's group.
+    pub group: Option<String>,
+    /// Directory of static files served on the public listener; none serves the built-in
+    /// demo chat page. Default: none.
+    pub static_dir: Option<PathBuf>,
+    /// How long SIGTERM waits for clients to drain. Default `"10s"`.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Most concurrent Engine.IO sessions; further handshakes get 503. Default `100000`.
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            workers: Workers::Count(1),
+            user: None,
+            group: None,
+            static_dir: None,
+            shutdown_timeout: Duration::from_secs(10),
+            max_connections: 100_000,
+        }
+    }
+}
+
+/// `workers = "auto"` or `workers = 4`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    /// One worker per CPU this process may use.
+    Auto,
+    /// Exactly this many workers (at least one).
+    Count(usize),
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `"text"` (human-readable) or `"json"` (one object per line). Default `"text"`.
+    pub format: LogFormat,
+    /// A tracing filter directive such as `"info"` or `"iorelay=debug"`; `RUST_LOG`
+    /// overrides it. Default `"info"`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// JSON lines.
+    Json,
+}
+
+/// `[engine]`: Engine.IO v4 settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Request path of the Socket.IO endpoint. Default `"/socket.io/"`.
+    pub path: String,
+    /// How often the server pings. Default `"25s"`.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// How long after a ping is queued the pong must arrive. Default `"20s"`.
+    #[serde(with = "humantime_serde")]
+    pub ping_timeout: Duration,
+    /// Largest polling request body or WebSocket message a client may send. Default `"1MB"`.
+    pub max_payload: Size,
+    /// How long a new connection may take to join its first namespace. Default `"45s"`.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long a polling → WebSocket upgrade may take once probed. Default `"10s"`.
+    #[serde(with = "humantime_serde")]
+    pub upgrade_timeout: Duration,
+    /// Allowed transports. Default `["polling", "websocket"]`.
+    pub transports: Vec<Transport>,
+    /// Outgoing packets buffered per connection before it counts as a slow consumer and is
+    /// disconnected. Default `1024`.
+    pub write_queue: usize,
+    /// Serve a bare Engine.IO echo server (every message sent back) at this path, for
+    /// protocol conformance suites. Default: none.
+    pub echo_path: Option<String>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            path: "/socket.io/".to_owned(),
+            ping_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(20),
+            max_payload: Size(1_000_000),
+            connect_timeout: Duration::from_secs(45),
+            upgrade_timeout: Duration::from_secs(10),
+            transports: vec![Transport::Polling, Transport::Websocket],
+            write_queue: 1024,
+            echo_path: None,
+        }
+    }
+}
+
+/// An Engine.IO transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// HTTP long-polling.
+    Polling,
+    /// WebSocket.
+    Websocket,
+}
+
+/// `[namespaces."/name"]`: the relay policy of one namespace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NamespaceConfig {
+    /// Field of the CONNECT `auth` payload used as the member's display name (`user`).
+    /// Default `"name"`.
+    pub user_field: String,
+    /// Which rooms a client may join by itself. Default `"any"`.
+    pub join: JoinPolicy,
+    /// Where a client's application event goes. Default `"rooms"`.
+    pub route: Route,
+    /// Whether the sender also receives its own event. Default `false`.
+    pub echo: bool,
+    /// Whether room members receive `$presence` on joins and leaves. Default `true`.
+    pub presence: bool,
+    /// When set, every socket receives this event right after it connects, carrying its
+    /// own CONNECT `auth` payload (`{}` when none). Default: none.
+    pub greet: Option<String>,
+    /// Size, rate and membership limits.
+    pub limits: Limits,
+    /// Per-event rules that override the namespace defaults, keyed by event name.
+    pub events: BTreeMap<String, EventRule>,
+}
+
+impl Default for NamespaceConfig {
+    fn default() -> Self {
+        NamespaceConfig {
+            user_field: "name".to_owned(),
+            join: JoinPolicy::Any,
+            route: Route::Rooms,
+            echo: false,
+            presence: true,
+            greet: None,
+            limits: Limits::default(),
+            events: BTreeMap::new(),
+        }
+    }
+}
+
+/// Which rooms a client may join with `$join`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JoinPolicy {
+    /// No room: only backends place sockets in rooms.
+    None,
+    /// Any room name.
+    Any,
+    /// Names matching this regular expression (anchored: the whole name must match).
+    Pattern(String),
+}
+
+/// Where an application event goes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Route {
+    /// The other members of every room the sender joined.
+    Rooms,
+    /// Every other socket of the namespace.
+    Namespace,
+    /// The members of one fixed room (fan-in, e.g. pages → dashboard).
+    Room(String),
+    /// Back to the sender only.
+    Sender,
+    /// Nowhere, and refused: clients may not emit; only backends publish.
+    None,
+    /// Accepted (and acked) but delivered to no one: for events that exist only for their
+    /// ack reply.
+    Discard,
+}
+
+/// What the ack of an accepted application event carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckReply {
+    /// `{"ok":true}`.
+    Status,
+    /// The event's own arguments, verbatim (binary attachments included).
+    Echo,
+}
+
+/// `[namespaces."/name".events."event"]`: overrides for one event name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventRule {
+    /// Target instead of the namespace's `route`. Default: the namespace's.
+    pub route: Option<Route>,
+    /// Deliver under this event name instead. Default: the same name.
+    pub rename: Option<String>,
+    /// Echo to the sender instead of the namespace's `echo`. Default: the namespace's.
+    pub echo: Option<bool>,
+    /// What the ack carries. Default `"status"`.
+    pub ack: AckReply,
+}
+
+impl Default for EventRule {
+    fn default() -> Self {
+        EventRule {
+            route: None,
+            rename: None,
+            echo: None,
+            ack: AckReply::Status,
+        }
+    }
+}
+
+/// `[namespaces."/name".limits]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest application event (JSON text plus binary attachments). Default `"64KB"`.
+    pub max_event_size: Size,
+    /// Most rooms one socket may be in. Default `32`.
+    pub max_rooms: usize,
+    /// Sustained events per second per socket (control events included). Default `50`.
+    pub events_per_second: u32,
+    /// Events a socket may send in a burst above the sustained rate. Default `100`.
+    pub burst: u32,
+    /// Most binary attachments in one packet. Default `10`.
+    pub max_attachments: usize,
+    /// Longest room name, in bytes. Default `128`.
+    pub max_room_name: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_event_size: Size(64_000),
+            max_rooms: 32,
+            events_per_second: 50,
+            burst: 100,
+            max_attachments: 10,
+            max_room_name: 128,
+        }
+    }
+}

@@ -1,0 +1,633 @@
+//! Checks that a well-typed [`Config`] makes sense, and its rendering for
+//! `iorelay check-config`.
+//!
+//! Types already rule out most mistakes (serde refuses unknown keys, bad sizes, bad
+//! durations); what is left here are rules on values and between keys: a zero timeout, a
+//! pattern that does not compile, a route to a room name no client could join, an event
+//! limit above the transport's. [`validate`] reports every broken rule at once, so that an
+//! operator fixes a file in one pass. Nothing here reads files or the environment.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::time::Duration;
+
+use super::{Config, EventRule, JoinPolicy, Limits, NamespaceConfig, Route, Size};
+
+/// One broken rule: the dotted key it is about and why, in words an operator acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key, as in the file: `engine.ping_interval`, `namespaces./chat.route.room`.
+    pub key: String,
+    /// What is wrong and what would be right.
+    pub reason: String,
+}
+
+impl Problem {
+    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Problem {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.reason)
+    }
+}
+
+/// The smallest `engine.max_payload`: below it not even a handshake's worth of polling
+/// payload fits.
+const MIN_MAX_PAYLOAD: Size = Size(1_000);
+/// The longest `server.shutdown_timeout`: a drain longer than this is a hung stop.
+const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The largest `limits.max_room_name` (bytes).
+const MAX_ROOM_NAME: usize = 1024;
+/// The largest `limits.max_attachments`.
+const MAX_ATTACHMENTS: usize = 1000;
+
+/// Checks every rule and returns every broken one, in the order of the keys in the file.
+/// The namespaces checked are [`Config::effective_namespaces`], so that the implicit `/`
+/// served by a config without namespaces is held to the same limits.
+pub fn validate(c: &Config) -> Result<(), Vec<Problem>> {
+    let mut problems = Vec::new();
+    check_server(c, &mut problems);
+    check_engine(c, &mut problems);
+    for (name, ns) in &c.effective_namespaces() {
+        check_namespace(c, name, ns, &mut problems);
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+fn check_server(c: &Config, out: &mut Vec<Problem>) {
+    let s = &c.server;
+    if s.user.as_deref() == Some("") {
+        out.push(Problem::new(
+            "server.user",
+            "must not be empty; leave it out to run as the starting user",
+        ));
+    }
+    match s.group.as_deref() {
+        Some("") => out.push(Problem::new(
+            "server.group",
+            "must not be empty; leave it out to use the user's group",
+        )),
+        Some(_) if s.user.is_none() => out.push(Problem::new(
+            "server.group",
+            "is set without server.user; the group is taken on when dropping privileges to a user",
+        )),
+        _ => {}
+    }
+    if s.shutdown_timeout > MAX_SHUTDOWN_TIMEOUT {
+        out.push(Problem::new(
+            "server.shutdown_timeout",
+            format!(
+                "must be at most 1h, found {}",
+                humantime::format_duration(s.shutdown_timeout)
+            ),
+        ));
+    }
+    if s.max_connections == 0 {
+        out.push(Problem::new("server.max_connections", "must be at least 1"));
+    }
+}
+
+fn check_engine(c: &Config, out: &mut Vec<Problem>) {
+    let e = &c.engine;
+    check_path("engine.path", &e.path, out);
+    positive("engine.ping_interval", e.ping_interval, out);
+    positive("engine.ping_timeout", e.ping_timeout, out);
+    if e.max_payload < MIN_MAX_PAYLOAD {
+        out.push(Problem::new(
+            "engine.max_payload",
+            format!(
+                "must be at least {MIN_MAX_PAYLOAD}, found {}",
+                e.max_payload
+            ),
+        ));
+    }
+    positive("engine.connect_timeout", e.connect_timeout, out);
+    positive("engine.upgrade_timeout", e.upgrade_timeout, out);
+    if e.transports.is_empty() {
+        out.push(Problem::new(
+            "engine.transports",
+            "must list at least one of \"polling\", \"websocket\"",
+        ));
+    }
+    let mut seen = HashSet::new();
+    for t in &e.transports {
+        if !seen.insert(t) {
+            let name = format!("{t:?}").to_ascii_lowercase();
+            out.push(Problem::new(
+                "engine.transports",
+                format!("lists \"{name}\" more than once"),
+            ));
+        }
+    }
+    if e.write_queue == 0 {
+        out.push(Problem::new("engine.write_queue", "must be at least 1"));
+    }
+    if let Some(echo) = &e.echo_path {
+        check_path("engine.echo_path", echo, out);
+        if *echo == e.path {
+            out.push(Problem::new(
+                "engine.echo_path",
+                format!("must differ from engine.path ({:?})", e.path),
+            ));
+        }
+    }
+}
+
+fn check_path(key: &str, path: &str, out: &mut Vec<Problem>) {
+    if !path.starts_with('/') || !path.ends_with('/') {
+        out.push(Problem::new(
+            key,
+            format!("must start and end with '/', found {path:?}"),
+        ));
+    }
+}
+
+fn positive(key: &str, d: Duration, out: &mut Vec<Problem>) {
+    if d.is_zero() {
+        out.push(Problem::new(key, "must be greater than 0"));
+    }
+}
+
+fn check_namespace(c: &Config, name: &str, ns: &NamespaceConfig, out: &mut Vec<Problem>) {
+    let key = format!("namespaces.{name}");
+    if !name.starts_with('/') {
+        out.push(Problem::new(&key, "a namespace name must start with '/'"));
+    }
+    if name.contains(',') {
+        // The Socket.IO packet encoding ends a namespace at the first ','.
+        out.push(Problem::new(&key, "a namespace name must not contain ','"));
+    }
+    if ns.user_field.is_empty() {
+        out.push(Problem::new(
+            format!("{key}.user_field"),
+            "must not be empty",
+        ));
+    }
+    if let JoinPolicy::Pattern(pattern) = &ns.join {
+        if let Err(reason) = check_pattern(pattern) {
+            out.push(Problem::new(format!("{key}.join.pattern"), reason));
+        }
+    }
+    check_route(&format!("{key}.route"), &ns.route, &ns.limits, out);
+    if let Some(greet) = &ns.greet {
+        check_event_name(&format!("{key}.greet"), greet, out);
+    }
+    check_limits(c, &key, &ns.limits, out);
+    for (event, rule) in &ns.events {
+        check_rule(&key, event, rule, &ns.limits, out);
+    }
+}
+
+/// Compiles `pattern` the way the relay matches it: against the whole room name.
+fn check_pattern(pattern: &str) -> Result<(), String> {
+    // The bare pattern first, so that a syntax error quotes the operator's own text.
+    let anchored = format!("^(?:{pattern})$");
+    match regex::Regex::new(pattern).and_then(|_| regex::Regex::new(&anchored)) {
+        Ok(_) => Ok(()),
+        Err(regex::Error::Syntax(text)) => {
+            // regex draws the pattern over several lines and ends with "error: <why>".
+            let why = text
+                .lines()
+                .rev()
+                .find_map(|l| l.trim().strip_prefix("error: "))
+                .unwrap_or("syntax error");
+            Err(format!("is not a valid regular expression: {why}"))
+        }
+        Err(regex::Error::CompiledTooBig(limit)) => Err(format!(
+            "is too large once compiled (over {limit} bytes); use a simpler pattern"
+        )),
+        Err(other) => Err(format!("is not a valid regular expression: {other}")),
+    }
+}
+
+fn check_route(key: &str, route: &Route, limits: &Limits, out: &mut Vec<Problem>) {
+    let Route::Room(room) = route else { return };
+    let key = format!("{key}.room");
+    if room.is_empty() {
+        out.push(Problem::new(key, "must not be empty"));
+    } else if room.starts_with('$') {
+        out.push(Problem::new(
+            key,
+            "must not start with '$' (reserved for the relay's own names)",
+        ));
+    } else if room.len() > limits.max_room_name {
+        out.push(Problem::new(
+            key,
+            format!(
+                "is {} bytes long, over this namespace's limits.max_room_name ({})",
+                room.len(),
+                limits.max_room_name
+            ),
+        ));
+    }
+}
+
+/// An event name the relay sends or accepts from clients: `$` names are its control
+/// events, which an application event must never shadow.
+fn check_event_name(key: &str, name: &str, out: &mut Vec<Problem>) {
+    if name.is_empty() {
+        out.push(Problem::new(key, "must not be empty"));
+    } else if name.starts_with('$') {
+        out.push(Problem::new(
+            key,
+            "must not start with '$' (reserved for the relay's control events)",
+        ));
+    }
+}
+
+fn check_rule(
+    ns_key: &str,
+    event: &str,
+    rule: &EventRule,
+    limits: &Limits,
+    out: &mut Vec<Problem>,
+) {
+    let key = if event.is_empty() {
+        format!("{ns_key}.events.\"\"")
+    } else {
+        format!("{ns_key}.events.{event}")
+    };
+    if event.is_empty() {
+        out.push(Problem::new(&key, "an event name must not be empty"));
+    } else if event.starts_with('$') {
+        out.push(Problem::new(
+            &key,
+            "an event name must not start with '$' (reserved for the relay's control events)",
+        ));
+    }
+    if let Some(route) = &rule.route {
+        check_route(&format!("{key}.route"), route, limits, out);
+    }
+    if let Some(rename) = &rule.rename {
+        check_event_name(&format!("{key}.rename"), rename, out);
+    }
+}
+
+fn check_limits(c: &Config, ns_key: &str, l: &Limits, out: &mut Vec<Problem>) {
+    let key = |field: &str| format!("{ns_key}.limits.{field}");
+    if l.max_event_size.bytes() == 0 {
+        out.push(Problem::new(
+            key("max_event_size"),
+            "must be at least 1 byte",
+        ));
+    } else if l.max_event_size > c.engine.max_payload {
+        out.push(Problem::new(
+            key("max_event_size"),
+            format!(
+                "is {}, over engine.max_payload ({}); no such event could arrive",
+                l.max_event_size, c.engine.max_payload
+            ),
+        ));
+    }
+    if l.events_per_second == 0 {
+        out.push(Problem::new(key("events_per_second"), "must be at least 1"));
+    }
+    if l.burst == 0 {
+        out.push(Problem::new(key("burst"), "must be at least 1"));
+    }
+    if !(1..=MAX_ROOM_NAME).contains(&l.max_room_name) {
+        out.push(Problem::new(
+            key("max_room_name"),
+            format!(
+                "must be between 1 and {MAX_ROOM_NAME}, found {}",
+                l.max_room_name
+            ),
+        ));
+    }
+    if l.max_attachments > MAX_ATTACHMENTS {
+        out.push(Problem::new(
+            key("max_attachments"),
+            format!(
+                "must be at most {MAX_ATTACHMENTS}, found {}",
+                l.max_attachments
+            ),
+        ));
+    }
+}
+
+/// Dotted keys whose values are secrets, which [`render`] prints as [`REDACTED`]. A `*`
+/// matches any one key (a namespace name, say). Add the key here in the same change that
+/// adds a secret to the config tree (a JWT key, a Redis password, the API token); the
+/// `redaction_*` tests check that the walk finds nested keys.
+pub const SECRET_KEYS: &[&str] = &[];
+
+/// What [`render`] prints in place of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// The effective config as TOML, for `iorelay check-config`: every key with its value,
+/// in the order of the config tree, secrets replaced by [`REDACTED`]. Without secrets the
+/// text reads back to the same [`Config`].
+pub fn render(c: &Config) -> String {
+    let mut table = toml::Table::try_from(c).expect("the config tree serializes to a TOML table");
+    let mut redacted_any = false;
+    for key in SECRET_KEYS {
+        redacted_any |= redact(&mut table, &key.split('.').collect::<Vec<_>>());
+    }
+    // Printing the struct keeps the tree's key order (a table prints sorted); the
+    // redacted table goes back through the struct for that, as secrets are strings.
+    let ordered = if redacted_any {
+        table.clone().try_into::<Config>().ok()
+    } else {
+        Some(c.clone())
+    };
+    match ordered {
+        Some(config) => toml::to_string(&config),
+        None => toml::to_string(&table),
+    }
+    .expect("a TOML table prints as TOML")
+}
+
+/// Replaces every value at `path` (with `*` segments) by [`REDACTED`]; true if any was.
+fn redact(table: &mut toml::Table, path: &[&str]) -> bool {
+    match path {
+        [] => false,
+        [last] => {
+            let mut hit = false;
+            for (k, v) in table.iter_mut() {
+                if *last == "*" || k == last {
+                    *v = toml::Value::String(REDACTED.to_owned());
+                    hit = true;
+                }
+            }
+            hit
+        }
+        [first, rest @ ..] => {
+            let mut hit = false;
+            for (k, v) in table.iter_mut() {
+                if *first == "*" || k == first {
+                    if let toml::Value::Table(inner) = v {
+                        hit |= redact(inner, rest);
+                    }
+                }
+            }
+            hit
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use super::*;
+    use crate::config::{AckReply, Transport};
+
+    fn keys(c: &Config) -> Vec<String> {
+        match validate(c) {
+            Ok(()) => Vec::new(),
+            Err(problems) => problems.into_iter().map(|p| p.key).collect(),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(validate(&Config::default()), Ok(()));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let mut c = Config::default();
+        c.engine.ping_interval = Duration::ZERO;
+        c.engine.ping_timeout = Duration::ZERO;
+        c.engine.max_payload = Size(999);
+        c.engine.write_queue = 0;
+        c.engine.transports = vec![Transport::Polling, Transport::Polling];
+        c.engine.path = "socket.io".to_owned();
+        c.engine.echo_path = Some("socket.io".to_owned());
+        c.engine.connect_timeout = Duration::ZERO;
+        c.engine.upgrade_timeout = Duration::ZERO;
+        c.server.shutdown_timeout = Duration::from_secs(3601);
+        c.server.max_connections = 0;
+        c.server.group = Some("iorelay".to_owned());
+        assert_eq!(
+            keys(&c),
+            [
+                "server.group",
+                "server.shutdown_timeout",
+                "server.max_connections",
+                "engine.path",
+                "engine.ping_interval",
+                "engine.ping_timeout",
+                "engine.max_payload",
+                "engine.connect_timeout",
+                "engine.upgrade_timeout",
+                "engine.transports",
+                "engine.write_queue",
+                "engine.echo_path",
+                "engine.echo_path",
+                // The implicit `/` keeps its 64KB event limit, now over max_payload.
+                "namespaces./.limits.max_event_size",
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_transports_and_a_good_echo_path() {
+        let mut c = Config::default();
+        c.engine.transports.clear();
+        c.engine.echo_path = Some("/engine.io/".to_owned());
+        assert_eq!(keys(&c), ["engine.transports"]);
+        c.engine.transports = vec![Transport::Websocket];
+        c.engine.echo_path = Some("/socket.io/".to_owned());
+        assert_eq!(keys(&c), ["engine.echo_path"]);
+    }
+
+    #[test]
+    fn namespace_rules() {
+        let mut bad = NamespaceConfig {
+            user_field: String::new(),
+            join: JoinPolicy::Pattern("[a-z".to_owned()),
+            route: Route::Room("$all".to_owned()),
+            greet: Some("$hello".to_owned()),
+            ..NamespaceConfig::default()
+        };
+        bad.limits = Limits {
+            max_event_size: Size(0),
+            events_per_second: 0,
+            burst: 0,
+            max_room_name: 2000,
+            max_attachments: 1001,
+            ..Limits::default()
+        };
+        bad.events.insert(String::new(), EventRule::default());
+        bad.events.insert(
+            "$join".to_owned(),
+            EventRule {
+                rename: Some(String::new()),
+                ..EventRule::default()
+            },
+        );
+        bad.events.insert(
+            "ok".to_owned(),
+            EventRule {
+                route: Some(Route::Room(String::new())),
+                rename: Some("$x".to_owned()),
+                ack: AckReply::Echo,
+                ..EventRule::default()
+            },
+        );
+        let mut c = Config::default();
+        c.namespaces.insert("chat,x".to_owned(), bad);
+        assert_eq!(
+            keys(&c),
+            [
+                "namespaces.chat,x",
+                "namespaces.chat,x",
+                "namespaces.chat,x.user_field",
+                "namespaces.chat,x.join.pattern",
+                "namespaces.chat,x.route.room",
+                "namespaces.chat,x.greet",
+                "namespaces.chat,x.limits.max_event_size",
+                "namespaces.chat,x.limits.events_per_second",
+                "namespaces.chat,x.limits.burst",
+                "namespaces.chat,x.limits.max_room_name",
+                "namespaces.chat,x.limits.max_attachments",
+                "namespaces.chat,x.events.\"\"",
+                "namespaces.chat,x.events.$join",
+                "namespaces.chat,x.events.$join.rename",
+                "namespaces.chat,x.events.ok.route.room",
+                "namespaces.chat,x.events.ok.rename",
+            ]
+        );
+    }
+
+    #[test]
+    fn route_room_must_fit_max_room_name() {
+        let mut ns = NamespaceConfig {
+            route: Route::Room("dashboard".to_owned()),
+            ..NamespaceConfig::default()
+        };
+        ns.limits.max_room_name = 4;
+        let mut c = Config::default();
+        c.namespaces.insert("/".to_owned(), ns);
+        let problems = validate(&c).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(
+            problems[0].to_string(),
+            "namespaces./.route.room: is 9 bytes long, over this namespace's \
+             limits.max_room_name (4)"
+        );
+    }
+
+    #[test]
+    fn patterns_compile_anchored_and_errors_fit_one_line() {
+        assert_eq!(check_pattern("^[a-z]+$"), Ok(()));
+        assert_eq!(check_pattern("room-[0-9]+|lobby"), Ok(()));
+        let err = check_pattern("(unclosed").unwrap_err();
+        assert_eq!(err, "is not a valid regular expression: unclosed group");
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn group_needs_user() {
+        let mut c = Config::default();
+        c.server.group = Some("iorelay".to_owned());
+        assert_eq!(keys(&c), ["server.group"]);
+        c.server.user = Some("iorelay".to_owned());
+        assert_eq!(keys(&c), Vec::<String>::new());
+    }
+
+    fn every_variant() -> Config {
+        let mut c = Config::default();
+        c.server.workers = crate::config::Workers::Auto;
+        c.server.user = Some("iorelay".to_owned());
+        c.server.group = Some("iorelay".to_owned());
+        c.server.static_dir = Some("/srv/iorelay".into());
+        c.server.shutdown_timeout = Duration::from_millis(1500);
+        c.log.format = crate::config::LogFormat::Json;
+        c.engine.ping_interval = Duration::from_millis(300);
+        c.engine.max_payload = Size(1 << 20);
+        c.engine.echo_path = Some("/engine.io/".to_owned());
+        let routes = [
+            Route::Rooms,
+            Route::Namespace,
+            Route::Room("dashboard".to_owned()),
+            Route::Sender,
+            Route::None,
+            Route::Discard,
+        ];
+        let joins = [
+            JoinPolicy::None,
+            JoinPolicy::Any,
+            JoinPolicy::Pattern("^[a-z]+$".to_owned()),
+        ];
+        for (i, route) in routes.into_iter().enumerate() {
+            let mut ns = NamespaceConfig {
+                join: joins[i % joins.len()].clone(),
+                route: route.clone(),
+                greet: Some("hello".to_owned()),
+                ..NamespaceConfig::default()
+            };
+            ns.events.insert(
+                "message".to_owned(),
+                EventRule {
+                    route: Some(route),
+                    rename: Some("message-back".to_owned()),
+                    echo: Some(true),
+                    ack: AckReply::Echo,
+                },
+            );
+            ns.events.insert("bare".to_owned(), EventRule::default());
+            c.namespaces.insert(format!("/ns{i}"), ns);
+        }
+        c
+    }
+
+    #[test]
+    fn render_reads_back_to_the_same_config() {
+        for c in [Config::default(), every_variant()] {
+            assert_eq!(validate(&c), Ok(()));
+            let text = render(&c);
+            let back: Config = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            assert_eq!(back, c, "{text}");
+        }
+    }
+
+    #[test]
+    fn render_keeps_the_tree_order() {
+        let text = render(&Config::default());
+        let at = |needle: &str| {
+            text.find(needle)
+                .unwrap_or_else(|| panic!("{needle} in {text}"))
+        };
+        assert!(at("[server]") < at("[log]"));
+        assert!(at("[log]") < at("[engine]"));
+        assert!(at("listen = ") < at("admin_listen = "));
+        assert!(text.contains("max_payload = \"1MB\""), "{text}");
+        assert!(text.contains("ping_interval = \"25s\""), "{text}");
+    }
+
+    #[test]
+    fn redaction_walks_nested_and_wildcard_keys() {
+        let mut table: toml::Table = toml::from_str(
+            r#"
+            [server]
+            listen = "127.0.0.1:3000"
+            [namespaces."/a".auth]
+            secret = "s1"
+            [namespaces."/b".auth]
+            secret = "s2"
+            other = "kept"
+            "#,
+        )
+        .unwrap();
+        assert!(redact(&mut table, &["namespaces", "*", "auth", "secret"]));
+        assert!(!redact(&mut table, &["server", "password"]));
+        let text = toml::to_string(&table).unwrap();
+        assert!(!text.contains("s1") && !text.contains("s2"), "{text}");
+        assert_eq!(text.matches(REDACTED).count(), 2, "{text}");
+        assert!(
+            text.contains("kept") && text.contains("127.0.0.1:3000"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,23 @@
+//! Engine.IO v4: the transport layer under Socket.IO.
+//!
+//! Owns packets ([`packet`]), polling payloads ([`payload`]), sessions ([`session`]), the
+//! long-polling and WebSocket transports and the upgrade between them ([`server`]), and
+//! the official error answers ([`error`]). Knows nothing of Socket.IO: it hands whole text
+//! and binary messages to a [`Connection`] and takes encoded [`Frame`]s back.
+
+pub mod echo;
+pub mod error;
+pub mod packet;
+pub mod payload;
+pub mod server;
+pub mod session;
+pub mod sid;
+
+pub use error::RequestError;
+pub use packet::{Frame, Packet, PacketError};
+pub use server::{Engine, Settings};
+pub use session::{
+    BoxFuture, CloseReason, Connection, Handler, HandshakeInfo, Message, Outgoing, Session,
+    TransportKind,
+};
+pub use sid::Sid;

@@ -1,0 +1,749 @@
+//! The Engine.IO endpoint: parses each request once, dispatches it with one match, and
+//! runs the polling and WebSocket transports of the sessions it creates.
+//!
+//! Owns the session table and the transport tasks. Does not own routing (the `http`
+//! module decides which requests reach it) nor anything above Engine.IO messages.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+
+use super::error::RequestError;
+use super::session::{
+    CloseReason, Handler, HandshakeInfo, Message, Outgoing, Session, TransportKind, heartbeat,
+};
+use super::sid::Sid;
+use super::{Frame, Packet, payload};
+
+/// Most packets accepted in one polling POST body; far above what a client batches.
+const MAX_PACKETS_PER_POST: usize = 10_000;
+/// Most queued items one polling GET or one WebSocket write batch carries.
+const MAX_BATCH_ITEMS: usize = 256;
+/// Byte budget of one polling GET response; the rest waits for the next poll.
+const MAX_POLL_BYTES: usize = 1 << 20;
+/// How long a closing WebSocket may take to accept our close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Engine.IO settings, reloadable as a whole.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Interval between server pings.
+    pub ping_interval: Duration,
+    /// Deadline for the pong, from when the ping is queued.
+    pub ping_timeout: Duration,
+    /// Largest POST body or WebSocket message accepted from a client.
+    pub max_payload: usize,
+    /// Deadline for each step of a polling → WebSocket upgrade.
+    pub upgrade_timeout: Duration,
+    /// Whether HTTP long-polling is enabled.
+    pub polling: bool,
+    /// Whether WebSocket is enabled.
+    pub websocket: bool,
+    /// Outbound queue length per session.
+    pub write_queue: usize,
+    /// Most concurrent sessions.
+    pub max_sessions: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            ping_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(20),
+            max_payload: 1_000_000,
+            upgrade_timeout: Duration::from_secs(10),
+            polling: true,
+            websocket: true,
+            write_queue: 1024,
+            max_sessions: 100_000,
+        }
+    }
+}
+
+/// An Engine.IO server: sessions plus the upper layer's handler.
+pub struct Engine {
+    /// Current settings; a reload swaps the `Arc`, sessions read it when they need it.
+    settings: RwLock<Arc<Settings>>,
+    /// Live sessions by id, for polling requests and upgrades to find theirs.
+    sessions: RwLock<HashMap<Sid, Arc<Session>>>,
+    /// Creates the upper layer's connection for each new session.
+    handler: Arc<dyn Handler>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("sessions", &self.session_count())
+            .finish()
+    }
+}
+
+/// The transport named in `transport=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Polling,
+    Websocket,
+}
+
+impl Engine {
+    /// A new engine handing sessions to `handler`.
+    pub fn new(settings: Settings, handler: Arc<dyn Handler>) -> Arc<Engine> {
+        Arc::new(Engine {
+            settings: RwLock::new(Arc::new(settings)),
+            sessions: RwLock::new(HashMap::new()),
+            handler,
+        })
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings
+            .read()
+            .expect("settings lock is never poisoned")
+            .clone()
+    }
+
+    /// Replace the settings; new sessions and new heartbeats use them.
+    pub fn reconfigure(&self, settings: Settings) {
+        *self
+            .settings
+            .write()
+            .expect("settings lock is never poisoned") = Arc::new(settings);
+    }
+
+    /// Number of live sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions
+            .read()
+            .expect("sessions lock is never poisoned")
+            .len()
+    }
+
+    /// Close every session (shutdown).
+    pub fn close_all(&self, reason: CloseReason) {
+        let all: Vec<Arc<Session>> = self
+            .sessions
+            .read()
+            .expect("sessions lock is never poisoned")
+            .values()
+            .cloned()
+            .collect();
+        for s in all {
+            s.close(reason);
+        }
+    }
+
+    fn session(&self, sid: &str) -> Option<Arc<Session>> {
+        self.sessions
+            .read()
+            .expect("sessions lock is never poisoned")
+            .get(&Sid::from_client(sid))
+            .cloned()
+    }
+
+    /// Create and register a session, or refuse when at capacity.
+    fn create_session(
+        self: &Arc<Self>,
+        kind: TransportKind,
+        settings: &Settings,
+    ) -> Result<Arc<Session>, RequestError> {
+        let session = Session::new(Sid::random(), kind, settings.write_queue);
+        {
+            let mut table = self
+                .sessions
+                .write()
+                .expect("sessions lock is never poisoned");
+            if table.len() >= settings.max_sessions {
+                tracing::warn!(
+                    limit = settings.max_sessions,
+                    "connection refused: session limit reached"
+                );
+                return Err(RequestError::Unavailable);
+            }
+            table.insert(session.sid.clone(), session.clone());
+        }
+        let engine = Arc::downgrade(self);
+        session.set_on_close(Box::new(move |sid| {
+            if let Some(engine) = engine.upgrade() {
+                engine
+                    .sessions
+                    .write()
+                    .expect("sessions lock is never poisoned")
+                    .remove(sid);
+            }
+        }));
+        Ok(session)
+    }
+
+    /// Hand a new session to the upper layer and start its heartbeat.
+    fn start_session(&self, session: &Arc<Session>, info: &HandshakeInfo, settings: &Settings) {
+        let conn = self.handler.open(session, info);
+        session.set_connection(conn);
+        tokio::spawn(heartbeat(
+            session.clone(),
+            settings.ping_interval,
+            settings.ping_timeout,
+        ));
+    }
+
+    /// Serve one request under the Engine.IO path.
+    pub async fn handle(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Response<Full<Bytes>> {
+        match self.dispatch(req, remote).await {
+            Ok(resp) => resp,
+            Err(err) => {
+                tracing::debug!(error = %err, "engine.io request refused");
+                err.response()
+            }
+        }
+    }
+
+    async fn dispatch(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Result<Response<Full<Bytes>>, RequestError> {
+        let settings = self.settings();
+        let query = parse_query(req.uri().query().unwrap_or(""));
+        let transport = match query.get("transport").map(String::as_str) {
+            Some("polling") if settings.polling => Transport::Polling,
+            Some("websocket") if settings.websocket => Transport::Websocket,
+            _ => return Err(RequestError::UnknownTransport),
+        };
+        let upgrade = is_websocket_upgrade(&req);
+        match query.get("sid") {
+            Some(sid) => {
+                let session = self.session(sid).ok_or(RequestError::UnknownSid)?;
+                match (transport, req.method()) {
+                    (Transport::Websocket, _) if upgrade => {
+                        if session.transport() != TransportKind::Polling {
+                            return Err(RequestError::BadRequest);
+                        }
+                        self.upgrade_websocket(req, Some(session), &settings, remote, query)
+                    }
+                    (Transport::Polling, &Method::GET)
+                        if session.transport() != TransportKind::Websocket =>
+                    {
+                        Ok(poll(session).await)
+                    }
+                    (Transport::Polling, &Method::POST)
+                        if session.transport() != TransportKind::Websocket =>
+                    {
+                        post(session, req, &settings).await
+                    }
+                    _ => Err(RequestError::BadRequest),
+                }
+            }
+            None => {
+                if req.method() != Method::GET {
+                    return Err(RequestError::BadHandshakeMethod);
+                }
+                if query.get("EIO").map(String::as_str) != Some("4") {
+                    return Err(RequestError::UnsupportedProtocolVersion);
+                }
+                let info = HandshakeInfo {
+                    remote,
+                    headers: req.headers().clone(),
+                    query,
+                };
+                match transport {
+                    Transport::Websocket if upgrade => {
+                        self.upgrade_websocket(req, None, &settings, remote, info.query)
+                    }
+                    Transport::Websocket => Err(RequestError::BadRequest),
+                    Transport::Polling => {
+                        let session = self.create_session(TransportKind::Polling, &settings)?;
+                        let open = open_packet(&session.sid, true, &settings);
+                        let mut body = Vec::with_capacity(open.len());
+                        payload::encode([&open], &mut body);
+                        self.start_session(&session, &info, &settings);
+                        tracing::debug!(sid = %session.sid, %remote, transport = "polling", "session opened");
+                        Ok(text_response(body))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answer a WebSocket request with 101 and run the socket in a task: a new session
+    /// (`existing` is `None`) or the upgrade of a polling one.
+    fn upgrade_websocket(
+        self: &Arc<Self>,
+        mut req: Request<Incoming>,
+        existing: Option<Arc<Session>>,
+        settings: &Arc<Settings>,
+        remote: SocketAddr,
+        query: HashMap<String, String>,
+    ) -> Result<Response<Full<Bytes>>, RequestError> {
+        let key = req
+            .headers()
+            .get(header::SEC_WEBSOCKET_KEY)
+            .ok_or(RequestError::BadRequest)?;
+        if req
+            .headers()
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .is_none_or(|v| v.as_bytes() != b"13")
+        {
+            return Err(RequestError::BadRequest);
+        }
+        let accept = derive_accept_key(key.as_bytes());
+        // A new session is created before answering 101 so that a full server refuses
+        // with an HTTP error the client can see.
+        let session = match existing {
+            Some(s) => Upgrade::Existing(s),
+            None => Upgrade::New(self.create_session(TransportKind::Websocket, settings)?),
+        };
+        let info = HandshakeInfo {
+            remote,
+            headers: req.headers().clone(),
+            query,
+        };
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        let engine = self.clone();
+        let settings = settings.clone();
+        tokio::spawn(async move {
+            let upgraded = match on_upgrade.await {
+                Ok(u) => u,
+                Err(err) => {
+                    tracing::debug!(error = %err, "websocket upgrade failed");
+                    if let Upgrade::New(s) = &session {
+                        s.close(CloseReason::TransportError);
+                    }
+                    return;
+                }
+            };
+            let config = WebSocketConfig::default()
+                .max_message_size(Some(settings.max_payload))
+                .max_frame_size(Some(settings.max_payload));
+            let ws = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(config),
+            )
+            .await;
+            match session {
+                Upgrade::New(s) => engine.run_new_websocket(s, ws, &info, &settings).await,
+                Upgrade::Existing(s) => run_upgrade(s, ws, &settings).await,
+            }
+        });
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::UPGRADE, "websocket")
+            .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+            .body(Full::new(Bytes::new()))
+            .map_err(|_| RequestError::BadRequest)
+    }
+
+    async fn run_new_websocket(
+        &self,
+        session: Arc<Session>,
+        ws: Ws,
+        info: &HandshakeInfo,
+        settings: &Settings,
+    ) {
+        let (mut sink, stream) = ws.split();
+        let open = open_packet(&session.sid, false, settings);
+        if sink.send(to_ws(&open)).await.is_err() {
+            session.close(CloseReason::TransportError);
+            return;
+        }
+        self.start_session(&session, info, settings);
+        tracing::debug!(sid = %session.sid, remote = %info.remote, transport = "websocket", "session opened");
+        let queue = session.rx.clone().lock_owned().await;
+        tokio::spawn(write_websocket(session.clone(), sink, queue));
+        read_websocket(session, stream).await;
+    }
+}
+
+type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+type WsSink = futures_util::stream::SplitSink<Ws, WsMessage>;
+type WsStream = futures_util::stream::SplitStream<Ws>;
+type QueueGuard = tokio::sync::OwnedMutexGuard<tokio::sync::mpsc::Receiver<Outgoing>>;
+
+enum Upgrade {
+    New(Arc<Session>),
+    Existing(Arc<Session>),
+}
+
+/// The polling → WebSocket upgrade of a live session: `2probe`/`3probe`, a NOOP to free
+/// the pending poll, then `5`, after which the WebSocket takes over the queue.
+async fn run_upgrade(session: Arc<Session>, ws: Ws, settings: &Settings) {
+    let (mut sink, mut stream) = ws.split();
+    let deadline = settings.upgrade_timeout;
+    let probe = tokio::time::timeout(deadline, stream.next()).await;
+    let probed = matches!(&probe, Ok(Some(Ok(WsMessage::Text(t)))) if t.as_str() == "2probe");
+    if !probed {
+        tracing::debug!(sid = %session.sid, "upgrade aborted: no probe");
+        let _ = sink.close().await;
+        return;
+    }
+    if sink
+        .send(to_ws(&Packet::Pong("probe".into()).encode()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    session.set_transport(TransportKind::Upgrading);
+    // Frees a GET the client left pending so that it can pause polling.
+    session.send_frame(Packet::Noop.encode());
+    let upgraded = loop {
+        match tokio::time::timeout(deadline, stream.next()).await {
+            Ok(Some(Ok(WsMessage::Text(t)))) if t.as_str() == "5" => break true,
+            // A repeated probe is harmless.
+            Ok(Some(Ok(WsMessage::Text(t)))) if t.as_str() == "2probe" => continue,
+            Ok(Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_)))) => continue,
+            _ => break false,
+        }
+    };
+    if !upgraded || session.is_closed() {
+        tracing::debug!(sid = %session.sid, "upgrade aborted: no upgrade packet");
+        if !session.is_closed() {
+            session.set_transport(TransportKind::Polling);
+        }
+        let _ = sink.close().await;
+        return;
+    }
+    // Waits for a poll still carrying the queue to hand it over.
+    let queue = tokio::select! {
+        q = session.rx.clone().lock_owned() => q,
+        _ = session.closed() => return,
+    };
+    session.set_transport(TransportKind::Websocket);
+    tracing::debug!(sid = %session.sid, "upgraded to websocket");
+    tokio::spawn(write_websocket(session.clone(), sink, queue));
+    read_websocket(session, stream).await;
+}
+
+/// Read a session's WebSocket until it ends, delivering packets in order.
+async fn read_websocket(session: Arc<Session>, mut stream: WsStream) {
+    loop {
+        let next = tokio::select! {
+            m = stream.next() => m,
+            _ = session.closed() => return,
+        };
+        let msg = match next {
+            Some(Ok(m)) => m,
+            None => {
+                session.close(CloseReason::ClientClose);
+                return;
+            }
+            Some(Err(tungstenite::Error::Capacity(err))) => {
+                tracing::info!(sid = %session.sid, error = %err, "websocket message over max_payload");
+                session.close(CloseReason::MessageTooBig);
+                return;
+            }
+            Some(Err(err)) => {
+                tracing::debug!(sid = %session.sid, error = %err, "websocket read failed");
+                session.close(CloseReason::TransportError);
+                return;
+            }
+        };
+        let packet = match msg {
+            WsMessage::Text(text) => match Packet::decode_text(text.as_str()) {
+                Ok(p) => p,
+                Err(err) => {
+                    tracing::info!(sid = %session.sid, error = %err, "malformed engine.io packet");
+                    session.close(CloseReason::ProtocolError);
+                    return;
+                }
+            },
+            WsMessage::Binary(data) => Packet::Binary(data),
+            WsMessage::Close(_) => {
+                session.close(CloseReason::ClientClose);
+                return;
+            }
+            WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => continue,
+        };
+        let _serial = session.inbound.lock().await;
+        handle_packet(&session, packet).await;
+    }
+}
+
+/// Write a session's queue to its WebSocket, coalescing what is queued into one flush.
+async fn write_websocket(session: Arc<Session>, mut sink: WsSink, mut queue: QueueGuard) {
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = session.closed() => break,
+            item = queue.recv() => item,
+        };
+        let Some(first) = first else { break };
+        let mut result = feed(&mut sink, &first).await;
+        let mut batched = 1;
+        while result.is_ok() && batched < MAX_BATCH_ITEMS {
+            match queue.try_recv() {
+                Ok(item) => {
+                    result = feed(&mut sink, &item).await;
+                    batched += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        if result.is_ok() {
+            result = sink.flush().await;
+        }
+        if let Err(err) = result {
+            tracing::debug!(sid = %session.sid, error = %err, "websocket write failed");
+            session.close(CloseReason::TransportError);
+            break;
+        }
+    }
+    let code = match session.close_reason() {
+        Some(CloseReason::MessageTooBig) => CloseCode::Size,
+        Some(CloseReason::Shutdown) => CloseCode::Away,
+        Some(CloseReason::ProtocolError) => CloseCode::Protocol,
+        _ => CloseCode::Normal,
+    };
+    let frame = CloseFrame {
+        code,
+        reason: "".into(),
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(WsMessage::Close(Some(frame)))).await;
+}
+
+async fn feed(sink: &mut WsSink, item: &Outgoing) -> Result<(), tungstenite::Error> {
+    for frame in item.frames() {
+        sink.feed(to_ws(frame)).await?;
+    }
+    Ok(())
+}
+
+fn to_ws(frame: &Frame) -> WsMessage {
+    match frame {
+        Frame::Text(t) => WsMessage::Text(t.clone()),
+        Frame::Binary(b) => WsMessage::Binary(b.clone()),
+    }
+}
+
+/// A polling GET: wait for the first queued item, then take what else is queued.
+async fn poll(session: Arc<Session>) -> Response<Full<Bytes>> {
+    let Ok(mut queue) = session.rx.clone().try_lock_owned() else {
+        tracing::info!(sid = %session.sid, "concurrent polling GETs, closing session");
+        session.close(CloseReason::ProtocolError);
+        return RequestError::BadRequest.response();
+    };
+    let first = tokio::select! {
+        item = queue.recv() => item,
+        _ = session.closed() => None,
+    };
+    let mut body = Vec::new();
+    let Some(first) = first else {
+        payload::encode([&Packet::Close.encode()], &mut body);
+        return text_response(body);
+    };
+    let mut items = vec![first];
+    let mut size: usize = items[0].frames().iter().map(Frame::len).sum();
+    while items.len() < MAX_BATCH_ITEMS && size < MAX_POLL_BYTES {
+        match queue.try_recv() {
+            Ok(item) => {
+                size += item.frames().iter().map(Frame::len).sum::<usize>();
+                items.push(item);
+            }
+            Err(_) => break,
+        }
+    }
+    drop(queue);
+    payload::encode(items.iter().flat_map(|i| i.frames()), &mut body);
+    text_response(body)
+}
+
+/// A polling POST: read the body within `max_payload`, then handle its packets in order.
+async fn post(
+    session: Arc<Session>,
+    req: Request<Incoming>,
+    settings: &Settings,
+) -> Result<Response<Full<Bytes>>, RequestError> {
+    let limit = settings.max_payload;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        tracing::info!(sid = %session.sid, limit, "polling body over max_payload refused");
+        return Err(RequestError::PayloadTooLarge);
+    }
+    let body = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(err) => {
+            if err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                tracing::info!(sid = %session.sid, limit, "polling body over max_payload refused");
+                return Err(RequestError::PayloadTooLarge);
+            }
+            tracing::debug!(sid = %session.sid, error = %err, "polling body read failed");
+            session.close(CloseReason::TransportError);
+            return Err(RequestError::BadRequest);
+        }
+    };
+    let packets = match payload::decode(&body, MAX_PACKETS_PER_POST) {
+        Ok(p) => p,
+        Err(err) => {
+            tracing::info!(sid = %session.sid, error = %err, "malformed polling payload, closing session");
+            session.close(CloseReason::ProtocolError);
+            return Err(RequestError::BadRequest);
+        }
+    };
+    let _serial = session.inbound.lock().await;
+    for packet in packets {
+        if session.is_closed() {
+            break;
+        }
+        handle_packet(&session, packet).await;
+    }
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "text/html")
+        .body(Full::new(Bytes::from_static(b"ok")))
+        .expect("static response is valid"))
+}
+
+/// One packet from the client, whatever transport carried it.
+async fn handle_packet(session: &Arc<Session>, packet: Packet) {
+    match packet {
+        Packet::Pong(_) => session.pong.notify_waiters(),
+        Packet::Ping(data) => {
+            session.send_frame(Packet::Pong(data).encode());
+        }
+        Packet::Message(text) => {
+            if let Some(conn) = session.connection() {
+                conn.message(Message::Text(text)).await;
+            }
+        }
+        Packet::Binary(data) => {
+            if let Some(conn) = session.connection() {
+                conn.message(Message::Binary(data)).await;
+            }
+        }
+        Packet::Close => session.close(CloseReason::ClientClose),
+        Packet::Noop | Packet::Upgrade => {}
+        Packet::Open(_) => {
+            tracing::info!(sid = %session.sid, "client sent an OPEN packet, closing session");
+            session.close(CloseReason::ProtocolError);
+        }
+    }
+}
+
+/// The OPEN packet: exactly `sid, upgrades, pingInterval, pingTimeout, maxPayload`.
+fn open_packet(sid: &Sid, polling: bool, settings: &Settings) -> Frame {
+    let upgrades = if polling && settings.websocket {
+        r#"["websocket"]"#
+    } else {
+        "[]"
+    };
+    let json = format!(
+        r#"{{"sid":"{}","upgrades":{},"pingInterval":{},"pingTimeout":{},"maxPayload":{}}}"#,
+        sid,
+        upgrades,
+        settings.ping_interval.as_millis(),
+        settings.ping_timeout.as_millis(),
+        settings.max_payload
+    );
+    Packet::Open(json).encode()
+}
+
+fn text_response(body: Vec<u8>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; charset=UTF-8")
+        .body(Full::new(Bytes::from(body)))
+        .expect("static header is valid")
+}
+
+fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// Parse a query string (`a=1&b=%20`), percent-decoding keys and values. Later duplicates
+/// win; malformed escapes are kept literally.
+pub fn parse_query(query: &str) -> HashMap<String, String> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                if let Some(b) = hex {
+                    out.push(b);
+                    i += 2;
+                } else {
+                    out.push(b'%');
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_is_decoded() {
+        let q = parse_query("EIO=4&transport=polling&t=abc&name=a%20b+c&bad=%zz&flag");
+        assert_eq!(q["EIO"], "4");
+        assert_eq!(q["name"], "a b c");
+        assert_eq!(q["bad"], "%zz");
+        assert_eq!(q["flag"], "");
+    }
+
+    #[test]
+    fn open_packet_has_exactly_the_handshake_fields() {
+        let sid = Sid::from_client("abc");
+        let Frame::Text(t) = open_packet(&sid, true, &Settings::default()) else {
+            panic!("open is text")
+        };
+        assert_eq!(
+            t.as_str(),
+            r#"0{"sid":"abc","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#
+        );
+    }
+
+    #[test]
+    fn errors_have_official_bodies() {
+        let r = RequestError::UnknownSid.response();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(RequestError::UnknownTransport.code(), 0);
+        assert_eq!(RequestError::PayloadTooLarge.status().as_u16(), 413);
+    }
+}

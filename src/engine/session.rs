@@ -1,0 +1,332 @@
+//! One Engine.IO session: its outbound queue, its transport state, its heartbeat and its
+//! close. Transports (polling requests, the WebSocket tasks) borrow the queue's receiving
+//! end while they carry the session; the upper layer sees a session only through
+//! [`Session::send`], [`Session::close`] and its [`Connection`] callbacks.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::HeaderMap;
+use tokio::sync::{Notify, mpsc};
+
+use super::Frame;
+use super::sid::Sid;
+
+/// A boxed future, for the object-safe upper-layer callbacks.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One item of a session's outbound queue. A group (a binary Socket.IO packet and its
+/// attachments) is queued and written as a unit, so that a full queue never splits it.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// One encoded packet.
+    Frame(Frame),
+    /// Several packets that belong together, shared across recipients.
+    Group(Arc<[Frame]>),
+}
+
+impl Outgoing {
+    /// The frames of this item, in order.
+    pub fn frames(&self) -> &[Frame] {
+        match self {
+            Outgoing::Frame(f) => std::slice::from_ref(f),
+            Outgoing::Group(g) => g,
+        }
+    }
+}
+
+/// A whole message from the client, as the upper layer receives it.
+#[derive(Debug, Clone)]
+pub enum Message {
+    /// A text MESSAGE packet's payload.
+    Text(String),
+    /// A binary message.
+    Binary(Bytes),
+}
+
+/// Why a session ended; decides the WebSocket close code and the log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CloseReason {
+    /// The client sent a CLOSE packet or closed its transport.
+    ClientClose = 1,
+    /// No pong within `ping_timeout` of a ping.
+    PingTimeout = 2,
+    /// The transport failed (socket error, aborted request).
+    TransportError = 3,
+    /// The client broke the protocol (malformed packet, concurrent GETs).
+    ProtocolError = 4,
+    /// A WebSocket message larger than `max_payload`.
+    MessageTooBig = 5,
+    /// The outbound queue was full: the client does not read fast enough.
+    SlowConsumer = 6,
+    /// The server closed it (upper layer decision, shutdown).
+    ServerClose = 7,
+    /// The daemon is shutting down.
+    Shutdown = 8,
+}
+
+impl CloseReason {
+    fn from_u8(v: u8) -> Option<CloseReason> {
+        Some(match v {
+            1 => CloseReason::ClientClose,
+            2 => CloseReason::PingTimeout,
+            3 => CloseReason::TransportError,
+            4 => CloseReason::ProtocolError,
+            5 => CloseReason::MessageTooBig,
+            6 => CloseReason::SlowConsumer,
+            7 => CloseReason::ServerClose,
+            8 => CloseReason::Shutdown,
+            _ => return None,
+        })
+    }
+
+    /// A short stable name for logs and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::ClientClose => "client close",
+            CloseReason::PingTimeout => "ping timeout",
+            CloseReason::TransportError => "transport error",
+            CloseReason::ProtocolError => "protocol error",
+            CloseReason::MessageTooBig => "message too big",
+            CloseReason::SlowConsumer => "slow consumer",
+            CloseReason::ServerClose => "server close",
+            CloseReason::Shutdown => "server shutting down",
+        }
+    }
+}
+
+/// Which transport carries the session now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// HTTP long-polling.
+    Polling,
+    /// Probed over WebSocket; polling still carries it until the client sends UPGRADE.
+    Upgrading,
+    /// WebSocket.
+    Websocket,
+}
+
+/// What the handshake request told us about the client, for policies and logs.
+#[derive(Debug, Clone)]
+pub struct HandshakeInfo {
+    /// Peer address of the handshake request.
+    pub remote: SocketAddr,
+    /// Headers of the handshake request (origin, cookie, user agent, …).
+    pub headers: HeaderMap,
+    /// Query parameters of the handshake request.
+    pub query: HashMap<String, String>,
+}
+
+/// The upper layer's side of one session (implemented by the Socket.IO layer).
+pub trait Connection: Send + Sync {
+    /// A message arrived. Messages of one session are delivered one at a time, in order.
+    fn message(&self, msg: Message) -> BoxFuture<'_, ()>;
+    /// The session ended; called exactly once.
+    fn close(&self, reason: CloseReason);
+}
+
+/// The upper layer's factory: called once per new session, after the OPEN packet.
+pub trait Handler: Send + Sync + 'static {
+    /// A session opened; return the connection that receives its messages.
+    fn open(&self, session: &Arc<Session>, info: &HandshakeInfo) -> Arc<dyn Connection>;
+}
+
+/// What the engine runs when a session closes (forgetting it in its table).
+pub(crate) type OnClose = Box<dyn FnOnce(&Sid) + Send>;
+
+/// One Engine.IO session.
+pub struct Session {
+    /// The session id the client carries in `sid=`.
+    pub sid: Sid,
+    /// Producer side of the bounded outbound queue; cloned by nobody else, so a full
+    /// queue really means this client is behind.
+    tx: mpsc::Sender<Outgoing>,
+    /// Consumer side: locked by whichever transport request is carrying the session
+    /// (a polling GET, then the WebSocket writer). `try_lock` failing on a GET means two
+    /// concurrent GETs, which the protocol forbids.
+    pub(crate) rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Outgoing>>>,
+    /// Current transport, as a `TransportKind` discriminant.
+    transport: AtomicU8,
+    /// Set once; everything else checks it.
+    closed: AtomicBool,
+    /// Why it closed (a `CloseReason` discriminant), written before `closed`.
+    reason: AtomicU8,
+    /// Wakes the transport tasks and the heartbeat when the session closes.
+    close_notify: Notify,
+    /// Wakes the heartbeat when a pong arrives.
+    pub(crate) pong: Notify,
+    /// Serialises inbound processing (POST bodies and WebSocket reads during an upgrade).
+    pub(crate) inbound: tokio::sync::Mutex<()>,
+    /// The upper layer's connection; taken on close to break the reference cycle.
+    conn: Mutex<Option<Arc<dyn Connection>>>,
+    /// Called on close to forget the session in the engine's table.
+    on_close: Mutex<Option<OnClose>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("sid", &self.sid)
+            .field("transport", &self.transport())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(sid: Sid, kind: TransportKind, queue: usize) -> Arc<Session> {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        Arc::new(Session {
+            sid,
+            tx,
+            rx: Arc::new(tokio::sync::Mutex::new(rx)),
+            transport: AtomicU8::new(kind as u8),
+            closed: AtomicBool::new(false),
+            reason: AtomicU8::new(0),
+            close_notify: Notify::new(),
+            pong: Notify::new(),
+            inbound: tokio::sync::Mutex::new(()),
+            conn: Mutex::new(None),
+            on_close: Mutex::new(None),
+        })
+    }
+
+    pub(crate) fn set_connection(&self, conn: Arc<dyn Connection>) {
+        *self.conn.lock().expect("conn lock is never poisoned") = Some(conn);
+    }
+
+    pub(crate) fn set_on_close(&self, f: OnClose) {
+        *self
+            .on_close
+            .lock()
+            .expect("on_close lock is never poisoned") = Some(f);
+    }
+
+    pub(crate) fn connection(&self) -> Option<Arc<dyn Connection>> {
+        self.conn
+            .lock()
+            .expect("conn lock is never poisoned")
+            .clone()
+    }
+
+    /// The transport carrying the session now.
+    pub fn transport(&self) -> TransportKind {
+        match self.transport.load(Ordering::Acquire) {
+            0 => TransportKind::Polling,
+            1 => TransportKind::Upgrading,
+            _ => TransportKind::Websocket,
+        }
+    }
+
+    pub(crate) fn set_transport(&self, kind: TransportKind) {
+        self.transport.store(kind as u8, Ordering::Release);
+    }
+
+    /// Queue an item for the client without waiting. A full queue closes the session as a
+    /// slow consumer (the caller is usually a fan-out that must not stall on one reader);
+    /// returns whether the item was queued.
+    pub fn send(&self, item: Outgoing) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        match self.tx.try_send(item) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::debug!(sid = %self.sid, "outbound queue full, closing slow consumer");
+                self.close(CloseReason::SlowConsumer);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Queue one frame (see [`Session::send`]).
+    pub fn send_frame(&self, frame: Frame) -> bool {
+        self.send(Outgoing::Frame(frame))
+    }
+
+    /// Whether the session has ended.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Why the session ended, once it has.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        CloseReason::from_u8(self.reason.load(Ordering::Acquire))
+    }
+
+    /// End the session: wake its transports (they close the WebSocket or answer the
+    /// pending poll with a CLOSE packet), forget it, and tell the upper layer. Idempotent.
+    pub fn close(&self, reason: CloseReason) {
+        self.reason
+            .compare_exchange(0, reason as u8, Ordering::AcqRel, Ordering::Acquire)
+            .ok();
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::debug!(sid = %self.sid, reason = reason.as_str(), "session closed");
+        self.close_notify.notify_waiters();
+        let on_close = self
+            .on_close
+            .lock()
+            .expect("on_close lock is never poisoned")
+            .take();
+        if let Some(f) = on_close {
+            f(&self.sid);
+        }
+        let conn = self
+            .conn
+            .lock()
+            .expect("conn lock is never poisoned")
+            .take();
+        if let Some(conn) = conn {
+            conn.close(reason);
+        }
+    }
+
+    /// Resolves once the session has closed.
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.close_notify.notified();
+            if self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Drive the server side of the heartbeat: every `interval` queue a PING and expect a PONG
+/// within `timeout` of queuing it — whether or not a poll is waiting to carry it.
+pub(crate) async fn heartbeat(session: Arc<Session>, interval: Duration, timeout: Duration) {
+    let ping = super::Packet::Ping(String::new()).encode();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = session.closed() => return,
+        }
+        // A pong that arrived without a ping must not count for the next one.
+        let pong = session.pong.notified();
+        tokio::pin!(pong);
+        pong.as_mut().enable();
+        if !session.send_frame(ping.clone()) {
+            return;
+        }
+        tokio::select! {
+            _ = &mut pong => {}
+            _ = tokio::time::sleep(timeout) => {
+                tracing::debug!(sid = %session.sid, "no pong in time");
+                session.close(CloseReason::PingTimeout);
+                return;
+            }
+            _ = session.closed() => return,
+        }
+    }
+}

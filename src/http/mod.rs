@@ -1,0 +1,96 @@
+//! The hyper surface of the public listener: routes each request to the Engine.IO
+//! endpoint, the echo endpoint, health, the embedded client bundle, or static files.
+//!
+//! Owns routing and static content only; the protocols live in `engine` and above.
+
+pub mod files;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode, header};
+
+use crate::engine::Engine;
+
+/// The socket.io client bundle, from the npm package (see `static/vendor/README.md`).
+const CLIENT_BUNDLE: &[u8] = include_bytes!("../../static/vendor/socket.io.min.js");
+
+/// What the public listener serves.
+#[derive(Debug, Clone)]
+pub struct Public {
+    /// The Socket.IO endpoint.
+    pub engine: Arc<Engine>,
+    /// Its path, with a trailing slash (`/socket.io/`).
+    pub engine_path: String,
+    /// A bare Engine.IO echo server and its path, when configured.
+    pub echo: Option<(String, Arc<Engine>)>,
+    /// Where static files come from; `None` serves the built-in demo page.
+    pub static_dir: Option<PathBuf>,
+}
+
+impl Public {
+    /// Serve one request.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Response<Full<Bytes>> {
+        let path = req.uri().path();
+        if let Some(rest) = path.strip_prefix(self.engine_path.as_str()) {
+            if rest == "socket.io.js" || rest == "socket.io.min.js" {
+                return bundle(&req);
+            }
+            return self.engine.handle(req, remote).await;
+        }
+        if let Some((echo_path, echo)) = &self.echo
+            && path.starts_with(echo_path.as_str())
+        {
+            return echo.handle(req, remote).await;
+        }
+        if path == "/healthz" {
+            return plain(StatusCode::OK, "ok\n");
+        }
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        }
+        files::serve(self.static_dir.as_deref(), path).await
+    }
+}
+
+/// The client bundle, cacheable; `If-None-Match` answered with 304.
+fn bundle<B>(req: &Request<B>) -> Response<Full<Bytes>> {
+    let etag = concat!("\"socket.io-client-", env!("CARGO_PKG_VERSION"), "\"");
+    if req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+    {
+        return Response::builder()
+            .status(StatusCode::NOT_MODIFIED)
+            .header(header::ETAG, etag)
+            .body(Full::new(Bytes::new()))
+            .expect("static response is valid");
+    }
+    Response::builder()
+        .header(
+            header::CONTENT_TYPE,
+            "application/javascript; charset=utf-8",
+        )
+        .header(header::CACHE_CONTROL, "public, max-age=3600")
+        .header(header::ETAG, etag)
+        .body(Full::new(Bytes::from_static(CLIENT_BUNDLE)))
+        .expect("static response is valid")
+}
+
+/// A short text response.
+pub fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .expect("static response is valid")
+}

@@ -1,0 +1,27 @@
+//! iorelay: a hardened real-time relay daemon for unmodified socket.io clients.
+//!
+//! # Layout
+//!
+//! Modules follow the protocol layers; dependencies point one way (down this list).
+//!
+//! - [`engine`]: Engine.IO v4 — packets, polling payloads, sessions, the polling and
+//!   WebSocket transports and the upgrade between them. Knows nothing of Socket.IO.
+//! - [`socketio`]: Socket.IO v5 packets and their parser, binary attachment reassembly.
+//!   Pure functions over bytes; knows nothing of rooms.
+//! - [`relay`]: namespaces, sockets, rooms, policies, control events (`$join` …), acks and
+//!   presence, built on the two layers above.
+//! - [`adapter`]: the bus through which the relay reaches sockets beyond this process
+//!   (local now; cross-worker and Redis later).
+//! - [`http`]: the hyper surface: routing, health, static files, the client bundle.
+//! - [`daemon`]: process-level concerns — listeners, signals, shutdown.
+//! - [`config`]: the config tree, layered loading and validation.
+//! - [`telemetry`]: tracing setup.
+
+pub mod adapter;
+pub mod config;
+pub mod daemon;
+pub mod engine;
+pub mod http;
+pub mod relay;
+pub mod socketio;
+pub mod telemetry;

@@ -1,0 +1,282 @@
+//! One Engine.IO session's Socket.IO side: decodes packets (reassembling binary ones),
+//! connects and disconnects namespaces, and hands events to [`events`](super::events).
+//!
+//! A malformed packet closes the whole session with a logged reason: the protocol gives
+//! no way to recover the stream after one.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use super::Shared;
+use super::events;
+use super::socket::{Socket, TokenBucket};
+use crate::engine::sid::random_id;
+use crate::engine::{BoxFuture, CloseReason, Connection, HandshakeInfo, Message, Session};
+use crate::socketio::binary::Complete;
+use crate::socketio::packet::{self as sio, PacketKind};
+use crate::socketio::{Packet, Reassembler};
+
+/// Longest display name kept from the auth payload, in characters.
+const MAX_USER_CHARS: usize = 128;
+
+/// The Socket.IO state of one Engine.IO session.
+pub struct Conn {
+    relay: Arc<Shared>,
+    session: Arc<Session>,
+    /// Parser state and connected namespaces; only the session's (serialised) inbound
+    /// path and its close touch it, never across an await.
+    state: Mutex<State>,
+    /// Whether any namespace was ever joined (for `connect_timeout`).
+    connected_once: AtomicBool,
+}
+
+#[derive(Default)]
+struct State {
+    reassembler: Reassembler,
+    sockets: HashMap<String, Arc<Socket>>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("sid", &self.session.sid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Conn {
+    /// Start serving Socket.IO on a new session.
+    pub fn open(relay: Arc<Shared>, session: Arc<Session>, _info: &HandshakeInfo) -> Arc<Conn> {
+        let conn = Arc::new(Conn {
+            relay,
+            session,
+            state: Mutex::new(State::default()),
+            connected_once: AtomicBool::new(false),
+        });
+        let weak = Arc::downgrade(&conn);
+        let timeout = conn.relay.connect_timeout();
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            if let Some(conn) = weak.upgrade()
+                && !conn.connected_once.load(Ordering::Acquire)
+                && !conn.session.is_closed()
+            {
+                tracing::debug!(sid = %conn.session.sid, "no namespace joined within connect_timeout");
+                conn.session.close(CloseReason::ServerClose);
+            }
+        });
+        conn
+    }
+
+    fn protocol_error(&self, error: &dyn std::fmt::Display) {
+        tracing::info!(sid = %self.session.sid, %error, "malformed socket.io packet, closing connection");
+        self.session.close(CloseReason::ProtocolError);
+    }
+
+    fn socket(&self, nsp: &str) -> Option<Arc<Socket>> {
+        self.state
+            .lock()
+            .expect("conn state lock is never poisoned")
+            .sockets
+            .get(nsp)
+            .cloned()
+    }
+
+    async fn receive(&self, msg: Message) {
+        let step = {
+            let mut state = self
+                .state
+                .lock()
+                .expect("conn state lock is never poisoned");
+            match msg {
+                Message::Text(text) => match sio::decode(&text, self.relay.max_attachments()) {
+                    Ok(packet) => state.reassembler.text(packet).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+                Message::Binary(data) => state.reassembler.binary(data).map_err(|e| e.to_string()),
+            }
+        };
+        match step {
+            Ok(Some(complete)) => self.dispatch(complete).await,
+            Ok(None) => {}
+            Err(error) => self.protocol_error(&error),
+        }
+    }
+
+    async fn dispatch(&self, complete: Complete) {
+        let Complete {
+            packet,
+            attachments,
+        } = complete;
+        match packet.kind {
+            PacketKind::Connect => self.connect(packet),
+            PacketKind::Disconnect => {
+                let socket = self
+                    .state
+                    .lock()
+                    .expect("conn state lock is never poisoned")
+                    .sockets
+                    .remove(&packet.nsp);
+                if let Some(socket) = socket {
+                    tracing::debug!(sid = %self.session.sid, nsp = %packet.nsp, "client left namespace");
+                    depart(&self.relay, &socket).await;
+                }
+            }
+            PacketKind::Event | PacketKind::BinaryEvent => match self.socket(&packet.nsp) {
+                Some(socket) => self.event(&socket, packet, attachments).await,
+                None => {
+                    tracing::debug!(sid = %self.session.sid, nsp = %packet.nsp, "event for a namespace not joined, ignored")
+                }
+            },
+            // The relay never asks clients for acks; a stray one is harmless.
+            PacketKind::Ack | PacketKind::BinaryAck => {}
+            PacketKind::ConnectError => {
+                self.protocol_error(&"CONNECT_ERROR is a server-only packet");
+            }
+        }
+    }
+
+    async fn event(&self, socket: &Arc<Socket>, packet: Packet, attachments: Vec<Bytes>) {
+        let Some(ns) = self.relay.namespace(&socket.nsp) else {
+            return;
+        };
+        let policy = ns.policy();
+        if let Err(error) = events::handle(
+            &self.relay,
+            &policy,
+            socket,
+            &packet,
+            attachments,
+            Instant::now(),
+        )
+        .await
+        {
+            self.protocol_error(&error);
+        }
+    }
+
+    fn connect(&self, packet: Packet) {
+        let nsp = packet.nsp;
+        let Some(ns) = self.relay.namespace(&nsp) else {
+            tracing::debug!(sid = %self.session.sid, %nsp, "connect to an undeclared namespace refused");
+            self.session
+                .send_frame(crate::engine::Frame::message(&sio::encode_connect_error(
+                    &nsp,
+                    "Invalid namespace",
+                )));
+            return;
+        };
+        if self.socket(&nsp).is_some() {
+            tracing::debug!(sid = %self.session.sid, %nsp, "duplicate connect ignored");
+            return;
+        }
+        let policy = ns.policy();
+        let auth = packet.data.unwrap_or_else(empty_object);
+        let user = display_name(&auth, &policy.config.user_field);
+        let limits = &policy.config.limits;
+        let id: Arc<str> = Arc::from(random_id());
+        let socket = Arc::new(Socket::new(
+            ns.name.clone(),
+            id.clone(),
+            user,
+            auth,
+            self.session.clone(),
+            TokenBucket::new(limits.events_per_second, limits.burst, Instant::now()),
+        ));
+        self.state
+            .lock()
+            .expect("conn state lock is never poisoned")
+            .sockets
+            .insert(nsp.clone(), socket.clone());
+        self.connected_once.store(true, Ordering::Release);
+        socket.send_text(&sio::encode_connect(&nsp, &id));
+        self.relay.bus.add_socket(&nsp, socket.recipient.clone());
+        if let Some(greet) = &policy.config.greet {
+            socket.send_text(&sio::encode_event(&nsp, greet, &[&socket.auth], None, 0));
+        }
+        tracing::debug!(sid = %self.session.sid, %nsp, socket = %id, "socket connected");
+    }
+}
+
+impl Connection for Conn {
+    fn message(&self, msg: Message) -> BoxFuture<'_, ()> {
+        Box::pin(self.receive(msg))
+    }
+
+    fn close(&self, reason: CloseReason) {
+        let sockets: Vec<Arc<Socket>> = self
+            .state
+            .lock()
+            .expect("conn state lock is never poisoned")
+            .sockets
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        if sockets.is_empty() {
+            return;
+        }
+        tracing::debug!(sid = %self.session.sid, reason = reason.as_str(), "connection closed");
+        // Close may be called from inside a fan-out (a full queue); leaving rooms takes
+        // the bus's locks, so it runs as its own task.
+        let relay = self.relay.clone();
+        tokio::spawn(async move {
+            for socket in sockets {
+                depart(&relay, &socket).await;
+            }
+        });
+    }
+}
+
+/// Take a socket out of the bus and announce its leaves where presence is on.
+async fn depart(relay: &Shared, socket: &Arc<Socket>) {
+    let left = relay.bus.remove_socket(&socket.nsp, socket.id()).await;
+    socket
+        .rooms
+        .lock()
+        .expect("rooms lock is never poisoned")
+        .clear();
+    let presence = relay
+        .namespace(&socket.nsp)
+        .is_some_and(|ns| ns.policy().config.presence);
+    if presence {
+        for (room, count) in left {
+            super::control::announce(relay, socket, &room, "leave", count);
+        }
+    }
+}
+
+fn empty_object() -> Box<RawValue> {
+    RawValue::from_string("{}".to_owned()).expect("{} is valid JSON")
+}
+
+/// The display name from the auth payload's `field`, when it is a string.
+fn display_name(auth: &RawValue, field: &str) -> Option<Arc<str>> {
+    let map: HashMap<String, &RawValue> = serde_json::from_str(auth.get()).ok()?;
+    let value: String = serde_json::from_str(map.get(field)?.get()).ok()?;
+    let trimmed: String = value.trim().chars().take(MAX_USER_CHARS).collect();
+    (!trimmed.is_empty()).then(|| Arc::from(trimmed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_name_from_auth() {
+        let auth = RawValue::from_string(r#"{"name":"  Ann ","x":1}"#.into()).expect("json");
+        assert_eq!(display_name(&auth, "name").as_deref(), Some("Ann"));
+        assert_eq!(display_name(&auth, "x"), None);
+        assert_eq!(display_name(&auth, "missing"), None);
+        let long = format!(r#"{{"name":"{}"}}"#, "é".repeat(500));
+        let auth = RawValue::from_string(long).expect("json");
+        assert_eq!(
+            display_name(&auth, "name").map(|n| n.chars().count()),
+            Some(MAX_USER_CHARS)
+        );
+    }
+}

@@ -1,0 +1,158 @@
+//! Control events the relay answers itself: `$join`, `$leave`, `$rooms`, `$members`, and
+//! the `$presence` announcements that joins and leaves cause.
+//!
+//! Replies go through the ack when the client asked for one; refusals without an ack come
+//! back as `$error` (see [`events::refuse`](super::events::refuse)).
+
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use super::Shared;
+use super::events::{outgoing, refuse};
+use super::policy::{Policy, Refusal};
+use super::socket::Socket;
+use crate::adapter::Target;
+use crate::socketio::packet as sio;
+
+/// Handle a `$…` event.
+pub async fn handle(
+    relay: &Shared,
+    policy: &Policy,
+    socket: &Arc<Socket>,
+    name: &str,
+    args: &[&RawValue],
+    ack: Option<u64>,
+) {
+    let result = match name {
+        "$join" => join(relay, policy, socket, args).await,
+        "$leave" => leave(relay, policy, socket, args).await,
+        "$rooms" => {
+            let rooms: Vec<Value> = relay
+                .bus
+                .rooms(&socket.nsp)
+                .await
+                .into_iter()
+                .map(|(room, count)| json!({ "room": &*room, "count": count }))
+                .collect();
+            Ok(json!({ "ok": true, "rooms": rooms }))
+        }
+        "$members" => members(relay, policy, socket, args).await,
+        _ => Err("unknown control event"),
+    };
+    match result {
+        Ok(reply) => {
+            if let Some(id) = ack {
+                let body = Value::Array(vec![reply]).to_string();
+                socket.send_text(&sio::encode_ack_json(&socket.nsp, id, &body));
+            }
+        }
+        Err(error) => refuse(socket, name, ack, error),
+    }
+}
+
+/// The room name in the first argument.
+fn room_arg(args: &[&RawValue]) -> Result<String, Refusal> {
+    let first = args.first().ok_or("room name missing")?;
+    serde_json::from_str::<String>(first.get()).map_err(|_| "room name must be a string")
+}
+
+async fn join(
+    relay: &Shared,
+    policy: &Policy,
+    socket: &Arc<Socket>,
+    args: &[&RawValue],
+) -> Result<Value, Refusal> {
+    let room = room_arg(args)?;
+    policy.may_join(&room)?;
+    let count = if socket.is_in(&room) {
+        relay.bus.count(&socket.nsp, &room).await
+    } else {
+        {
+            let rooms = socket.rooms.lock().expect("rooms lock is never poisoned");
+            if rooms.len() >= policy.config.limits.max_rooms {
+                return Err("too many rooms");
+            }
+        }
+        let count = relay.bus.join(&socket.nsp, &room, socket.id()).await;
+        socket
+            .rooms
+            .lock()
+            .expect("rooms lock is never poisoned")
+            .insert(Arc::from(room.as_str()));
+        if policy.config.presence {
+            announce(relay, socket, &room, "join", count);
+        }
+        count
+    };
+    Ok(json!({ "ok": true, "room": room, "count": count }))
+}
+
+async fn leave(
+    relay: &Shared,
+    policy: &Policy,
+    socket: &Arc<Socket>,
+    args: &[&RawValue],
+) -> Result<Value, Refusal> {
+    let room = room_arg(args)?;
+    policy.check_room_name(&room)?;
+    let was_in = socket
+        .rooms
+        .lock()
+        .expect("rooms lock is never poisoned")
+        .remove(room.as_str());
+    let count = if was_in {
+        let count = relay.bus.leave(&socket.nsp, &room, socket.id()).await;
+        if policy.config.presence {
+            announce(relay, socket, &room, "leave", count);
+        }
+        count
+    } else {
+        relay.bus.count(&socket.nsp, &room).await
+    };
+    Ok(json!({ "ok": true, "room": room, "count": count }))
+}
+
+async fn members(
+    relay: &Shared,
+    policy: &Policy,
+    socket: &Arc<Socket>,
+    args: &[&RawValue],
+) -> Result<Value, Refusal> {
+    let room = room_arg(args)?;
+    if !socket.is_in(&room) {
+        policy.may_join(&room)?;
+    }
+    let members: Vec<Value> = relay
+        .bus
+        .members(&socket.nsp, &room)
+        .await
+        .into_iter()
+        .map(|m| json!({ "id": &*m.id, "user": m.user.as_deref() }))
+        .collect();
+    Ok(json!({ "ok": true, "room": room, "members": members }))
+}
+
+/// Tell the other members of `room` that `socket` joined or left it.
+pub fn announce(relay: &Shared, socket: &Socket, room: &str, action: &str, count: usize) {
+    let body = json!({
+        "room": room,
+        "action": action,
+        "id": &**socket.id(),
+        "user": socket.user().map(|u| &**u),
+        "count": count,
+    })
+    .to_string();
+    let Ok(raw) = RawValue::from_string(body) else {
+        return;
+    };
+    let text = sio::encode_event(&socket.nsp, "$presence", &[&raw], None, 0);
+    let target = Target {
+        rooms: vec![Arc::from(room)],
+        except: Some(socket.id().clone()),
+    };
+    relay
+        .bus
+        .broadcast(&socket.nsp, &target, &outgoing(&text, &[]));
+}

@@ -1,0 +1,146 @@
+//! Application events: policy checks, routing to a bus [`Target`], the ack, and the
+//! refusal answer (`{"ok":false,…}` through the ack, or a `$error` event without one).
+//!
+//! The delivered packet is encoded once and shared by every recipient.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use super::Shared;
+use super::control;
+use super::policy::{Policy, Refusal};
+use super::socket::Socket;
+use crate::adapter::Target;
+use crate::config::{AckReply, Route};
+use crate::engine::{Frame, Outgoing};
+use crate::socketio::Packet;
+use crate::socketio::packet::{self as sio, PacketError};
+
+/// Handle one EVENT or BINARY_EVENT from `socket`. Policy refusals are answered to the
+/// client; only a packet that is not a valid event is an error (fatal for the session).
+pub async fn handle(
+    relay: &Shared,
+    policy: &Policy,
+    socket: &Arc<Socket>,
+    packet: &Packet,
+    attachments: Vec<Bytes>,
+    now: Instant,
+) -> Result<(), PacketError> {
+    let event = packet.event()?;
+    let name: &str = &event.name;
+    if !socket.take_token(now) {
+        refuse(socket, name, packet.id, "rate limit exceeded");
+        return Ok(());
+    }
+    if name.starts_with('$') {
+        control::handle(relay, policy, socket, name, &event.args, packet.id).await;
+        return Ok(());
+    }
+    let size = packet.data.as_ref().map_or(0, |d| d.get().len())
+        + attachments.iter().map(Bytes::len).sum::<usize>();
+    if size as u64 > policy.config.limits.max_event_size.0 {
+        refuse(socket, name, packet.id, "event too large");
+        return Ok(());
+    }
+    let how = policy.resolve(name);
+    if let Err(error) = route(
+        relay,
+        socket,
+        &how,
+        &event.args,
+        &attachments,
+        packet.attachments,
+    ) {
+        refuse(socket, name, packet.id, error);
+        return Ok(());
+    }
+    if let Some(id) = packet.id {
+        match how.ack {
+            AckReply::Status => {
+                socket.send_text(&sio::encode_ack_json(&socket.nsp, id, r#"[{"ok":true}]"#));
+            }
+            AckReply::Echo => {
+                let text = sio::encode_ack(&socket.nsp, id, &event.args, attachments.len());
+                socket.session().send(outgoing(&text, &attachments));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deliver the event where its route says.
+fn route(
+    relay: &Shared,
+    socket: &Arc<Socket>,
+    how: &super::policy::Resolved<'_>,
+    args: &[&RawValue],
+    attachments: &[Bytes],
+    announced: usize,
+) -> Result<(), Refusal> {
+    let rooms = match how.route {
+        Route::None => return Err("clients may not emit this event"),
+        Route::Discard => return Ok(()),
+        Route::Sender => None,
+        Route::Namespace => Some(Vec::new()),
+        Route::Rooms => {
+            let joined = socket.joined();
+            if joined.is_empty() {
+                return Err("join a room first");
+            }
+            Some(joined)
+        }
+        Route::Room(room) => Some(vec![Arc::from(room.as_str())]),
+    };
+    let text = sio::encode_event(&socket.nsp, how.name, args, None, announced);
+    let item = outgoing(&text, attachments);
+    if let Some(rooms) = rooms {
+        let target = Target {
+            rooms,
+            except: Some(socket.id().clone()),
+        };
+        relay.bus.broadcast(&socket.nsp, &target, &item);
+    }
+    if how.echo || matches!(how.route, Route::Sender) {
+        socket.session().send(item);
+    }
+    Ok(())
+}
+
+/// One Socket.IO packet (and its attachments) as a single queue item.
+pub fn outgoing(text: &str, attachments: &[Bytes]) -> Outgoing {
+    if attachments.is_empty() {
+        Outgoing::Frame(Frame::message(text))
+    } else {
+        let mut frames = Vec::with_capacity(1 + attachments.len());
+        frames.push(Frame::message(text));
+        frames.extend(attachments.iter().cloned().map(Frame::Binary));
+        Outgoing::Group(Arc::from(frames))
+    }
+}
+
+/// Tell the client its event was refused: through the ack when it asked for one, else
+/// with a `$error` event.
+pub fn refuse(socket: &Socket, event: &str, ack: Option<u64>, error: &str) {
+    tracing::debug!(socket = %socket.id(), nsp = %socket.nsp, event, error, "event refused");
+    match ack {
+        Some(id) => {
+            let body = json!([{ "ok": false, "error": error }]).to_string();
+            socket.send_text(&sio::encode_ack_json(&socket.nsp, id, &body));
+        }
+        None => {
+            let body = json!({ "event": event, "error": error }).to_string();
+            send_event(socket, "$error", &body);
+        }
+    }
+}
+
+/// Emit a relay event with one JSON argument to `socket` alone.
+pub fn send_event(socket: &Socket, name: &str, json_arg: &str) {
+    if let Ok(raw) = RawValue::from_string(json_arg.to_owned()) {
+        socket.send_text(&sio::encode_event(&socket.nsp, name, &[&raw], None, 0));
+    }
+}

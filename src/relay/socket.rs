@@ -1,0 +1,144 @@
+//! One Socket.IO socket: a client's membership of one namespace on one Engine.IO session.
+//! Holds what the relay needs per socket — identity, the rooms it joined, its rate limit.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde_json::value::RawValue;
+
+use crate::adapter::Recipient;
+use crate::engine::{Frame, Session};
+
+/// A connected socket.
+#[derive(Debug)]
+pub struct Socket {
+    /// Namespace name.
+    pub nsp: Arc<str>,
+    /// Identity and delivery, shared with the bus.
+    pub recipient: Arc<Recipient>,
+    /// The CONNECT auth payload, kept verbatim (for `greet`).
+    pub auth: Box<RawValue>,
+    /// Rooms this socket joined (this process's view; the bus has the shared one).
+    pub rooms: Mutex<BTreeSet<Arc<str>>>,
+    /// Events allowed per second.
+    rate: Mutex<TokenBucket>,
+}
+
+impl Socket {
+    /// A new socket on `session`.
+    pub fn new(
+        nsp: Arc<str>,
+        id: Arc<str>,
+        user: Option<Arc<str>>,
+        auth: Box<RawValue>,
+        session: Arc<Session>,
+        rate: TokenBucket,
+    ) -> Socket {
+        Socket {
+            nsp,
+            recipient: Arc::new(Recipient { id, user, session }),
+            auth,
+            rooms: Mutex::new(BTreeSet::new()),
+            rate: Mutex::new(rate),
+        }
+    }
+
+    /// The socket id.
+    pub fn id(&self) -> &Arc<str> {
+        &self.recipient.id
+    }
+
+    /// The display name.
+    pub fn user(&self) -> Option<&Arc<str>> {
+        self.recipient.user.as_ref()
+    }
+
+    /// The session carrying it.
+    pub fn session(&self) -> &Arc<Session> {
+        &self.recipient.session
+    }
+
+    /// Send one Socket.IO packet text to this socket alone.
+    pub fn send_text(&self, text: &str) -> bool {
+        self.session().send_frame(Frame::message(text))
+    }
+
+    /// Take one event's worth from the rate limit; false when over it.
+    pub fn take_token(&self, now: Instant) -> bool {
+        self.rate
+            .lock()
+            .expect("rate lock is never poisoned")
+            .take(now)
+    }
+
+    /// The rooms joined, as a snapshot.
+    pub fn joined(&self) -> Vec<Arc<str>> {
+        self.rooms
+            .lock()
+            .expect("rooms lock is never poisoned")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Whether the socket is in `room`.
+    pub fn is_in(&self, room: &str) -> bool {
+        self.rooms
+            .lock()
+            .expect("rooms lock is never poisoned")
+            .contains(room)
+    }
+}
+
+/// A token bucket: `burst` tokens, refilled at `rate` per second.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(rate: u32, burst: u32, now: Instant) -> TokenBucket {
+        TokenBucket {
+            rate: f64::from(rate.max(1)),
+            burst: f64::from(burst.max(1)),
+            tokens: f64::from(burst.max(1)),
+            last: now,
+        }
+    }
+
+    /// Take a token if there is one.
+    pub fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn bucket_allows_burst_then_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(2, 3, t0);
+        assert!(b.take(t0));
+        assert!(b.take(t0));
+        assert!(b.take(t0));
+        assert!(!b.take(t0));
+        assert!(b.take(t0 + Duration::from_millis(500)));
+        assert!(!b.take(t0 + Duration::from_millis(500)));
+    }
+}

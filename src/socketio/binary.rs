@@ -1,0 +1,191 @@
+//! Binary attachment reassembly: a BINARY_EVENT or BINARY_ACK text packet followed by the
+//! binary Engine.IO messages it announced.
+//!
+//! Owns the per-connection state machine "waiting for N more attachments" and its two
+//! protocol errors (text while waiting, binary when nothing waits), as in the reference
+//! `socket.io-parser` `Decoder.add`.
+//!
+//! Does not own: parsing the text packet (see [`super::packet`], which already caps the
+//! announced count at the configured maximum and checks every placeholder against it), or
+//! limits on attachment size (the transport bounds each Engine.IO message). Placeholders are
+//! not substituted: the relay forwards the packet text and the attachments as they came.
+
+use bytes::Bytes;
+
+use super::packet::Packet;
+
+/// A packet with all of its attachments, in arrival order (placeholder `num` indexes them).
+#[derive(Debug)]
+pub struct Complete {
+    pub packet: Packet,
+    pub attachments: Vec<Bytes>,
+}
+
+/// Collects the attachments of at most one pending binary packet per connection.
+#[derive(Debug, Default)]
+pub struct Reassembler {
+    /// The binary packet waiting for its attachments; `None` when idle.
+    pending: Option<Complete>,
+}
+
+/// Capacity reserved up front for attachments: the count is already bounded by the
+/// decoder, but a hand-built packet could announce any number, and reserving that much
+/// would abort on allocation.
+const PREALLOCATE: usize = 16;
+
+impl Reassembler {
+    /// A decoded text packet: `Some(Complete)` at once when it has no attachments; `None`
+    /// when it starts waiting. A text packet while attachments are pending is an error,
+    /// and drops the pending packet (the connection is to be closed anyway).
+    pub fn text(&mut self, packet: Packet) -> Result<Option<Complete>, ReassemblyError> {
+        if let Some(pending) = self.pending.take() {
+            return Err(ReassemblyError::TextWhileWaiting {
+                missing: pending
+                    .packet
+                    .attachments
+                    .saturating_sub(pending.attachments.len()),
+            });
+        }
+        if !packet.kind.is_binary() || packet.attachments == 0 {
+            return Ok(Some(Complete {
+                packet,
+                attachments: Vec::new(),
+            }));
+        }
+        self.pending = Some(Complete {
+            attachments: Vec::with_capacity(packet.attachments.min(PREALLOCATE)),
+            packet,
+        });
+        Ok(None)
+    }
+
+    /// One binary Engine.IO message: an attachment of the pending packet. `Some(Complete)`
+    /// with the last one. Binary with nothing pending is an error.
+    pub fn binary(&mut self, data: Bytes) -> Result<Option<Complete>, ReassemblyError> {
+        let pending = self
+            .pending
+            .as_mut()
+            .ok_or(ReassemblyError::UnexpectedBinary)?;
+        pending.attachments.push(data);
+        if pending.attachments.len() < pending.packet.attachments {
+            return Ok(None);
+        }
+        Ok(self.pending.take())
+    }
+
+    /// True while a binary packet waits for attachments.
+    pub fn is_waiting(&self) -> bool {
+        self.pending.is_some()
+    }
+}
+
+/// A binary message out of sequence: a protocol violation by the peer.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReassemblyError {
+    #[error("text packet while {missing} attachment(s) are still expected")]
+    TextWhileWaiting { missing: usize },
+    #[error("binary message with no binary packet waiting for it")]
+    UnexpectedBinary,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failing test should stop loudly")]
+mod tests {
+    use super::super::packet::{PacketKind, decode};
+    use super::*;
+
+    fn text_packet(text: &str) -> Packet {
+        decode(text, 10).unwrap()
+    }
+
+    #[test]
+    fn plain_packets_complete_at_once() {
+        let mut r = Reassembler::default();
+        for text in ["0", "2[\"a\"]", "31[]", "1/a,"] {
+            let done = r.text(text_packet(text)).unwrap().unwrap();
+            assert!(done.attachments.is_empty());
+            assert_eq!(done.packet.encode(), text);
+            assert!(!r.is_waiting());
+        }
+    }
+
+    #[test]
+    fn binary_event_collects_its_attachments_in_order() {
+        let mut r = Reassembler::default();
+        let text =
+            r#"52-/admin,["baz",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#;
+        assert!(r.text(text_packet(text)).unwrap().is_none());
+        assert!(r.is_waiting());
+        assert!(r.binary(Bytes::from_static(&[1, 2])).unwrap().is_none());
+        assert!(r.is_waiting());
+        let done = r.binary(Bytes::from_static(&[3, 4])).unwrap().unwrap();
+        assert!(!r.is_waiting());
+        assert_eq!(done.packet.kind, PacketKind::BinaryEvent);
+        assert_eq!(done.packet.encode(), text);
+        assert_eq!(
+            done.attachments,
+            [Bytes::from_static(&[1, 2]), Bytes::from_static(&[3, 4])]
+        );
+        // Idle again: the next packet goes through.
+        assert!(r.text(text_packet("2[\"next\"]")).unwrap().is_some());
+    }
+
+    #[test]
+    fn binary_ack_with_one_attachment() {
+        let mut r = Reassembler::default();
+        assert!(
+            r.text(text_packet(r#"61-15["bar",{"_placeholder":true,"num":0}]"#))
+                .unwrap()
+                .is_none()
+        );
+        let done = r.binary(Bytes::new()).unwrap().unwrap();
+        assert_eq!(done.packet.id, Some(15));
+        assert_eq!(done.attachments, [Bytes::new()]);
+    }
+
+    #[test]
+    fn text_while_waiting_is_an_error() {
+        let mut r = Reassembler::default();
+        r.text(text_packet(r#"52-["a"]"#)).unwrap();
+        r.binary(Bytes::from_static(b"x")).unwrap();
+        assert_eq!(
+            r.text(text_packet("2[\"b\"]")).unwrap_err(),
+            ReassemblyError::TextWhileWaiting { missing: 1 }
+        );
+        // The pending packet is dropped with the error.
+        assert!(!r.is_waiting());
+        assert_eq!(
+            r.binary(Bytes::new()).unwrap_err(),
+            ReassemblyError::UnexpectedBinary
+        );
+    }
+
+    #[test]
+    fn unexpected_binary_is_an_error() {
+        let mut r = Reassembler::default();
+        assert_eq!(
+            r.binary(Bytes::from_static(b"x")).unwrap_err(),
+            ReassemblyError::UnexpectedBinary
+        );
+        r.text(text_packet(r#"51-["a"]"#)).unwrap();
+        r.binary(Bytes::new()).unwrap().unwrap();
+        assert_eq!(
+            r.binary(Bytes::new()).unwrap_err(),
+            ReassemblyError::UnexpectedBinary
+        );
+    }
+
+    #[test]
+    fn hand_built_packets_cannot_exhaust_memory() {
+        let mut r = Reassembler::default();
+        let mut packet = text_packet(r#"51-["a"]"#);
+        packet.attachments = usize::MAX;
+        assert!(r.text(packet).unwrap().is_none());
+        assert!(r.binary(Bytes::new()).unwrap().is_none());
+        // A binary kind that announces none completes at once.
+        let mut packet = text_packet(r#"51-["a"]"#);
+        packet.attachments = 0;
+        let mut r = Reassembler::default();
+        assert!(r.text(packet).unwrap().is_some());
+    }
+}

@@ -1,0 +1,10 @@
+//! Socket.IO v5 packets: parsing, encoding and binary attachment reassembly.
+//!
+//! Pure code over strings and bytes — no I/O, no knowledge of rooms or sessions — so that
+//! it can be unit-tested and fuzzed in isolation.
+
+pub mod binary;
+pub mod packet;
+
+pub use binary::Reassembler;
+pub use packet::{Packet, PacketError, PacketKind};

@@ -1,0 +1,83 @@
+// Starts the real iorelay binary for a test and stops it again.
+//
+// The binary comes from IORELAY_BIN (set by `cargo test`, see tests/node_suite.rs) or
+// target/debug/iorelay. It binds 127.0.0.1:0; we learn the port from its "listening" log
+// line instead of guessing a free one, so tests never race for ports.
+import { spawn } from "node:child_process";
+import { writeFileSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const repoRoot = resolve(here, "..", "..", "..");
+const bin = process.env.IORELAY_BIN || join(repoRoot, "target", "debug", "iorelay");
+
+/**
+ * Start iorelay with the given TOML config text (or a path via opts.configFile).
+ * Resolves to { url, port, pid, stop(), logs() } once it listens.
+ */
+export async function startRelay(configToml = "", opts = {}) {
+  const dir = mkdtempSync(join(tmpdir(), "iorelay-test-"));
+  let configFile = opts.configFile;
+  if (!configFile) {
+    configFile = join(dir, "iorelay.toml");
+    writeFileSync(configFile, configToml);
+  }
+  const env = {
+    ...process.env,
+    IORELAY_ENV: "test",
+    IORELAY_SERVER__LISTEN: "127.0.0.1:0",
+    IORELAY_SERVER__ADMIN_LISTEN: "127.0.0.1:0",
+    IORELAY_LOG__FORMAT: "text",
+    NO_COLOR: "1",
+    ...(opts.env || {}),
+  };
+  const child = spawn(bin, ["--config", configFile, ...(opts.args || [])], {
+    env,
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let output = "";
+  const addr = await new Promise((resolveAddr, reject) => {
+    const timer = setTimeout(() => reject(new Error(`iorelay did not listen in time:\n${output}`)), 20000);
+    child.stderr.setEncoding("utf8");
+    child.stderr.on("data", (chunk) => {
+      output += chunk;
+      const m = output.match(/listening.*public=([\d.]+:\d+)/);
+      if (m) {
+        clearTimeout(timer);
+        resolveAddr(m[1]);
+      }
+    });
+    child.on("exit", (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`iorelay exited early (code ${code}, signal ${signal}):\n${output}`));
+    });
+  });
+  const port = Number(addr.split(":")[1]);
+  const exited = new Promise((r) => child.on("exit", r));
+  return {
+    url: `http://${addr}`,
+    port,
+    pid: child.pid,
+    logs: () => output,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        process.kill(child.pid, "SIGKILL");
+        await exited;
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Resolve when `emitter` emits `event` (first argument list), or reject after `ms`. */
+export function once(emitter, event, ms = 5000) {
+  return new Promise((resolveOnce, reject) => {
+    const timer = setTimeout(() => reject(new Error(`timed out waiting for ${event}`)), ms);
+    emitter.once(event, (...args) => {
+      clearTimeout(timer);
+      resolveOnce(args);
+    });
+  });
+}

@@ -1,0 +1,488 @@
+// Socket.IO v5 conformance: our own reproduction of every check in the official
+// `docs/socket.io-protocol/v5-test-suite` (socketio/socket.io), run against the real binary
+// started with config/conformance.toml. That config makes iorelay the suite's reference
+// server: namespaces "/" and "/custom" only; on each namespace connect the server emits
+// "auth" with the client's CONNECT payload ({} when none) as its first event; on "/" a
+// "message" comes back to its sender as "message-back" and "message-with-ack" is acked with
+// its own arguments; pingInterval 300 ms, pingTimeout 200 ms, maxPayload 1000000,
+// connectTimeout 1000 ms, no connection-state recovery.
+//
+// The suite talks raw Engine.IO/Socket.IO frames over a WebSocket (and plain HTTP for the
+// Engine.IO part), so do we. Where it asserts timing we wait for the event, bounded
+// generously. The exact expectations are listed in tests/node/CONFORMANCE.md.
+import { describe, it, before, after, afterEach } from "node:test";
+import assert from "node:assert/strict";
+import { request as httpRequest } from "node:http";
+import { join } from "node:path";
+import WebSocket from "ws";
+import { startRelay, repoRoot } from "../lib/relay.mjs";
+
+const PING_INTERVAL = 300;
+const PING_TIMEOUT = 200;
+const MAX_PAYLOAD = 1000000;
+const HANDSHAKE_KEYS = ["maxPayload", "pingInterval", "pingTimeout", "sid", "upgrades"];
+
+// Bound for anything the server should do "soon": far above every protocol timer (the
+// longest is connectTimeout, 1000 ms), so slowness does not fail a test but a missing
+// behaviour fails with a clear message rather than the runner's global timeout.
+const WAIT_MS = 3000;
+// Nothing on the wire tells that the server has registered a poll; the official suite
+// pauses 5 ms. We pause this long after the request is fully written, and only there.
+const SETTLE_MS = 50;
+
+let relay;
+let base;
+let wsBase;
+const peers = new Set();
+
+before(async () => {
+  relay = await startRelay("", { configFile: join(repoRoot, "config", "conformance.toml") });
+  base = `${relay.url}/socket.io/`;
+  wsBase = base.replace(/^http/, "ws");
+});
+
+after(async () => {
+  await relay?.stop();
+});
+
+afterEach(() => {
+  for (const peer of peers) peer.terminate();
+  peers.clear();
+});
+
+const delay = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function withTimeout(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** A request on the polling transport; resolves { status, body } (body as text). */
+async function http(query, init = {}) {
+  const res = await withTimeout(fetch(`${base}?${query}`, init), WAIT_MS, `${init.method || "GET"} ?${query}`);
+  return { status: res.status, body: await res.text() };
+}
+
+const poll = (sid) => http(`EIO=4&transport=polling&sid=${sid}`);
+const push = (sid, body) => http(`EIO=4&transport=polling&sid=${sid}`, { method: "POST", body });
+
+async function openPollingSession() {
+  const { status, body } = await http("EIO=4&transport=polling");
+  assert.equal(status, 200, `handshake failed: ${body}`);
+  return JSON.parse(body.slice(1)).sid;
+}
+
+/** A GET poll on its own connection, so the test knows when it has left the client. */
+function rawPoll(sid) {
+  const req = httpRequest(`${base}?EIO=4&transport=polling&sid=${sid}`, { agent: false });
+  const sent = new Promise((resolve, reject) => {
+    req.on("finish", resolve);
+    req.on("error", reject);
+  });
+  const response = new Promise((resolve, reject) => {
+    req.on("response", (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk) => (body += chunk));
+      res.on("end", () => resolve({ status: res.statusCode, body }));
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+  });
+  response.catch(() => {});
+  req.end();
+  return { sent, response };
+}
+
+/**
+ * A WebSocket client that queues every frame: the server may write a CONNECT reply and the
+ * "auth" event back to back, and neither may be lost between two waits. Text frames come
+ * out as strings, binary frames as Buffers.
+ */
+class Peer {
+  constructor(url) {
+    this.ws = new WebSocket(url, { perMessageDeflate: false });
+    this.frames = [];
+    this.waiters = [];
+    this.closed = false;
+    this.ws.on("message", (data, isBinary) => {
+      this.frames.push(isBinary ? Buffer.from(data) : data.toString("utf8"));
+      this.wake();
+    });
+    // A refused handshake (HTTP 400 instead of 101) surfaces as "error" then "close".
+    this.ws.on("error", (err) => (this.error = err));
+    this.ws.on("close", (code) => {
+      this.closed = true;
+      this.closeCode = code;
+      this.wake();
+    });
+    this.opened = new Promise((resolve, reject) => {
+      this.ws.once("open", resolve);
+      this.ws.once("close", () => reject(new Error(`websocket closed before opening (${this.error?.message})`)));
+    });
+    this.opened.catch(() => {});
+    peers.add(this);
+  }
+
+  wake() {
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  /** The next frame, whatever it is. */
+  async next(what = "a frame", ms = WAIT_MS) {
+    const deadline = Date.now() + ms;
+    while (this.frames.length === 0) {
+      if (this.closed) throw new Error(`websocket closed (code ${this.closeCode}) while waiting for ${what}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+      await withTimeout(new Promise((r) => this.waiters.push(r)), left, what).catch(() => {});
+    }
+    return this.frames.shift();
+  }
+
+  /**
+   * The next frame that is not an Engine.IO ping, answering pings on the way, as the
+   * official suite's packet collector skips "2".
+   */
+  async nextPacket(what) {
+    for (;;) {
+      const frame = await this.next(what);
+      if (frame !== "2") return frame;
+      this.send("3");
+    }
+  }
+
+  /** Resolves once the server has closed the connection. */
+  async waitClosed(ms = WAIT_MS, { pong = false } = {}) {
+    const deadline = Date.now() + ms;
+    while (!this.closed) {
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new Error(`websocket still open after ${ms} ms; frames so far: ${JSON.stringify(this.frames)}`);
+      }
+      await withTimeout(new Promise((r) => this.waiters.push(r)), left, "close").catch(() => {});
+      if (pong) {
+        const pings = this.frames.filter((f) => f === "2").length;
+        this.frames = this.frames.filter((f) => f !== "2");
+        for (let i = 0; i < pings && !this.closed; i++) this.send("3");
+      }
+    }
+  }
+
+  send(data) {
+    this.ws.send(data);
+  }
+
+  terminate() {
+    this.ws.terminate();
+  }
+}
+
+function assertHandshake(text, upgrades) {
+  assert.equal(typeof text, "string", "the open packet must be a text frame");
+  assert.equal(text[0], "0", `expected an open packet, got ${JSON.stringify(text)}`);
+  const value = JSON.parse(text.slice(1));
+  assert.deepEqual(Object.keys(value).sort(), HANDSHAKE_KEYS, "the open packet has exactly these keys");
+  assert.equal(typeof value.sid, "string");
+  assert.ok(value.sid.length > 0, "sid is not empty");
+  assert.deepEqual(value.upgrades, upgrades);
+  assert.equal(value.pingInterval, PING_INTERVAL);
+  assert.equal(value.pingTimeout, PING_TIMEOUT);
+  assert.equal(value.maxPayload, MAX_PAYLOAD);
+}
+
+/** An Engine.IO session over WebSocket, open packet consumed. */
+async function openWsSession() {
+  const peer = new Peer(`${wsBase}?EIO=4&transport=websocket`);
+  assertHandshake(await peer.next("the Engine.IO open packet"), []);
+  return peer;
+}
+
+/**
+ * Checks a CONNECT reply: `40` + namespace prefix + a payload whose only key is a
+ * non-empty string sid (no "pid": connection-state recovery is off).
+ */
+function assertConnected(frame, nspPrefix = "") {
+  const head = `40${nspPrefix}`;
+  assert.equal(typeof frame, "string");
+  assert.ok(frame.startsWith(head), `expected ${head}{"sid":…}, got ${JSON.stringify(frame)}`);
+  const payload = JSON.parse(frame.slice(head.length));
+  assert.deepEqual(Object.keys(payload), ["sid"], `CONNECT payload ${frame.slice(head.length)}`);
+  assert.equal(typeof payload.sid, "string");
+  assert.ok(payload.sid.length > 0);
+}
+
+/** Connects `/` over WebSocket; consumes the open packet, the CONNECT reply and "auth". */
+async function connectMain() {
+  const peer = await openWsSession();
+  peer.send("40");
+  assertConnected(await peer.next("the CONNECT reply"));
+  assert.equal(await peer.next('the "auth" event'), '42["auth",{}]');
+  return peer;
+}
+
+describe("Socket.IO v5 conformance (/socket.io/, namespaces / and /custom)", () => {
+  describe("Engine.IO handshake over HTTP long-polling", () => {
+    it("opens a session with the configured timers and a websocket upgrade", async () => {
+      const { status, body } = await http("EIO=4&transport=polling");
+      assert.equal(status, 200);
+      assertHandshake(body, ["websocket"]);
+    });
+
+    it("answers 400 to a missing or invalid EIO", async () => {
+      assert.equal((await http("transport=polling")).status, 400);
+      assert.equal((await http("EIO=abc&transport=polling")).status, 400);
+    });
+
+    it("answers 400 to a missing or unknown transport", async () => {
+      assert.equal((await http("EIO=4")).status, 400);
+      assert.equal((await http("EIO=4&transport=abc")).status, 400);
+    });
+
+    it("answers 400 to a handshake that is not a GET", async () => {
+      assert.equal((await http("EIO=4&transport=polling", { method: "POST" })).status, 400);
+      assert.equal((await http("EIO=4&transport=polling", { method: "PUT" })).status, 400);
+    });
+  });
+
+  describe("Engine.IO handshake over WebSocket", () => {
+    it("opens a session with no upgrades", async () => {
+      await openWsSession();
+    });
+
+    it("closes a WebSocket with a missing or invalid EIO", async () => {
+      await new Peer(`${wsBase}?transport=websocket`).waitClosed();
+      await new Peer(`${wsBase}?EIO=abc&transport=websocket`).waitClosed();
+    });
+
+    it("closes a WebSocket with a missing or unknown transport", async () => {
+      await new Peer(`${wsBase}?EIO=4`).waitClosed();
+      await new Peer(`${wsBase}?EIO=4&transport=abc`).waitClosed();
+    });
+  });
+
+  describe("Engine.IO heartbeat", () => {
+    it("over polling: pings every pingInterval while the client answers pongs", async () => {
+      const sid = await openPollingSession();
+      for (let i = 0; i < 3; i++) {
+        assert.deepEqual(await poll(sid), { status: 200, body: "2" }, `ping ${i + 1}`);
+        assert.equal((await push(sid, "3")).status, 200, `pong ${i + 1}`);
+      }
+    });
+
+    it("over polling: closes a session that does not answer the ping", async () => {
+      const sid = await openPollingSession();
+      const started = Date.now();
+      for (;;) {
+        const { status, body } = await poll(sid);
+        if (status === 400) break;
+        assert.equal(status, 200);
+        assert.ok(["2", "1", "6"].includes(body), `unexpected poll body ${JSON.stringify(body)}`);
+        assert.ok(Date.now() - started < WAIT_MS, "session still open long after pingInterval + pingTimeout");
+      }
+    });
+
+    it("over WebSocket: pings every pingInterval while the client answers pongs", async () => {
+      const peer = await openWsSession();
+      for (let i = 0; i < 3; i++) {
+        assert.equal(await peer.next(`ping ${i + 1}`), "2");
+        peer.send("3");
+      }
+    });
+
+    it("over WebSocket: closes a connection that does not answer the ping", async () => {
+      await new Peer(`${wsBase}?EIO=4&transport=websocket`).waitClosed();
+    });
+  });
+
+  describe("Engine.IO close", () => {
+    it("over polling: a close packet ends the pending poll with a noop and the session", async () => {
+      const sid = await openPollingSession();
+      const pending = rawPoll(sid);
+      await pending.sent;
+      await delay(SETTLE_MS);
+      assert.equal((await push(sid, "1")).status, 200);
+      assert.deepEqual(await withTimeout(pending.response, WAIT_MS, "the pending poll"), { status: 200, body: "6" });
+      assert.equal((await poll(sid)).status, 400, "the session must be gone");
+    });
+
+    it("over WebSocket: a close packet closes the connection", async () => {
+      const peer = await openWsSession();
+      peer.send("1");
+      await peer.waitClosed();
+    });
+  });
+
+  describe("Engine.IO upgrade", () => {
+    // The suite sends "2probe" and "5" back to back, without waiting for "3probe".
+    async function upgradeEagerly(sid) {
+      const peer = new Peer(`${wsBase}?EIO=4&transport=websocket&sid=${sid}`);
+      await peer.opened;
+      peer.send("2probe");
+      peer.send("5");
+      assert.equal(await peer.next("3probe"), "3probe");
+      return peer;
+    }
+
+    it("answers the probe and completes the upgrade", async () => {
+      const sid = await openPollingSession();
+      const peer = new Peer(`${wsBase}?EIO=4&transport=websocket&sid=${sid}`);
+      await peer.opened;
+      peer.send("2probe");
+      assert.equal(await peer.next("3probe"), "3probe");
+      peer.send("5");
+      // Beyond the suite, which stops here: the upgraded transport carries Socket.IO.
+      peer.send("40");
+      assertConnected(await peer.nextPacket("the CONNECT reply over WebSocket"));
+    });
+
+    it("refuses polling requests for an upgraded session", async () => {
+      const sid = await openPollingSession();
+      await upgradeEagerly(sid);
+      assert.equal((await poll(sid)).status, 400);
+    });
+
+    it("refuses a second WebSocket for an upgraded session", async () => {
+      const sid = await openPollingSession();
+      await upgradeEagerly(sid);
+      await new Peer(`${wsBase}?EIO=4&transport=websocket&sid=${sid}`).waitClosed();
+    });
+  });
+
+  describe("Socket.IO connect", () => {
+    it("connects the main namespace and emits auth {}", async () => {
+      await connectMain();
+    });
+
+    it("connects the main namespace with a payload and emits it back as auth", async () => {
+      const peer = await openWsSession();
+      peer.send('40{"token":"123"}');
+      assertConnected(await peer.next("the CONNECT reply"));
+      assert.equal(await peer.next('the "auth" event'), '42["auth",{"token":"123"}]');
+    });
+
+    it("connects /custom and emits auth {}", async () => {
+      const peer = await openWsSession();
+      peer.send("40/custom,");
+      assertConnected(await peer.next("the CONNECT reply"), "/custom,");
+      assert.equal(await peer.next('the "auth" event'), '42/custom,["auth",{}]');
+    });
+
+    it("connects /custom with a payload and emits it back as auth", async () => {
+      const peer = await openWsSession();
+      peer.send('40/custom,{"token":"abc"}');
+      assertConnected(await peer.next("the CONNECT reply"), "/custom,");
+      assert.equal(await peer.next('the "auth" event'), '42/custom,["auth",{"token":"abc"}]');
+    });
+
+    it("refuses an unknown namespace with CONNECT_ERROR Invalid namespace", async () => {
+      const peer = await openWsSession();
+      peer.send("40/random");
+      assert.equal(await peer.next("the CONNECT_ERROR"), '44/random,{"message":"Invalid namespace"}');
+    });
+
+    it("closes the connection on an invalid first packet", async () => {
+      const peer = await openWsSession();
+      peer.send("4abc");
+      await peer.waitClosed();
+    });
+
+    it("closes the connection when no CONNECT arrives", async () => {
+      // As in the suite: no pong either, so a ping timeout may close it first.
+      const peer = new Peer(`${wsBase}?EIO=4&transport=websocket`);
+      await peer.waitClosed();
+    });
+
+    it("closes the connection when no CONNECT arrives within connectTimeout, pongs or not", async () => {
+      // Beyond the suite: answering every ping rules out the ping timeout, so only the
+      // 1000 ms connect timeout can close this one.
+      const peer = await openWsSession();
+      await peer.waitClosed(WAIT_MS, { pong: true });
+      assert.ok(
+        peer.frames.every((f) => f === "2"),
+        `nothing but pings before the close, got ${JSON.stringify(peer.frames)}`,
+      );
+    });
+  });
+
+  describe("Socket.IO disconnect", () => {
+    it("a DISCONNECT from / gets no answer and the Engine.IO session lives on", async () => {
+      const peer = await connectMain();
+      peer.send("41");
+      assert.equal(await peer.next("the next ping"), "2", "the next frame after 41 is the next ping");
+    });
+
+    it("connects then disconnects /custom while / keeps working", async () => {
+      const peer = await connectMain();
+      assert.equal(await peer.next("the first ping"), "2");
+      peer.send("3");
+      peer.send("40/custom");
+      assertConnected(await peer.next("the /custom CONNECT reply"), "/custom,");
+      assert.equal(await peer.next('the /custom "auth" event'), '42/custom,["auth",{}]');
+      peer.send("41/custom");
+      peer.send('42["message","message to main namespace"]');
+      assert.equal(await peer.next("message-back"), '42["message-back","message to main namespace"]');
+    });
+  });
+
+  describe("Socket.IO messages", () => {
+    it("sends message back as message-back with the same arguments", async () => {
+      const peer = await connectMain();
+      peer.send('42["message",1,"2",{"3":[true]}]');
+      assert.equal(await peer.next("message-back"), '42["message-back",1,"2",{"3":[true]}]');
+    });
+
+    it("sends a message with binary attachments back with its attachments", async () => {
+      const peer = await connectMain();
+      peer.send('452-["message",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]');
+      peer.send(Uint8Array.from([1, 2, 3]));
+      peer.send(Uint8Array.from([4, 5, 6]));
+      assert.equal(
+        await peer.nextPacket("the BINARY_EVENT header"),
+        '452-["message-back",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]',
+      );
+      assert.deepEqual(await peer.nextPacket("attachment 0"), Buffer.from([1, 2, 3]));
+      assert.deepEqual(await peer.nextPacket("attachment 1"), Buffer.from([4, 5, 6]));
+    });
+
+    it("acks message-with-ack with the same arguments", async () => {
+      const peer = await connectMain();
+      peer.send('42456["message-with-ack",1,"2",{"3":[false]}]');
+      assert.equal(await peer.next("the ACK"), '43456[1,"2",{"3":[false]}]');
+    });
+
+    it("acks message-with-ack with binary attachments as a BINARY_ACK", async () => {
+      const peer = await connectMain();
+      peer.send('452-789["message-with-ack",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]');
+      peer.send(Uint8Array.from([1, 2, 3]));
+      peer.send(Uint8Array.from([4, 5, 6]));
+      assert.equal(
+        await peer.nextPacket("the BINARY_ACK header"),
+        '462-789[{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]',
+      );
+      assert.deepEqual(await peer.nextPacket("attachment 0"), Buffer.from([1, 2, 3]));
+      assert.deepEqual(await peer.nextPacket("attachment 1"), Buffer.from([4, 5, 6]));
+    });
+
+    it("closes the connection on an unknown packet type", async () => {
+      const peer = await connectMain();
+      peer.send("4abc");
+      await peer.waitClosed();
+    });
+
+    it("closes the connection on an EVENT whose payload is not an array", async () => {
+      const peer = await connectMain();
+      peer.send("42{}");
+      await peer.waitClosed();
+    });
+
+    it("closes the connection on an EVENT with an invalid ack id", async () => {
+      const peer = await connectMain();
+      peer.send('42abc["message-with-ack",1,"2",{"3":[false]}]');
+      await peer.waitClosed();
+    });
+  });
+});
