@@ -42,7 +42,10 @@ fn main() -> ExitCode {
     let loaded = match config::load(&opts) {
         Ok(l) => l,
         Err(err) => {
-            eprintln!("iorelay: invalid configuration: {err}");
+            eprintln!("iorelay: invalid configuration:");
+            for line in err.lines() {
+                eprintln!("  {line}");
+            }
             return ExitCode::from(EX_CONFIG);
         }
     };
@@ -69,7 +72,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(loaded: config::load::Loaded) -> ExitCode {
+fn run(loaded: config::Loaded) -> ExitCode {
     iorelay::telemetry::init(&loaded.config.log);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),

@@ -19,10 +19,18 @@ fn node_integration_suites() {
         assert!(status.success(), "npm ci failed in tests/node");
     }
     let status = Command::new("node")
-        .args(["--test", "--test-concurrency=2", "--test-timeout=60000", "test/"])
+        .args([
+            "--test",
+            "--test-concurrency=2",
+            "--test-timeout=60000",
+            "test/",
+        ])
         .current_dir(&dir)
         .env("IORELAY_BIN", env!("CARGO_BIN_EXE_iorelay"))
         .status()
         .expect("node is installed");
-    assert!(status.success(), "node integration tests failed (see output above)");
+    assert!(
+        status.success(),
+        "node integration tests failed (see output above)"
+    );
 }

@@ -1,4 +1,4 @@
-//! Loading the effective [`Config`] from its layers, and the errors that stops it.
+//! Loading the effective [`Config`] from its layers, and the errors that stop it.
 //!
 //! Layers, later wins (figment merges tables key by key):
 //!
@@ -234,25 +234,13 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         Some(path) => Some(path.clone()),
         None => opts.search.iter().find(|p| p.exists()).cloned(),
     };
-    let profile = file
-        .as_deref()
-        .map(|f| profile_path(f, environment))
-        .filter(|p| p.exists());
-    if let (Some(file), Some(profile)) = (&file, &profile) {
+    let profile = file.as_deref().and_then(|file| {
+        let profile = profile_path(file, environment);
         // `--config config/production.toml --env production` names one file twice.
-        if same_file(file, profile) {
-            return load_layers(opts, environment, vec![file.clone()]);
-        }
-    }
-    let sources = file.into_iter().chain(profile).collect();
-    load_layers(opts, environment, sources)
-}
+        (profile.exists() && !same_file(file, &profile)).then_some(profile)
+    });
+    let sources: Vec<PathBuf> = file.into_iter().chain(profile).collect();
 
-fn load_layers(
-    opts: &LoadOptions,
-    environment: Environment,
-    sources: Vec<PathBuf>,
-) -> Result<Loaded, ConfigError> {
     let mut figment = Figment::from(Serialized::defaults(Config::default()));
     for path in &sources {
         figment = figment.merge(TomlFile::read(path)?);
@@ -284,9 +272,9 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// A TOML file as a figment layer. Read up front, so that an unreadable file is reported
-/// as such (figment's own file provider treats any unreadable file as absent) and so
-/// that errors name the path.
+/// A TOML file as a figment layer. Read up front, so that a file that cannot be read is
+/// reported with its path and the I/O error, and so that it is read at exactly the path
+/// given (figment's `Toml::file` looks for a relative path in parent directories too).
 struct TomlFile {
     path: PathBuf,
     text: String,
@@ -390,11 +378,11 @@ impl Provider for Vars {
 /// Turns figment's error into one [`ConfigError::Malformed`]: the full dotted key, a
 /// reason in the config's own terms, and the layer the offending value came from.
 fn malformed(figment: &Figment, err: figment::Error) -> ConfigError {
-    // Figment chains one error per failing layer, newest first; the oldest is the one a
-    // reader meets first in the layering order.
+    // Figment chains one error per failing layer, in layering order; the first is the one
+    // a reader meets first, and fixing it may change the others.
     let err = err
         .into_iter()
-        .last()
+        .next()
         .expect("a figment error holds at least one");
     let path = err.path.clone();
     let found = locate(figment, &path);
@@ -986,6 +974,16 @@ mod tests {
             line.starts_with(&format!("{}: TOML parse error at line 1", file.display())),
             "{line}"
         );
+    }
+
+    #[test]
+    fn of_two_broken_files_the_first_is_reported() {
+        let dir = TempDir::new("twobroken");
+        let file = dir.write("iorelay.toml", "[server\n");
+        dir.write("development.toml", "[log\n");
+        let (key, _, origin) = malformed(load(&opts(Some(&file), None, &[])));
+        assert_eq!(key, "");
+        assert_eq!(origin, Some(file.display().to_string()));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! This module owns the *shape* of the config (serde structs with `deny_unknown_fields`)
 //! and the built-in defaults. Loading the layers (defaults → file → profile → `IORELAY_*`
 //! variables) lives in [`load`]; checks that need more than a type (patterns compile, a
-//! route's room is a valid name, ping timeout below interval, …) live in [`validate`].
+//! route's room is a valid name, limits within `max_payload`, …) live in [`validate`].
 //! Nothing here knows about sockets or rooms; the relay reads these values.
 
 pub mod load;
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use load::{ConfigError, Environment, LoadOptions, load};
+pub use load::{ConfigError, Environment, LoadOptions, Loaded, load};
 pub use units::Size;
 
 /// The whole effective configuration of one daemon.

@@ -37,8 +37,8 @@ impl fmt::Display for Problem {
     }
 }
 
-/// The smallest `engine.max_payload`: below it not even a handshake's worth of polling
-/// payload fits.
+/// The smallest `engine.max_payload`: below it ordinary client messages (a CONNECT with
+/// a token, a short chat line in a polling batch) would be refused.
 const MIN_MAX_PAYLOAD: Size = Size(1_000);
 /// The longest `server.shutdown_timeout`: a drain longer than this is a hung stop.
 const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3600);

@@ -34,6 +34,10 @@ const MAX_PACKETS_PER_POST: usize = 10_000;
 const MAX_BATCH_ITEMS: usize = 256;
 /// Byte budget of one polling GET response; the rest waits for the next poll.
 const MAX_POLL_BYTES: usize = 1 << 20;
+/// Read buffer of each WebSocket; it grows only while a larger message is read.
+const WS_READ_BUFFER: usize = 4 * 1024;
+/// Bytes a WebSocket buffers before writing to the socket (the flush writes the rest).
+const WS_WRITE_BUFFER: usize = 16 * 1024;
 /// How long a closing WebSocket may take to accept our close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -328,7 +332,11 @@ impl Engine {
                     return;
                 }
             };
+            // Small read chunks keep idle connections cheap (tungstenite preallocates the
+            // read buffer); writes are coalesced by our writer and flushed per batch.
             let config = WebSocketConfig::default()
+                .read_buffer_size(WS_READ_BUFFER)
+                .write_buffer_size(WS_WRITE_BUFFER)
                 .max_message_size(Some(settings.max_payload))
                 .max_frame_size(Some(settings.max_payload));
             let ws = WebSocketStream::from_raw_socket(

@@ -34,7 +34,12 @@ let wsBase;
 const peers = new Set();
 
 before(async () => {
-  relay = await startRelay("", { configFile: join(repoRoot, "config", "conformance.toml") });
+  relay = await startRelay("", {
+    configFile: join(repoRoot, "config", "conformance.toml"),
+    // The test profile logs at "warn", which would hide the "listening" line startRelay
+    // waits for.
+    env: { IORELAY_LOG__LEVEL: "info" },
+  });
   base = `${relay.url}/engine.io/`;
   wsBase = base.replace(/^http/, "ws");
 });
