@@ -26,7 +26,7 @@ fn node_integration_suites() {
             "test/",
         ])
         .current_dir(&dir)
-        .env("IORELAY_BIN", env!("CARGO_BIN_EXE_iorelay"))
+        .env("TEST_IORELAY_BIN", env!("CARGO_BIN_EXE_iorelay"))
         .status()
         .expect("node is installed");
     assert!(

@@ -151,11 +151,13 @@ impl Engine {
     }
 
     fn session(&self, sid: &str) -> Option<Arc<Session>> {
-        self.sessions
+        let session = self
+            .sessions
             .read()
             .expect("sessions lock is never poisoned")
             .get(&Sid::from_client(sid))
-            .cloned()
+            .cloned()?;
+        (!session.expire_if_overdue(tokio::time::Instant::now())).then_some(session)
     }
 
     /// Create and register a session, or refuse when at capacity.
@@ -236,10 +238,13 @@ impl Engine {
                 let session = self.session(sid).ok_or(RequestError::UnknownSid)?;
                 match (transport, req.method()) {
                     (Transport::Websocket, _) if upgrade => {
-                        if session.transport() != TransportKind::Polling {
-                            return Err(RequestError::BadRequest);
-                        }
-                        self.upgrade_websocket(req, Some(session), &settings, remote, query)
+                        let mode = if session.transport() == TransportKind::Polling {
+                            Upgrade::Existing(session)
+                        } else {
+                            // The reference server accepts the socket, then closes it.
+                            Upgrade::Refuse
+                        };
+                        self.upgrade_websocket(req, mode, &settings, remote, query)
                     }
                     (Transport::Polling, &Method::GET)
                         if session.transport() != TransportKind::Websocket =>
@@ -268,7 +273,7 @@ impl Engine {
                 };
                 match transport {
                     Transport::Websocket if upgrade => {
-                        self.upgrade_websocket(req, None, &settings, remote, info.query)
+                        self.upgrade_websocket(req, Upgrade::Fresh, &settings, remote, info.query)
                     }
                     Transport::Websocket => Err(RequestError::BadRequest),
                     Transport::Polling => {
@@ -285,12 +290,12 @@ impl Engine {
         }
     }
 
-    /// Answer a WebSocket request with 101 and run the socket in a task: a new session
-    /// (`existing` is `None`) or the upgrade of a polling one.
+    /// Answer a WebSocket request with 101 and run the socket in a task: a new session,
+    /// the upgrade of a polling one, or (for a session already on WebSocket) a close.
     fn upgrade_websocket(
         self: &Arc<Self>,
         mut req: Request<Incoming>,
-        existing: Option<Arc<Session>>,
+        mode: Upgrade,
         settings: &Arc<Settings>,
         remote: SocketAddr,
         query: HashMap<String, String>,
@@ -309,9 +314,11 @@ impl Engine {
         let accept = derive_accept_key(key.as_bytes());
         // A new session is created before answering 101 so that a full server refuses
         // with an HTTP error the client can see.
-        let session = match existing {
-            Some(s) => Upgrade::Existing(s),
-            None => Upgrade::New(self.create_session(TransportKind::Websocket, settings)?),
+        let session = match mode {
+            Upgrade::Fresh => {
+                Upgrade::New(self.create_session(TransportKind::Websocket, settings)?)
+            }
+            other => other,
         };
         let info = HandshakeInfo {
             remote,
@@ -348,6 +355,10 @@ impl Engine {
             match session {
                 Upgrade::New(s) => engine.run_new_websocket(s, ws, &info, &settings).await,
                 Upgrade::Existing(s) => run_upgrade(s, ws, &settings).await,
+                Upgrade::Fresh | Upgrade::Refuse => {
+                    let mut ws = ws;
+                    let _ = tokio::time::timeout(CLOSE_GRACE, ws.close(None)).await;
+                }
             }
         });
         Response::builder()
@@ -385,9 +396,16 @@ type WsSink = futures_util::stream::SplitSink<Ws, WsMessage>;
 type WsStream = futures_util::stream::SplitStream<Ws>;
 type QueueGuard = tokio::sync::OwnedMutexGuard<tokio::sync::mpsc::Receiver<Outgoing>>;
 
+/// What a WebSocket request becomes once upgraded.
 enum Upgrade {
+    /// A handshake: a session is to be created.
+    Fresh,
+    /// A handshake whose session has been created.
     New(Arc<Session>),
+    /// The upgrade of a polling session.
     Existing(Arc<Session>),
+    /// A second WebSocket for a session that has one: accepted, then closed.
+    Refuse,
 }
 
 /// The polling → WebSocket upgrade of a live session: `2probe`/`3probe`, a NOOP to free
@@ -410,8 +428,9 @@ async fn run_upgrade(session: Arc<Session>, ws: Ws, settings: &Settings) {
         return;
     }
     session.set_transport(TransportKind::Upgrading);
-    // Frees a GET the client left pending so that it can pause polling.
-    session.send_frame(Packet::Noop.encode());
+    // Frees a GET the client left pending so that it can pause polling. Never queued:
+    // a NOOP must not reach the WebSocket later.
+    session.release_poll.notify_waiters();
     let upgraded = loop {
         match tokio::time::timeout(deadline, stream.next()).await {
             Ok(Some(Ok(WsMessage::Text(t)))) if t.as_str() == "5" => break true,
@@ -494,7 +513,13 @@ async fn write_websocket(session: Arc<Session>, mut sink: WsSink, mut queue: Que
             item = queue.recv() => item,
         };
         let Some(first) = first else { break };
+        // The first item goes out at once; whatever queued up meanwhile is coalesced
+        // into one more write. (Clients that read one frame per TCP read, like the
+        // conformance suite's, see the packets of a quiet connection one by one.)
         let mut result = feed(&mut sink, &first).await;
+        if result.is_ok() {
+            result = sink.flush().await;
+        }
         let mut batched = 1;
         while result.is_ok() && batched < MAX_BATCH_ITEMS {
             match queue.try_recv() {
@@ -548,14 +573,40 @@ async fn poll(session: Arc<Session>) -> Response<Full<Bytes>> {
         session.close(CloseReason::ProtocolError);
         return RequestError::BadRequest.response();
     };
-    let first = tokio::select! {
-        item = queue.recv() => item,
-        _ = session.closed() => None,
-    };
     let mut body = Vec::new();
-    let Some(first) = first else {
-        payload::encode([&Packet::Close.encode()], &mut body);
+    let release = session.release_poll.notified();
+    tokio::pin!(release);
+    release.as_mut().enable();
+    if session.transport() == TransportKind::Upgrading {
+        payload::encode([&Packet::Noop.encode()], &mut body);
         return text_response(body);
+    }
+    // A GET the client abandons while it waits ends the session, as in the reference
+    // server: the client has given up on this transport.
+    let mut abandoned = AbandonedPoll(Some(session.clone()));
+    let first = tokio::select! {
+        item = queue.recv() => Polled::Item(item),
+        _ = session.closed() => Polled::Closed,
+        _ = &mut release => Polled::Released,
+    };
+    abandoned.0 = None;
+    let first = match first {
+        Polled::Item(Some(item)) => item,
+        Polled::Released => {
+            payload::encode([&Packet::Noop.encode()], &mut body);
+            return text_response(body);
+        }
+        Polled::Item(None) | Polled::Closed => {
+            // The client's own CLOSE ends its pending poll with a NOOP; any other close
+            // tells it with a CLOSE packet.
+            let last = if session.close_reason() == Some(CloseReason::ClientClose) {
+                Packet::Noop
+            } else {
+                Packet::Close
+            };
+            payload::encode([&last.encode()], &mut body);
+            return text_response(body);
+        }
     };
     let mut items = vec![first];
     let mut size: usize = items[0].frames().iter().map(Frame::len).sum();
@@ -571,6 +622,25 @@ async fn poll(session: Arc<Session>) -> Response<Full<Bytes>> {
     drop(queue);
     payload::encode(items.iter().flat_map(|i| i.frames()), &mut body);
     text_response(body)
+}
+
+/// How a waiting poll ended.
+enum Polled {
+    Item(Option<Outgoing>),
+    Closed,
+    Released,
+}
+
+/// Closes the session when dropped while armed (the GET future was cancelled).
+struct AbandonedPoll(Option<Arc<Session>>);
+
+impl Drop for AbandonedPoll {
+    fn drop(&mut self) {
+        if let Some(session) = self.0.take() {
+            tracing::debug!(sid = %session.sid, "polling GET abandoned, closing session");
+            session.close(CloseReason::TransportError);
+        }
+    }
 }
 
 /// A polling POST: read the body within `max_payload`, then handle its packets in order.
@@ -628,7 +698,7 @@ async fn post(
 /// One packet from the client, whatever transport carried it.
 async fn handle_packet(session: &Arc<Session>, packet: Packet) {
     match packet {
-        Packet::Pong(_) => session.pong.notify_waiters(),
+        Packet::Pong(_) => session.pong_received(),
         Packet::Ping(data) => {
             session.send_frame(Packet::Pong(data).encode());
         }

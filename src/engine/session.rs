@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::HeaderMap;
 use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
 
 use super::Frame;
 use super::sid::Sid;
@@ -161,7 +162,16 @@ pub struct Session {
     /// Wakes the transport tasks and the heartbeat when the session closes.
     close_notify: Notify,
     /// Wakes the heartbeat when a pong arrives.
-    pub(crate) pong: Notify,
+    pong: Notify,
+    /// When the pong for the outstanding ping is due; `None` when no ping is
+    /// outstanding. Requests check it too, so that a late timer never keeps a timed-out
+    /// session alive for a request that arrives after the deadline.
+    pong_deadline: Mutex<Option<Instant>>,
+    /// Ends a waiting polling GET with a NOOP (the upgrade needs the poll released).
+    pub(crate) release_poll: Notify,
+    /// When the session was created: the heartbeat's schedule starts here, before the
+    /// handshake response is written.
+    created: Instant,
     /// Serialises inbound processing (POST bodies and WebSocket reads during an upgrade).
     pub(crate) inbound: tokio::sync::Mutex<()>,
     /// The upper layer's connection; taken on close to break the reference cycle.
@@ -192,6 +202,9 @@ impl Session {
             reason: AtomicU8::new(0),
             close_notify: Notify::new(),
             pong: Notify::new(),
+            pong_deadline: Mutex::new(None),
+            release_poll: Notify::new(),
+            created: Instant::now(),
             inbound: tokio::sync::Mutex::new(()),
             conn: Mutex::new(None),
             on_close: Mutex::new(None),
@@ -252,6 +265,29 @@ impl Session {
         self.send(Outgoing::Frame(frame))
     }
 
+    /// A pong arrived: the outstanding ping is answered.
+    pub(crate) fn pong_received(&self) {
+        *self
+            .pong_deadline
+            .lock()
+            .expect("deadline lock is never poisoned") = None;
+        self.pong.notify_waiters();
+    }
+
+    /// Close the session if its pong is overdue; returns whether it is (now) closed.
+    pub(crate) fn expire_if_overdue(&self, now: Instant) -> bool {
+        let overdue = self
+            .pong_deadline
+            .lock()
+            .expect("deadline lock is never poisoned")
+            .is_some_and(|d| now >= d);
+        if overdue {
+            tracing::debug!(sid = %self.sid, "no pong in time");
+            self.close(CloseReason::PingTimeout);
+        }
+        self.is_closed()
+    }
+
     /// Whether the session has ended.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
@@ -303,27 +339,34 @@ impl Session {
     }
 }
 
-/// Drive the server side of the heartbeat: every `interval` queue a PING and expect a PONG
-/// within `timeout` of queuing it — whether or not a poll is waiting to carry it.
+/// Drive the server side of the heartbeat: `interval` after the session was created (and
+/// after each pong) queue a PING and expect a PONG within `timeout` of queuing it —
+/// whether or not a poll is waiting to carry it. Deadlines are absolute, so timer
+/// lateness does not accumulate.
 pub(crate) async fn heartbeat(session: Arc<Session>, interval: Duration, timeout: Duration) {
     let ping = super::Packet::Ping(String::new()).encode();
+    let mut next_ping = session.created + interval;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep_until(next_ping) => {}
             _ = session.closed() => return,
         }
         // A pong that arrived without a ping must not count for the next one.
         let pong = session.pong.notified();
         tokio::pin!(pong);
         pong.as_mut().enable();
+        let deadline = next_ping + timeout;
+        *session
+            .pong_deadline
+            .lock()
+            .expect("deadline lock is never poisoned") = Some(deadline);
         if !session.send_frame(ping.clone()) {
             return;
         }
         tokio::select! {
-            _ = &mut pong => {}
-            _ = tokio::time::sleep(timeout) => {
-                tracing::debug!(sid = %session.sid, "no pong in time");
-                session.close(CloseReason::PingTimeout);
+            _ = &mut pong => next_ping = Instant::now() + interval,
+            _ = tokio::time::sleep_until(deadline) => {
+                session.expire_if_overdue(Instant::now().max(deadline));
                 return;
             }
             _ = session.closed() => return,

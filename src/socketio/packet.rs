@@ -135,16 +135,24 @@ pub fn decode(text: &str, max_attachments: usize) -> Result<Packet, PacketError>
 
     let nsp = if bytes.get(pos) == Some(&b'/') {
         let rest = bytes.get(pos..).unwrap_or_default();
-        let len = rest
-            .iter()
-            .position(|&b| b == b',')
-            .ok_or(PacketError::UnterminatedNamespace)?;
-        let end = pos.saturating_add(len);
-        let nsp = text
-            .get(pos..end)
-            .ok_or(PacketError::UnterminatedNamespace)?;
-        pos = end.saturating_add(1);
-        nsp.to_owned()
+        // The namespace runs to the ',' before the id or payload, or to the end of the
+        // packet when there is neither (`40/custom`, as the reference parser and the v5
+        // conformance suite have it).
+        match rest.iter().position(|&b| b == b',') {
+            Some(len) => {
+                let end = pos.saturating_add(len);
+                let nsp = text
+                    .get(pos..end)
+                    .ok_or(PacketError::UnterminatedNamespace)?;
+                pos = end.saturating_add(1);
+                nsp.to_owned()
+            }
+            None => {
+                let nsp = text.get(pos..).ok_or(PacketError::UnterminatedNamespace)?;
+                pos = text.len();
+                nsp.to_owned()
+            }
+        }
     } else {
         String::from("/")
     };
@@ -933,11 +941,15 @@ mod tests {
             decode(&huge, usize::MAX),
             Err(PacketError::TooManyAttachments { .. })
         ));
+        // Without a comma the namespace runs to the end: an EVENT then has no payload.
         assert!(matches!(
             err("2/admin[\"a\"]"),
-            PacketError::UnterminatedNamespace
+            PacketError::InvalidPayload { .. }
         ));
-        assert!(matches!(err("1/admin"), PacketError::UnterminatedNamespace));
+        let p = decode("1/admin", MAX).unwrap();
+        assert_eq!((p.kind, p.nsp.as_str()), (PacketKind::Disconnect, "/admin"));
+        let p = decode("0/custom", MAX).unwrap();
+        assert_eq!((p.kind, p.nsp.as_str()), (PacketKind::Connect, "/custom"));
         assert!(matches!(
             err("218446744073709551616[\"a\"]"),
             PacketError::IdOverflow

@@ -1,6 +1,6 @@
 // Starts the real iorelay binary for a test and stops it again.
 //
-// The binary comes from IORELAY_BIN (set by `cargo test`, see tests/node_suite.rs) or
+// The binary comes from TEST_IORELAY_BIN (set by `cargo test`, see tests/node_suite.rs) or
 // target/debug/iorelay. It binds 127.0.0.1:0; we learn the port from its "listening" log
 // line instead of guessing a free one, so tests never race for ports.
 import { spawn } from "node:child_process";
@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const repoRoot = resolve(here, "..", "..", "..");
-const bin = process.env.IORELAY_BIN || join(repoRoot, "target", "debug", "iorelay");
+const bin = process.env.TEST_IORELAY_BIN || join(repoRoot, "target", "debug", "iorelay");
 
 /**
  * Start iorelay with the given TOML config text (or a path via opts.configFile).
@@ -30,6 +30,8 @@ export async function startRelay(configToml = "", opts = {}) {
     IORELAY_SERVER__LISTEN: "127.0.0.1:0",
     IORELAY_SERVER__ADMIN_LISTEN: "127.0.0.1:0",
     IORELAY_LOG__FORMAT: "text",
+    // The "listening" line we wait for is logged at info.
+    IORELAY_LOG__LEVEL: "info",
     NO_COLOR: "1",
     ...(opts.env || {}),
   };
@@ -39,7 +41,10 @@ export async function startRelay(configToml = "", opts = {}) {
   });
   let output = "";
   const addr = await new Promise((resolveAddr, reject) => {
-    const timer = setTimeout(() => reject(new Error(`iorelay did not listen in time:\n${output}`)), 20000);
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`iorelay did not listen in time:\n${output}`));
+    }, 20000);
     child.stderr.setEncoding("utf8");
     child.stderr.on("data", (chunk) => {
       output += chunk;
