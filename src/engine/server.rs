@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
 use super::error::RequestError;
 use super::session::{
-    CloseReason, Handler, HandshakeInfo, Message, Outgoing, Session, TransportKind, heartbeat,
+    CloseReason, Handler, HandshakeInfo, Message, Outgoing, PACE, Session, TransportKind, heartbeat,
 };
 use super::sid::Sid;
 use super::{Frame, Packet, payload};
@@ -38,6 +39,8 @@ const MAX_POLL_BYTES: usize = 1 << 20;
 const WS_READ_BUFFER: usize = 4 * 1024;
 /// Bytes a WebSocket buffers before writing to the socket (the flush writes the rest).
 const WS_WRITE_BUFFER: usize = 16 * 1024;
+/// How long a session the client closed over polling stays listed for its last GET.
+const LINGER: Duration = Duration::from_millis(200);
 /// How long a closing WebSocket may take to accept our close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -150,6 +153,13 @@ impl Engine {
         }
     }
 
+    fn forget(&self, sid: &Sid) {
+        self.sessions
+            .write()
+            .expect("sessions lock is never poisoned")
+            .remove(sid);
+    }
+
     fn session(&self, sid: &str) -> Option<Arc<Session>> {
         let session = self
             .sessions
@@ -157,6 +167,10 @@ impl Engine {
             .expect("sessions lock is never poisoned")
             .get(&Sid::from_client(sid))
             .cloned()?;
+        if session.is_closed() {
+            // Lingering after the client's own CLOSE; `dispatch` answers for it.
+            return Some(session);
+        }
         (!session.expire_if_overdue(tokio::time::Instant::now())).then_some(session)
     }
 
@@ -182,13 +196,18 @@ impl Engine {
             table.insert(session.sid.clone(), session.clone());
         }
         let engine = Arc::downgrade(self);
-        session.set_on_close(Box::new(move |sid| {
-            if let Some(engine) = engine.upgrade() {
-                engine
-                    .sessions
-                    .write()
-                    .expect("sessions lock is never poisoned")
-                    .remove(sid);
+        session.set_on_close(Box::new(move |session| {
+            let Some(engine) = engine.upgrade() else {
+                return;
+            };
+            if session.linger.load(Ordering::Acquire) {
+                let sid = session.sid.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(LINGER).await;
+                    engine.forget(&sid);
+                });
+            } else {
+                engine.forget(&session.sid);
             }
         }));
         Ok(session)
@@ -236,9 +255,20 @@ impl Engine {
         match query.get("sid") {
             Some(sid) => {
                 let session = self.session(sid).ok_or(RequestError::UnknownSid)?;
+                if session.is_closed() {
+                    // Only a lingering session is still listed: one GET gets its NOOP.
+                    self.forget(&session.sid);
+                    if transport == Transport::Polling && req.method() == Method::GET {
+                        let mut body = Vec::new();
+                        payload::encode([&Packet::Noop.encode()], &mut body);
+                        return Ok(text_response(body));
+                    }
+                    return Err(RequestError::UnknownSid);
+                }
                 match (transport, req.method()) {
                     (Transport::Websocket, _) if upgrade => {
                         let mode = if session.transport() == TransportKind::Polling {
+                            session.set_transport(TransportKind::Probing);
                             Upgrade::Existing(session)
                         } else {
                             // The reference server accepts the socket, then closes it.
@@ -333,8 +363,10 @@ impl Engine {
                 Ok(u) => u,
                 Err(err) => {
                     tracing::debug!(error = %err, "websocket upgrade failed");
-                    if let Upgrade::New(s) = &session {
-                        s.close(CloseReason::TransportError);
+                    match &session {
+                        Upgrade::New(s) => s.close(CloseReason::TransportError),
+                        Upgrade::Existing(s) => abandon_upgrade(s),
+                        Upgrade::Fresh | Upgrade::Refuse => {}
                     }
                     return;
                 }
@@ -417,6 +449,7 @@ async fn run_upgrade(session: Arc<Session>, ws: Ws, settings: &Settings) {
     let probed = matches!(&probe, Ok(Some(Ok(WsMessage::Text(t)))) if t.as_str() == "2probe");
     if !probed {
         tracing::debug!(sid = %session.sid, "upgrade aborted: no probe");
+        abandon_upgrade(&session);
         let _ = sink.close().await;
         return;
     }
@@ -425,6 +458,7 @@ async fn run_upgrade(session: Arc<Session>, ws: Ws, settings: &Settings) {
         .await
         .is_err()
     {
+        abandon_upgrade(&session);
         return;
     }
     session.set_transport(TransportKind::Upgrading);
@@ -442,9 +476,7 @@ async fn run_upgrade(session: Arc<Session>, ws: Ws, settings: &Settings) {
     };
     if !upgraded || session.is_closed() {
         tracing::debug!(sid = %session.sid, "upgrade aborted: no upgrade packet");
-        if !session.is_closed() {
-            session.set_transport(TransportKind::Polling);
-        }
+        abandon_upgrade(&session);
         let _ = sink.close().await;
         return;
     }
@@ -454,9 +486,18 @@ async fn run_upgrade(session: Arc<Session>, ws: Ws, settings: &Settings) {
         _ = session.closed() => return,
     };
     session.set_transport(TransportKind::Websocket);
+    session.upgrade_settled.notify_waiters();
     tracing::debug!(sid = %session.sid, "upgraded to websocket");
     tokio::spawn(write_websocket(session.clone(), sink, queue));
     read_websocket(session, stream).await;
+}
+
+/// Back to polling after a failed upgrade; GETs that waited on it get their NOOP.
+fn abandon_upgrade(session: &Session) {
+    if !session.is_closed() {
+        session.set_transport(TransportKind::Polling);
+    }
+    session.upgrade_settled.notify_waiters();
 }
 
 /// Read a session's WebSocket until it ends, delivering packets in order.
@@ -553,6 +594,10 @@ async fn write_websocket(session: Arc<Session>, mut sink: WsSink, mut queue: Que
 }
 
 async fn feed(sink: &mut WsSink, item: &Outgoing) -> Result<(), tungstenite::Error> {
+    if matches!(item, Outgoing::Paced(_)) {
+        sink.flush().await?;
+        tokio::time::sleep(PACE).await;
+    }
     for frame in item.frames() {
         sink.feed(to_ws(frame)).await?;
     }
@@ -566,8 +611,14 @@ fn to_ws(frame: &Frame) -> WsMessage {
     }
 }
 
+/// Most time a GET that arrives during an upgrade waits for it to finish.
+const UPGRADE_POLL_WAIT: Duration = Duration::from_millis(100);
+
 /// A polling GET: wait for the first queued item, then take what else is queued.
 async fn poll(session: Arc<Session>) -> Response<Full<Bytes>> {
+    if !matches!(session.transport(), TransportKind::Polling) {
+        return poll_during_upgrade(&session).await;
+    }
     let Ok(mut queue) = session.rx.clone().try_lock_owned() else {
         tracing::info!(sid = %session.sid, "concurrent polling GETs, closing session");
         session.close(CloseReason::ProtocolError);
@@ -577,9 +628,9 @@ async fn poll(session: Arc<Session>) -> Response<Full<Bytes>> {
     let release = session.release_poll.notified();
     tokio::pin!(release);
     release.as_mut().enable();
-    if session.transport() == TransportKind::Upgrading {
-        payload::encode([&Packet::Noop.encode()], &mut body);
-        return text_response(body);
+    if session.transport() != TransportKind::Polling {
+        drop(queue);
+        return poll_during_upgrade(&session).await;
     }
     // A GET the client abandons while it waits ends the session, as in the reference
     // server: the client has given up on this transport.
@@ -621,6 +672,31 @@ async fn poll(session: Arc<Session>) -> Response<Full<Bytes>> {
     }
     drop(queue);
     payload::encode(items.iter().flat_map(|i| i.frames()), &mut body);
+    text_response(body)
+}
+
+/// A GET while a WebSocket upgrade is under way: the reference server answers it with a
+/// NOOP within its 100 ms upgrade check unless the upgrade completes first, in which case
+/// polling is over (400). It must not hold the queue, which the upgrade is about to take.
+async fn poll_during_upgrade(session: &Session) -> Response<Full<Bytes>> {
+    let released = session.upgrade_settled.notified();
+    tokio::pin!(released);
+    released.as_mut().enable();
+    if matches!(
+        session.transport(),
+        TransportKind::Probing | TransportKind::Upgrading
+    ) {
+        tokio::select! {
+            _ = &mut released => {}
+            _ = tokio::time::sleep(UPGRADE_POLL_WAIT) => {}
+            _ = session.closed() => {}
+        }
+    }
+    if session.transport() == TransportKind::Websocket || session.is_closed() {
+        return RequestError::BadRequest.response();
+    }
+    let mut body = Vec::new();
+    payload::encode([&Packet::Noop.encode()], &mut body);
     text_response(body)
 }
 
@@ -712,7 +788,12 @@ async fn handle_packet(session: &Arc<Session>, packet: Packet) {
                 conn.message(Message::Binary(data)).await;
             }
         }
-        Packet::Close => session.close(CloseReason::ClientClose),
+        Packet::Close => {
+            if session.transport() != TransportKind::Websocket && session.rx.try_lock().is_ok() {
+                session.linger.store(true, Ordering::Release);
+            }
+            session.close(CloseReason::ClientClose);
+        }
         Packet::Noop | Packet::Upgrade => {}
         Packet::Open(_) => {
             tracing::info!(sid = %session.sid, "client sent an OPEN packet, closing session");

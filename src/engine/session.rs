@@ -30,13 +30,20 @@ pub enum Outgoing {
     Frame(Frame),
     /// Several packets that belong together, shared across recipients.
     Group(Arc<[Frame]>),
+    /// One packet written on its own after a short pause ([`PACE`]), so that a client
+    /// reading one WebSocket message per socket read still sees it apart from the packet
+    /// before (used for the greeting right after CONNECT).
+    Paced(Frame),
 }
+
+/// The pause before a [`Outgoing::Paced`] packet.
+pub const PACE: Duration = Duration::from_millis(2);
 
 impl Outgoing {
     /// The frames of this item, in order.
     pub fn frames(&self) -> &[Frame] {
         match self {
-            Outgoing::Frame(f) => std::slice::from_ref(f),
+            Outgoing::Frame(f) | Outgoing::Paced(f) => std::slice::from_ref(f),
             Outgoing::Group(g) => g,
         }
     }
@@ -112,6 +119,8 @@ pub enum TransportKind {
     Upgrading,
     /// WebSocket.
     Websocket,
+    /// A WebSocket for it has been accepted and the probe is awaited.
+    Probing,
 }
 
 /// What the handshake request told us about the client, for policies and logs.
@@ -140,7 +149,7 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// What the engine runs when a session closes (forgetting it in its table).
-pub(crate) type OnClose = Box<dyn FnOnce(&Sid) + Send>;
+pub(crate) type OnClose = Box<dyn FnOnce(&Session) + Send>;
 
 /// One Engine.IO session.
 pub struct Session {
@@ -169,6 +178,12 @@ pub struct Session {
     pong_deadline: Mutex<Option<Instant>>,
     /// Ends a waiting polling GET with a NOOP (the upgrade needs the poll released).
     pub(crate) release_poll: Notify,
+    /// Wakes GETs that arrived mid-upgrade once it completed or was abandoned.
+    pub(crate) upgrade_settled: Notify,
+    /// Set when the client closed over polling with no GET waiting: the engine keeps the
+    /// closed session listed for a moment so that a GET the client sent alongside its
+    /// CLOSE gets the NOOP the reference server gives it, not a 400.
+    pub(crate) linger: AtomicBool,
     /// When the session was created: the heartbeat's schedule starts here, before the
     /// handshake response is written.
     created: Instant,
@@ -204,7 +219,9 @@ impl Session {
             pong: Notify::new(),
             pong_deadline: Mutex::new(None),
             release_poll: Notify::new(),
+            upgrade_settled: Notify::new(),
             created: Instant::now(),
+            linger: AtomicBool::new(false),
             inbound: tokio::sync::Mutex::new(()),
             conn: Mutex::new(None),
             on_close: Mutex::new(None),
@@ -234,6 +251,7 @@ impl Session {
         match self.transport.load(Ordering::Acquire) {
             0 => TransportKind::Polling,
             1 => TransportKind::Upgrading,
+            3 => TransportKind::Probing,
             _ => TransportKind::Websocket,
         }
     }
@@ -315,7 +333,7 @@ impl Session {
             .expect("on_close lock is never poisoned")
             .take();
         if let Some(f) = on_close {
-            f(&self.sid);
+            f(self);
         }
         let conn = self
             .conn

@@ -16,7 +16,9 @@ use super::Shared;
 use super::events;
 use super::socket::{Socket, TokenBucket};
 use crate::engine::sid::random_id;
-use crate::engine::{BoxFuture, CloseReason, Connection, HandshakeInfo, Message, Session};
+use crate::engine::{
+    BoxFuture, CloseReason, Connection, HandshakeInfo, Message, Outgoing, Session,
+};
 use crate::socketio::binary::Complete;
 use crate::socketio::packet::{self as sio, PacketKind};
 use crate::socketio::{Packet, Reassembler};
@@ -197,7 +199,9 @@ impl Conn {
         socket.send_text(&sio::encode_connect(&nsp, &id));
         self.relay.bus.add_socket(&nsp, socket.recipient.clone());
         if let Some(greet) = &policy.config.greet {
-            socket.send_text(&sio::encode_event(&nsp, greet, &[&socket.auth], None, 0));
+            let text = sio::encode_event(&nsp, greet, &[&socket.auth], None, 0);
+            self.session
+                .send(Outgoing::Paced(crate::engine::Frame::message(&text)));
         }
         tracing::debug!(sid = %self.session.sid, %nsp, socket = %id, "socket connected");
     }
