@@ -218,3 +218,128 @@ impl Adapter for LocalAdapter {
         Box::pin(async move { n })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::sid::Sid;
+    use crate::engine::{CloseReason, Frame, Session, TransportKind};
+
+    fn recipient(id: &str, queue: usize) -> Arc<Recipient> {
+        Arc::new(Recipient {
+            id: Arc::from(id),
+            user: Some(Arc::from(format!("user-{id}"))),
+            session: Session::new(Sid::random(), TransportKind::Websocket, queue),
+        })
+    }
+
+    fn item(text: &str) -> Outgoing {
+        Outgoing::Frame(Frame::message(text))
+    }
+
+    fn drain(r: &Recipient) -> Vec<String> {
+        let mut rx = r
+            .session
+            .rx
+            .try_lock()
+            .expect("nobody else holds the queue");
+        let mut out = Vec::new();
+        while let Ok(item) = rx.try_recv() {
+            for f in item.frames() {
+                if let Frame::Text(t) = f {
+                    out.push(t.as_str().to_owned());
+                }
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn rooms_count_and_list_members() {
+        let bus = LocalAdapter::new();
+        let (a, b) = (recipient("a", 8), recipient("b", 8));
+        bus.add_socket("/", a.clone());
+        bus.add_socket("/", b.clone());
+        assert_eq!(bus.join("/", "r", "a").await, 1);
+        assert_eq!(bus.join("/", "r", "b").await, 2);
+        assert_eq!(
+            bus.join("/", "r", "b").await,
+            2,
+            "joining twice counts once"
+        );
+        assert_eq!(bus.join("/", "s", "b").await, 1);
+        assert_eq!(
+            bus.join("/other", "r", "a").await,
+            0,
+            "namespaces are apart"
+        );
+        let rooms = bus.rooms("/").await;
+        assert_eq!(
+            rooms,
+            vec![(Arc::from("r"), 2), (Arc::from("s"), 1)],
+            "sorted by name with counts"
+        );
+        let members = bus.members("/", "r").await;
+        assert_eq!(members.len(), 2);
+        assert_eq!(members[0].user.as_deref(), Some("user-a"));
+        assert_eq!(bus.leave("/", "r", "a").await, 1);
+        let left = bus.remove_socket("/", "b").await;
+        assert_eq!(left, vec![(Arc::from("r"), 0), (Arc::from("s"), 0)]);
+        assert!(bus.rooms("/").await.is_empty(), "empty rooms disappear");
+    }
+
+    #[tokio::test]
+    async fn broadcast_reaches_each_member_once_except_the_sender() {
+        let bus = LocalAdapter::new();
+        let (a, b, c) = (recipient("a", 8), recipient("b", 8), recipient("c", 8));
+        for r in [&a, &b, &c] {
+            bus.add_socket("/", r.clone());
+        }
+        for (room, id) in [("r", "a"), ("r", "b"), ("s", "b"), ("s", "a")] {
+            bus.join("/", room, id).await;
+        }
+        let target = Target {
+            rooms: vec![Arc::from("r"), Arc::from("s")],
+            except: Some(Arc::from("a")),
+        };
+        bus.broadcast("/", &target, &item("2[\"x\"]"));
+        assert_eq!(
+            drain(&b),
+            vec!["42[\"x\"]"],
+            "in both rooms, delivered once"
+        );
+        assert!(drain(&a).is_empty(), "the sender is left out");
+        assert!(drain(&c).is_empty(), "not a member");
+        bus.broadcast("/", &Target::default(), &item("2[\"all\"]"));
+        assert_eq!(
+            drain(&c),
+            vec!["42[\"all\"]"],
+            "no rooms: the whole namespace"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_is_dropped_and_the_others_get_everything() {
+        let bus = LocalAdapter::new();
+        let (slow, fast) = (recipient("slow", 4), recipient("fast", 4));
+        bus.add_socket("/", slow.clone());
+        bus.add_socket("/", fast.clone());
+        bus.join("/", "r", "slow").await;
+        bus.join("/", "r", "fast").await;
+        let target = Target {
+            rooms: vec![Arc::from("r")],
+            except: None,
+        };
+        let mut received = Vec::new();
+        for i in 0..100 {
+            bus.broadcast("/", &target, &item(&format!("2[{i}]")));
+            // The fast reader keeps up; the slow one never reads.
+            received.extend(drain(&fast));
+        }
+        assert_eq!(received.len(), 100);
+        assert_eq!(received[99], "42[99]");
+        assert!(slow.session.is_closed());
+        assert_eq!(slow.session.close_reason(), Some(CloseReason::SlowConsumer));
+        assert!(!fast.session.is_closed());
+    }
+}
