@@ -25,3 +25,6 @@ pub mod http;
 pub mod relay;
 pub mod socketio;
 pub mod telemetry;
+
+#[cfg(test)]
+mod testutil;

@@ -142,6 +142,7 @@ pub enum PacketError {
 #[allow(clippy::unwrap_used, reason = "a failing test should stop loudly")]
 mod tests {
     use super::*;
+    use crate::testutil::XorShift;
 
     fn text(frame: &Frame) -> &str {
         match frame {
@@ -267,23 +268,6 @@ mod tests {
         ));
     }
 
-    /// A tiny deterministic xorshift so the no-panic test needs no new dependency.
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
 
     #[test]
     fn no_panic_on_arbitrary_input() {

@@ -100,6 +100,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use crate::testutil::XorShift;
 
     fn body(frames: &[Frame]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -225,22 +226,6 @@ mod tests {
         ));
     }
 
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
 
     #[test]
     fn no_panic_on_arbitrary_input() {
