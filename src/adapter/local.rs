@@ -138,15 +138,21 @@ impl Adapter for LocalAdapter {
         Box::pin(async move { n })
     }
 
-    fn broadcast(&self, nsp: &str, target: &Target, item: &Outgoing) {
+    fn broadcast(&self, nsp: &str, target: &Target, item: &Outgoing) -> usize {
         let space = self.space(nsp);
         let s = space.read().expect("adapter lock is never poisoned");
         let skip = |id: &Arc<str>| target.except.as_ref().is_some_and(|e| e == id);
+        let mut delivered = 0;
+        let mut deliver = |r: &Recipient| {
+            if r.session.send(item.clone()) {
+                delivered += 1;
+            }
+        };
         match target.rooms.as_slice() {
             [] => {
                 for (id, r) in &s.sockets {
                     if !skip(id) {
-                        r.session.send(item.clone());
+                        deliver(r);
                     }
                 }
             }
@@ -154,7 +160,7 @@ impl Adapter for LocalAdapter {
                 if let Some(members) = s.rooms.get(room) {
                     for (id, r) in members {
                         if !skip(id) {
-                            r.session.send(item.clone());
+                            deliver(r);
                         }
                     }
                 }
@@ -168,12 +174,21 @@ impl Adapter for LocalAdapter {
                     };
                     for (id, r) in members {
                         if !skip(id) && seen.insert(id) {
-                            r.session.send(item.clone());
+                            deliver(r);
                         }
                     }
                 }
             }
         }
+        delivered
+    }
+
+    fn room_count(&self, nsp: &str) -> usize {
+        self.space(nsp)
+            .read()
+            .expect("adapter lock is never poisoned")
+            .rooms
+            .len()
     }
 
     fn rooms(&self, nsp: &str) -> BoxFuture<'_, Vec<(Arc<str>, usize)>> {
@@ -229,7 +244,12 @@ mod tests {
         Arc::new(Recipient {
             id: Arc::from(id),
             user: Some(Arc::from(format!("user-{id}"))),
-            session: Session::new(Sid::random(), TransportKind::Websocket, queue),
+            session: Session::new(
+                Sid::random(),
+                TransportKind::Websocket,
+                queue,
+                Default::default(),
+            ),
         })
     }
 
@@ -302,7 +322,7 @@ mod tests {
             rooms: vec![Arc::from("r"), Arc::from("s")],
             except: Some(Arc::from("a")),
         };
-        bus.broadcast("/", &target, &item("2[\"x\"]"));
+        assert_eq!(bus.broadcast("/", &target, &item("2[\"x\"]")), 1);
         assert_eq!(
             drain(&b),
             vec!["42[\"x\"]"],

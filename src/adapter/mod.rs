@@ -65,9 +65,13 @@ pub trait Adapter: Send + Sync + 'static {
     /// Take a socket out of a room; returns the room's member count afterwards.
     fn leave(&self, nsp: &str, room: &str, id: &str) -> BoxFuture<'_, usize>;
 
-    /// Deliver `item` to every socket `target` names. Never waits: a full socket queue is
-    /// that socket's problem (see [`Session::send`]).
-    fn broadcast(&self, nsp: &str, target: &Target, item: &Outgoing);
+    /// Deliver `item` to every socket `target` names; returns how many copies were
+    /// queued here. Never waits: a full socket queue is that socket's problem (see
+    /// [`Session::send`]).
+    fn broadcast(&self, nsp: &str, target: &Target, item: &Outgoing) -> usize;
+
+    /// How many rooms of the namespace have members.
+    fn room_count(&self, nsp: &str) -> usize;
 
     /// The namespace's rooms with their member counts, sorted by name.
     fn rooms(&self, nsp: &str) -> BoxFuture<'_, Vec<(Arc<str>, usize)>>;

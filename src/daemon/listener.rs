@@ -10,7 +10,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::http::Public;
+use crate::http::Site;
 
 /// Most time an idle client may take to send request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,7 +47,7 @@ impl Stop {
 }
 
 /// Accept connections until `stop` triggers.
-pub async fn serve(listener: TcpListener, public: Arc<Public>, stop: Stop) {
+pub async fn serve<S: Site>(listener: TcpListener, site: Arc<S>, stop: Stop) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
@@ -67,11 +67,11 @@ pub async fn serve(listener: TcpListener, public: Arc<Public>, stop: Stop) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let public = public.clone();
+        let site = site.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let public = public.clone();
-                async move { Ok::<_, std::convert::Infallible>(public.handle(req, remote).await) }
+                let site = site.clone();
+                async move { Ok::<_, std::convert::Infallible>(site.serve(req, remote).await) }
             });
             let conn = http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())

@@ -14,7 +14,9 @@ use crate::config::{Config, Transport};
 use crate::engine::echo::EchoHandler;
 use crate::engine::{CloseReason, Engine, Settings};
 use crate::http::Public;
+use crate::http::admin::{Admin, Health};
 use crate::relay::Relay;
+use crate::telemetry::metrics::Metrics;
 
 /// Errors that stop the daemon from starting.
 #[derive(Debug, thiserror::Error)]
@@ -47,44 +49,65 @@ pub fn engine_settings(config: &Config) -> Settings {
     }
 }
 
+/// Bind a listener, naming the address on failure.
+async fn bind(addr: std::net::SocketAddr) -> Result<(TcpListener, std::net::SocketAddr), Error> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| Error::Bind { addr, source })?;
+    Ok((listener, local))
+}
+
 /// Run the daemon in this process until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), Error> {
-    let listener = TcpListener::bind(config.server.listen)
-        .await
-        .map_err(|source| Error::Bind {
-            addr: config.server.listen,
-            source,
-        })?;
-    let local = listener.local_addr().map_err(|source| Error::Bind {
-        addr: config.server.listen,
-        source,
-    })?;
-    let relay = Relay::new(&config, Arc::new(LocalAdapter::new()))?;
+    let (public_listener, public_addr) = bind(config.server.listen).await?;
+    let (admin_listener, admin_addr) = bind(config.server.admin_listen).await?;
+    let metrics = Metrics::new();
+    let relay = Relay::new(
+        &config,
+        Arc::new(LocalAdapter::new()),
+        metrics.relay.clone(),
+    )?;
     let settings = engine_settings(&config);
-    let engine = Engine::new(settings.clone(), Arc::new(relay));
-    let echo = config
-        .engine
-        .echo_path
-        .clone()
-        .map(|path| (path, Engine::new(settings, Arc::new(EchoHandler))));
+    let engine = Engine::new(settings.clone(), Arc::new(relay), metrics.engine.clone());
+    let echo = config.engine.echo_path.clone().map(|path| {
+        let echo = Engine::new(settings, Arc::new(EchoHandler), Default::default());
+        (path, echo)
+    });
     let public = Arc::new(Public {
         engine: engine.clone(),
         engine_path: config.engine.path.clone(),
         echo: echo.clone(),
         static_dir: config.server.static_dir.clone(),
     });
+    let health = Arc::new(Health::default());
+    let admin = Arc::new(Admin {
+        health: health.clone(),
+        metrics,
+    });
+    // The admin listener outlives the public one, so that health checks see the drain.
+    let (stop_public, stop_admin) = (listener::Stop::new(), listener::Stop::new());
+    let public_task = tokio::spawn(listener::serve(
+        public_listener,
+        public,
+        stop_public.clone(),
+    ));
+    let admin_task = tokio::spawn(listener::serve(admin_listener, admin, stop_admin.clone()));
+    health.serving();
     let namespaces: Vec<String> = config.effective_namespaces().into_keys().collect();
     tracing::info!(
-        public = %local,
+        public = %public_addr,
+        admin = %admin_addr,
         namespaces = ?namespaces,
         "listening"
     );
-    let stop = listener::Stop::new();
-    let accept = tokio::spawn(listener::serve(listener, public, stop.clone()));
     let graceful = shutdown_signal().await;
+    health.draining();
     tracing::info!(graceful, "shutting down: closing client transports");
-    stop.trigger();
-    let _ = accept.await;
+    stop_public.trigger();
+    let _ = public_task.await;
     engine.close_all(CloseReason::Shutdown);
     if let Some((_, e)) = &echo {
         e.close_all(CloseReason::Shutdown);
@@ -92,6 +115,8 @@ pub async fn run(config: Config) -> Result<(), Error> {
     if graceful {
         drain(&engine, config.server.shutdown_timeout).await;
     }
+    stop_admin.trigger();
+    let _ = admin_task.await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -7,6 +7,7 @@
 
 pub mod echo;
 pub mod error;
+pub mod meters;
 pub mod packet;
 pub mod payload;
 pub mod server;
@@ -14,6 +15,7 @@ pub mod session;
 pub mod sid;
 
 pub use error::RequestError;
+pub use meters::Meters;
 pub use packet::{Frame, Packet, PacketError};
 pub use server::{Engine, Settings};
 pub use session::{

@@ -268,7 +268,6 @@ mod tests {
         ));
     }
 
-
     #[test]
     fn no_panic_on_arbitrary_input() {
         const ALPHABET: &[char] = &[

@@ -226,7 +226,6 @@ mod tests {
         ));
     }
 
-
     #[test]
     fn no_panic_on_arbitrary_input() {
         const BYTES: &[u8] = b"0123456bAQID=+/-\x1e\x1e\x00\xff\xc3\xa9 ";

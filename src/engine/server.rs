@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
 use super::error::RequestError;
+use super::meters::{Meters, POLLING, WEBSOCKET};
 use super::session::{
     CloseReason, Handler, HandshakeInfo, Message, Outgoing, PACE, Session, TransportKind, heartbeat,
 };
@@ -88,6 +89,8 @@ pub struct Engine {
     sessions: RwLock<HashMap<Sid, Arc<Session>>>,
     /// Creates the upper layer's connection for each new session.
     handler: Arc<dyn Handler>,
+    /// Instruments, shared with every session.
+    meters: Arc<Meters>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -107,11 +110,12 @@ enum Transport {
 
 impl Engine {
     /// A new engine handing sessions to `handler`.
-    pub fn new(settings: Settings, handler: Arc<dyn Handler>) -> Arc<Engine> {
+    pub fn new(settings: Settings, handler: Arc<dyn Handler>, meters: Meters) -> Arc<Engine> {
         Arc::new(Engine {
             settings: RwLock::new(Arc::new(settings)),
             sessions: RwLock::new(HashMap::new()),
             handler,
+            meters: Arc::new(meters),
         })
     }
 
@@ -180,7 +184,12 @@ impl Engine {
         kind: TransportKind,
         settings: &Settings,
     ) -> Result<Arc<Session>, RequestError> {
-        let session = Session::new(Sid::random(), kind, settings.write_queue);
+        let session = Session::new(
+            Sid::random(),
+            kind,
+            settings.write_queue,
+            self.meters.clone(),
+        );
         {
             let mut table = self
                 .sessions
@@ -195,6 +204,12 @@ impl Engine {
             }
             table.insert(session.sid.clone(), session.clone());
         }
+        let label = match kind {
+            TransportKind::Websocket => WEBSOCKET,
+            _ => POLLING,
+        };
+        self.meters.opened.with_label_values(&[label]).inc();
+        self.meters.sessions.with_label_values(&[label]).inc();
         let engine = Arc::downgrade(self);
         session.set_on_close(Box::new(move |session| {
             let Some(engine) = engine.upgrade() else {
@@ -487,6 +502,9 @@ async fn run_upgrade(session: Arc<Session>, ws: Ws, settings: &Settings) {
     };
     session.set_transport(TransportKind::Websocket);
     session.upgrade_settled.notify_waiters();
+    if let Some(conn) = session.connection() {
+        conn.upgraded();
+    }
     tracing::debug!(sid = %session.sid, "upgraded to websocket");
     tokio::spawn(write_websocket(session.clone(), sink, queue));
     read_websocket(session, stream).await;
@@ -524,6 +542,11 @@ async fn read_websocket(session: Arc<Session>, mut stream: WsStream) {
                 return;
             }
         };
+        session
+            .meters()
+            .received_bytes
+            .with_label_values(&[WEBSOCKET])
+            .inc_by(msg.len() as u64);
         let packet = match msg {
             WsMessage::Text(text) => match Packet::decode_text(text.as_str()) {
                 Ok(p) => p,
@@ -557,27 +580,18 @@ async fn write_websocket(session: Arc<Session>, mut sink: WsSink, mut queue: Que
         // The first item goes out at once; whatever queued up meanwhile is coalesced
         // into one more write. (Clients that read one frame per TCP read, like the
         // conformance suite's, see the packets of a quiet connection one by one.)
-        let mut result = feed(&mut sink, &first).await;
-        if result.is_ok() {
-            result = sink.flush().await;
-        }
-        let mut batched = 1;
-        while result.is_ok() && batched < MAX_BATCH_ITEMS {
-            match queue.try_recv() {
-                Ok(item) => {
-                    result = feed(&mut sink, &item).await;
-                    batched += 1;
-                }
-                Err(_) => break,
+        let result = write_batch(&mut sink, &first, &mut queue).await;
+        match result {
+            Ok(bytes) => session
+                .meters()
+                .sent_bytes
+                .with_label_values(&[WEBSOCKET])
+                .inc_by(bytes as u64),
+            Err(err) => {
+                tracing::debug!(sid = %session.sid, error = %err, "websocket write failed");
+                session.close(CloseReason::TransportError);
+                break;
             }
-        }
-        if result.is_ok() {
-            result = sink.flush().await;
-        }
-        if let Err(err) = result {
-            tracing::debug!(sid = %session.sid, error = %err, "websocket write failed");
-            session.close(CloseReason::TransportError);
-            break;
         }
     }
     let code = match session.close_reason() {
@@ -593,7 +607,28 @@ async fn write_websocket(session: Arc<Session>, mut sink: WsSink, mut queue: Que
     let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(WsMessage::Close(Some(frame)))).await;
 }
 
-async fn feed(sink: &mut WsSink, item: &Outgoing) -> Result<(), tungstenite::Error> {
+/// Write `first` at once, then whatever else is queued (up to a batch) in one more
+/// flush; returns the bytes written. Flushing the first item alone keeps a quiet
+/// connection's packets in separate writes, for clients that read one frame per read.
+async fn write_batch(
+    sink: &mut WsSink,
+    first: &Outgoing,
+    queue: &mut QueueGuard,
+) -> Result<usize, tungstenite::Error> {
+    let mut bytes = feed(sink, first).await?;
+    sink.flush().await?;
+    for _ in 1..MAX_BATCH_ITEMS {
+        match queue.try_recv() {
+            Ok(item) => bytes += feed(sink, &item).await?,
+            Err(_) => break,
+        }
+    }
+    sink.flush().await?;
+    Ok(bytes)
+}
+
+/// Queue an item's frames on the WebSocket; returns the bytes fed.
+async fn feed(sink: &mut WsSink, item: &Outgoing) -> Result<usize, tungstenite::Error> {
     if matches!(item, Outgoing::Paced(_)) {
         sink.flush().await?;
         tokio::time::sleep(PACE).await;
@@ -601,7 +636,7 @@ async fn feed(sink: &mut WsSink, item: &Outgoing) -> Result<(), tungstenite::Err
     for frame in item.frames() {
         sink.feed(to_ws(frame)).await?;
     }
-    Ok(())
+    Ok(item.frames().iter().map(Frame::len).sum())
 }
 
 fn to_ws(frame: &Frame) -> WsMessage {
@@ -672,6 +707,11 @@ async fn poll(session: Arc<Session>) -> Response<Full<Bytes>> {
     }
     drop(queue);
     payload::encode(items.iter().flat_map(|i| i.frames()), &mut body);
+    session
+        .meters()
+        .sent_bytes
+        .with_label_values(&[POLLING])
+        .inc_by(body.len() as u64);
     text_response(body)
 }
 
@@ -750,6 +790,11 @@ async fn post(
             return Err(RequestError::BadRequest);
         }
     };
+    session
+        .meters()
+        .received_bytes
+        .with_label_values(&[POLLING])
+        .inc_by(body.len() as u64);
     let packets = match payload::decode(&body, MAX_PACKETS_PER_POST) {
         Ok(p) => p,
         Err(err) => {

@@ -17,6 +17,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use super::Frame;
+use super::meters::Meters;
 use super::sid::Sid;
 
 /// A boxed future, for the object-safe upper-layer callbacks.
@@ -95,17 +96,17 @@ impl CloseReason {
         })
     }
 
-    /// A short stable name for logs and metrics labels.
+    /// A short stable name for logs and the `reason` metric label.
     pub fn as_str(self) -> &'static str {
         match self {
-            CloseReason::ClientClose => "client close",
-            CloseReason::PingTimeout => "ping timeout",
-            CloseReason::TransportError => "transport error",
-            CloseReason::ProtocolError => "protocol error",
-            CloseReason::MessageTooBig => "message too big",
-            CloseReason::SlowConsumer => "slow consumer",
-            CloseReason::ServerClose => "server close",
-            CloseReason::Shutdown => "server shutting down",
+            CloseReason::ClientClose => "client_close",
+            CloseReason::PingTimeout => "ping_timeout",
+            CloseReason::TransportError => "transport_error",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::MessageTooBig => "message_too_big",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::ServerClose => "server_close",
+            CloseReason::Shutdown => "shutdown",
         }
     }
 }
@@ -140,6 +141,9 @@ pub trait Connection: Send + Sync {
     fn message(&self, msg: Message) -> BoxFuture<'_, ()>;
     /// The session ended; called exactly once.
     fn close(&self, reason: CloseReason);
+
+    /// The session moved from polling to WebSocket.
+    fn upgraded(&self) {}
 }
 
 /// The upper layer's factory: called once per new session, after the OPEN packet.
@@ -191,6 +195,8 @@ pub struct Session {
     pub(crate) inbound: tokio::sync::Mutex<()>,
     /// The upper layer's connection; taken on close to break the reference cycle.
     conn: Mutex<Option<Arc<dyn Connection>>>,
+    /// The engine's instruments.
+    meters: Arc<Meters>,
     /// Called on close to forget the session in the engine's table.
     on_close: Mutex<Option<OnClose>>,
 }
@@ -206,7 +212,12 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    pub(crate) fn new(sid: Sid, kind: TransportKind, queue: usize) -> Arc<Session> {
+    pub(crate) fn new(
+        sid: Sid,
+        kind: TransportKind,
+        queue: usize,
+        meters: Arc<Meters>,
+    ) -> Arc<Session> {
         let (tx, rx) = mpsc::channel(queue.max(1));
         Arc::new(Session {
             sid,
@@ -224,6 +235,7 @@ impl Session {
             linger: AtomicBool::new(false),
             inbound: tokio::sync::Mutex::new(()),
             conn: Mutex::new(None),
+            meters,
             on_close: Mutex::new(None),
         })
     }
@@ -257,7 +269,18 @@ impl Session {
     }
 
     pub(crate) fn set_transport(&self, kind: TransportKind) {
-        self.transport.store(kind as u8, Ordering::Release);
+        let before = self.transport.swap(kind as u8, Ordering::AcqRel);
+        let before = transport_label(before);
+        let after = transport_label(kind as u8);
+        if before != after && !self.is_closed() {
+            self.meters.sessions.with_label_values(&[before]).dec();
+            self.meters.sessions.with_label_values(&[after]).inc();
+        }
+    }
+
+    /// The instruments of the engine that owns the session.
+    pub(crate) fn meters(&self) -> &Meters {
+        &self.meters
     }
 
     /// Queue an item for the client without waiting. A full queue closes the session as a
@@ -270,6 +293,7 @@ impl Session {
         match self.tx.try_send(item) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
+                self.meters.dropped_slow.inc();
                 tracing::debug!(sid = %self.sid, "outbound queue full, closing slow consumer");
                 self.close(CloseReason::SlowConsumer);
                 false
@@ -326,6 +350,14 @@ impl Session {
             return;
         }
         tracing::debug!(sid = %self.sid, reason = reason.as_str(), "session closed");
+        self.meters
+            .closed
+            .with_label_values(&[reason.as_str()])
+            .inc();
+        self.meters
+            .sessions
+            .with_label_values(&[transport_label(self.transport.load(Ordering::Acquire))])
+            .dec();
         self.close_notify.notify_waiters();
         let on_close = self
             .on_close
@@ -354,6 +386,16 @@ impl Session {
             }
             notified.await;
         }
+    }
+}
+
+/// The `transport` label of a `TransportKind` discriminant: a session counts as polling
+/// until its upgrade completes.
+fn transport_label(kind: u8) -> &'static str {
+    if kind == TransportKind::Websocket as u8 {
+        super::meters::WEBSOCKET
+    } else {
+        super::meters::POLLING
     }
 }
 

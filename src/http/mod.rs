@@ -1,8 +1,10 @@
-//! The hyper surface of the public listener: routes each request to the Engine.IO
-//! endpoint, the echo endpoint, health, the embedded client bundle, or static files.
+//! The hyper surface: the public listener routes each request to the Engine.IO endpoint,
+//! the echo endpoint, health, the embedded client bundle, or static files ([`Public`]);
+//! the admin listener serves health, readiness and metrics ([`admin::Admin`]).
 //!
 //! Owns routing and static content only; the protocols live in `engine` and above.
 
+pub mod admin;
 pub mod files;
 
 use std::net::SocketAddr;
@@ -18,6 +20,36 @@ use crate::engine::Engine;
 
 /// The socket.io client bundle, from the npm package (see `static/vendor/README.md`).
 const CLIENT_BUNDLE: &[u8] = include_bytes!("../../static/vendor/socket.io.min.js");
+
+/// A listener's request handler.
+pub trait Site: Send + Sync + 'static {
+    /// Serve one request from `remote`.
+    fn serve(
+        &self,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> crate::engine::BoxFuture<'_, Response<Full<Bytes>>>;
+}
+
+impl Site for Public {
+    fn serve(
+        &self,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> crate::engine::BoxFuture<'_, Response<Full<Bytes>>> {
+        Box::pin(self.handle(req, remote))
+    }
+}
+
+impl Site for admin::Admin {
+    fn serve(
+        &self,
+        req: Request<Incoming>,
+        _remote: SocketAddr,
+    ) -> crate::engine::BoxFuture<'_, Response<Full<Bytes>>> {
+        Box::pin(self.handle(req))
+    }
+}
 
 /// What the public listener serves.
 #[derive(Debug, Clone)]

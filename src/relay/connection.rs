@@ -15,9 +15,10 @@ use serde_json::value::RawValue;
 use super::Shared;
 use super::events;
 use super::socket::{Socket, TokenBucket};
+use crate::engine::meters::{POLLING, WEBSOCKET};
 use crate::engine::sid::random_id;
 use crate::engine::{
-    BoxFuture, CloseReason, Connection, HandshakeInfo, Message, Outgoing, Session,
+    BoxFuture, CloseReason, Connection, HandshakeInfo, Message, Outgoing, Session, TransportKind,
 };
 use crate::socketio::binary::Complete;
 use crate::socketio::packet::{self as sio, PacketKind};
@@ -198,6 +199,19 @@ impl Conn {
         self.connected_once.store(true, Ordering::Release);
         socket.send_text(&sio::encode_connect(&nsp, &id));
         self.relay.bus.add_socket(&nsp, socket.recipient.clone());
+        let transport = match self.session.transport() {
+            TransportKind::Websocket => WEBSOCKET,
+            _ => POLLING,
+        };
+        *socket
+            .counted_as
+            .lock()
+            .expect("counted_as lock is never poisoned") = transport;
+        self.relay
+            .meters
+            .connections
+            .with_label_values(&[&nsp, transport])
+            .inc();
         if let Some(greet) = &policy.config.greet {
             let text = sio::encode_event(&nsp, greet, &[&socket.auth], None, 0);
             self.session
@@ -210,6 +224,29 @@ impl Conn {
 impl Connection for Conn {
     fn message(&self, msg: Message) -> BoxFuture<'_, ()> {
         Box::pin(self.receive(msg))
+    }
+
+    fn upgraded(&self) {
+        let sockets: Vec<Arc<Socket>> = self
+            .state
+            .lock()
+            .expect("conn state lock is never poisoned")
+            .sockets
+            .values()
+            .cloned()
+            .collect();
+        let gauge = &self.relay.meters.connections;
+        for socket in sockets {
+            let mut counted = socket
+                .counted_as
+                .lock()
+                .expect("counted_as lock is never poisoned");
+            if *counted == POLLING {
+                gauge.with_label_values(&[&socket.nsp, POLLING]).dec();
+                gauge.with_label_values(&[&socket.nsp, WEBSOCKET]).inc();
+                *counted = WEBSOCKET;
+            }
+        }
     }
 
     fn close(&self, reason: CloseReason) {
@@ -239,6 +276,22 @@ impl Connection for Conn {
 /// Take a socket out of the bus and announce its leaves where presence is on.
 async fn depart(relay: &Shared, socket: &Arc<Socket>) {
     let left = relay.bus.remove_socket(&socket.nsp, socket.id()).await;
+    let counted = std::mem::take(
+        &mut *socket
+            .counted_as
+            .lock()
+            .expect("counted_as lock is never poisoned"),
+    );
+    if !counted.is_empty() {
+        relay
+            .meters
+            .connections
+            .with_label_values(&[&socket.nsp, counted])
+            .dec();
+    }
+    if !left.is_empty() {
+        relay.count_rooms(&socket.nsp);
+    }
     socket
         .rooms
         .lock()

@@ -39,7 +39,7 @@ pub async fn handle(
             Ok(json!({ "ok": true, "rooms": rooms }))
         }
         "$members" => members(relay, policy, socket, args).await,
-        _ => Err("unknown control event"),
+        _ => Err(Refusal::UnknownControl),
     };
     match result {
         Ok(reply) => {
@@ -48,14 +48,14 @@ pub async fn handle(
                 socket.send_text(&sio::encode_ack_json(&socket.nsp, id, &body));
             }
         }
-        Err(error) => refuse(socket, name, ack, error),
+        Err(error) => refuse(relay, socket, name, ack, error),
     }
 }
 
 /// The room name in the first argument.
 fn room_arg(args: &[&RawValue]) -> Result<String, Refusal> {
-    let first = args.first().ok_or("room name missing")?;
-    serde_json::from_str::<String>(first.get()).map_err(|_| "room name must be a string")
+    let first = args.first().ok_or(Refusal::RoomMissing)?;
+    serde_json::from_str::<String>(first.get()).map_err(|_| Refusal::RoomNotString)
 }
 
 async fn join(
@@ -72,10 +72,11 @@ async fn join(
         {
             let rooms = socket.rooms.lock().expect("rooms lock is never poisoned");
             if rooms.len() >= policy.config.limits.max_rooms {
-                return Err("too many rooms");
+                return Err(Refusal::TooManyRooms);
             }
         }
         let count = relay.bus.join(&socket.nsp, &room, socket.id()).await;
+        relay.count_rooms(&socket.nsp);
         socket
             .rooms
             .lock()
@@ -104,6 +105,7 @@ async fn leave(
         .remove(room.as_str());
     let count = if was_in {
         let count = relay.bus.leave(&socket.nsp, &room, socket.id()).await;
+        relay.count_rooms(&socket.nsp);
         if policy.config.presence {
             announce(relay, socket, &room, "leave", count);
         }

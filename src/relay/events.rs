@@ -32,8 +32,13 @@ pub async fn handle(
 ) -> Result<(), PacketError> {
     let event = packet.event()?;
     let name: &str = &event.name;
+    relay
+        .meters
+        .received
+        .with_label_values(&[&socket.nsp])
+        .inc();
     if !socket.take_token(now) {
-        refuse(socket, name, packet.id, "rate limit exceeded");
+        refuse(relay, socket, name, packet.id, Refusal::RateLimited);
         return Ok(());
     }
     if name.starts_with('$') {
@@ -43,7 +48,7 @@ pub async fn handle(
     let size = packet.data.as_ref().map_or(0, |d| d.get().len())
         + attachments.iter().map(Bytes::len).sum::<usize>();
     if size as u64 > policy.config.limits.max_event_size.0 {
-        refuse(socket, name, packet.id, "event too large");
+        refuse(relay, socket, name, packet.id, Refusal::TooLarge);
         return Ok(());
     }
     let how = policy.resolve(name);
@@ -55,7 +60,7 @@ pub async fn handle(
         &attachments,
         packet.attachments,
     ) {
-        refuse(socket, name, packet.id, error);
+        refuse(relay, socket, name, packet.id, error);
         return Ok(());
     }
     if let Some(id) = packet.id {
@@ -82,14 +87,14 @@ fn route(
     announced: usize,
 ) -> Result<(), Refusal> {
     let rooms = match how.route {
-        Route::None => return Err("clients may not emit this event"),
+        Route::None => return Err(Refusal::NotAllowed),
         Route::Discard => return Ok(()),
         Route::Sender => None,
         Route::Namespace => Some(Vec::new()),
         Route::Rooms => {
             let joined = socket.joined();
             if joined.is_empty() {
-                return Err("join a room first");
+                return Err(Refusal::NoRoom);
             }
             Some(joined)
         }
@@ -97,16 +102,22 @@ fn route(
     };
     let text = sio::encode_event(&socket.nsp, how.name, args, None, announced);
     let item = outgoing(&text, attachments);
+    let mut delivered = 0;
     if let Some(rooms) = rooms {
         let target = Target {
             rooms,
             except: Some(socket.id().clone()),
         };
-        relay.bus.broadcast(&socket.nsp, &target, &item);
+        delivered += relay.bus.broadcast(&socket.nsp, &target, &item);
     }
-    if how.echo || matches!(how.route, Route::Sender) {
-        socket.session().send(item);
+    if (how.echo || matches!(how.route, Route::Sender)) && socket.session().send(item) {
+        delivered += 1;
     }
+    relay
+        .meters
+        .delivered
+        .with_label_values(&[&socket.nsp])
+        .inc_by(delivered as u64);
     Ok(())
 }
 
@@ -124,8 +135,14 @@ pub fn outgoing(text: &str, attachments: &[Bytes]) -> Outgoing {
 
 /// Tell the client its event was refused: through the ack when it asked for one, else
 /// with a `$error` event.
-pub fn refuse(socket: &Socket, event: &str, ack: Option<u64>, error: &str) {
+pub fn refuse(relay: &Shared, socket: &Socket, event: &str, ack: Option<u64>, refusal: Refusal) {
+    let error = refusal.message();
     tracing::debug!(socket = %socket.id(), nsp = %socket.nsp, event, error, "event refused");
+    relay
+        .meters
+        .refused
+        .with_label_values(&[&socket.nsp, refusal.label()])
+        .inc();
     match ack {
         Some(id) => {
             let body = json!([{ "ok": false, "error": error }]).to_string();

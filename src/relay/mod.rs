@@ -15,6 +15,7 @@
 pub mod connection;
 pub mod control;
 pub mod events;
+pub mod meters;
 pub mod policy;
 pub mod socket;
 
@@ -27,6 +28,7 @@ use crate::adapter::Adapter;
 use crate::config::Config;
 use crate::engine::{Connection, Handler, HandshakeInfo, Session};
 
+pub use meters::Meters;
 pub use policy::Policy;
 
 /// Errors building a relay from config.
@@ -68,6 +70,8 @@ pub struct Shared {
     namespaces: RwLock<Arc<HashMap<String, Arc<Namespace>>>>,
     /// Room storage and fan-out.
     pub bus: Arc<dyn Adapter>,
+    /// Instruments.
+    pub meters: Meters,
     /// How long a session may go without joining a namespace, in milliseconds.
     connect_timeout_ms: AtomicUsize,
     /// The largest `max_attachments` of any namespace: the parser's bound before the
@@ -100,6 +104,14 @@ impl Shared {
     pub fn max_attachments(&self) -> usize {
         self.max_attachments.load(Ordering::Relaxed)
     }
+
+    /// Refresh the rooms gauge of a namespace after its memberships changed.
+    pub fn count_rooms(&self, nsp: &str) {
+        self.meters
+            .rooms
+            .with_label_values(&[nsp])
+            .set(i64::try_from(self.bus.room_count(nsp)).unwrap_or(i64::MAX));
+    }
 }
 
 /// The relay: the Engine.IO handler that serves Socket.IO by policy.
@@ -110,10 +122,11 @@ pub struct Relay {
 
 impl Relay {
     /// A relay for `config`, delivering through `bus`.
-    pub fn new(config: &Config, bus: Arc<dyn Adapter>) -> Result<Relay, Error> {
+    pub fn new(config: &Config, bus: Arc<dyn Adapter>, meters: Meters) -> Result<Relay, Error> {
         let shared = Arc::new(Shared {
             namespaces: RwLock::new(Arc::new(HashMap::new())),
             bus,
+            meters,
             connect_timeout_ms: AtomicUsize::new(0),
             max_attachments: AtomicUsize::new(0),
         });

@@ -7,8 +7,76 @@ use regex::Regex;
 
 use crate::config::{AckReply, JoinPolicy, NamespaceConfig, Route};
 
-/// Why a request was refused; the text goes to the client in `error`.
-pub type Refusal = &'static str;
+/// Why a client's request was refused: [`Refusal::message`] goes to the client in
+/// `error`, [`Refusal::label`] is the `reason` of `iorelay_events_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Over `events_per_second`/`burst`.
+    RateLimited,
+    /// Over `max_event_size`.
+    TooLarge,
+    /// The route is `none`.
+    NotAllowed,
+    /// Route `rooms` but the socket joined none.
+    NoRoom,
+    /// The join policy is `none`.
+    JoinDisabled,
+    /// The join pattern does not match.
+    RoomNotAllowed,
+    /// Over `max_rooms`.
+    TooManyRooms,
+    /// The room argument is missing.
+    RoomMissing,
+    /// The room argument is not a string.
+    RoomNotString,
+    /// The room name is empty.
+    RoomEmpty,
+    /// The room name is over `max_room_name`.
+    RoomTooLong,
+    /// The room name starts with `$`.
+    RoomReserved,
+    /// A `$…` event the relay does not know.
+    UnknownControl,
+}
+
+impl Refusal {
+    /// The `error` text sent to the client.
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::RateLimited => "rate limit exceeded",
+            Refusal::TooLarge => "event too large",
+            Refusal::NotAllowed => "clients may not emit this event",
+            Refusal::NoRoom => "join a room first",
+            Refusal::JoinDisabled => "joining rooms is not allowed in this namespace",
+            Refusal::RoomNotAllowed => "room not allowed",
+            Refusal::TooManyRooms => "too many rooms",
+            Refusal::RoomMissing => "room name missing",
+            Refusal::RoomNotString => "room name must be a string",
+            Refusal::RoomEmpty => "room name is empty",
+            Refusal::RoomTooLong => "room name too long",
+            Refusal::RoomReserved => "room names starting with $ are reserved",
+            Refusal::UnknownControl => "unknown control event",
+        }
+    }
+
+    /// The metric label: a small fixed set.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::RateLimited => "rate_limited",
+            Refusal::TooLarge => "too_large",
+            Refusal::NotAllowed => "not_allowed",
+            Refusal::NoRoom => "no_room",
+            Refusal::JoinDisabled | Refusal::RoomNotAllowed => "room_forbidden",
+            Refusal::TooManyRooms => "too_many_rooms",
+            Refusal::RoomMissing
+            | Refusal::RoomNotString
+            | Refusal::RoomEmpty
+            | Refusal::RoomTooLong
+            | Refusal::RoomReserved => "bad_room_name",
+            Refusal::UnknownControl => "unknown_control",
+        }
+    }
+}
 
 /// A namespace policy ready for the hot path.
 #[derive(Debug)]
@@ -50,11 +118,11 @@ impl Policy {
     pub fn may_join(&self, room: &str) -> Result<(), Refusal> {
         self.check_room_name(room)?;
         match &self.config.join {
-            JoinPolicy::None => Err("joining rooms is not allowed in this namespace"),
+            JoinPolicy::None => Err(Refusal::JoinDisabled),
             JoinPolicy::Any => Ok(()),
             JoinPolicy::Pattern(_) => match &self.join_pattern {
                 Some(re) if re.is_match(room) => Ok(()),
-                _ => Err("room not allowed"),
+                _ => Err(Refusal::RoomNotAllowed),
             },
         }
     }
@@ -62,11 +130,11 @@ impl Policy {
     /// Room names: non-empty, bounded, not reserved (`$…`).
     pub fn check_room_name(&self, room: &str) -> Result<(), Refusal> {
         if room.is_empty() {
-            Err("room name is empty")
+            Err(Refusal::RoomEmpty)
         } else if room.len() > self.config.limits.max_room_name {
-            Err("room name too long")
+            Err(Refusal::RoomTooLong)
         } else if room.starts_with('$') {
-            Err("room names starting with $ are reserved")
+            Err(Refusal::RoomReserved)
         } else {
             Ok(())
         }

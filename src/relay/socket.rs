@@ -23,6 +23,8 @@ pub struct Socket {
     pub rooms: Mutex<BTreeSet<Arc<str>>>,
     /// Events allowed per second.
     rate: Mutex<TokenBucket>,
+    /// The `transport` label this socket is counted under in the connections gauge.
+    pub counted_as: Mutex<&'static str>,
 }
 
 impl Socket {
@@ -41,6 +43,7 @@ impl Socket {
             auth,
             rooms: Mutex::new(BTreeSet::new()),
             rate: Mutex::new(rate),
+            counted_as: Mutex::new(""),
         }
     }
 

@@ -1249,7 +1249,6 @@ mod tests {
         }
     }
 
-
     #[test]
     fn no_panic_on_arbitrary_input() {
         const PIECES: &[&str] = &[

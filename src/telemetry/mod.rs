@@ -1,5 +1,8 @@
 //! Tracing setup: human-readable lines or JSON lines on stderr, filtered by the config's
-//! `log.level` unless `RUST_LOG` is set. Metric names will live here too.
+//! `log.level` unless `RUST_LOG` is set; and the metrics ([`metrics`]), whose names all
+//! live there.
+
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 

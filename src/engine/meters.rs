@@ -1,0 +1,50 @@
+//! The engine's instruments: handles to counters and gauges that the telemetry layer
+//! creates, names and registers (see `telemetry::metrics`). The engine only updates them;
+//! without a registry (tests) they count into the void.
+
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts};
+
+/// Transport label values.
+pub const POLLING: &str = "polling";
+/// Transport label values.
+pub const WEBSOCKET: &str = "websocket";
+
+/// Engine.IO instruments.
+#[derive(Debug, Clone)]
+pub struct Meters {
+    /// Open sessions, by `transport`.
+    pub sessions: IntGaugeVec,
+    /// Sessions opened, by `transport` of the handshake.
+    pub opened: IntCounterVec,
+    /// Sessions closed, by `reason` (a `CloseReason` name).
+    pub closed: IntCounterVec,
+    /// Bytes read from clients, by `transport`.
+    pub received_bytes: IntCounterVec,
+    /// Bytes written to clients, by `transport`.
+    pub sent_bytes: IntCounterVec,
+    /// Outgoing packets not queued because the client's queue was full.
+    pub dropped_slow: IntCounter,
+}
+
+impl Default for Meters {
+    /// Unregistered instruments, for engines nobody scrapes.
+    fn default() -> Self {
+        fn gauge(labels: &[&str]) -> IntGaugeVec {
+            IntGaugeVec::new(Opts::new("unregistered", "unregistered"), labels)
+                .expect("static metric options are valid")
+        }
+        fn counter(labels: &[&str]) -> IntCounterVec {
+            IntCounterVec::new(Opts::new("unregistered", "unregistered"), labels)
+                .expect("static metric options are valid")
+        }
+        Meters {
+            sessions: gauge(&["transport"]),
+            opened: counter(&["transport"]),
+            closed: counter(&["reason"]),
+            received_bytes: counter(&["transport"]),
+            sent_bytes: counter(&["transport"]),
+            dropped_slow: IntCounter::new("unregistered", "unregistered")
+                .expect("static metric options are valid"),
+        }
+    }
+}

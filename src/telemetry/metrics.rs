@@ -1,0 +1,208 @@
+//! Every metric name of the daemon, in one place: creates the instruments the engine and
+//! the relay update, registers them with one registry, and renders the Prometheus text
+//! exposition.
+//!
+//! Conventions: `iorelay_<subsystem>_<name>`, base units (bytes, seconds), `_total` for
+//! counters, labels only from bounded sets (namespace names from the config, transports,
+//! reasons) — never rooms or socket ids. The standard `process_*` metrics come unprefixed.
+
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::engine;
+use crate::relay;
+
+/// The daemon's registry and its instruments.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Everything registered, for `/metrics`.
+    pub registry: Registry,
+    /// Engine.IO instruments of the public endpoint.
+    pub engine: engine::Meters,
+    /// Relay instruments.
+    pub relay: relay::Meters,
+    /// Worker processes restarted by the master.
+    pub worker_restarts: IntCounter,
+    /// Config reloads applied.
+    pub reloads: IntCounter,
+    /// Config reloads rejected (the old config stayed).
+    pub reload_failures: IntCounter,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("metric names here are valid");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("each metric is registered once");
+    c
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric names here are valid");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("each metric is registered once");
+    c
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric names here are valid");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("each metric is registered once");
+    g
+}
+
+impl Metrics {
+    /// A fresh registry with every instrument of the daemon, plus the process collector.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let r = &registry;
+        let dropped = counter_vec(
+            r,
+            "iorelay_messages_dropped_total",
+            "Outgoing messages not delivered, by reason.",
+            &["reason"],
+        );
+        let engine = engine::Meters {
+            sessions: gauge_vec(
+                r,
+                "iorelay_engine_sessions",
+                "Open Engine.IO sessions, by transport.",
+                &["transport"],
+            ),
+            opened: counter_vec(
+                r,
+                "iorelay_connections_accepted_total",
+                "Engine.IO sessions opened, by the transport of their handshake.",
+                &["transport"],
+            ),
+            closed: counter_vec(
+                r,
+                "iorelay_engine_sessions_closed_total",
+                "Engine.IO sessions closed, by reason.",
+                &["reason"],
+            ),
+            received_bytes: counter_vec(
+                r,
+                "iorelay_received_bytes_total",
+                "Bytes received from clients, by transport.",
+                &["transport"],
+            ),
+            sent_bytes: counter_vec(
+                r,
+                "iorelay_sent_bytes_total",
+                "Bytes sent to clients, by transport.",
+                &["transport"],
+            ),
+            dropped_slow: dropped.with_label_values(&["slow_consumer"]),
+        };
+        let relay = relay::Meters {
+            connections: gauge_vec(
+                r,
+                "iorelay_connections",
+                "Connected Socket.IO sockets, by namespace and transport.",
+                &["namespace", "transport"],
+            ),
+            received: counter_vec(
+                r,
+                "iorelay_events_received_total",
+                "Events received from clients, control events included, by namespace.",
+                &["namespace"],
+            ),
+            delivered: counter_vec(
+                r,
+                "iorelay_events_delivered_total",
+                "Event copies queued for recipients, by namespace.",
+                &["namespace"],
+            ),
+            refused: counter_vec(
+                r,
+                "iorelay_events_refused_total",
+                "Client events refused by policy, by namespace and reason.",
+                &["namespace", "reason"],
+            ),
+            rooms: gauge_vec(
+                r,
+                "iorelay_rooms",
+                "Rooms with at least one member, by namespace.",
+                &["namespace"],
+            ),
+        };
+        let build = gauge_vec(
+            r,
+            "iorelay_build_info",
+            "Always 1; the labels describe the build.",
+            &["version"],
+        );
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let metrics = Metrics {
+            worker_restarts: counter(
+                r,
+                "iorelay_worker_restarts_total",
+                "Worker processes restarted by the master.",
+            ),
+            reloads: counter(
+                r,
+                "iorelay_config_reloads_total",
+                "Configuration reloads applied.",
+            ),
+            reload_failures: counter(
+                r,
+                "iorelay_config_reload_failures_total",
+                "Configuration reloads rejected; the previous configuration stayed in force.",
+            ),
+            registry,
+            engine,
+            relay,
+        };
+        let process = prometheus::process_collector::ProcessCollector::for_self();
+        if let Err(err) = metrics.registry.register(Box::new(process)) {
+            tracing::warn!(error = %err, "process metrics unavailable");
+        }
+        metrics
+    }
+
+    /// The Prometheus text exposition of everything registered.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let families = self.registry.gather();
+        if let Err(err) = TextEncoder::new().encode(&families, &mut out) {
+            tracing::warn!(error = %err, "metrics encoding failed");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_follow_the_conventions() {
+        let m = Metrics::new();
+        m.engine.opened.with_label_values(&["websocket"]).inc();
+        m.relay.received.with_label_values(&["/"]).inc_by(3);
+        m.engine.dropped_slow.inc();
+        let text = m.render();
+        assert!(text.contains("iorelay_connections_accepted_total{transport=\"websocket\"} 1"));
+        assert!(text.contains("iorelay_events_received_total{namespace=\"/\"} 3"));
+        assert!(text.contains("iorelay_messages_dropped_total{reason=\"slow_consumer\"} 1"));
+        assert!(text.contains("iorelay_build_info{version="));
+        assert!(text.contains("process_resident_memory_bytes"));
+        for line in text.lines().filter(|l| l.starts_with("# TYPE iorelay_")) {
+            let mut parts = line.split_whitespace().skip(2);
+            let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+            assert_eq!(
+                kind == "counter",
+                name.ends_with("_total"),
+                "counters and only counters end in _total: {line}"
+            );
+        }
+    }
+}
