@@ -68,12 +68,12 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        None => run(loaded),
+        None => run(loaded, opts),
     }
 }
 
-fn run(loaded: config::Loaded) -> ExitCode {
-    iorelay::telemetry::init(&loaded.config.log);
+fn run(loaded: config::Loaded, options: LoadOptions) -> ExitCode {
+    let log = iorelay::telemetry::init(&loaded.config.log);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         environment = loaded.environment.name(),
@@ -90,7 +90,7 @@ fn run(loaded: config::Loaded) -> ExitCode {
             return ExitCode::from(EX_SOFTWARE);
         }
     };
-    match runtime.block_on(iorelay::daemon::run(loaded.config)) {
+    match runtime.block_on(iorelay::daemon::run(loaded, options, log)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %err, "cannot start");

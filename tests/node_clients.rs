@@ -10,7 +10,10 @@ use std::process::Command;
 #[test]
 fn node_integration_suites() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
-    if !dir.join("node_modules/socket.io-client").exists() {
+    let installed = ["socket.io-client", "ws", "playwright-core"]
+        .iter()
+        .all(|package| dir.join("node_modules").join(package).exists());
+    if !installed {
         let status = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])
             .current_dir(&dir)

@@ -125,6 +125,18 @@ impl LoadOptions {
         }
     }
 
+    /// The config file these options select (`--config`, else the first search path
+    /// that exists), for log lines; `"built-in defaults"` when there is none.
+    pub fn describe(&self) -> String {
+        self.file
+            .clone()
+            .or_else(|| self.search.iter().find(|p| p.exists()).cloned())
+            .map_or_else(
+                || "built-in defaults".to_owned(),
+                |p| p.display().to_string(),
+            )
+    }
+
     fn var(&self, name: &str) -> Option<&str> {
         self.vars
             .iter()

@@ -6,6 +6,7 @@
 //! route's room is a valid name, limits within `max_payload`, …) live in [`validate`].
 //! Nothing here knows about sockets or rooms; the relay reads these values.
 
+pub mod diff;
 pub mod load;
 pub mod units;
 pub mod validate;

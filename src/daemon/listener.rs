@@ -2,6 +2,7 @@
 //! on accept errors (such as running out of file descriptors), and a stop latch.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -46,8 +47,14 @@ impl Stop {
     }
 }
 
-/// Accept connections until `stop` triggers.
-pub async fn serve<S: Site>(listener: TcpListener, site: Arc<S>, stop: Stop) {
+/// Accept connections until `stop` triggers; connections already open finish their
+/// request in flight and close.
+pub async fn serve<S: Site>(
+    listener: TcpListener,
+    site: Arc<S>,
+    stop: Stop,
+    connections: Connections,
+) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
@@ -68,7 +75,10 @@ pub async fn serve<S: Site>(listener: TcpListener, site: Arc<S>, stop: Stop) {
         };
         let _ = stream.set_nodelay(true);
         let site = site.clone();
+        let stop = stop.clone();
+        let open = OpenConnection::new(&connections);
         tokio::spawn(async move {
+            let _open = open;
             let service = service_fn(move |req| {
                 let site = site.clone();
                 async move { Ok::<_, std::convert::Infallible>(site.serve(req, remote).await) }
@@ -78,9 +88,47 @@ pub async fn serve<S: Site>(listener: TcpListener, site: Arc<S>, stop: Stop) {
                 .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
-            if let Err(err) = conn.await {
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.wait() => {
+                    // Finish the request in flight (a poll answered with CLOSE), then
+                    // close instead of keeping the connection alive.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(err) = result {
                 tracing::trace!(error = %err, "http connection ended with an error");
             }
         });
+    }
+}
+
+/// Counts a listener's open HTTP connections (upgraded ones leave the count when hyper
+/// hands them over), so that shutdown can wait for them.
+#[derive(Debug, Clone, Default)]
+pub struct Connections(Arc<AtomicUsize>);
+
+impl Connections {
+    /// Open connections now.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// One open connection; leaves the count when dropped.
+struct OpenConnection(Connections);
+
+impl OpenConnection {
+    fn new(connections: &Connections) -> OpenConnection {
+        connections.0.fetch_add(1, Ordering::AcqRel);
+        OpenConnection(connections.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -3,6 +3,8 @@
 //! daemon work; this is the single-process core.)
 
 pub mod listener;
+pub mod notify;
+pub mod signals;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,13 +12,15 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::adapter::LocalAdapter;
-use crate::config::{Config, Transport};
+use crate::config::{self, Config, LoadOptions, Loaded, Transport, diff};
 use crate::engine::echo::EchoHandler;
 use crate::engine::{CloseReason, Engine, Settings};
 use crate::http::Public;
 use crate::http::admin::{Admin, Health};
 use crate::relay::Relay;
+use crate::telemetry::LogHandle;
 use crate::telemetry::metrics::Metrics;
+use signals::Intent;
 
 /// Errors that stop the daemon from starting.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +36,9 @@ pub enum Error {
     /// The relay could not be built from the config.
     #[error(transparent)]
     Relay(#[from] crate::relay::Error),
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
 }
 
 /// Engine settings from the config.
@@ -60,8 +67,68 @@ async fn bind(addr: std::net::SocketAddr) -> Result<(TcpListener, std::net::Sock
     Ok((listener, local))
 }
 
-/// Run the daemon in this process until SIGTERM or SIGINT.
-pub async fn run(config: Config) -> Result<(), Error> {
+/// What a running daemon can change on reload, and the config in force.
+struct Live {
+    /// How the config was found, to find it again.
+    options: LoadOptions,
+    /// The config in force.
+    config: Config,
+    relay: Relay,
+    engine: Arc<Engine>,
+    echo: Option<Arc<Engine>>,
+    log: LogHandle,
+    metrics: Metrics,
+}
+
+impl Live {
+    /// SIGHUP: load and validate the config again; apply it only when valid.
+    fn reload(&mut self) {
+        notify::reloading();
+        let next = match config::load(&self.options) {
+            Ok(loaded) => loaded.config,
+            Err(err) => {
+                self.metrics.reload_failures.inc();
+                let files = self.options.describe();
+                for line in err.lines() {
+                    tracing::error!(files = %files, problem = %line, "reload rejected, the previous configuration stays in force");
+                }
+                notify::ready(
+                    "serving; last reload rejected (invalid configuration), previous configuration in force",
+                );
+                return;
+            }
+        };
+        if let Err(err) = self.relay.reconfigure(&next) {
+            self.metrics.reload_failures.inc();
+            tracing::error!(error = %err, "reload rejected, the previous configuration stays in force");
+            notify::ready("serving; last reload rejected, previous configuration in force");
+            return;
+        }
+        let settings = engine_settings(&next);
+        self.engine.reconfigure(settings.clone());
+        if let Some(echo) = &self.echo {
+            echo.reconfigure(settings);
+        }
+        if let Err(err) = self.log.set_level(&next.log.level) {
+            tracing::warn!(error = %err, "log.level not applied");
+        }
+        let changed = diff::changed_keys(&self.config, &next);
+        let (restart, live): (Vec<&String>, Vec<&String>) =
+            changed.iter().partition(|k| diff::needs_restart(k));
+        for key in &restart {
+            tracing::warn!(key = %key, "changed, but takes effect only after a restart");
+        }
+        tracing::info!(changed = ?live, "configuration reloaded");
+        self.metrics.reloads.inc();
+        self.config = next;
+        notify::ready("serving; configuration reloaded");
+    }
+}
+
+/// Run the daemon in this process until SIGTERM or SIGINT; SIGHUP reloads.
+pub async fn run(loaded: Loaded, options: LoadOptions, log: LogHandle) -> Result<(), Error> {
+    let config = loaded.config;
+    let mut intents = signals::intents().map_err(Error::Signals)?;
     let (public_listener, public_addr) = bind(config.server.listen).await?;
     let (admin_listener, admin_addr) = bind(config.server.admin_listen).await?;
     let metrics = Metrics::new();
@@ -71,7 +138,11 @@ pub async fn run(config: Config) -> Result<(), Error> {
         metrics.relay.clone(),
     )?;
     let settings = engine_settings(&config);
-    let engine = Engine::new(settings.clone(), Arc::new(relay), metrics.engine.clone());
+    let engine = Engine::new(
+        settings.clone(),
+        Arc::new(relay.clone()),
+        metrics.engine.clone(),
+    );
     let echo = config.engine.echo_path.clone().map(|path| {
         let echo = Engine::new(settings, Arc::new(EchoHandler), Default::default());
         (path, echo)
@@ -85,16 +156,23 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let health = Arc::new(Health::default());
     let admin = Arc::new(Admin {
         health: health.clone(),
-        metrics,
+        metrics: metrics.clone(),
     });
     // The admin listener outlives the public one, so that health checks see the drain.
     let (stop_public, stop_admin) = (listener::Stop::new(), listener::Stop::new());
+    let public_connections = listener::Connections::default();
     let public_task = tokio::spawn(listener::serve(
         public_listener,
         public,
         stop_public.clone(),
+        public_connections.clone(),
     ));
-    let admin_task = tokio::spawn(listener::serve(admin_listener, admin, stop_admin.clone()));
+    let admin_task = tokio::spawn(listener::serve(
+        admin_listener,
+        admin,
+        stop_admin.clone(),
+        listener::Connections::default(),
+    ));
     health.serving();
     let namespaces: Vec<String> = config.effective_namespaces().into_keys().collect();
     tracing::info!(
@@ -103,17 +181,55 @@ pub async fn run(config: Config) -> Result<(), Error> {
         namespaces = ?namespaces,
         "listening"
     );
-    let graceful = shutdown_signal().await;
+    notify::ready(&format!("serving on {public_addr}"));
+    let watchdog = notify::watchdog_interval().map(|every| {
+        let health = health.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if health.is_serving() {
+                    notify::watchdog();
+                }
+            }
+        })
+    });
+    let mut live = Live {
+        options,
+        config,
+        relay,
+        engine: engine.clone(),
+        echo: echo.as_ref().map(|(_, e)| e.clone()),
+        log,
+        metrics,
+    };
+    let graceful = loop {
+        match intents.recv().await {
+            Some(Intent::Reload) => live.reload(),
+            Some(Intent::Drain) => break true,
+            Some(Intent::Stop) | None => break false,
+        }
+    };
     health.draining();
-    tracing::info!(graceful, "shutting down: closing client transports");
+    notify::stopping("draining connections");
+    tracing::info!(graceful, "shutting down: no new connections");
     stop_public.trigger();
     let _ = public_task.await;
+    tracing::info!(
+        sessions = engine.session_count(),
+        "shutting down: closing client transports"
+    );
     engine.close_all(CloseReason::Shutdown);
     if let Some((_, e)) = &echo {
         e.close_all(CloseReason::Shutdown);
     }
     if graceful {
-        drain(&engine, config.server.shutdown_timeout).await;
+        let timeout = live.config.server.shutdown_timeout;
+        let drained = drain(&engine, &public_connections, timeout).await;
+        tracing::info!(drained, timeout = ?timeout, "shutting down: drain finished");
+    }
+    if let Some(w) = watchdog {
+        w.abort();
     }
     stop_admin.trigger();
     let _ = admin_task.await;
@@ -121,21 +237,13 @@ pub async fn run(config: Config) -> Result<(), Error> {
     Ok(())
 }
 
-/// Wait until the sessions are gone or the timeout passes.
-async fn drain(engine: &Engine, timeout: Duration) {
+/// Wait until every session, WebSocket and HTTP connection is gone (clients told and
+/// their close written) or the timeout passes; returns whether everything went.
+async fn drain(engine: &Engine, connections: &listener::Connections, timeout: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;
-    while engine.session_count() > 0 && tokio::time::Instant::now() < deadline {
+    let busy = || engine.session_count() + engine.open_websockets() + connections.count() > 0;
+    while busy() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Resolves on SIGTERM (true: drain) or SIGINT (false: do not wait).
-async fn shutdown_signal() -> bool {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler can be installed");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler can be installed");
-    tokio::select! {
-        _ = term.recv() => true,
-        _ = int.recv() => false,
-    }
+    !busy()
 }

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -91,6 +91,8 @@ pub struct Engine {
     handler: Arc<dyn Handler>,
     /// Instruments, shared with every session.
     meters: Arc<Meters>,
+    /// WebSocket writer tasks still running (they write the close frame last).
+    websockets: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -116,6 +118,7 @@ impl Engine {
             sessions: RwLock::new(HashMap::new()),
             handler,
             meters: Arc::new(meters),
+            websockets: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -141,6 +144,11 @@ impl Engine {
             .read()
             .expect("sessions lock is never poisoned")
             .len()
+    }
+
+    /// WebSockets whose writer has not finished yet.
+    pub fn open_websockets(&self) -> usize {
+        self.websockets.load(Ordering::Acquire)
     }
 
     /// Close every session (shutdown).
@@ -401,7 +409,7 @@ impl Engine {
             .await;
             match session {
                 Upgrade::New(s) => engine.run_new_websocket(s, ws, &info, &settings).await,
-                Upgrade::Existing(s) => run_upgrade(s, ws, &settings).await,
+                Upgrade::Existing(s) => run_upgrade(s, ws, &settings, &engine.websockets).await,
                 Upgrade::Fresh | Upgrade::Refuse => {
                     let mut ws = ws;
                     let _ = tokio::time::timeout(CLOSE_GRACE, ws.close(None)).await;
@@ -433,7 +441,10 @@ impl Engine {
         self.start_session(&session, info, settings);
         tracing::debug!(sid = %session.sid, remote = %info.remote, transport = "websocket", "session opened");
         let queue = session.rx.clone().lock_owned().await;
-        tokio::spawn(write_websocket(session.clone(), sink, queue));
+        tokio::spawn(counted(
+            self.websockets.clone(),
+            write_websocket(session.clone(), sink, queue),
+        ));
         read_websocket(session, stream).await;
     }
 }
@@ -457,7 +468,12 @@ enum Upgrade {
 
 /// The polling → WebSocket upgrade of a live session: `2probe`/`3probe`, a NOOP to free
 /// the pending poll, then `5`, after which the WebSocket takes over the queue.
-async fn run_upgrade(session: Arc<Session>, ws: Ws, settings: &Settings) {
+async fn run_upgrade(
+    session: Arc<Session>,
+    ws: Ws,
+    settings: &Settings,
+    websockets: &Arc<AtomicUsize>,
+) {
     let (mut sink, mut stream) = ws.split();
     let deadline = settings.upgrade_timeout;
     let probe = tokio::time::timeout(deadline, stream.next()).await;
@@ -506,8 +522,18 @@ async fn run_upgrade(session: Arc<Session>, ws: Ws, settings: &Settings) {
         conn.upgraded();
     }
     tracing::debug!(sid = %session.sid, "upgraded to websocket");
-    tokio::spawn(write_websocket(session.clone(), sink, queue));
+    tokio::spawn(counted(
+        websockets.clone(),
+        write_websocket(session.clone(), sink, queue),
+    ));
     read_websocket(session, stream).await;
+}
+
+/// Run `task` while counting it in `counter`.
+async fn counted(counter: Arc<AtomicUsize>, task: impl std::future::Future<Output = ()>) {
+    counter.fetch_add(1, Ordering::AcqRel);
+    task.await;
+    counter.fetch_sub(1, Ordering::AcqRel);
 }
 
 /// Back to polling after a failed upgrade; GETs that waited on it get their NOOP.

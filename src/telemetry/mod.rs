@@ -1,32 +1,61 @@
 //! Tracing setup: human-readable lines or JSON lines on stderr, filtered by the config's
-//! `log.level` unless `RUST_LOG` is set; and the metrics ([`metrics`]), whose names all
-//! live there.
+//! `log.level` unless `RUST_LOG` is set (the level follows reloads; the format needs a
+//! restart); and the metrics ([`metrics`]), whose names all live there.
 
 pub mod metrics;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 
 use crate::config::{LogConfig, LogFormat};
 
-/// Install the global subscriber. Safe to call once; later calls are ignored.
-pub fn init(log: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&log.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = match log.format {
-        LogFormat::Json => builder
+/// Changes the log filter of the installed subscriber.
+#[derive(Debug, Clone)]
+pub struct LogHandle {
+    /// `None` when `RUST_LOG` decides, or when another subscriber was installed first.
+    filter: Option<reload::Handle<EnvFilter, Registry>>,
+}
+
+impl LogHandle {
+    /// Apply a new `log.level`. Ignored when `RUST_LOG` is set (it wins).
+    pub fn set_level(&self, level: &str) -> Result<(), String> {
+        let Some(handle) = &self.filter else {
+            return Ok(());
+        };
+        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    }
+}
+
+/// Install the global subscriber. Later calls are ignored.
+pub fn init(log: &LogConfig) -> LogHandle {
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let env_decides = from_env.is_some();
+    let filter = from_env
+        .or_else(|| EnvFilter::try_new(&log.level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let output = match log.format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .try_init(),
-        LogFormat::Text => builder
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(std::env::var_os("NO_COLOR").is_none() && is_terminal())
-            .try_init(),
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
-    let _ = result;
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .try_init()
+        .is_ok();
+    LogHandle {
+        filter: (installed && !env_decides).then_some(handle),
+    }
 }
 
 fn is_terminal() -> bool {
