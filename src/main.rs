@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use iorelay::config::{self, LoadOptions};
+use iorelay::daemon::{privileges, sockets};
 
 /// sysexits EX_CONFIG.
 const EX_CONFIG: u8 = 78;
@@ -14,6 +15,8 @@ const EX_CONFIG: u8 = 78;
 const EX_SOFTWARE: u8 = 70;
 /// sysexits EX_UNAVAILABLE (a listener could not be bound, …).
 const EX_UNAVAILABLE: u8 = 69;
+/// sysexits EX_NOPERM (the privilege drop failed).
+const EX_NOPERM: u8 = 77;
 
 /// A hardened real-time relay for unmodified socket.io clients.
 #[derive(Debug, Parser)]
@@ -80,7 +83,33 @@ fn run(loaded: config::Loaded, options: LoadOptions) -> ExitCode {
         files = ?loaded.sources,
         "starting"
     );
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // Phase 1, still single-threaded and possibly root: bind, then drop privileges.
+    let server = &loaded.config.server;
+    let bound = match sockets::bind(server.listen, server.admin_listen) {
+        Ok(b) => b,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot start");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+    };
+    let identity = match privileges::plan(server.user.as_deref(), server.group.as_deref()) {
+        Ok(id) => id,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot start");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    if let Err(err) = privileges::apply(identity.as_ref()) {
+        tracing::error!(error = %err, "cannot drop privileges");
+        return ExitCode::from(EX_NOPERM);
+    }
+    if let Some(id) = &identity {
+        tracing::info!(user = %id.user, uid = id.uid, gid = id.gid, "dropped privileges");
+    }
+    // Phase 2: the runtime. One thread per process: a worker serves its connections in
+    // arrival order, like the reference server, with no cross-thread hand-offs on the
+    // fan-out path; more cores are used by more worker processes (`server.workers`).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -90,7 +119,7 @@ fn run(loaded: config::Loaded, options: LoadOptions) -> ExitCode {
             return ExitCode::from(EX_SOFTWARE);
         }
     };
-    match runtime.block_on(iorelay::daemon::run(loaded, options, log)) {
+    match runtime.block_on(iorelay::daemon::run(bound, loaded, options, log)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %err, "cannot start");

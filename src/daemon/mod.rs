@@ -4,7 +4,9 @@
 
 pub mod listener;
 pub mod notify;
+pub mod privileges;
 pub mod signals;
+pub mod sockets;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,14 +27,9 @@ use signals::Intent;
 /// Errors that stop the daemon from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: std::net::SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// A bound listener could not be registered with the runtime.
+    #[error("cannot use the listening socket: {0}")]
+    Runtime(std::io::Error),
     /// The relay could not be built from the config.
     #[error(transparent)]
     Relay(#[from] crate::relay::Error),
@@ -54,17 +51,6 @@ pub fn engine_settings(config: &Config) -> Settings {
         write_queue: e.write_queue,
         max_sessions: config.server.max_connections,
     }
-}
-
-/// Bind a listener, naming the address on failure.
-async fn bind(addr: std::net::SocketAddr) -> Result<(TcpListener, std::net::SocketAddr), Error> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Bind { addr, source })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| Error::Bind { addr, source })?;
-    Ok((listener, local))
 }
 
 /// What a running daemon can change on reload, and the config in force.
@@ -125,12 +111,20 @@ impl Live {
     }
 }
 
-/// Run the daemon in this process until SIGTERM or SIGINT; SIGHUP reloads.
-pub async fn run(loaded: Loaded, options: LoadOptions, log: LogHandle) -> Result<(), Error> {
+/// Run the daemon in this process until SIGTERM or SIGINT; SIGHUP reloads. The
+/// listeners were bound (and privileges dropped) before the runtime started.
+pub async fn run(
+    bound: sockets::Bound,
+    loaded: Loaded,
+    options: LoadOptions,
+    log: LogHandle,
+) -> Result<(), Error> {
     let config = loaded.config;
     let mut intents = signals::intents().map_err(Error::Signals)?;
-    let (public_listener, public_addr) = bind(config.server.listen).await?;
-    let (admin_listener, admin_addr) = bind(config.server.admin_listen).await?;
+    let public_listener = TcpListener::from_std(bound.public).map_err(Error::Runtime)?;
+    let admin_listener = TcpListener::from_std(bound.admin).map_err(Error::Runtime)?;
+    let public_addr = public_listener.local_addr().map_err(Error::Runtime)?;
+    let admin_addr = admin_listener.local_addr().map_err(Error::Runtime)?;
     let metrics = Metrics::new();
     let relay = Relay::new(
         &config,
@@ -178,6 +172,7 @@ pub async fn run(loaded: Loaded, options: LoadOptions, log: LogHandle) -> Result
     tracing::info!(
         public = %public_addr,
         admin = %admin_addr,
+        activated = bound.activated,
         namespaces = ?namespaces,
         "listening"
     );

@@ -4,7 +4,7 @@
 // target/debug/iorelay. It binds 127.0.0.1:0; we learn the port from its "listening" log
 // line instead of guessing a free one, so tests never race for ports.
 import { spawn } from "node:child_process";
-import { writeFileSync, mkdtempSync, rmSync } from "node:fs";
+import { writeFileSync, mkdtempSync, rmSync, chmodSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -24,6 +24,13 @@ export async function startRelay(configToml = "", opts = {}) {
     configFile = join(dir, "iorelay.toml");
     writeFileSync(configFile, configToml);
   }
+  // As root (CI) the relay refuses to run without server.user and drops to it after
+  // binding; it must still be able to re-read its config on SIGHUP.
+  const asRoot = process.getuid?.() === 0;
+  if (asRoot) {
+    chmodSync(dir, 0o755);
+    if (!opts.configFile) chmodSync(configFile, 0o644);
+  }
   const env = {
     ...process.env,
     IORELAY_ENV: "test",
@@ -33,6 +40,7 @@ export async function startRelay(configToml = "", opts = {}) {
     // The "listening" line we wait for is logged at info.
     IORELAY_LOG__LEVEL: "info",
     NO_COLOR: "1",
+    ...(asRoot ? { IORELAY_SERVER__USER: "nobody" } : {}),
     ...(opts.env || {}),
   };
   const child = spawn(bin, ["--config", configFile, ...(opts.args || [])], {
