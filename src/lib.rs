@@ -15,13 +15,15 @@
 //! - [`http`]: the hyper surface: routing, health, static files, the client bundle.
 //! - [`daemon`]: process-level concerns — listeners, signals, shutdown.
 //! - [`config`]: the config tree, layered loading and validation.
-//! - [`telemetry`]: tracing setup.
+//! - [`telemetry`]: tracing setup and the metrics.
+//! - [`ops`]: the client side of the ops subcommands (`status`, `reload`, `rooms`).
 
 pub mod adapter;
 pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod http;
+pub mod ops;
 pub mod relay;
 pub mod socketio;
 pub mod telemetry;

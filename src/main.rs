@@ -37,6 +37,29 @@ enum Command {
     /// Validate the config and print the effective result (secrets redacted); exit 78 when
     /// it is invalid.
     CheckConfig,
+    /// Show a running daemon's state (through its admin listener).
+    Status(OpsArgs),
+    /// Make a running daemon reload its config, as SIGHUP does, and show the outcome.
+    Reload(OpsArgs),
+    /// List a running daemon's rooms with their member counts.
+    Rooms {
+        #[command(flatten)]
+        ops: OpsArgs,
+        /// Only this namespace (for example "/chat").
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+    },
+}
+
+/// How to reach a running daemon.
+#[derive(Debug, clap::Args)]
+struct OpsArgs {
+    /// The daemon's admin listener [default: server.admin_listen from the config]
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<std::net::SocketAddr>,
+    /// Print the daemon's JSON answer as is.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
@@ -71,8 +94,73 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Some(Command::Status(ops)) => ops_command(&loaded, &ops, "GET", "/api/v1/status"),
+        Some(Command::Reload(ops)) => ops_command(&loaded, &ops, "POST", "/api/v1/reload"),
+        Some(Command::Rooms { ops, namespace }) => {
+            let path = match namespace {
+                Some(n) => format!("/api/v1/rooms?namespace={}", percent_encode(&n)),
+                None => "/api/v1/rooms".to_owned(),
+            };
+            ops_command(&loaded, &ops, "GET", &path)
+        }
         None => run(loaded, opts),
     }
+}
+
+/// Ask the running daemon, print its answer; exit 0 when it said yes.
+fn ops_command(loaded: &config::Loaded, args: &OpsArgs, method: &str, path: &str) -> ExitCode {
+    let addr = args.admin.unwrap_or(loaded.config.server.admin_listen);
+    let answer = match iorelay::ops::request(addr, method, path) {
+        Ok(a) => a,
+        Err(err) => {
+            eprintln!("iorelay: {err}");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+    };
+    if args.json {
+        println!("{}", answer.body);
+    } else if path.starts_with("/api/v1/status") {
+        print!("{}", iorelay::ops::render_status(&answer.body));
+    } else if path.starts_with("/api/v1/rooms") && answer.status == 200 {
+        print!("{}", iorelay::ops::render_rooms(&answer.body));
+    } else if path.starts_with("/api/v1/reload") {
+        let body = &answer.body;
+        if body["ok"] == serde_json::Value::Bool(true) {
+            println!("reloaded; changed: {}", body["changed"]);
+            if body["restart_required"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+            {
+                println!(
+                    "needs a restart to take effect: {}",
+                    body["restart_required"]
+                );
+            }
+        } else {
+            eprintln!("reload rejected; the previous configuration stays in force:");
+            for e in body["errors"].as_array().into_iter().flatten() {
+                eprintln!("  {}", e.as_str().unwrap_or_default());
+            }
+        }
+    } else {
+        println!("{}", answer.body);
+    }
+    if (200..300).contains(&answer.status) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn run(loaded: config::Loaded, options: LoadOptions) -> ExitCode {

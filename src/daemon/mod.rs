@@ -18,11 +18,11 @@ use crate::config::{self, Config, LoadOptions, Loaded, Transport, diff};
 use crate::engine::echo::EchoHandler;
 use crate::engine::{CloseReason, Engine, Settings};
 use crate::http::Public;
-use crate::http::admin::{Admin, Health};
+use crate::http::admin::{Admin, Control, Health};
 use crate::relay::Relay;
 use crate::telemetry::LogHandle;
 use crate::telemetry::metrics::Metrics;
-use signals::Intent;
+use signals::{Intent, ReloadReport};
 
 /// Errors that stop the daemon from starting.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,24 @@ pub fn engine_settings(config: &Config) -> Settings {
     }
 }
 
+/// The ops API's way into the control loop.
+struct ApiControl(tokio::sync::mpsc::UnboundedSender<Intent>);
+
+impl Control for ApiControl {
+    fn reload(&self) -> crate::engine::BoxFuture<'_, serde_json::Value> {
+        Box::pin(async move {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if self.0.send(Intent::Reload(Some(tx))).is_err() {
+                return serde_json::json!({ "ok": false, "errors": ["shutting down"] });
+            }
+            match rx.await {
+                Ok(report) => serde_json::to_value(report).unwrap_or_default(),
+                Err(_) => serde_json::json!({ "ok": false, "errors": ["shutting down"] }),
+            }
+        })
+    }
+}
+
 /// What a running daemon can change on reload, and the config in force.
 struct Live {
     /// How the config was found, to find it again.
@@ -68,27 +86,14 @@ struct Live {
 
 impl Live {
     /// SIGHUP: load and validate the config again; apply it only when valid.
-    fn reload(&mut self) {
+    fn reload(&mut self) -> ReloadReport {
         notify::reloading();
         let next = match config::load(&self.options) {
             Ok(loaded) => loaded.config,
-            Err(err) => {
-                self.metrics.reload_failures.inc();
-                let files = self.options.describe();
-                for line in err.lines() {
-                    tracing::error!(files = %files, problem = %line, "reload rejected, the previous configuration stays in force");
-                }
-                notify::ready(
-                    "serving; last reload rejected (invalid configuration), previous configuration in force",
-                );
-                return;
-            }
+            Err(err) => return self.reject(err.lines()),
         };
         if let Err(err) = self.relay.reconfigure(&next) {
-            self.metrics.reload_failures.inc();
-            tracing::error!(error = %err, "reload rejected, the previous configuration stays in force");
-            notify::ready("serving; last reload rejected, previous configuration in force");
-            return;
+            return self.reject(vec![err.to_string()]);
         }
         let settings = engine_settings(&next);
         self.engine.reconfigure(settings.clone());
@@ -98,16 +103,39 @@ impl Live {
         if let Err(err) = self.log.set_level(&next.log.level) {
             tracing::warn!(error = %err, "log.level not applied");
         }
-        let changed = diff::changed_keys(&self.config, &next);
-        let (restart, live): (Vec<&String>, Vec<&String>) =
-            changed.iter().partition(|k| diff::needs_restart(k));
-        for key in &restart {
+        let (restart_required, changed): (Vec<String>, Vec<String>) =
+            diff::changed_keys(&self.config, &next)
+                .into_iter()
+                .partition(|k| diff::needs_restart(k));
+        for key in &restart_required {
             tracing::warn!(key = %key, "changed, but takes effect only after a restart");
         }
-        tracing::info!(changed = ?live, "configuration reloaded");
+        tracing::info!(changed = ?changed, "configuration reloaded");
         self.metrics.reloads.inc();
         self.config = next;
         notify::ready("serving; configuration reloaded");
+        ReloadReport {
+            ok: true,
+            changed,
+            restart_required,
+            errors: Vec::new(),
+        }
+    }
+
+    fn reject(&self, errors: Vec<String>) -> ReloadReport {
+        self.metrics.reload_failures.inc();
+        let file = self.options.describe();
+        for line in &errors {
+            tracing::error!(file = %file, problem = %line, "reload rejected, the previous configuration stays in force");
+        }
+        notify::ready(
+            "serving; last reload rejected (invalid configuration), previous configuration in force",
+        );
+        ReloadReport {
+            ok: false,
+            errors,
+            ..ReloadReport::default()
+        }
     }
 }
 
@@ -119,8 +147,9 @@ pub async fn run(
     options: LoadOptions,
     log: LogHandle,
 ) -> Result<(), Error> {
-    let config = loaded.config;
-    let mut intents = signals::intents().map_err(Error::Signals)?;
+    let config = loaded.config.clone();
+    let (intent_tx, mut intents) = tokio::sync::mpsc::unbounded_channel();
+    signals::forward(intent_tx.clone()).map_err(Error::Signals)?;
     let public_listener = TcpListener::from_std(bound.public).map_err(Error::Runtime)?;
     let admin_listener = TcpListener::from_std(bound.admin).map_err(Error::Runtime)?;
     let public_addr = public_listener.local_addr().map_err(Error::Runtime)?;
@@ -151,6 +180,16 @@ pub async fn run(
     let admin = Arc::new(Admin {
         health: health.clone(),
         metrics: metrics.clone(),
+        relay: relay.clone(),
+        engine: engine.clone(),
+        control: Arc::new(ApiControl(intent_tx.clone())),
+        about: serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "environment": loaded.environment.name(),
+            "config_files": loaded.sources,
+            "socket_activated": bound.activated,
+        }),
+        started: std::time::Instant::now(),
     });
     // The admin listener outlives the public one, so that health checks see the drain.
     let (stop_public, stop_admin) = (listener::Stop::new(), listener::Stop::new());
@@ -200,7 +239,12 @@ pub async fn run(
     };
     let graceful = loop {
         match intents.recv().await {
-            Some(Intent::Reload) => live.reload(),
+            Some(Intent::Reload(reply)) => {
+                let report = live.reload();
+                if let Some(reply) = reply {
+                    let _ = reply.send(report);
+                }
+            }
             Some(Intent::Drain) => break true,
             Some(Intent::Stop) | None => break false,
         }

@@ -1,15 +1,23 @@
-//! The admin listener's routes: `/healthz`, `/readyz` and `/metrics`. (The server API
-//! under `/api/v1/` joins them later.) Never exposed publicly by default.
+//! The admin listener's routes: `/healthz`, `/readyz`, `/metrics`, and the ops API the
+//! `iorelay status|reload|rooms` subcommands use (`/api/v1/status`, `/api/v1/reload`,
+//! `/api/v1/rooms`). Never exposed publicly by default (loopback); the backend server API
+//! with its bearer token will join these.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use std::time::Instant;
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode, header};
+use hyper::{Method, Request, Response, StatusCode, header};
+use serde_json::{Value, json};
 
 use super::plain;
+use crate::engine::meters::{POLLING, WEBSOCKET};
+use crate::engine::{BoxFuture, Engine};
+use crate::relay::Relay;
 use crate::telemetry::metrics::Metrics;
 
 /// The daemon's serving state, as health checks report it: a latch that goes
@@ -42,13 +50,35 @@ impl Health {
     }
 }
 
+/// What the daemon does for the ops API (implemented by the daemon's control loop).
+pub trait Control: Send + Sync + 'static {
+    /// Reload the config as SIGHUP does; resolves to the report as JSON.
+    fn reload(&self) -> BoxFuture<'_, Value>;
+}
+
 /// What the admin listener serves.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Admin {
     /// The serving state.
     pub health: Arc<Health>,
     /// The registry behind `/metrics`.
     pub metrics: Metrics,
+    /// The relay, for rooms and counts.
+    pub relay: Relay,
+    /// The public endpoint, for session counts.
+    pub engine: Arc<Engine>,
+    /// Reloads.
+    pub control: Arc<dyn Control>,
+    /// Static facts for `/api/v1/status` (version, environment, config file, …).
+    pub about: Value,
+    /// When the daemon started.
+    pub started: Instant,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin").finish_non_exhaustive()
+    }
 }
 
 impl Admin {
@@ -69,9 +99,83 @@ impl Admin {
                 )
                 .body(Full::new(Bytes::from(self.metrics.render())))
                 .expect("static header is valid"),
+            "/api/v1/status" => json(StatusCode::OK, &self.status()),
+            "/api/v1/reload" if req.method() == Method::POST => {
+                let report = self.control.reload().await;
+                let status = if report["ok"] == Value::Bool(true) {
+                    StatusCode::OK
+                } else {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                };
+                json(status, &report)
+            }
+            "/api/v1/reload" => plain(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
+            "/api/v1/rooms" => {
+                let query = crate::engine::server::parse_query(req.uri().query().unwrap_or(""));
+                self.rooms(query.get("namespace").map(String::as_str)).await
+            }
             _ => plain(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
+
+    fn status(&self) -> Value {
+        let shared = self.relay.shared();
+        let connections = &shared.meters.connections;
+        let namespaces: serde_json::Map<String, Value> = shared
+            .namespace_names()
+            .into_iter()
+            .map(|name| {
+                let count = |t: &str| connections.with_label_values(&[&name, t]).get();
+                let body = json!({
+                    "connections": count(POLLING) + count(WEBSOCKET),
+                    "rooms": shared.bus.room_count(&name),
+                });
+                (name, body)
+            })
+            .collect();
+        json!({
+            "about": self.about,
+            "pid": std::process::id(),
+            "serving": self.health.is_serving(),
+            "uptime_seconds": self.started.elapsed().as_secs(),
+            "sessions": self.engine.session_count(),
+            "namespaces": namespaces,
+        })
+    }
+
+    async fn rooms(&self, namespace: Option<&str>) -> Response<Full<Bytes>> {
+        let shared = self.relay.shared();
+        let names = match namespace {
+            Some(n) if shared.namespace(n).is_none() => {
+                return json(
+                    StatusCode::NOT_FOUND,
+                    &json!({ "ok": false, "error": format!("no namespace {n:?}") }),
+                );
+            }
+            Some(n) => vec![n.to_owned()],
+            None => shared.namespace_names(),
+        };
+        let mut out = serde_json::Map::new();
+        for name in names {
+            let rooms: Vec<Value> = shared
+                .bus
+                .rooms(&name)
+                .await
+                .into_iter()
+                .map(|(room, count)| json!({ "room": &*room, "count": count }))
+                .collect();
+            out.insert(name, Value::Array(rooms));
+        }
+        json(StatusCode::OK, &json!({ "ok": true, "namespaces": out }))
+    }
+}
+
+fn json(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("static header is valid")
 }
 
 #[cfg(test)]

@@ -95,6 +95,19 @@ impl Shared {
             .cloned()
     }
 
+    /// The declared namespaces' names, sorted.
+    pub fn namespace_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .namespaces
+            .read()
+            .expect("namespaces lock is never poisoned")
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+
     /// The connect timeout in force.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms.load(Ordering::Relaxed) as u64)
