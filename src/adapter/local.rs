@@ -20,6 +20,9 @@ struct Space {
     memberships: HashMap<Arc<str>, HashSet<Arc<str>>>,
 }
 
+/// One socket's memberships: namespace, socket id, display name, rooms.
+pub type Membership = (String, Arc<str>, Option<Arc<str>>, Vec<Arc<str>>);
+
 /// Sockets and rooms of this process only.
 #[derive(Debug, Default)]
 pub struct LocalAdapter {
@@ -50,7 +53,54 @@ impl LocalAdapter {
             .clone()
     }
 
-    fn remove_now(&self, nsp: &str, id: &str) -> Departures {
+    /// Every membership of this process: (namespace, socket id, user, rooms), for a peer
+    /// that needs the full picture.
+    pub fn snapshot(&self) -> Vec<Membership> {
+        let spaces: Vec<(String, Arc<RwLock<Space>>)> = self
+            .spaces
+            .read()
+            .expect("adapter lock is never poisoned")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut out = Vec::new();
+        for (nsp, space) in spaces {
+            let s = space.read().expect("adapter lock is never poisoned");
+            for (id, rooms) in &s.memberships {
+                let user = s.sockets.get(id).and_then(|r| r.user.clone());
+                out.push((
+                    nsp.clone(),
+                    id.clone(),
+                    user,
+                    rooms.iter().cloned().collect(),
+                ));
+            }
+        }
+        out
+    }
+
+    /// The display name of a local socket.
+    pub fn user_of(&self, nsp: &str, id: &str) -> Option<Arc<str>> {
+        self.space(nsp)
+            .read()
+            .expect("adapter lock is never poisoned")
+            .sockets
+            .get(id)
+            .and_then(|r| r.user.clone())
+    }
+
+    /// The names of the rooms with local members.
+    pub fn room_names(&self, nsp: &str) -> Vec<Arc<str>> {
+        self.space(nsp)
+            .read()
+            .expect("adapter lock is never poisoned")
+            .rooms
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn remove_now(&self, nsp: &str, id: &str) -> Departures {
         let space = self.space(nsp);
         let mut s = space.write().expect("adapter lock is never poisoned");
         s.sockets.remove(id);
@@ -73,7 +123,7 @@ impl LocalAdapter {
         left
     }
 
-    fn join_now(&self, nsp: &str, room: &str, id: &str) -> usize {
+    pub(crate) fn join_now(&self, nsp: &str, room: &str, id: &str) -> usize {
         let space = self.space(nsp);
         let mut s = space.write().expect("adapter lock is never poisoned");
         let Some(socket) = s.sockets.get(id).cloned() else {
@@ -93,7 +143,7 @@ impl LocalAdapter {
         members.len()
     }
 
-    fn leave_now(&self, nsp: &str, room: &str, id: &str) -> usize {
+    pub(crate) fn leave_now(&self, nsp: &str, room: &str, id: &str) -> usize {
         let space = self.space(nsp);
         let mut s = space.write().expect("adapter lock is never poisoned");
         if let Some(rooms) = s.memberships.get_mut(id) {
@@ -192,17 +242,33 @@ impl Adapter for LocalAdapter {
     }
 
     fn rooms(&self, nsp: &str) -> BoxFuture<'_, Vec<(Arc<str>, usize)>> {
-        let space = self.space(nsp);
-        let list: Vec<(Arc<str>, usize)> = {
-            let s = space.read().expect("adapter lock is never poisoned");
-            let sorted: BTreeMap<&Arc<str>, usize> =
-                s.rooms.iter().map(|(k, v)| (k, v.len())).collect();
-            sorted.into_iter().map(|(k, n)| (k.clone(), n)).collect()
-        };
+        let list = self.rooms_now(nsp);
         Box::pin(async move { list })
     }
 
     fn members(&self, nsp: &str, room: &str) -> BoxFuture<'_, Vec<Member>> {
+        let list = self.members_now(nsp, room);
+        Box::pin(async move { list })
+    }
+
+    fn count(&self, nsp: &str, room: &str) -> BoxFuture<'_, usize> {
+        let n = self.count_now(nsp, room);
+        Box::pin(async move { n })
+    }
+}
+
+impl LocalAdapter {
+    /// The namespace's rooms with their local counts, sorted by name.
+    pub(crate) fn rooms_now(&self, nsp: &str) -> Vec<(Arc<str>, usize)> {
+        let space = self.space(nsp);
+        let s = space.read().expect("adapter lock is never poisoned");
+        let sorted: BTreeMap<&Arc<str>, usize> =
+            s.rooms.iter().map(|(k, v)| (k, v.len())).collect();
+        sorted.into_iter().map(|(k, n)| (k.clone(), n)).collect()
+    }
+
+    /// A room's local members, sorted by id.
+    pub(crate) fn members_now(&self, nsp: &str, room: &str) -> Vec<Member> {
         let space = self.space(nsp);
         let mut list: Vec<Member> = {
             let s = space.read().expect("adapter lock is never poisoned");
@@ -219,60 +285,25 @@ impl Adapter for LocalAdapter {
                 .unwrap_or_default()
         };
         list.sort_by(|a, b| a.id.cmp(&b.id));
-        Box::pin(async move { list })
+        list
     }
 
-    fn count(&self, nsp: &str, room: &str) -> BoxFuture<'_, usize> {
-        let space = self.space(nsp);
-        let n = space
+    /// A room's local member count.
+    pub(crate) fn count_now(&self, nsp: &str, room: &str) -> usize {
+        self.space(nsp)
             .read()
             .expect("adapter lock is never poisoned")
             .rooms
             .get(room)
-            .map_or(0, HashMap::len);
-        Box::pin(async move { n })
+            .map_or(0, HashMap::len)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::sid::Sid;
-    use crate::engine::{CloseReason, Frame, Session, TransportKind};
-
-    fn recipient(id: &str, queue: usize) -> Arc<Recipient> {
-        Arc::new(Recipient {
-            id: Arc::from(id),
-            user: Some(Arc::from(format!("user-{id}"))),
-            session: Session::new(
-                Sid::random(),
-                TransportKind::Websocket,
-                queue,
-                Default::default(),
-            ),
-        })
-    }
-
-    fn item(text: &str) -> Outgoing {
-        Outgoing::Frame(Frame::message(text))
-    }
-
-    fn drain(r: &Recipient) -> Vec<String> {
-        let mut rx = r
-            .session
-            .rx
-            .try_lock()
-            .expect("nobody else holds the queue");
-        let mut out = Vec::new();
-        while let Ok(item) = rx.try_recv() {
-            for f in item.frames() {
-                if let Frame::Text(t) = f {
-                    out.push(t.as_str().to_owned());
-                }
-            }
-        }
-        out
-    }
+    use crate::engine::CloseReason;
+    use crate::testutil::{drain, item, recipient};
 
     #[tokio::test]
     async fn rooms_count_and_list_members() {

@@ -11,12 +11,15 @@
 //! reader that does not keep up.
 
 pub mod local;
+pub mod peer;
+pub mod wire;
 
 use std::sync::Arc;
 
 use crate::engine::{BoxFuture, Outgoing, Session};
 
 pub use local::LocalAdapter;
+pub use peer::PeerAdapter;
 
 /// A socket as the bus sees it: who it is, and where its packets go.
 #[derive(Debug)]
@@ -50,6 +53,10 @@ pub struct Target {
 /// The result of removing a socket: the rooms it left, with their remaining counts.
 pub type Departures = Vec<(Arc<str>, usize)>;
 
+/// Called for each member of a lost peer: namespace, the member, a room it was in, and
+/// that room's remaining host-wide count.
+pub type DepartureHook = Box<dyn Fn(&str, &Member, &str, usize) + Send + Sync>;
+
 /// Room membership and fan-out for every namespace.
 pub trait Adapter: Send + Sync + 'static {
     /// Register a connected socket in a namespace.
@@ -70,8 +77,18 @@ pub trait Adapter: Send + Sync + 'static {
     /// [`Session::send`]).
     fn broadcast(&self, nsp: &str, target: &Target, item: &Outgoing) -> usize;
 
+    /// Deliver to this process's sockets only (announcements every process makes for
+    /// itself, such as the leaves of a lost peer's members).
+    fn broadcast_local(&self, nsp: &str, target: &Target, item: &Outgoing) -> usize {
+        self.broadcast(nsp, target, item)
+    }
+
     /// How many rooms of the namespace have members.
     fn room_count(&self, nsp: &str) -> usize;
+
+    /// Register what to do when members elsewhere vanish without saying so (their
+    /// process died): called once per (namespace, member, room, remaining count).
+    fn set_departure_hook(&self, _hook: DepartureHook) {}
 
     /// The namespace's rooms with their member counts, sorted by name.
     fn rooms(&self, nsp: &str) -> BoxFuture<'_, Vec<(Arc<str>, usize)>>;

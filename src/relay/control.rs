@@ -13,7 +13,8 @@ use super::Shared;
 use super::events::{outgoing, refuse};
 use super::policy::{Policy, Refusal};
 use super::socket::Socket;
-use crate::adapter::Target;
+use crate::adapter::{Member, Target};
+use crate::engine::Outgoing;
 use crate::socketio::packet as sio;
 
 /// Handle a `$…` event.
@@ -138,23 +139,45 @@ async fn members(
 
 /// Tell the other members of `room` that `socket` joined or left it.
 pub fn announce(relay: &Shared, socket: &Socket, room: &str, action: &str, count: usize) {
+    let member = Member {
+        id: socket.id().clone(),
+        user: socket.user().cloned(),
+    };
+    let item = presence(&socket.nsp, &member, room, action, count);
+    let target = Target {
+        rooms: vec![Arc::from(room)],
+        except: Some(member.id),
+    };
+    relay.bus.broadcast(&socket.nsp, &target, &item);
+}
+
+/// Tell this process's members of `room` that `member`, who was elsewhere, left it (its
+/// process is gone; every process announces to its own sockets).
+pub fn announce_departed(relay: &Shared, nsp: &str, member: &Member, room: &str, count: usize) {
+    let presence_on = relay
+        .namespace(nsp)
+        .is_some_and(|ns| ns.policy().config.presence);
+    if !presence_on {
+        return;
+    }
+    let item = presence(nsp, member, room, "leave", count);
+    let target = Target {
+        rooms: vec![Arc::from(room)],
+        except: None,
+    };
+    relay.bus.broadcast_local(nsp, &target, &item);
+}
+
+/// The `$presence` event, encoded once.
+fn presence(nsp: &str, member: &Member, room: &str, action: &str, count: usize) -> Outgoing {
     let body = json!({
         "room": room,
         "action": action,
-        "id": &**socket.id(),
-        "user": socket.user().map(|u| &**u),
+        "id": &*member.id,
+        "user": member.user.as_deref(),
         "count": count,
     })
     .to_string();
-    let Ok(raw) = RawValue::from_string(body) else {
-        return;
-    };
-    let text = sio::encode_event(&socket.nsp, "$presence", &[&raw], None, 0);
-    let target = Target {
-        rooms: vec![Arc::from(room)],
-        except: Some(socket.id().clone()),
-    };
-    relay
-        .bus
-        .broadcast(&socket.nsp, &target, &outgoing(&text, &[]));
+    let raw = RawValue::from_string(body).expect("serde_json output is valid JSON");
+    outgoing(&sio::encode_event(nsp, "$presence", &[&raw], None, 0), &[])
 }

@@ -143,6 +143,15 @@ impl Relay {
             connect_timeout_ms: AtomicUsize::new(0),
             max_attachments: AtomicUsize::new(0),
         });
+        let weak = Arc::downgrade(&shared);
+        shared
+            .bus
+            .set_departure_hook(Box::new(move |nsp, member, room, count| {
+                if let Some(shared) = weak.upgrade() {
+                    control::announce_departed(&shared, nsp, member, room, count);
+                    shared.count_rooms(nsp);
+                }
+            }));
         let relay = Relay { shared };
         relay.reconfigure(config)?;
         Ok(relay)

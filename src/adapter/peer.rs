@@ -1,0 +1,668 @@
+//! The cross-process bus: this process's [`LocalAdapter`] plus links to the other relay
+//! processes of the host (workers), speaking [`wire`](super::wire).
+//!
+//! Each process keeps its own sockets and, per peer, a replica of the peer's room
+//! memberships (socket ids and display names, never its sockets). So counts, room lists
+//! and member lists are answered locally for the whole host, and a broadcast is encoded
+//! once, delivered to local members, and sent once to every peer, which delivers it to
+//! its own. When a link breaks (the peer died), its replica is dropped and each departed
+//! member is reported to the departure hook, so that every process announces the leaves
+//! to its own sockets.
+//!
+//! Links are plain byte streams (Unix sockets between workers; in-memory pipes in tests).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::wire::{Message, VERSION};
+use super::{Adapter, DepartureHook, Departures, LocalAdapter, Member, Recipient, Target};
+use crate::engine::{BoxFuture, Outgoing};
+
+/// Frames queued per link before the peer counts as stuck and frames are dropped (the
+/// supervisor replaces a stuck worker).
+const LINK_QUEUE: usize = 65_536;
+
+/// Member id → display name.
+type Names = HashMap<Arc<str>, Option<Arc<str>>>;
+
+/// One namespace of a peer's replica.
+#[derive(Debug, Default)]
+struct NsReplica {
+    /// Room → member id → display name.
+    rooms: HashMap<Arc<str>, Names>,
+    /// Member id → its rooms.
+    memberships: HashMap<Arc<str>, HashSet<Arc<str>>>,
+}
+
+impl NsReplica {
+    fn join(&mut self, room: Arc<str>, id: Arc<str>, user: Option<Arc<str>>) {
+        self.memberships
+            .entry(id.clone())
+            .or_default()
+            .insert(room.clone());
+        self.rooms.entry(room).or_default().insert(id, user);
+    }
+
+    fn leave(&mut self, room: &str, id: &str) {
+        if let Some(rooms) = self.memberships.get_mut(id) {
+            rooms.remove(room);
+            if rooms.is_empty() {
+                self.memberships.remove(id);
+            }
+        }
+        if let Some(members) = self.rooms.get_mut(room) {
+            members.remove(id);
+            if members.is_empty() {
+                self.rooms.remove(room);
+            }
+        }
+    }
+
+    fn gone(&mut self, id: &str) {
+        for room in self.memberships.remove(id).unwrap_or_default() {
+            if let Some(members) = self.rooms.get_mut(&room) {
+                members.remove(id);
+                if members.is_empty() {
+                    self.rooms.remove(&room);
+                }
+            }
+        }
+    }
+}
+
+/// A peer's memberships, by namespace.
+type Replica = HashMap<String, NsReplica>;
+
+/// A live link to a peer.
+#[derive(Debug)]
+struct Link {
+    /// The peer's node id, once its `Hello` arrived.
+    node: Option<u32>,
+    /// Encoded frames for the link's writer.
+    tx: mpsc::Sender<Bytes>,
+}
+
+/// The bus of a multi-process host.
+pub struct PeerAdapter {
+    /// This process's node id, sent in `Hello`.
+    node: u32,
+    /// This process's sockets and rooms.
+    local: LocalAdapter,
+    /// Links by link number.
+    links: Mutex<HashMap<u64, Link>>,
+    /// Peers' memberships by node id.
+    replicas: RwLock<HashMap<u32, Replica>>,
+    /// What to do for members of a lost peer.
+    hook: OnceLock<DepartureHook>,
+    /// Link numbering.
+    next_link: AtomicU64,
+}
+
+impl std::fmt::Debug for PeerAdapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerAdapter")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PeerAdapter {
+    /// A bus for node `node` with no links yet.
+    pub fn new(node: u32) -> Arc<PeerAdapter> {
+        Arc::new(PeerAdapter {
+            node,
+            local: LocalAdapter::new(),
+            links: Mutex::new(HashMap::new()),
+            replicas: RwLock::new(HashMap::new()),
+            hook: OnceLock::new(),
+            next_link: AtomicU64::new(1),
+        })
+    }
+
+    /// This process's node id.
+    pub fn node(&self) -> u32 {
+        self.node
+    }
+
+    /// How many links have said hello.
+    pub fn peers(&self) -> usize {
+        self.links
+            .lock()
+            .expect("links lock is never poisoned")
+            .values()
+            .filter(|l| l.node.is_some())
+            .count()
+    }
+
+    /// Run a link to a peer over `stream` until it breaks. Sends `Hello` and this
+    /// process's memberships first, then live updates.
+    pub fn attach<S>(self: &Arc<Self>, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let link = self.next_link.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(LINK_QUEUE);
+        // Registered before the snapshot is taken, so that no update falls in between
+        // (updates and snapshot may overlap; applying them is idempotent).
+        self.links
+            .lock()
+            .expect("links lock is never poisoned")
+            .insert(link, Link { node: None, tx });
+        let (reader, writer) = tokio::io::split(stream);
+        let me = self.clone();
+        tokio::spawn(async move { me.write_link(writer, rx).await });
+        let me = self.clone();
+        tokio::spawn(async move {
+            let result = me.read_link(link, reader).await;
+            if let Err(err) = result {
+                tracing::warn!(node = me.node, error = %err, "peer link failed");
+            }
+            me.lost(link);
+        });
+    }
+
+    async fn write_link<W: AsyncWrite + Unpin>(
+        &self,
+        mut writer: W,
+        mut rx: mpsc::Receiver<Bytes>,
+    ) {
+        let mut buf = BytesMut::new();
+        Message::Hello {
+            version: VERSION,
+            node: self.node,
+        }
+        .encode(&mut buf);
+        for (nsp, id, user, rooms) in self.local.snapshot() {
+            for room in rooms {
+                Message::Join {
+                    nsp: nsp.clone(),
+                    room: room.to_string(),
+                    id: id.to_string(),
+                    user: user.as_deref().map(str::to_owned),
+                }
+                .encode(&mut buf);
+            }
+        }
+        if writer.write_all(&buf).await.is_err() {
+            return;
+        }
+        while let Some(first) = rx.recv().await {
+            let mut batch = BytesMut::from(&first[..]);
+            while let Ok(more) = rx.try_recv() {
+                batch.extend_from_slice(&more);
+                if batch.len() > 1 << 20 {
+                    break;
+                }
+            }
+            if writer.write_all(&batch).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn read_link<R: AsyncRead + Unpin>(
+        &self,
+        link: u64,
+        mut reader: R,
+    ) -> Result<(), String> {
+        let mut buf = BytesMut::with_capacity(8 * 1024);
+        let mut node = None;
+        loop {
+            while let Some(msg) = Message::decode(&mut buf).map_err(|e| e.to_string())? {
+                match (node, msg) {
+                    (None, Message::Hello { version, node: n }) => {
+                        if version != VERSION {
+                            return Err(format!("peer speaks wire version {version}"));
+                        }
+                        node = Some(n);
+                        self.hello(link, n);
+                    }
+                    (None, _) => return Err("peer spoke before saying hello".into()),
+                    (Some(n), msg) => self.apply(n, msg),
+                }
+            }
+            if reader.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    fn hello(&self, link: u64, node: u32) {
+        tracing::debug!(node = self.node, peer = node, "peer link up");
+        // A peer that comes back under the same id replaces its earlier self: whatever
+        // the old one had is gone.
+        let stale = self
+            .links
+            .lock()
+            .expect("links lock is never poisoned")
+            .iter()
+            .any(|(l, k)| *l != link && k.node == Some(node));
+        if stale {
+            self.drop_replica(node);
+        }
+        if let Some(l) = self
+            .links
+            .lock()
+            .expect("links lock is never poisoned")
+            .get_mut(&link)
+        {
+            l.node = Some(node);
+        }
+        self.replicas
+            .write()
+            .expect("replica lock is never poisoned")
+            .entry(node)
+            .or_default();
+    }
+
+    fn apply(&self, node: u32, msg: Message) {
+        match msg {
+            Message::Broadcast {
+                nsp,
+                rooms,
+                except,
+                frames,
+            } => {
+                let target = Target {
+                    rooms: rooms.into_iter().map(Arc::from).collect(),
+                    except: except.map(Arc::from),
+                };
+                let item = match frames.len() {
+                    1 => Outgoing::Frame(frames.into_iter().next().expect("one frame")),
+                    _ => Outgoing::Group(Arc::from(frames)),
+                };
+                self.local.broadcast(&nsp, &target, &item);
+            }
+            Message::Join {
+                nsp,
+                room,
+                id,
+                user,
+            } => self.with_replica(node, &nsp, |r| {
+                r.join(Arc::from(room), Arc::from(id), user.map(Arc::from));
+            }),
+            Message::Leave { nsp, room, id } => {
+                self.with_replica(node, &nsp, |r| r.leave(&room, &id))
+            }
+            Message::Gone { nsp, id } => self.with_replica(node, &nsp, |r| r.gone(&id)),
+            Message::Hello { .. } => {}
+        }
+    }
+
+    fn with_replica(&self, node: u32, nsp: &str, f: impl FnOnce(&mut NsReplica)) {
+        let mut replicas = self
+            .replicas
+            .write()
+            .expect("replica lock is never poisoned");
+        let replica = replicas.entry(node).or_default();
+        f(replica.entry(nsp.to_owned()).or_default());
+    }
+
+    /// A link ended: forget it and, if it was the peer's only one, its members.
+    fn lost(&self, link: u64) {
+        let node = self
+            .links
+            .lock()
+            .expect("links lock is never poisoned")
+            .remove(&link)
+            .and_then(|l| l.node);
+        let Some(node) = node else {
+            return;
+        };
+        let still_linked = self
+            .links
+            .lock()
+            .expect("links lock is never poisoned")
+            .values()
+            .any(|l| l.node == Some(node));
+        tracing::info!(node = self.node, peer = node, "peer link down");
+        if !still_linked {
+            self.drop_replica(node);
+        }
+    }
+
+    /// Forget a peer's members and report each departure.
+    fn drop_replica(&self, node: u32) {
+        let Some(replica) = self
+            .replicas
+            .write()
+            .expect("replica lock is never poisoned")
+            .remove(&node)
+        else {
+            return;
+        };
+        let Some(hook) = self.hook.get() else {
+            return;
+        };
+        for (nsp, ns) in replica {
+            for (id, rooms) in ns.memberships {
+                for room in rooms {
+                    let user = ns
+                        .rooms
+                        .get(&room)
+                        .and_then(|m| m.get(&id))
+                        .cloned()
+                        .flatten();
+                    let member = Member {
+                        id: id.clone(),
+                        user,
+                    };
+                    let count = self.host_count(&nsp, &room);
+                    hook(&nsp, &member, &room, count);
+                }
+            }
+        }
+    }
+
+    /// Queue a message for every peer.
+    fn publish(&self, msg: &Message) {
+        let links = self.links.lock().expect("links lock is never poisoned");
+        if links.is_empty() {
+            return;
+        }
+        let mut buf = BytesMut::new();
+        msg.encode(&mut buf);
+        let frame = buf.freeze();
+        for link in links.values() {
+            if link.tx.try_send(frame.clone()).is_err() {
+                tracing::warn!(node = self.node, peer = ?link.node, "peer link backlog full, message dropped");
+            }
+        }
+    }
+
+    fn replica_count(&self, nsp: &str, room: &str) -> usize {
+        self.replicas
+            .read()
+            .expect("replica lock is never poisoned")
+            .values()
+            .filter_map(|r| r.get(nsp))
+            .filter_map(|ns| ns.rooms.get(room))
+            .map(HashMap::len)
+            .sum()
+    }
+
+    fn host_count(&self, nsp: &str, room: &str) -> usize {
+        self.local.count_now(nsp, room) + self.replica_count(nsp, room)
+    }
+}
+
+impl Adapter for PeerAdapter {
+    fn add_socket(&self, nsp: &str, socket: Arc<Recipient>) {
+        self.local.add_socket(nsp, socket);
+    }
+
+    fn remove_socket(&self, nsp: &str, id: &str) -> BoxFuture<'_, Departures> {
+        let left = self.local.remove_now(nsp, id);
+        self.publish(&Message::Gone {
+            nsp: nsp.to_owned(),
+            id: id.to_owned(),
+        });
+        let left = left
+            .into_iter()
+            .map(|(room, n)| {
+                let total = n + self.replica_count(nsp, &room);
+                (room, total)
+            })
+            .collect();
+        Box::pin(async move { left })
+    }
+
+    fn join(&self, nsp: &str, room: &str, id: &str) -> BoxFuture<'_, usize> {
+        let n = self.local.join_now(nsp, room, id);
+        self.publish(&Message::Join {
+            nsp: nsp.to_owned(),
+            room: room.to_owned(),
+            id: id.to_owned(),
+            user: self.local.user_of(nsp, id).map(|u| u.to_string()),
+        });
+        let total = n + self.replica_count(nsp, room);
+        Box::pin(async move { total })
+    }
+
+    fn leave(&self, nsp: &str, room: &str, id: &str) -> BoxFuture<'_, usize> {
+        let n = self.local.leave_now(nsp, room, id);
+        self.publish(&Message::Leave {
+            nsp: nsp.to_owned(),
+            room: room.to_owned(),
+            id: id.to_owned(),
+        });
+        let total = n + self.replica_count(nsp, room);
+        Box::pin(async move { total })
+    }
+
+    fn broadcast(&self, nsp: &str, target: &Target, item: &Outgoing) -> usize {
+        let delivered = self.local.broadcast(nsp, target, item);
+        self.publish(&Message::Broadcast {
+            nsp: nsp.to_owned(),
+            rooms: target.rooms.iter().map(|r| r.to_string()).collect(),
+            except: target.except.as_deref().map(str::to_owned),
+            frames: item.frames().to_vec(),
+        });
+        delivered
+    }
+
+    fn broadcast_local(&self, nsp: &str, target: &Target, item: &Outgoing) -> usize {
+        self.local.broadcast(nsp, target, item)
+    }
+
+    fn room_count(&self, nsp: &str) -> usize {
+        let mut names: HashSet<Arc<str>> = self.local.room_names(nsp).into_iter().collect();
+        for replica in self
+            .replicas
+            .read()
+            .expect("replica lock is never poisoned")
+            .values()
+        {
+            if let Some(ns) = replica.get(nsp) {
+                names.extend(ns.rooms.keys().cloned());
+            }
+        }
+        names.len()
+    }
+
+    fn set_departure_hook(&self, hook: DepartureHook) {
+        let _ = self.hook.set(hook);
+    }
+
+    fn rooms(&self, nsp: &str) -> BoxFuture<'_, Vec<(Arc<str>, usize)>> {
+        let mut all: BTreeMap<Arc<str>, usize> = self.local.rooms_now(nsp).into_iter().collect();
+        for replica in self
+            .replicas
+            .read()
+            .expect("replica lock is never poisoned")
+            .values()
+        {
+            if let Some(ns) = replica.get(nsp) {
+                for (room, members) in &ns.rooms {
+                    *all.entry(room.clone()).or_default() += members.len();
+                }
+            }
+        }
+        let list: Vec<(Arc<str>, usize)> = all.into_iter().collect();
+        Box::pin(async move { list })
+    }
+
+    fn members(&self, nsp: &str, room: &str) -> BoxFuture<'_, Vec<Member>> {
+        let mut list = self.local.members_now(nsp, room);
+        let mut seen: BTreeSet<Arc<str>> = list.iter().map(|m| m.id.clone()).collect();
+        for replica in self
+            .replicas
+            .read()
+            .expect("replica lock is never poisoned")
+            .values()
+        {
+            if let Some(members) = replica.get(nsp).and_then(|ns| ns.rooms.get(room)) {
+                for (id, user) in members {
+                    if seen.insert(id.clone()) {
+                        list.push(Member {
+                            id: id.clone(),
+                            user: user.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        Box::pin(async move { list })
+    }
+
+    fn count(&self, nsp: &str, room: &str) -> BoxFuture<'_, usize> {
+        let n = self.local.count_now(nsp, room) + self.replica_count(nsp, room);
+        Box::pin(async move { n })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{drain, item, recipient};
+
+    /// Two linked buses, like two workers.
+    fn pair() -> (Arc<PeerAdapter>, Arc<PeerAdapter>) {
+        let (a, b) = (PeerAdapter::new(0), PeerAdapter::new(1));
+        let (x, y) = tokio::io::duplex(64 * 1024);
+        a.attach(x);
+        b.attach(y);
+        (a, b)
+    }
+
+    /// Wait until `cond` holds, yielding to the link tasks (bounded).
+    async fn until(cond: impl Fn() -> bool) {
+        for _ in 0..10_000 {
+            if cond() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("condition not reached");
+    }
+
+    #[tokio::test]
+    async fn rooms_span_both_processes() {
+        let (a, b) = pair();
+        let (ra, rb) = (recipient("ra", 16), recipient("rb", 16));
+        a.add_socket("/", ra.clone());
+        b.add_socket("/", rb.clone());
+        assert_eq!(a.join("/", "room", "ra").await, 1);
+        until(|| b.replica_count("/", "room") == 1).await;
+        assert_eq!(b.join("/", "room", "rb").await, 2, "host-wide count");
+        until(|| a.replica_count("/", "room") == 1).await;
+        assert_eq!(a.count("/", "room").await, 2);
+        let members = a.members("/", "room").await;
+        let names: Vec<_> = members.iter().map(|m| m.user.as_deref()).collect();
+        assert_eq!(names, vec![Some("user-ra"), Some("user-rb")]);
+        assert_eq!(a.rooms("/").await, vec![(Arc::from("room"), 2)]);
+        assert_eq!(a.room_count("/"), 1);
+
+        // A broadcast from a reaches b's member once, and not the excepted sender.
+        let target = Target {
+            rooms: vec![Arc::from("room")],
+            except: Some(Arc::from("ra")),
+        };
+        assert_eq!(a.broadcast("/", &target, &item("2[\"hi\"]")), 0);
+        until(|| {
+            !rb.session
+                .rx
+                .try_lock()
+                .map(|q| q.is_empty())
+                .unwrap_or(true)
+        })
+        .await;
+        assert_eq!(drain(&rb), vec!["42[\"hi\"]"]);
+        assert!(drain(&ra).is_empty());
+
+        b.leave("/", "room", "rb").await;
+        until(|| a.replica_count("/", "room") == 0).await;
+        assert_eq!(a.count("/", "room").await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_late_peer_gets_the_snapshot() {
+        let a = PeerAdapter::new(0);
+        let ra = recipient("ra", 16);
+        a.add_socket("/", ra.clone());
+        a.join("/", "r1", "ra").await;
+        a.join("/", "r2", "ra").await;
+        let b = PeerAdapter::new(1);
+        let (x, y) = tokio::io::duplex(1024);
+        a.attach(x);
+        b.attach(y);
+        until(|| b.replica_count("/", "r1") == 1 && b.replica_count("/", "r2") == 1).await;
+        assert_eq!(b.peers(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_lost_peer_departs() {
+        use tokio::io::AsyncWriteExt;
+        let b = PeerAdapter::new(1);
+        let departed = Arc::new(Mutex::new(Vec::new()));
+        let seen = departed.clone();
+        b.set_departure_hook(Box::new(move |nsp, m, room, count| {
+            seen.lock()
+                .unwrap()
+                .push((nsp.to_owned(), m.id.to_string(), room.to_owned(), count));
+        }));
+        // The peer is a raw stream we speak for, so that we can make it die.
+        let (mut peer, y) = tokio::io::duplex(1024);
+        b.attach(y);
+        let mut buf = BytesMut::new();
+        Message::Hello {
+            version: VERSION,
+            node: 7,
+        }
+        .encode(&mut buf);
+        for room in ["r1", "r2"] {
+            Message::Join {
+                nsp: "/".into(),
+                room: room.into(),
+                id: "ra".into(),
+                user: Some("ann".into()),
+            }
+            .encode(&mut buf);
+        }
+        peer.write_all(&buf).await.unwrap();
+        until(|| b.replica_count("/", "r2") == 1).await;
+        drop(peer);
+        until(|| departed.lock().unwrap().len() == 2).await;
+        let mut got = departed.lock().unwrap().clone();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("/".into(), "ra".into(), "r1".into(), 0),
+                ("/".into(), "ra".into(), "r2".into(), 0)
+            ]
+        );
+        assert_eq!(b.count("/", "r1").await, 0);
+        assert_eq!(b.peers(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_breaks_the_protocol_is_cut_off() {
+        use tokio::io::AsyncWriteExt;
+        let b = PeerAdapter::new(1);
+        let (mut peer, y) = tokio::io::duplex(1024);
+        b.attach(y);
+        let mut buf = BytesMut::new();
+        Message::Gone {
+            nsp: "/".into(),
+            id: "x".into(),
+        }
+        .encode(&mut buf);
+        peer.write_all(&buf).await.unwrap();
+        // b closes the link: reading from the peer side ends.
+        let mut sink = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read_to_end(&mut peer, &mut sink),
+        )
+        .await
+        .expect("the link is closed")
+        .unwrap();
+    }
+}
