@@ -15,6 +15,8 @@ const EX_CONFIG: u8 = 78;
 const EX_SOFTWARE: u8 = 70;
 /// sysexits EX_UNAVAILABLE (a listener could not be bound, …).
 const EX_UNAVAILABLE: u8 = 69;
+/// sysexits EX_USAGE.
+const EX_USAGE: u8 = 64;
 /// sysexits EX_NOPERM (the privilege drop failed).
 const EX_NOPERM: u8 = 77;
 
@@ -63,6 +65,10 @@ struct OpsArgs {
 }
 
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("__worker") {
+        return worker_main(&argv[2..]);
+    }
     let cli = Cli::parse();
     let opts = LoadOptions::from_process(cli.config.clone(), cli.env_name.clone());
     let loaded = match config::load(&opts) {
@@ -207,11 +213,77 @@ fn run(loaded: config::Loaded, options: LoadOptions) -> ExitCode {
             return ExitCode::from(EX_SOFTWARE);
         }
     };
-    match runtime.block_on(iorelay::daemon::run(bound, loaded, options, log)) {
+    let workers = match loaded.config.server.workers {
+        config::Workers::Count(n) => n,
+        config::Workers::Auto => std::thread::available_parallelism().map_or(1, usize::from),
+    };
+    let result = if workers > 1 {
+        let count = u32::try_from(workers).unwrap_or(u32::MAX);
+        runtime.block_on(iorelay::daemon::master::run(bound, loaded, options, count))
+    } else {
+        runtime.block_on(iorelay::daemon::run(bound, loaded, options, log))
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %err, "cannot start");
             ExitCode::from(EX_UNAVAILABLE)
+        }
+    }
+}
+
+/// A worker process, started by the master with `__worker ID WORKERS LFD CFD BUS`.
+fn worker_main(argv: &[String]) -> ExitCode {
+    use std::io::BufRead;
+    let Some(args) = iorelay::daemon::spawn::parse(argv) else {
+        eprintln!("iorelay: __worker is started by the master process only");
+        return ExitCode::from(EX_USAGE);
+    };
+    let (listener, control) = match iorelay::daemon::spawn::adopt(&args) {
+        Ok(pair) => pair,
+        Err(err) => {
+            eprintln!(
+                "iorelay: worker {}: inherited sockets unusable: {err}",
+                args.id
+            );
+            return ExitCode::from(EX_SOFTWARE);
+        }
+    };
+    // The first control message is the config; read it before anything else.
+    let mut first = String::new();
+    let read = control
+        .try_clone()
+        .and_then(|c| std::io::BufReader::new(c).read_line(&mut first));
+    let config = match read.ok().and_then(|_| serde_json::from_str(&first).ok()) {
+        Some(iorelay::daemon::control::ToWorker::Config(config)) => *config,
+        _ => {
+            eprintln!("iorelay: worker {}: no config from the master", args.id);
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let log = iorelay::telemetry::init(&config.log);
+    if let Err(err) = privileges::apply(None) {
+        tracing::error!(worker = args.id, error = %err, "cannot restrict privileges");
+        return ExitCode::from(EX_NOPERM);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot start the async runtime");
+            return ExitCode::from(EX_SOFTWARE);
+        }
+    };
+    let id = args.id;
+    match runtime.block_on(iorelay::daemon::worker::run(
+        args, listener, control, config, log,
+    )) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(worker = id, error = %err, "worker cannot serve");
+            ExitCode::from(EX_CONFIG)
         }
     }
 }

@@ -93,8 +93,10 @@ pub struct PeerAdapter {
     node: u32,
     /// This process's sockets and rooms.
     local: LocalAdapter,
-    /// Links by link number.
+    /// Links we send on, by link number.
     links: Mutex<HashMap<u64, Link>>,
+    /// Links we receive on, by link number → the peer's node id once it said hello.
+    inbound: Mutex<HashMap<u64, u32>>,
     /// Peers' memberships by node id.
     replicas: RwLock<HashMap<u32, Replica>>,
     /// What to do for members of a lost peer.
@@ -118,6 +120,7 @@ impl PeerAdapter {
             node,
             local: LocalAdapter::new(),
             links: Mutex::new(HashMap::new()),
+            inbound: Mutex::new(HashMap::new()),
             replicas: RwLock::new(HashMap::new()),
             hook: OnceLock::new(),
             next_link: AtomicU64::new(1),
@@ -129,14 +132,16 @@ impl PeerAdapter {
         self.node
     }
 
-    /// How many links have said hello.
+    /// How many peers we hear from.
     pub fn peers(&self) -> usize {
-        self.links
+        let nodes: HashSet<u32> = self
+            .inbound
             .lock()
             .expect("links lock is never poisoned")
             .values()
-            .filter(|l| l.node.is_some())
-            .count()
+            .copied()
+            .collect();
+        nodes.len()
     }
 
     /// Run a link to a peer over `stream` until it breaks. Sends `Hello` and this
@@ -164,6 +169,53 @@ impl PeerAdapter {
             }
             me.lost(link);
         });
+    }
+
+    /// Send-only link to a peer (between workers each direction has its own
+    /// connection): `Hello`, this process's memberships, then live updates. Resolves
+    /// when the link ends (the peer closed it or went away).
+    pub async fn run_outbound<S>(self: &Arc<Self>, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let link = self.next_link.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(LINK_QUEUE);
+        self.links
+            .lock()
+            .expect("links lock is never poisoned")
+            .insert(
+                link,
+                Link {
+                    node: Some(u32::MAX),
+                    tx,
+                },
+            );
+        let (mut reader, writer) = tokio::io::split(stream);
+        // The peer never writes on this connection: a read returns only when it closes.
+        let mut scratch = [0u8; 64];
+        tokio::select! {
+            _ = self.write_link(writer, rx) => {}
+            _ = reader.read(&mut scratch) => {}
+        }
+        self.links
+            .lock()
+            .expect("links lock is never poisoned")
+            .remove(&link);
+    }
+
+    /// Receive-only link from a peer: apply what it says until it ends, then forget its
+    /// members (reporting each departure).
+    pub async fn run_inbound<S>(self: &Arc<Self>, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let link = self.next_link.fetch_add(1, Ordering::Relaxed);
+        let (reader, _writer) = tokio::io::split(stream);
+        let result = self.read_link(link, reader).await;
+        if let Err(err) = result {
+            tracing::warn!(node = self.node, error = %err, "peer link failed");
+        }
+        self.lost(link);
     }
 
     async fn write_link<W: AsyncWrite + Unpin>(
@@ -237,22 +289,18 @@ impl PeerAdapter {
         // A peer that comes back under the same id replaces its earlier self: whatever
         // the old one had is gone.
         let stale = self
-            .links
+            .inbound
             .lock()
             .expect("links lock is never poisoned")
             .iter()
-            .any(|(l, k)| *l != link && k.node == Some(node));
+            .any(|(l, n)| *l != link && *n == node);
         if stale {
             self.drop_replica(node);
         }
-        if let Some(l) = self
-            .links
+        self.inbound
             .lock()
             .expect("links lock is never poisoned")
-            .get_mut(&link)
-        {
-            l.node = Some(node);
-        }
+            .insert(link, node);
         self.replicas
             .write()
             .expect("replica lock is never poisoned")
@@ -305,21 +353,24 @@ impl PeerAdapter {
 
     /// A link ended: forget it and, if it was the peer's only one, its members.
     fn lost(&self, link: u64) {
-        let node = self
-            .links
+        self.links
             .lock()
             .expect("links lock is never poisoned")
-            .remove(&link)
-            .and_then(|l| l.node);
+            .remove(&link);
+        let node = self
+            .inbound
+            .lock()
+            .expect("links lock is never poisoned")
+            .remove(&link);
         let Some(node) = node else {
             return;
         };
         let still_linked = self
-            .links
+            .inbound
             .lock()
             .expect("links lock is never poisoned")
             .values()
-            .any(|l| l.node == Some(node));
+            .any(|n| *n == node);
         tracing::info!(node = self.node, peer = node, "peer link down");
         if !still_linked {
             self.drop_replica(node);

@@ -2,23 +2,27 @@
 //! graceful shutdown. (Worker processes, privilege drop and sd_notify come with the
 //! daemon work; this is the single-process core.)
 
+pub mod control;
 pub mod listener;
+pub mod master;
 pub mod notify;
 pub mod privileges;
 pub mod signals;
 pub mod sockets;
+pub mod spawn;
+pub mod worker;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::adapter::LocalAdapter;
+use crate::adapter::{Adapter, LocalAdapter};
 use crate::config::{self, Config, LoadOptions, Loaded, Transport, diff};
 use crate::engine::echo::EchoHandler;
 use crate::engine::{CloseReason, Engine, Settings};
 use crate::http::Public;
-use crate::http::admin::{Admin, Control, Health};
+use crate::http::admin::{Admin, Health, Local, Reloader};
 use crate::relay::Relay;
 use crate::telemetry::LogHandle;
 use crate::telemetry::metrics::Metrics;
@@ -50,17 +54,93 @@ pub fn engine_settings(config: &Config) -> Settings {
         websocket: e.transports.contains(&Transport::Websocket),
         write_queue: e.write_queue,
         max_sessions: config.server.max_connections,
+        node: None,
     }
 }
 
-/// The ops API's way into the control loop.
-struct ApiControl(tokio::sync::mpsc::UnboundedSender<Intent>);
+/// What serves clients: the relay on its bus, the Engine.IO endpoint, the optional echo
+/// endpoint, and the public site that routes to them.
+pub struct Stack {
+    /// The relay.
+    pub relay: Relay,
+    /// The Socket.IO endpoint.
+    pub engine: Arc<Engine>,
+    /// The bare Engine.IO echo endpoint, when configured.
+    pub echo: Option<(String, Arc<Engine>)>,
+    /// The public listener's site.
+    pub public: Arc<Public>,
+    /// This worker's id, in a multi-worker daemon.
+    pub node: Option<u32>,
+}
 
-impl Control for ApiControl {
-    fn reload(&self) -> crate::engine::BoxFuture<'_, serde_json::Value> {
+impl Stack {
+    /// Build it for `config`, delivering through `bus`, counting into `metrics`; in a
+    /// multi-worker daemon `forward` names this worker and reaches the others.
+    pub fn build(
+        config: &Config,
+        bus: Arc<dyn Adapter>,
+        metrics: &Metrics,
+        forward: Option<(u32, crate::http::forward::Forwarder)>,
+    ) -> Result<Stack, Error> {
+        let relay = Relay::new(config, bus, metrics.relay.clone())?;
+        let node = forward.as_ref().map(|(n, _)| *n);
+        let mut settings = engine_settings(config);
+        settings.node = node;
+        let engine = Engine::new(
+            settings.clone(),
+            Arc::new(relay.clone()),
+            metrics.engine.clone(),
+        );
+        let echo = config.engine.echo_path.clone().map(|path| {
+            let echo = Engine::new(settings, Arc::new(EchoHandler), Default::default());
+            (path, echo)
+        });
+        let public = Arc::new(Public {
+            engine: engine.clone(),
+            engine_path: config.engine.path.clone(),
+            echo: echo.clone(),
+            static_dir: config.server.static_dir.clone(),
+            forward,
+        });
+        Ok(Stack {
+            relay,
+            engine,
+            echo,
+            public,
+            node,
+        })
+    }
+
+    /// Apply a reloaded config (already validated).
+    pub fn reconfigure(&self, config: &Config) -> Result<(), Error> {
+        self.relay.reconfigure(config)?;
+        let mut settings = engine_settings(config);
+        settings.node = self.node;
+        self.engine.reconfigure(settings.clone());
+        if let Some((_, echo)) = &self.echo {
+            echo.reconfigure(settings);
+        }
+        Ok(())
+    }
+}
+
+/// Static facts for the status document.
+pub fn about(loaded: &Loaded, activated: bool) -> serde_json::Value {
+    serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "environment": loaded.environment.name(),
+        "config_files": loaded.sources,
+        "socket_activated": activated,
+    })
+}
+
+/// A reloader that asks the control loop through `intents` and waits for its report.
+fn reloader(intents: tokio::sync::mpsc::UnboundedSender<Intent>) -> Reloader {
+    Arc::new(move || {
+        let intents = intents.clone();
         Box::pin(async move {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            if self.0.send(Intent::Reload(Some(tx))).is_err() {
+            if intents.send(Intent::Reload(Some(tx))).is_err() {
                 return serde_json::json!({ "ok": false, "errors": ["shutting down"] });
             }
             match rx.await {
@@ -68,7 +148,7 @@ impl Control for ApiControl {
                 Err(_) => serde_json::json!({ "ok": false, "errors": ["shutting down"] }),
             }
         })
-    }
+    })
 }
 
 /// What a running daemon can change on reload, and the config in force.
@@ -155,41 +235,25 @@ pub async fn run(
     let public_addr = public_listener.local_addr().map_err(Error::Runtime)?;
     let admin_addr = admin_listener.local_addr().map_err(Error::Runtime)?;
     let metrics = Metrics::new();
-    let relay = Relay::new(
-        &config,
-        Arc::new(LocalAdapter::new()),
-        metrics.relay.clone(),
-    )?;
-    let settings = engine_settings(&config);
-    let engine = Engine::new(
-        settings.clone(),
-        Arc::new(relay.clone()),
-        metrics.engine.clone(),
-    );
-    let echo = config.engine.echo_path.clone().map(|path| {
-        let echo = Engine::new(settings, Arc::new(EchoHandler), Default::default());
-        (path, echo)
-    });
-    let public = Arc::new(Public {
-        engine: engine.clone(),
-        engine_path: config.engine.path.clone(),
-        echo: echo.clone(),
-        static_dir: config.server.static_dir.clone(),
-    });
+    let Stack {
+        relay,
+        engine,
+        echo,
+        public,
+        ..
+    } = Stack::build(&config, Arc::new(LocalAdapter::new()), &metrics, None)?;
     let health = Arc::new(Health::default());
-    let admin = Arc::new(Admin {
-        health: health.clone(),
+    let local = Local {
         metrics: metrics.clone(),
         relay: relay.clone(),
         engine: engine.clone(),
-        control: Arc::new(ApiControl(intent_tx.clone())),
-        about: serde_json::json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "environment": loaded.environment.name(),
-            "config_files": loaded.sources,
-            "socket_activated": bound.activated,
-        }),
+        reload: reloader(intent_tx.clone()),
+        about: about(&loaded, bound.activated),
         started: std::time::Instant::now(),
+    };
+    let admin = Arc::new(Admin {
+        health: health.clone(),
+        control: Arc::new(local),
     });
     // The admin listener outlives the public one, so that health checks see the drain.
     let (stop_public, stop_admin) = (listener::Stop::new(), listener::Stop::new());
@@ -264,8 +328,27 @@ pub async fn run(
     }
     if graceful {
         let timeout = live.config.server.shutdown_timeout;
-        let drained = drain(&engine, &public_connections, timeout).await;
-        tracing::info!(drained, timeout = ?timeout, "shutting down: drain finished");
+        // SIGINT (or a second SIGTERM) during the drain stops waiting.
+        let hurry = async {
+            loop {
+                match intents.recv().await {
+                    Some(Intent::Reload(Some(reply))) => {
+                        let _ = reply.send(ReloadReport {
+                            errors: vec!["shutting down".into()],
+                            ..ReloadReport::default()
+                        });
+                    }
+                    Some(Intent::Reload(None)) => {}
+                    Some(Intent::Drain | Intent::Stop) | None => return,
+                }
+            }
+        };
+        tokio::select! {
+            drained = drain(&engine, &public_connections, timeout) => {
+                tracing::info!(drained, timeout = ?timeout, "shutting down: drain finished");
+            }
+            () = hurry => tracing::info!("shutting down: drain cut short"),
+        }
     }
     if let Some(w) = watchdog {
         w.abort();
@@ -278,7 +361,11 @@ pub async fn run(
 
 /// Wait until every session, WebSocket and HTTP connection is gone (clients told and
 /// their close written) or the timeout passes; returns whether everything went.
-async fn drain(engine: &Engine, connections: &listener::Connections, timeout: Duration) -> bool {
+pub(crate) async fn drain(
+    engine: &Engine,
+    connections: &listener::Connections,
+    timeout: Duration,
+) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;
     let busy = || engine.session_count() + engine.open_websockets() + connections.count() > 0;
     while busy() && tokio::time::Instant::now() < deadline {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 use hyper_util::rt::TokioIo;
@@ -64,6 +64,9 @@ pub struct Settings {
     pub write_queue: usize,
     /// Most concurrent sessions.
     pub max_sessions: usize,
+    /// The worker this engine runs in (its id prefixes session ids), in a multi-worker
+    /// daemon.
+    pub node: Option<u32>,
 }
 
 impl Default for Settings {
@@ -77,6 +80,7 @@ impl Default for Settings {
             websocket: true,
             write_queue: 1024,
             max_sessions: 100_000,
+            node: None,
         }
     }
 }
@@ -193,7 +197,7 @@ impl Engine {
         settings: &Settings,
     ) -> Result<Arc<Session>, RequestError> {
         let session = Session::new(
-            Sid::random(),
+            Sid::random_for(settings.node),
             kind,
             settings.write_queue,
             self.meters.clone(),
@@ -549,7 +553,7 @@ async fn read_websocket(session: Arc<Session>, mut stream: WsStream) {
     loop {
         let next = tokio::select! {
             m = stream.next() => m,
-            _ = session.closed() => return,
+            _ = session.closed() => break,
         };
         let msg = match next {
             Some(Ok(m)) => m,
@@ -560,7 +564,12 @@ async fn read_websocket(session: Arc<Session>, mut stream: WsStream) {
             Some(Err(tungstenite::Error::Capacity(err))) => {
                 tracing::info!(sid = %session.sid, error = %err, "websocket message over max_payload");
                 session.close(CloseReason::MessageTooBig);
-                return;
+                break;
+            }
+            Some(Err(tungstenite::Error::Utf8(err))) => {
+                tracing::info!(sid = %session.sid, error = %err, "websocket text message is not UTF-8");
+                session.close(CloseReason::InvalidData);
+                break;
             }
             Some(Err(err)) => {
                 tracing::debug!(sid = %session.sid, error = %err, "websocket read failed");
@@ -579,7 +588,7 @@ async fn read_websocket(session: Arc<Session>, mut stream: WsStream) {
                 Err(err) => {
                     tracing::info!(sid = %session.sid, error = %err, "malformed engine.io packet");
                     session.close(CloseReason::ProtocolError);
-                    return;
+                    break;
                 }
             },
             WsMessage::Binary(data) => Packet::Binary(data),
@@ -592,6 +601,17 @@ async fn read_websocket(session: Arc<Session>, mut stream: WsStream) {
         let _serial = session.inbound.lock().await;
         handle_packet(&session, packet).await;
     }
+    // We closed it: the writer sends our Close frame; read (and discard) until the
+    // client's Close arrives, so that the TCP connection ends cleanly instead of with a
+    // reset that would hide our close code from the client.
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while let Some(Ok(msg)) = stream.next().await {
+            if matches!(msg, WsMessage::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Write a session's queue to its WebSocket, coalescing what is queued into one flush.
@@ -603,10 +623,15 @@ async fn write_websocket(session: Arc<Session>, mut sink: WsSink, mut queue: Que
             item = queue.recv() => item,
         };
         let Some(first) = first else { break };
+        // A client that stops reading must not hold this task (and its socket buffers)
+        // once the session is closed: the write is abandoned then.
+        let result = tokio::select! {
+            r = write_batch(&mut sink, &first, &mut queue) => r,
+            _ = session.closed() => return,
+        };
         // The first item goes out at once; whatever queued up meanwhile is coalesced
         // into one more write. (Clients that read one frame per TCP read, like the
         // conformance suite's, see the packets of a quiet connection one by one.)
-        let result = write_batch(&mut sink, &first, &mut queue).await;
         match result {
             Ok(bytes) => session
                 .meters()
@@ -624,6 +649,7 @@ async fn write_websocket(session: Arc<Session>, mut sink: WsSink, mut queue: Que
         Some(CloseReason::MessageTooBig) => CloseCode::Size,
         Some(CloseReason::Shutdown) => CloseCode::Away,
         Some(CloseReason::ProtocolError) => CloseCode::Protocol,
+        Some(CloseReason::InvalidData) => CloseCode::Invalid,
         _ => CloseCode::Normal,
     };
     let frame = CloseFrame {
@@ -799,19 +825,17 @@ async fn post(
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         tracing::info!(sid = %session.sid, limit, "polling body over max_payload refused");
+        discard(req.into_body(), DISCARD_BYTES).await;
         return Err(RequestError::PayloadTooLarge);
     }
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(err) => {
-            if err
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                tracing::info!(sid = %session.sid, limit, "polling body over max_payload refused");
-                return Err(RequestError::PayloadTooLarge);
-            }
-            tracing::debug!(sid = %session.sid, error = %err, "polling body read failed");
+    let body = match read_body(req.into_body(), limit).await {
+        Ok(b) => b,
+        Err(Some(())) => {
+            tracing::info!(sid = %session.sid, limit, "polling body over max_payload refused");
+            return Err(RequestError::PayloadTooLarge);
+        }
+        Err(None) => {
+            tracing::debug!(sid = %session.sid, "polling body read failed");
             session.close(CloseReason::TransportError);
             return Err(RequestError::BadRequest);
         }
@@ -840,6 +864,46 @@ async fn post(
         .header(header::CONTENT_TYPE, "text/html")
         .body(Full::new(Bytes::from_static(b"ok")))
         .expect("static response is valid"))
+}
+
+/// Most of a refused body read and dropped, so that a client still sending it gets to
+/// read our 413 instead of a broken pipe; past this (or [`DISCARD_TIME`]) the
+/// connection is closed under it.
+const DISCARD_BYTES: usize = 16 << 20;
+/// Most time spent dropping a refused body.
+const DISCARD_TIME: Duration = Duration::from_secs(5);
+
+/// Read a POST body of at most `limit` bytes. `Err(Some(()))`: over the limit (the rest
+/// has been drained within bounds); `Err(None)`: the body could not be read.
+async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, Option<()>> {
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| None)?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > limit {
+                discard(body, DISCARD_BYTES.saturating_sub(out.len())).await;
+                return Err(Some(()));
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Read and drop what is left of a refused body, within bounds.
+async fn discard(mut body: Incoming, bound: usize) {
+    let drained = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                seen += data.len();
+                if seen > bound {
+                    return;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DISCARD_TIME, drained).await;
 }
 
 /// One packet from the client, whatever transport carried it.

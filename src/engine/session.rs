@@ -79,6 +79,8 @@ pub enum CloseReason {
     ServerClose = 7,
     /// The daemon is shutting down.
     Shutdown = 8,
+    /// A WebSocket text message that is not UTF-8.
+    InvalidData = 9,
 }
 
 impl CloseReason {
@@ -92,6 +94,7 @@ impl CloseReason {
             6 => CloseReason::SlowConsumer,
             7 => CloseReason::ServerClose,
             8 => CloseReason::Shutdown,
+            9 => CloseReason::InvalidData,
             _ => return None,
         })
     }
@@ -107,6 +110,7 @@ impl CloseReason {
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::ServerClose => "server_close",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::InvalidData => "invalid_data",
         }
     }
 }

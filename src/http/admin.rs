@@ -50,10 +50,18 @@ impl Health {
     }
 }
 
-/// What the daemon does for the ops API (implemented by the daemon's control loop).
+/// What the admin routes ask of the daemon: a single process answers from its own relay
+/// ([`Local`]); a master asks its workers.
 pub trait Control: Send + Sync + 'static {
-    /// Reload the config as SIGHUP does; resolves to the report as JSON.
+    /// Reload the config as SIGHUP does; resolves to the report as JSON (`ok`, `changed`,
+    /// `restart_required`, `errors`).
     fn reload(&self) -> BoxFuture<'_, Value>;
+    /// The Prometheus text exposition for the whole daemon.
+    fn metrics(&self) -> BoxFuture<'_, String>;
+    /// The status document.
+    fn status(&self) -> BoxFuture<'_, Value>;
+    /// Rooms with counts, of one namespace or all: an HTTP status and the document.
+    fn rooms(&self, namespace: Option<String>) -> BoxFuture<'_, (StatusCode, Value)>;
 }
 
 /// What the admin listener serves.
@@ -61,18 +69,8 @@ pub trait Control: Send + Sync + 'static {
 pub struct Admin {
     /// The serving state.
     pub health: Arc<Health>,
-    /// The registry behind `/metrics`.
-    pub metrics: Metrics,
-    /// The relay, for rooms and counts.
-    pub relay: Relay,
-    /// The public endpoint, for session counts.
-    pub engine: Arc<Engine>,
-    /// Reloads.
+    /// The daemon behind the routes.
     pub control: Arc<dyn Control>,
-    /// Static facts for `/api/v1/status` (version, environment, config file, …).
-    pub about: Value,
-    /// When the daemon started.
-    pub started: Instant,
 }
 
 impl std::fmt::Debug for Admin {
@@ -97,9 +95,13 @@ impl Admin {
                     header::CONTENT_TYPE,
                     "text/plain; version=0.0.4; charset=utf-8",
                 )
-                .body(Full::new(Bytes::from(self.metrics.render())))
+                .body(Full::new(Bytes::from(self.control.metrics().await)))
                 .expect("static header is valid"),
-            "/api/v1/status" => json(StatusCode::OK, &self.status()),
+            "/api/v1/status" => {
+                let mut status = self.control.status().await;
+                status["serving"] = Value::Bool(self.health.is_serving());
+                json(StatusCode::OK, &status)
+            }
             "/api/v1/reload" if req.method() == Method::POST => {
                 let report = self.control.reload().await;
                 let status = if report["ok"] == Value::Bool(true) {
@@ -112,13 +114,37 @@ impl Admin {
             "/api/v1/reload" => plain(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
             "/api/v1/rooms" => {
                 let query = crate::engine::server::parse_query(req.uri().query().unwrap_or(""));
-                self.rooms(query.get("namespace").map(String::as_str)).await
+                let (status, body) = self.control.rooms(query.get("namespace").cloned()).await;
+                json(status, &body)
             }
             _ => plain(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
+}
 
-    fn status(&self) -> Value {
+/// A reload request handed to the daemon's control loop.
+pub type Reloader = Arc<dyn Fn() -> BoxFuture<'static, Value> + Send + Sync>;
+
+/// The [`Control`] of a process that serves clients itself.
+#[derive(Clone)]
+pub struct Local {
+    /// Its registry.
+    pub metrics: Metrics,
+    /// Its relay.
+    pub relay: Relay,
+    /// Its Socket.IO endpoint.
+    pub engine: Arc<Engine>,
+    /// Asks the control loop to reload.
+    pub reload: Reloader,
+    /// Static facts for the status document (version, environment, config files, …).
+    pub about: Value,
+    /// When it started.
+    pub started: Instant,
+}
+
+impl Local {
+    /// The status document of this process.
+    pub fn status_now(&self) -> Value {
         let shared = self.relay.shared();
         let connections = &shared.meters.connections;
         let namespaces: serde_json::Map<String, Value> = shared
@@ -136,23 +162,23 @@ impl Admin {
         json!({
             "about": self.about,
             "pid": std::process::id(),
-            "serving": self.health.is_serving(),
             "uptime_seconds": self.started.elapsed().as_secs(),
             "sessions": self.engine.session_count(),
             "namespaces": namespaces,
         })
     }
 
-    async fn rooms(&self, namespace: Option<&str>) -> Response<Full<Bytes>> {
+    /// The rooms document of this process's relay (host-wide on a multi-process bus).
+    pub async fn rooms_now(&self, namespace: Option<String>) -> (StatusCode, Value) {
         let shared = self.relay.shared();
         let names = match namespace {
-            Some(n) if shared.namespace(n).is_none() => {
-                return json(
+            Some(n) if shared.namespace(&n).is_none() => {
+                return (
                     StatusCode::NOT_FOUND,
-                    &json!({ "ok": false, "error": format!("no namespace {n:?}") }),
+                    json!({ "ok": false, "error": format!("no namespace {n:?}") }),
                 );
             }
-            Some(n) => vec![n.to_owned()],
+            Some(n) => vec![n],
             None => shared.namespace_names(),
         };
         let mut out = serde_json::Map::new();
@@ -166,7 +192,27 @@ impl Admin {
                 .collect();
             out.insert(name, Value::Array(rooms));
         }
-        json(StatusCode::OK, &json!({ "ok": true, "namespaces": out }))
+        (StatusCode::OK, json!({ "ok": true, "namespaces": out }))
+    }
+}
+
+impl Control for Local {
+    fn reload(&self) -> BoxFuture<'_, Value> {
+        (self.reload)()
+    }
+
+    fn metrics(&self) -> BoxFuture<'_, String> {
+        let text = self.metrics.render();
+        Box::pin(async move { text })
+    }
+
+    fn status(&self) -> BoxFuture<'_, Value> {
+        let status = self.status_now();
+        Box::pin(async move { status })
+    }
+
+    fn rooms(&self, namespace: Option<String>) -> BoxFuture<'_, (StatusCode, Value)> {
+        Box::pin(self.rooms_now(namespace))
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod files;
+pub mod forward;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -62,6 +63,9 @@ pub struct Public {
     pub echo: Option<(String, Arc<Engine>)>,
     /// Where static files come from; `None` serves the built-in demo page.
     pub static_dir: Option<PathBuf>,
+    /// In a multi-worker daemon: this worker's id, and how to reach the owners of
+    /// sessions that are not ours.
+    pub forward: Option<(u32, forward::Forwarder)>,
 }
 
 impl Public {
@@ -75,6 +79,12 @@ impl Public {
         if let Some(rest) = path.strip_prefix(self.engine_path.as_str()) {
             if rest == "socket.io.js" || rest == "socket.io.min.js" {
                 return bundle(&req);
+            }
+            if let Some((me, forwarder)) = &self.forward
+                && let Some(owner) = session_owner(&req)
+                && owner != *me
+            {
+                return forwarder.forward(owner, req).await;
             }
             return self.engine.handle(req, remote).await;
         }
@@ -93,17 +103,32 @@ impl Public {
     }
 }
 
+/// The worker that owns the session a request names, if it names one.
+fn session_owner<B>(req: &Request<B>) -> Option<u32> {
+    let query = req.uri().query()?;
+    let sid = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("sid="))?;
+    crate::engine::Sid::owner(sid)
+}
+
 /// The client bundle, cacheable; `If-None-Match` answered with 304.
 fn bundle<B>(req: &Request<B>) -> Response<Full<Bytes>> {
     let etag = concat!("\"socket.io-client-", env!("CARGO_PKG_VERSION"), "\"");
-    if req
+    // If-None-Match holds a list of tags, weak ones prefixed `W/`, or `*` (RFC 9110).
+    let matches = req
         .headers()
-        .get(header::IF_NONE_MATCH)
-        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
-    {
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == "*" || t == etag);
+    if matches {
         return Response::builder()
             .status(StatusCode::NOT_MODIFIED)
             .header(header::ETAG, etag)
+            .header(header::CACHE_CONTROL, "public, max-age=3600")
             .body(Full::new(Bytes::new()))
             .expect("static response is valid");
     }

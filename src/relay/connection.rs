@@ -146,6 +146,18 @@ impl Conn {
 
     async fn event(&self, socket: &Arc<Socket>, packet: Packet, attachments: Vec<Bytes>) {
         let Some(ns) = self.relay.namespace(&socket.nsp) else {
+            // The namespace was removed by a reload: the server ends this socket.
+            tracing::info!(sid = %self.session.sid, nsp = %socket.nsp, "namespace no longer served, disconnecting socket");
+            let removed = self
+                .state
+                .lock()
+                .expect("conn state lock is never poisoned")
+                .sockets
+                .remove(&*socket.nsp);
+            socket.send_text(&sio::encode_disconnect(&socket.nsp));
+            if let Some(socket) = removed {
+                depart(&self.relay, &socket).await;
+            }
             return;
         };
         let policy = ns.policy();

@@ -37,12 +37,17 @@ pub async fn handle(
         .received
         .with_label_values(&[&socket.nsp])
         .inc();
-    if !socket.take_token(now) {
+    let limits = &policy.config.limits;
+    if !socket.take_token(now, limits.events_per_second, limits.burst) {
         refuse(relay, socket, name, packet.id, Refusal::RateLimited);
         return Ok(());
     }
     if name.starts_with('$') {
         control::handle(relay, policy, socket, name, &event.args, packet.id).await;
+        return Ok(());
+    }
+    if packet.attachments > policy.config.limits.max_attachments {
+        refuse(relay, socket, name, packet.id, Refusal::TooManyAttachments);
         return Ok(());
     }
     let size = packet.data.as_ref().map_or(0, |d| d.get().len())

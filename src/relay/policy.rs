@@ -15,6 +15,8 @@ pub enum Refusal {
     RateLimited,
     /// Over `max_event_size`.
     TooLarge,
+    /// More binary attachments than `max_attachments`.
+    TooManyAttachments,
     /// The route is `none`.
     NotAllowed,
     /// Route `rooms` but the socket joined none.
@@ -45,6 +47,7 @@ impl Refusal {
         match self {
             Refusal::RateLimited => "rate limit exceeded",
             Refusal::TooLarge => "event too large",
+            Refusal::TooManyAttachments => "too many binary attachments",
             Refusal::NotAllowed => "clients may not emit this event",
             Refusal::NoRoom => "join a room first",
             Refusal::JoinDisabled => "joining rooms is not allowed in this namespace",
@@ -63,7 +66,7 @@ impl Refusal {
     pub fn label(self) -> &'static str {
         match self {
             Refusal::RateLimited => "rate_limited",
-            Refusal::TooLarge => "too_large",
+            Refusal::TooLarge | Refusal::TooManyAttachments => "too_large",
             Refusal::NotAllowed => "not_allowed",
             Refusal::NoRoom => "no_room",
             Refusal::JoinDisabled | Refusal::RoomNotAllowed => "room_forbidden",

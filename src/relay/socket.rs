@@ -67,12 +67,12 @@ impl Socket {
         self.session().send_frame(Frame::message(text))
     }
 
-    /// Take one event's worth from the rate limit; false when over it.
-    pub fn take_token(&self, now: Instant) -> bool {
-        self.rate
-            .lock()
-            .expect("rate lock is never poisoned")
-            .take(now)
+    /// Take one event's worth from the rate limit in force (`rate` per second, `burst`
+    /// above it, so that a reload applies to connected sockets too); false when over it.
+    pub fn take_token(&self, now: Instant, rate: u32, burst: u32) -> bool {
+        let mut bucket = self.rate.lock().expect("rate lock is never poisoned");
+        bucket.set_limits(rate, burst);
+        bucket.take(now)
     }
 
     /// The rooms joined, as a snapshot.
@@ -112,6 +112,13 @@ impl TokenBucket {
             tokens: f64::from(burst.max(1)),
             last: now,
         }
+    }
+
+    /// Follow new limits (a reload); tokens above the new burst are dropped.
+    pub fn set_limits(&mut self, rate: u32, burst: u32) {
+        self.rate = f64::from(rate.max(1));
+        self.burst = f64::from(burst.max(1));
+        self.tokens = self.tokens.min(self.burst);
     }
 
     /// Take a token if there is one.

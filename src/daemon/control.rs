@@ -1,0 +1,55 @@
+//! The control channel between the master and each worker: newline-delimited JSON over a
+//! Unix socket pair the master creates for each worker. Low rate, never on the message
+//! path: the config, heartbeats, metrics and status requests, shutdown.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::Config;
+
+/// Master → worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToWorker {
+    /// The config to run with (first message) or to switch to (reload).
+    Config(Box<Config>),
+    /// Heartbeat; answer with the same number.
+    Ping(u64),
+    /// Send the metrics exposition and status.
+    Report(u64),
+    /// Stop accepting, close clients' transports, drain (`true`) or not, exit.
+    Shutdown(bool),
+}
+
+/// Worker → master.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToMaster {
+    /// Listening and linked: ready to serve.
+    Ready,
+    /// Heartbeat answer.
+    Pong(u64),
+    /// Answer to `Report`.
+    Report {
+        /// The request number.
+        id: u64,
+        /// Prometheus text exposition of the worker.
+        metrics: String,
+        /// The worker's status document.
+        status: Value,
+    },
+    /// A config was applied (`true`) or refused (`false`, with the reason).
+    Applied {
+        /// Whether it is in force.
+        ok: bool,
+        /// Why not.
+        error: Option<String>,
+    },
+}
+
+/// One line of the channel.
+pub fn encode<T: Serialize>(msg: &T) -> String {
+    let mut line = serde_json::to_string(msg).expect("control messages always serialize");
+    line.push('\n');
+    line
+}

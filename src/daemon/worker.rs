@@ -1,0 +1,241 @@
+//! A worker process: serves the inherited public listener with the relay on the
+//! cross-worker bus, links to its sibling workers, and answers its master over the
+//! control channel (config, heartbeat, reports, shutdown). It never handles signals: the
+//! master decides, the worker follows (and dies with it).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, UnixListener, UnixStream};
+
+use super::control::{self, ToMaster, ToWorker};
+use super::spawn::{self, WorkerArgs};
+use super::{Error, Stack, listener};
+use crate::adapter::PeerAdapter;
+use crate::config::Config;
+use crate::engine::CloseReason;
+use crate::engine::meters::{POLLING, WEBSOCKET};
+use crate::telemetry::LogHandle;
+use crate::telemetry::metrics::Metrics;
+
+/// Longest pause between attempts to link to a sibling.
+const MAX_LINK_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Serve until the master says stop (or goes away).
+pub async fn run(
+    args: WorkerArgs,
+    listener: std::net::TcpListener,
+    control: std::os::unix::net::UnixStream,
+    config: Config,
+    log: LogHandle,
+) -> Result<(), Error> {
+    let bus = PeerAdapter::new(args.id);
+    let metrics = Metrics::new();
+    let forwarder = crate::http::forward::Forwarder {
+        prefix: format!("iorelay-{}-http-", args.bus),
+    };
+    let stack = Stack::build(
+        &config,
+        bus.clone(),
+        &metrics,
+        Some((args.id, forwarder.clone())),
+    )?;
+    let public_site = stack.public.clone();
+    tokio::spawn(accept_forwarded(forwarder.clone(), args.id, public_site));
+    let listener = TcpListener::from_std(listener).map_err(Error::Runtime)?;
+    link_siblings(&bus, &args).map_err(Error::Runtime)?;
+    let stop = listener::Stop::new();
+    let connections = listener::Connections::default();
+    let serving = tokio::spawn(listener::serve(
+        listener,
+        stack.public.clone(),
+        stop.clone(),
+        connections.clone(),
+    ));
+    control.set_nonblocking(true).map_err(Error::Runtime)?;
+    let control = UnixStream::from_std(control).map_err(Error::Runtime)?;
+    let (read, mut write) = control.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let send = |msg: ToMaster| control::encode(&msg);
+    let _ = write.write_all(send(ToMaster::Ready).as_bytes()).await;
+    tracing::info!(worker = args.id, pid = std::process::id(), "worker serving");
+    let mut config = config;
+    let drain = loop {
+        let line = match lines.next_line().await {
+            Ok(Some(line)) => line,
+            // The master is gone: stop at once.
+            Ok(None) | Err(_) => break false,
+        };
+        let reply = match serde_json::from_str::<ToWorker>(&line) {
+            Ok(ToWorker::Ping(n)) => ToMaster::Pong(n),
+            Ok(ToWorker::Config(next)) => match stack.reconfigure(&next) {
+                Ok(()) => {
+                    if let Err(err) = log.set_level(&next.log.level) {
+                        tracing::warn!(error = %err, "log.level not applied");
+                    }
+                    config = *next;
+                    ToMaster::Applied {
+                        ok: true,
+                        error: None,
+                    }
+                }
+                Err(err) => ToMaster::Applied {
+                    ok: false,
+                    error: Some(err.to_string()),
+                },
+            },
+            Ok(ToWorker::Report(id)) => ToMaster::Report {
+                id,
+                metrics: metrics.render(),
+                status: status(&stack, &bus, args.id).await,
+            },
+            Ok(ToWorker::Shutdown(drain)) => break drain,
+            Err(err) => {
+                tracing::warn!(error = %err, "unreadable control message ignored");
+                continue;
+            }
+        };
+        if write.write_all(send(reply).as_bytes()).await.is_err() {
+            break false;
+        }
+    };
+    stop.trigger();
+    let _ = serving.await;
+    stack.engine.close_all(CloseReason::Shutdown);
+    if let Some((_, echo)) = &stack.echo {
+        echo.close_all(CloseReason::Shutdown);
+    }
+    if drain {
+        super::drain(&stack.engine, &connections, config.server.shutdown_timeout).await;
+    }
+    tracing::info!(worker = args.id, "worker stopped");
+    Ok(())
+}
+
+/// This worker's status, with the host-wide rooms of each namespace.
+async fn status(stack: &Stack, bus: &PeerAdapter, id: u32) -> serde_json::Value {
+    use crate::adapter::Adapter;
+    let shared = stack.relay.shared();
+    let mut namespaces = serde_json::Map::new();
+    for name in shared.namespace_names() {
+        let count = |t: &str| {
+            shared
+                .meters
+                .connections
+                .with_label_values(&[&name, t])
+                .get()
+        };
+        let rooms: Vec<serde_json::Value> = bus
+            .rooms(&name)
+            .await
+            .into_iter()
+            .map(|(room, n)| json!({ "room": &*room, "count": n }))
+            .collect();
+        namespaces.insert(
+            name.clone(),
+            json!({ "connections": count(POLLING) + count(WEBSOCKET), "rooms": rooms }),
+        );
+    }
+    json!({
+        "worker": id,
+        "pid": std::process::id(),
+        "sessions": stack.engine.session_count(),
+        "peers": bus.peers(),
+        "namespaces": namespaces,
+    })
+}
+
+/// Serve requests other workers forward to this one (sessions it owns).
+async fn accept_forwarded(
+    forwarder: crate::http::forward::Forwarder,
+    id: u32,
+    site: Arc<crate::http::Public>,
+) {
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    let me = spawn::own_uid();
+    let bound = forwarder
+        .address(id)
+        .and_then(|addr| std::os::unix::net::UnixListener::bind_addr(&addr))
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .and_then(UnixListener::from_std);
+    let incoming = match bound {
+        Ok(l) => l,
+        Err(err) => {
+            tracing::error!(worker = id, error = %err, "cannot listen for forwarded requests");
+            return;
+        }
+    };
+    let unknown = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+    loop {
+        let Ok((stream, _)) = incoming.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        if spawn::peer_uid(&stream) != Some(me) {
+            continue;
+        }
+        let site = site.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let site = site.clone();
+                async move { Ok::<_, std::convert::Infallible>(site.handle(req, unknown).await) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+        });
+    }
+}
+
+/// Listen for siblings' links and keep one link to each sibling (each direction of a
+/// pair has its own connection, so nothing is delivered twice).
+fn link_siblings(bus: &Arc<PeerAdapter>, args: &WorkerArgs) -> std::io::Result<()> {
+    let me = spawn::own_uid();
+    let std_listener =
+        std::os::unix::net::UnixListener::bind_addr(&spawn::bus_address(&args.bus, args.id)?)?;
+    std_listener.set_nonblocking(true)?;
+    let incoming = UnixListener::from_std(std_listener)?;
+    let accepting = bus.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = incoming.accept().await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            if spawn::peer_uid(&stream) != Some(me) {
+                tracing::warn!("bus link from another user refused");
+                continue;
+            }
+            let bus = accepting.clone();
+            tokio::spawn(async move { bus.run_inbound(stream).await });
+        }
+    });
+    for peer in (0..args.workers).filter(|p| *p != args.id) {
+        let bus = bus.clone();
+        let addr = spawn::bus_address(&args.bus, peer)?;
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(10);
+            loop {
+                let linked = std::os::unix::net::UnixStream::connect_addr(&addr)
+                    .and_then(|s| s.set_nonblocking(true).map(|()| s))
+                    .and_then(UnixStream::from_std);
+                match linked {
+                    Ok(stream) if spawn::peer_uid(&stream) == Some(me) => {
+                        backoff = Duration::from_millis(10);
+                        bus.run_outbound(stream).await;
+                        tracing::debug!(peer, "bus link to sibling ended, relinking");
+                    }
+                    _ => {}
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_LINK_BACKOFF);
+            }
+        });
+    }
+    Ok(())
+}
