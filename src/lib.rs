@@ -10,10 +10,14 @@
 //!   Pure functions over bytes; knows nothing of rooms.
 //! - [`relay`]: namespaces, sockets, rooms, policies, control events (`$join` …), acks and
 //!   presence, built on the two layers above.
-//! - [`adapter`]: the bus through which the relay reaches sockets beyond this process
-//!   (local now; cross-worker and Redis later).
-//! - [`http`]: the hyper surface: routing, health, static files, the client bundle.
-//! - [`daemon`]: process-level concerns — listeners, signals, shutdown.
+//! - [`adapter`]: the bus through which the relay reaches sockets: in this process
+//!   (local) or across the host's worker processes (peer links, versioned wire format);
+//!   Redis later.
+//! - [`http`]: the hyper surface: public routing (Engine.IO, forwarding to the owning
+//!   worker, static files, the client bundle) and the admin listener (health, metrics,
+//!   ops API).
+//! - [`daemon`]: process-level concerns — listeners and socket activation, privilege
+//!   drop, master and workers, signals, sd_notify, reload, shutdown.
 //! - [`config`]: the config tree, layered loading and validation.
 //! - [`telemetry`]: tracing setup and the metrics.
 //! - [`ops`]: the client side of the ops subcommands (`status`, `reload`, `rooms`).

@@ -2,7 +2,7 @@
 //!
 //! This module owns the *shape* of the config (serde structs with `deny_unknown_fields`)
 //! and the built-in defaults. Loading the layers (defaults → file → profile → `IORELAY_*`
-//! variables) lives in [`load`]; checks that need more than a type (patterns compile, a
+//! variables) lives in [`mod@load`]; checks that need more than a type (patterns compile, a
 //! route's room is a valid name, limits within `max_payload`, …) live in [`validate`].
 //! Nothing here knows about sockets or rooms; the relay reads these values.
 
@@ -42,7 +42,11 @@ impl Config {
     pub fn effective_namespaces(&self) -> BTreeMap<String, NamespaceConfig> {
         if self.namespaces.is_empty() {
             let mut map = BTreeMap::new();
-            map.insert("/".to_owned(), NamespaceConfig::default());
+            let mut ns = NamespaceConfig::default();
+            // The implicit namespace follows a smaller engine.max_payload.
+            ns.limits.max_event_size =
+                Size(ns.limits.max_event_size.0.min(self.engine.max_payload.0));
+            map.insert("/".to_owned(), ns);
             map
         } else {
             self.namespaces.clone()

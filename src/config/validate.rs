@@ -424,8 +424,7 @@ mod tests {
                 "engine.write_queue",
                 "engine.echo_path",
                 "engine.echo_path",
-                // The implicit `/` keeps its 64KB event limit, now over max_payload.
-                "namespaces./.limits.max_event_size",
+                // The implicit `/` follows a small max_payload instead of failing.
             ]
         );
     }

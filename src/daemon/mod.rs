@@ -1,6 +1,10 @@
-//! Process-level concerns: binding the listeners, the accept loop, signals and the
-//! graceful shutdown. (Worker processes, privilege drop and sd_notify come with the
-//! daemon work; this is the single-process core.)
+//! Process-level concerns, in execution phases (as pingora's server does): bind the
+//! listeners or take them from systemd ([`sockets`]), drop root ([`privileges`]), then
+//! serve — as one process ([`run`], `server.workers = 1`) or as a master ([`master`])
+//! supervising worker processes ([`worker`], started by [`spawn`], talking over
+//! [`control`]). Signals become intents ([`signals`]); systemd hears READY, RELOADING,
+//! STOPPING, STATUS and WATCHDOG ([`notify`]); the accept loop and the drain live in
+//! [`listener`]. The only modules with `unsafe` are `privileges`, `sockets` and `spawn`.
 
 pub mod control;
 pub mod listener;

@@ -298,7 +298,7 @@ impl Session {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.meters.dropped_slow.inc();
-                tracing::debug!(sid = %self.sid, "outbound queue full, closing slow consumer");
+                tracing::info!(sid = %self.sid, "outbound queue full, closing slow consumer");
                 self.close(CloseReason::SlowConsumer);
                 false
             }

@@ -22,6 +22,17 @@ use crate::engine::Engine;
 /// The socket.io client bundle, from the npm package (see `static/vendor/README.md`).
 const CLIENT_BUNDLE: &[u8] = include_bytes!("../../static/vendor/socket.io.min.js");
 
+/// The bundle's entity tag: a hash of its bytes, so that it changes with the file.
+static BUNDLE_ETAG: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    // FNV-1a: enough to tell versions of one file apart.
+    let hash = CLIENT_BUNDLE
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("\"{hash:016x}\"")
+});
+
 /// A listener's request handler.
 pub trait Site: Send + Sync + 'static {
     /// Serve one request from `remote`.
@@ -114,7 +125,7 @@ fn session_owner<B>(req: &Request<B>) -> Option<u32> {
 
 /// The client bundle, cacheable; `If-None-Match` answered with 304.
 fn bundle<B>(req: &Request<B>) -> Response<Full<Bytes>> {
-    let etag = concat!("\"socket.io-client-", env!("CARGO_PKG_VERSION"), "\"");
+    let etag = BUNDLE_ETAG.as_str();
     // If-None-Match holds a list of tags, weak ones prefixed `W/`, or `*` (RFC 9110).
     let matches = req
         .headers()

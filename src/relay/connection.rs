@@ -1,5 +1,5 @@
 //! One Engine.IO session's Socket.IO side: decodes packets (reassembling binary ones),
-//! connects and disconnects namespaces, and hands events to [`events`](super::events).
+//! connects and disconnects namespaces, and hands events to [`events`].
 //!
 //! A malformed packet closes the whole session with a logged reason: the protocol gives
 //! no way to recover the stream after one.

@@ -3,7 +3,7 @@
 //!
 //! Built on the two protocol layers: it is the [`engine::Handler`](crate::engine::Handler)
 //! that receives every Engine.IO session and speaks Socket.IO on it. Room storage and
-//! fan-out belong to the [`Adapter`](crate::adapter::Adapter) it is given; the relay never
+//! fan-out belong to the [`Adapter`] it is given; the relay never
 //! keeps rooms of its own beyond each socket's list of what it joined.
 //!
 //! - [`connection`]: one Engine.IO session's Socket.IO side (packets, namespaces).
