@@ -234,7 +234,6 @@ fn run(loaded: config::Loaded, options: LoadOptions) -> ExitCode {
 
 /// A worker process, started by the master with `__worker ID WORKERS LFD CFD BUS`.
 fn worker_main(argv: &[String]) -> ExitCode {
-    use std::io::BufRead;
     let Some(args) = iorelay::daemon::spawn::parse(argv) else {
         eprintln!("iorelay: __worker is started by the master process only");
         return ExitCode::from(EX_USAGE);
@@ -249,12 +248,10 @@ fn worker_main(argv: &[String]) -> ExitCode {
             return ExitCode::from(EX_SOFTWARE);
         }
     };
-    // The first control message is the config; read it before anything else.
-    let mut first = String::new();
-    let read = control
-        .try_clone()
-        .and_then(|c| std::io::BufReader::new(c).read_line(&mut first));
-    let config = match read.ok().and_then(|_| serde_json::from_str(&first).ok()) {
+    // The first control message is the config; read it before anything else, byte by
+    // byte, so that nothing the master sent after it (a reload) is read ahead and lost.
+    let first = read_line_unbuffered(&control);
+    let config = match first.ok().and_then(|l| serde_json::from_str(&l).ok()) {
         Some(iorelay::daemon::control::ToWorker::Config(config)) => *config,
         _ => {
             eprintln!("iorelay: worker {}: no config from the master", args.id);
@@ -286,4 +283,21 @@ fn worker_main(argv: &[String]) -> ExitCode {
             ExitCode::from(EX_CONFIG)
         }
     }
+}
+
+/// One line from a stream without reading past its end.
+fn read_line_unbuffered(mut stream: &std::os::unix::net::UnixStream) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        if stream.read(&mut byte)? == 0 {
+            break;
+        }
+        if byte[0] == b'\n' {
+            break;
+        }
+        line.push(byte[0]);
+    }
+    String::from_utf8(line).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }

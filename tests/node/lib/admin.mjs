@@ -7,13 +7,15 @@
 // 127.0.0.1:0 for both listeners and learns the addresses from the "listening" log line
 // (`public=ADDR admin=ADDR`), so tests never race for ports. Nothing here sleeps: every
 // wait is for a log line, an event, an exit or a metric value, with a deadline.
-import { spawn } from "node:child_process";
-import { writeFileSync, mkdtempSync, rmSync, chmodSync } from "node:fs";
+import { spawn, execFile, spawnSync } from "node:child_process";
+import { writeFileSync, mkdtempSync, rmSync, chmodSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { repoRoot } from "./relay.mjs";
 
 const bin = process.env.TEST_IORELAY_BIN || join(repoRoot, "target", "debug", "iorelay");
+/** The iorelay binary under test. */
+export const iorelayBin = bin;
 
 const START_MS = 20000;
 const WAIT_MS = 10000;
@@ -31,6 +33,12 @@ const WAIT_MS = 10000;
  *   exit                   promise of { code, signal, at } (at = Date.now() on exit)
  *   waitExit(ms)           the exit, or a rejection with the log after `ms`
  *   stop()                 SIGKILL if still running, remove the temp dir
+ *                          (stopDaemon below also kills the worker processes)
+ *
+ * opts.env adds environment variables; opts.args adds command-line arguments;
+ * opts.wrapper, a function of the environment, returns [command, ...args] to run the
+ * daemon under (such as systemd-socket-activate, which execs it in place, so `pid` is
+ * the daemon's all the same).
  *
  * As root (CI) it runs as `nobody` (server.user), which must be able to re-read the
  * config on SIGHUP: the temp dir and file are made world-readable.
@@ -60,7 +68,9 @@ export async function startDaemon(configToml = "", opts = {}) {
   for (const name of ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"]) {
     if (!(opts.env && name in opts.env)) delete env[name];
   }
-  const child = spawn(bin, ["--config", configFile, ...(opts.args || [])], {
+  const argv = ["--config", configFile, ...(opts.args || [])];
+  const [command, ...args] = opts.wrapper ? [...opts.wrapper(env), bin, ...argv] : [bin, ...argv];
+  const child = spawn(command, args, {
     env,
     stdio: ["ignore", "ignore", "pipe"],
   });
@@ -238,5 +248,146 @@ export async function waitForMetric(daemon, name, labels, pred, ms = WAIT_MS, wh
     }
     // A polling interval, not a guess: the loop ends as soon as the value is there.
     await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Multi-worker daemons: the master's worker processes, the ops CLI, cleanup.
+
+/** The command line of process `pid` (NUL-separated arguments), or null if it is gone. */
+function cmdline(pid) {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8");
+  } catch {
+    return null;
+  }
+}
+
+/** The state letter of process `pid` (R, S, T for stopped, Z, …), or null if it is gone. */
+export function processState(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // "pid (comm) S ...": the state follows the last ')'.
+    return stat.slice(stat.lastIndexOf(")") + 2)[0];
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Whether process `pid` is alive: it exists and is not a zombie (a dead worker orphaned
+ * by its master may wait as a zombie until init reaps it).
+ */
+export function alive(pid) {
+  const state = processState(pid);
+  return state !== null && state !== "Z";
+}
+
+/** The pids of the live children of `pid` (`ps --ppid`). */
+export function childPids(pid) {
+  const run = spawnSync("ps", ["--ppid", String(pid), "-o", "pid=,stat="], { encoding: "utf8" });
+  if (run.error) throw run.error;
+  return run.stdout
+    .split("\n")
+    .map((l) => l.trim().split(/\s+/))
+    .filter(([p, stat]) => p && !stat?.startsWith("Z"))
+    .map(([p]) => Number(p));
+}
+
+// Every worker process a test has seen, by daemon: pid → its command line (which names
+// the daemon's bus, so that a recycled pid is never mistaken for one of ours).
+const seenWorkers = new WeakMap();
+
+/**
+ * The master's worker processes now (children running `__worker`), as pids. Remembered,
+ * so that stopDaemon kills them even if the master is gone by then.
+ */
+export function workerPids(daemon) {
+  const seen = seenWorkers.get(daemon) ?? new Map();
+  seenWorkers.set(daemon, seen);
+  const pids = [];
+  for (const pid of childPids(daemon.pid)) {
+    const line = cmdline(pid);
+    if (line?.split("\0")[1] !== "__worker") continue;
+    seen.set(pid, line);
+    pids.push(pid);
+  }
+  return pids.sort((a, b) => a - b);
+}
+
+/**
+ * The master's worker processes now, as [{ worker, pid }] by slot (`__worker ID …`).
+ * Remembered like workerPids.
+ */
+export function workerSlots(daemon) {
+  return workerPids(daemon)
+    .map((pid) => ({ worker: Number(cmdline(pid)?.split("\0")[2]), pid }))
+    .sort((a, b) => a.worker - b.worker);
+}
+
+/**
+ * Stop a daemon and every worker process of it: the current children of the master
+ * (looked up before the master goes), and any worker seen earlier that is still alive
+ * with the same command line. All by pid, SIGKILL.
+ */
+export async function stopDaemon(daemon) {
+  if (!daemon) return;
+  if (daemon.running()) workerPids(daemon);
+  const seen = seenWorkers.get(daemon) ?? new Map();
+  await daemon.stop();
+  for (const [pid, line] of seen) {
+    if (alive(pid) && cmdline(pid) === line) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // Gone in between.
+      }
+    }
+  }
+}
+
+/**
+ * Run the iorelay binary with `args` (an ops subcommand: status, reload, rooms …).
+ * Resolves to { code, stdout, stderr }; bounded by `ms`.
+ */
+export function runCli(args, ms = WAIT_MS) {
+  return new Promise((resolveRun) => {
+    execFile(bin, args, { timeout: ms, encoding: "utf8", env: { ...process.env, NO_COLOR: "1" } }, (err, stdout, stderr) => {
+      resolveRun({ code: err ? (err.code ?? err.signal) : 0, stdout, stderr });
+    });
+  });
+}
+
+/** `iorelay status --admin ADDR --json`, parsed (it fails the test when the CLI does). */
+export async function cliStatus(daemon) {
+  const run = await runCli(["status", "--admin", daemon.adminAddr, "--json"]);
+  if (run.code !== 0) {
+    throw new Error(`iorelay status --admin ${daemon.adminAddr} --json exited ${run.code}: ${run.stderr}${run.stdout}`);
+  }
+  return JSON.parse(run.stdout);
+}
+
+/** GET /api/v1/status on the admin listener (what `iorelay status` asks), parsed. */
+export async function apiStatus(daemon) {
+  const res = await get(`${daemon.adminUrl}/api/v1/status`);
+  if (res.status !== 200) throw new Error(`GET /api/v1/status answered ${res.status}: ${res.text}`);
+  return JSON.parse(res.text);
+}
+
+/**
+ * Ask the status API until `pred(status)` holds; resolves with that status, rejects with
+ * the last one after `ms`.
+ */
+export async function waitForStatus(daemon, pred, ms = WAIT_MS, what = "status") {
+  const deadline = Date.now() + ms;
+  let last;
+  for (;;) {
+    last = await apiStatus(daemon);
+    if (pred(last)) return last;
+    if (Date.now() > deadline) {
+      throw new Error(`${what}: not reached within ${ms}ms; last status:\n${JSON.stringify(last, null, 2)}`);
+    }
+    // A polling interval, not a guess: the loop ends as soon as the state is there.
+    await new Promise((r) => setTimeout(r, 20));
   }
 }

@@ -1,0 +1,192 @@
+// The master pings every worker each second over its control channel; a worker that has
+// not answered for 5 s is killed (SIGKILL) and replaced like any dead worker. Here a
+// worker is frozen with SIGSTOP, as a worker stuck in a loop would look to the master:
+// it is killed between 4 s and ~7 s later (5 s after its last answer, which came at most
+// 1 s before the freeze, noticed at the next 1 s tick), a replacement serves, and in the
+// meantime the other worker alone accepts and serves new clients.
+//
+// Real signals and seconds of waiting: this file has its own daemon. Nothing sleeps:
+// every wait is for a log line, an event, a process state or a status, bounded.
+import { describe, it, afterEach } from "node:test";
+import assert from "node:assert/strict";
+import { io } from "socket.io-client";
+import {
+  startDaemon,
+  stopDaemon,
+  withLogs,
+  workerSlots,
+  processState,
+  alive,
+  waitForStatus,
+  waitForMetric,
+} from "../lib/admin.mjs";
+
+const WAIT_MS = 5000;
+const WORKER_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+// The master's heartbeat: a ping every second, a worker silent for 5 s is killed.
+const HEARTBEAT_MS = 1000;
+const DEADLINE_MS = 5000;
+
+let daemon;
+const sockets = [];
+
+afterEach(async () => {
+  while (sockets.length) sockets.pop().disconnect();
+  await stopDaemon(daemon);
+  daemon = undefined;
+});
+
+const logs = (fn) => withLogs(() => daemon, fn);
+
+/** Resolve with `promise`'s value, or reject naming `what` after `ms`. */
+function within(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms}ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** A connected WebSocket client on "/"; `worker` owns its session, `got` its events. */
+async function client() {
+  const socket = io(`${daemon.url}/`, { forceNew: true, reconnection: false, transports: ["websocket"], timeout: WAIT_MS });
+  sockets.push(socket);
+  socket.got = [];
+  socket.watchers = new Set();
+  socket.onAny((...event) => {
+    socket.got.push(event);
+    for (const w of socket.watchers) w();
+  });
+  socket.gone = new Promise((resolve) => socket.once("disconnect", resolve));
+  await within(new Promise((resolve, reject) => {
+    socket.once("connect", resolve);
+    socket.once("connect_error", (err) => reject(new Error(`connect_error: ${err.message}`)));
+  }), WAIT_MS + 1000, "connect");
+  const engineId = socket.io.engine.id;
+  socket.worker = engineId.length === 23 ? WORKER_CHARS.indexOf(engineId[0]) : -1;
+  socket.sid = socket.id;
+  return socket;
+}
+
+/**
+ * A client served by `worker`: the kernel chooses first; after a few misses the other
+ * workers are stopped while one connection is accepted (see workers.test.mjs).
+ */
+async function clientOn(worker) {
+  for (let attempt = 0; attempt < 8; attempt++) {
+    const c = await client();
+    if (c.worker === worker) return c;
+    c.disconnect();
+  }
+  const others = workerSlots(daemon).filter((w) => w.worker !== worker);
+  for (const w of others) process.kill(w.pid, "SIGSTOP");
+  try {
+    const c = await client();
+    assert.equal(c.worker, worker);
+    return c;
+  } finally {
+    for (const w of others) process.kill(w.pid, "SIGCONT");
+  }
+}
+
+/** The first recorded event `name` whose argument satisfies `pred`. */
+function received(socket, name, pred, ms = WAIT_MS) {
+  let look;
+  return within(
+    new Promise((resolve) => {
+      look = () => {
+        const hit = socket.got.find(([n, arg]) => n === name && pred(arg));
+        if (hit) resolve(hit[1]);
+      };
+      socket.watchers.add(look);
+      look();
+    }),
+    ms,
+    `${name} at client ${socket.sid} (worker ${socket.worker})`,
+  )
+    .catch((err) => {
+      err.message += `; it got ${JSON.stringify(socket.got)}`;
+      throw err;
+    })
+    .finally(() => socket.watchers.delete(look));
+}
+
+const ask = (socket, ...args) => socket.timeout(WAIT_MS).emitWithAck(...args);
+
+/** The time of a log line ("2026-01-02T03:04:05.123456Z  INFO …"), in ms. */
+function logTime(line) {
+  const stamp = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d{1,3})?\d*Z/m.exec(line);
+  assert.ok(stamp, `no timestamp in ${JSON.stringify(line)}`);
+  return Date.parse(`${stamp[1]}${stamp[2] ?? ""}Z`);
+}
+
+describe("worker heartbeat", () => {
+  it("a worker frozen with SIGSTOP is killed with SIGKILL within ~6 s and replaced", logs(async (t) => {
+    daemon = await startDaemon(`
+[server]
+workers = 2
+shutdown_timeout = "1s"
+
+[namespaces."/"]
+join = "any"
+presence = true
+`);
+    const before = await waitForStatus(daemon, (s) => s.workers?.length === 2 && s.workers.every((w) => w.peers === 1), WAIT_MS, "both workers linked");
+    const victimPid = before.workers.find((w) => w.worker === 1).pid;
+    const survivorPid = before.workers.find((w) => w.worker === 0).pid;
+    const onVictim = await clientOn(1);
+    const onSurvivor = await clientOn(0);
+    for (const c of [onVictim, onSurvivor]) assert.equal((await ask(c, "$join", "hall")).ok, true);
+
+    const from = daemon.mark();
+    const stoppedAt = Date.now();
+    process.kill(victimPid, "SIGSTOP");
+    const deadline = Date.now() + WAIT_MS;
+    while (processState(victimPid) !== "T") {
+      assert.ok(Date.now() < deadline, `worker ${victimPid} is not stopped: state ${processState(victimPid)}`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+
+    // Meanwhile the other worker alone accepts new connections, and serves them.
+    const meanwhile = await client();
+    assert.equal(meanwhile.worker, 0, "a new client while worker 1 is frozen");
+    assert.equal((await ask(meanwhile, "$join", "hall")).ok, true);
+    await received(onSurvivor, "$presence", (p) => p?.action === "join" && p.id === meanwhile.sid);
+
+    // The master gives up on it 5 s after its last answer and kills it.
+    const [killLine] = await daemon.waitForLog(
+      new RegExp(`^.*worker missed its heartbeats; killing it worker=1 pid=${victimPid}.*$`, "m"),
+      { from, ms: DEADLINE_MS + 2 * HEARTBEAT_MS + 3000 },
+    );
+    const killedAfter = logTime(killLine) - stoppedAt;
+    t.diagnostic(`killed ${killedAfter}ms after SIGSTOP`);
+    assert.ok(killedAfter >= DEADLINE_MS - HEARTBEAT_MS, `killed ${killedAfter}ms after the freeze: before the 5 s deadline`);
+    assert.ok(killedAfter <= DEADLINE_MS + 2 * HEARTBEAT_MS, `killed ${killedAfter}ms after the freeze`);
+    const [exitLine] = await daemon.waitForLog(new RegExp(`^.*worker exited worker=1 pid=${victimPid}.*$`, "m"), { from });
+    assert.match(exitLine, /signal=9/, "killed with SIGKILL");
+    const exitedAt = logTime(exitLine);
+
+    // A replacement serves within 2 s; the master and the other worker are the same.
+    const after = await waitForStatus(
+      daemon,
+      (s) => s.workers?.length === 2 && s.workers.some((w) => w.worker === 1 && w.pid !== victimPid),
+      WAIT_MS,
+      "replacement worker 1",
+    );
+    const newPid = after.workers.find((w) => w.worker === 1).pid;
+    const [servingLine] = await daemon.waitForLog(new RegExp(`^.*worker serving worker=1 pid=${newPid}.*$`, "m"), { from });
+    t.diagnostic(`replacement serving ${logTime(servingLine) - exitedAt}ms after the kill`);
+    assert.ok(logTime(servingLine) - exitedAt <= 2000, `replacement serving ${logTime(servingLine) - exitedAt}ms after the kill`);
+    assert.equal(after.pid, daemon.pid);
+    assert.equal(after.workers.find((w) => w.worker === 0).pid, survivorPid);
+    assert.equal(alive(victimPid), false, "the frozen worker is gone");
+
+    // Its client lost its connection and left the room, told on the other worker.
+    assert.ok(["transport close", "transport error"].includes(await within(onVictim.gone, WAIT_MS, "disconnect")));
+    await received(onSurvivor, "$presence", (p) => p?.action === "leave" && p.id === onVictim.sid && p.count === 2);
+    await received(meanwhile, "$presence", (p) => p?.action === "leave" && p.id === onVictim.sid);
+
+    const metrics = await waitForMetric(daemon, "iorelay_worker_restarts_total", {}, (v) => v === 1, WAIT_MS, "restarts");
+    assert.equal(metrics.value("iorelay_worker_restarts_total"), 1);
+  }));
+});
