@@ -179,7 +179,11 @@ fn run(loaded: config::Loaded, options: LoadOptions) -> ExitCode {
     );
     // Phase 1, still single-threaded and possibly root: bind, then drop privileges.
     let server = &loaded.config.server;
-    let bound = match sockets::bind(server.listen, server.admin_listen) {
+    let workers = match server.workers {
+        config::Workers::Count(n) => n,
+        config::Workers::Auto => std::thread::available_parallelism().map_or(1, usize::from),
+    };
+    let bound = match sockets::bind(server.listen, server.admin_listen, workers) {
         Ok(b) => b,
         Err(err) => {
             tracing::error!(error = %err, "cannot start");
@@ -212,10 +216,6 @@ fn run(loaded: config::Loaded, options: LoadOptions) -> ExitCode {
             tracing::error!(error = %err, "cannot start the async runtime");
             return ExitCode::from(EX_SOFTWARE);
         }
-    };
-    let workers = match loaded.config.server.workers {
-        config::Workers::Count(n) => n,
-        config::Workers::Auto => std::thread::available_parallelism().map_or(1, usize::from),
     };
     let result = if workers > 1 {
         let count = u32::try_from(workers).unwrap_or(u32::MAX);

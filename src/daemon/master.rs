@@ -181,7 +181,11 @@ pub async fn run(
     let (intent_tx, mut intents) = mpsc::unbounded_channel();
     signals::forward(intent_tx.clone()).map_err(Error::Signals)?;
     let public = bound.public;
-    let public_addr = public.local_addr().map_err(Error::Runtime)?;
+    let public_addr = public
+        .first()
+        .ok_or_else(|| Error::Runtime(std::io::Error::other("no public listener")))?
+        .local_addr()
+        .map_err(Error::Runtime)?;
     let admin_listener = TcpListener::from_std(bound.admin).map_err(Error::Runtime)?;
     let admin_addr = admin_listener.local_addr().map_err(Error::Runtime)?;
     let metrics = Metrics::new();
@@ -211,7 +215,14 @@ pub async fn run(
     for id in 0..count {
         generation += 1;
         let args = worker_args(id, count, &bus);
-        start(&workers, &args, &public, &config, generation, &event_tx)?;
+        start(
+            &workers,
+            &args,
+            slot_listener(&public, id),
+            &config,
+            generation,
+            &event_tx,
+        )?;
     }
     let mut announced = false;
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
@@ -278,7 +289,7 @@ pub async fn run(
                     generation += 1;
                     metrics.worker_restarts.inc();
                     let args = worker_args(id, count, &bus);
-                    if let Err(err) = start(&workers, &args, &public, &config, generation, &event_tx) {
+                    if let Err(err) = start(&workers, &args, slot_listener(&public, id), &config, generation, &event_tx) {
                         tracing::error!(worker = id, error = %err, "cannot restart worker");
                     }
                 }
@@ -333,6 +344,16 @@ pub async fn run(
     let _ = admin_task.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The public socket of slot `id`: its own in a `SO_REUSEPORT` group (kept open while
+/// the slot's worker restarts, so connections the kernel hashed to it wait instead of
+/// failing), or the one shared socket.
+fn slot_listener(public: &[std::net::TcpListener], id: u32) -> &std::net::TcpListener {
+    public
+        .get(id as usize)
+        .or_else(|| public.first())
+        .expect("bind returns at least one public listener")
 }
 
 fn worker_args(id: u32, workers: u32, bus: &str) -> WorkerArgs {

@@ -234,7 +234,12 @@ pub async fn run(
     let config = loaded.config.clone();
     let (intent_tx, mut intents) = tokio::sync::mpsc::unbounded_channel();
     signals::forward(intent_tx.clone()).map_err(Error::Signals)?;
-    let public_listener = TcpListener::from_std(bound.public).map_err(Error::Runtime)?;
+    let public_std = bound
+        .public
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Runtime(std::io::Error::other("no public listener")))?;
+    let public_listener = TcpListener::from_std(public_std).map_err(Error::Runtime)?;
     let admin_listener = TcpListener::from_std(bound.admin).map_err(Error::Runtime)?;
     let public_addr = public_listener.local_addr().map_err(Error::Runtime)?;
     let admin_addr = admin_listener.local_addr().map_err(Error::Runtime)?;

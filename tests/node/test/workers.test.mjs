@@ -16,13 +16,9 @@
 //
 // Which worker serves a client: multi-worker Engine.IO session ids are 23 characters and
 // the first names the owner ('A' = worker 0, 'B' = worker 1 …). socket.io-client shows
-// the engine id as `socket.io.engine.id`. The kernel hands each new connection to
-// whichever worker calls accept() first, which is far from even: runs of dozens of
-// connections in a row on one worker happen (a burst of concurrent connections mostly
-// goes to one worker). So tests first let the kernel choose, and when a worker they need
-// still has no client after a few tries, they place the next connection on it: every
-// other worker is stopped (SIGSTOP) while that one connection is accepted, and continued
-// (SIGCONT) at once, far within the master's 5 s heartbeat deadline.
+// the engine id as `socket.io.engine.id`. Each worker has its own SO_REUSEPORT socket and
+// the kernel hashes each new connection to one of them, so a test that needs a client on
+// a given worker opens connections until one lands there (placeOn), closing the others.
 //
 // Each test starts its own daemon (several send real signals or kill workers). Nothing
 // sleeps: every wait is for an event, an ack, a log line, a status or a metric, bounded.
@@ -55,6 +51,8 @@ const WAIT_MS = 5000;
 const WORKER_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 // Connections in a row the kernel may give to other workers before a test places one.
 const NATURAL_TRIES = 8;
+/** Tries to land a connection on a given worker (each succeeds with about 1/workers). */
+const PLACEMENT_TRIES = 60;
 const TRANSPORT_REASONS = ["transport close", "transport error"];
 
 let daemon;
@@ -182,27 +180,20 @@ function ask(socket, event, ...args) {
   return socket.timeout(WAIT_MS).emitWithAck(event, ...args);
 }
 
-// Placements one at a time: each stops and continues other workers.
-let placing = Promise.resolve();
-
 /**
  * Run `connect()` (which opens one connection and resolves once the daemon has accepted
- * it) while every worker but `worker` is stopped, so that `worker` accepts it; the others
- * are continued as soon as it resolves or fails.
+ * it) until worker `worker` accepted it. With one SO_REUSEPORT socket per worker the
+ * kernel hashes each new connection (its source port) to a worker, so retrying reaches
+ * any worker quickly; connections that landed elsewhere are closed.
  */
-function placeOn(worker, connect) {
-  const run = placing.then(async () => {
-    const others = workerSlots(daemon).filter((w) => w.worker !== worker);
-    assert.equal(others.length, workerSlots(daemon).length - 1, `no worker ${worker} to place a connection on`);
-    for (const w of others) process.kill(w.pid, "SIGSTOP");
-    try {
-      return await connect();
-    } finally {
-      for (const w of others) process.kill(w.pid, "SIGCONT");
-    }
-  });
-  placing = run.catch(() => {});
-  return run;
+async function placeOn(worker, connect) {
+  for (let attempt = 0; attempt < PLACEMENT_TRIES; attempt++) {
+    const got = await connect();
+    if (got.worker === worker) return got;
+    if (typeof got.disconnect === "function") got.disconnect();
+    else got.sock?.destroy();
+  }
+  throw new Error(`no connection landed on worker ${worker} in ${PLACEMENT_TRIES} tries`);
 }
 
 /**
