@@ -226,6 +226,9 @@ pub async fn run(
     }
     let mut announced = false;
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    // systemd's watchdog hears from us only while every worker answers its heartbeat.
+    let watchdog_every = notify::watchdog_interval();
+    let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
     let mut ping: u64 = 0;
     let graceful = loop {
         tokio::select! {
@@ -294,6 +297,20 @@ pub async fn run(
                     }
                 }
             },
+            _ = watchdog.tick(), if watchdog_every.is_some() => {
+                let healthy = health.is_serving() && {
+                    let slots = workers.slots.lock().expect("slots lock is never poisoned");
+                    slots.len() == count as usize
+                        && slots.values().all(|(_, s)| {
+                            s.ready
+                                && s.last_pong.lock().expect("pong lock is never poisoned").elapsed()
+                                    < HEARTBEAT_DEADLINE
+                        })
+                };
+                if healthy {
+                    notify::watchdog();
+                }
+            }
             _ = heartbeat.tick() => {
                 ping += 1;
                 let slots = workers.slots.lock().expect("slots lock is never poisoned");
