@@ -179,10 +179,7 @@ fn run(loaded: config::Loaded, options: LoadOptions) -> ExitCode {
     );
     // Phase 1, still single-threaded and possibly root: bind, then drop privileges.
     let server = &loaded.config.server;
-    let workers = match server.workers {
-        config::Workers::Count(n) => n,
-        config::Workers::Auto => std::thread::available_parallelism().map_or(1, usize::from),
-    };
+    let workers = server.workers.resolve();
     let bound = match sockets::bind(server.listen, server.admin_listen, workers) {
         Ok(b) => b,
         Err(err) => {
@@ -225,6 +222,9 @@ fn run(loaded: config::Loaded, options: LoadOptions) -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(iorelay::daemon::Error::WorkerFatal(code)) => {
+            ExitCode::from(u8::try_from(code).unwrap_or(EX_SOFTWARE))
+        }
         Err(err) => {
             tracing::error!(error = %err, "cannot start");
             ExitCode::from(EX_UNAVAILABLE)
@@ -232,7 +232,7 @@ fn run(loaded: config::Loaded, options: LoadOptions) -> ExitCode {
     }
 }
 
-/// A worker process, started by the master with `__worker ID WORKERS LFD CFD BUS`.
+/// A worker process, started by the master with `__worker ID WORKERS LFD CFD`.
 fn worker_main(argv: &[String]) -> ExitCode {
     let Some(args) = iorelay::daemon::spawn::parse(argv) else {
         eprintln!("iorelay: __worker is started by the master process only");

@@ -23,9 +23,9 @@ use super::wire::{Message, VERSION};
 use super::{Adapter, DepartureHook, Departures, LocalAdapter, Member, Recipient, Target};
 use crate::engine::{BoxFuture, Outgoing};
 
-/// Frames queued per link before the peer counts as stuck and frames are dropped (the
-/// supervisor replaces a stuck worker).
-const LINK_QUEUE: usize = 65_536;
+/// Frames queued per link before the peer counts as stuck and the link is cut (the
+/// supervisor replaces a stuck worker; a live one relinks with a fresh snapshot).
+const LINK_QUEUE: usize = 16_384;
 
 /// Member id → display name.
 type Names = HashMap<Arc<str>, Option<Arc<str>>>;
@@ -81,8 +81,6 @@ type Replica = HashMap<String, NsReplica>;
 /// A live link to a peer.
 #[derive(Debug)]
 struct Link {
-    /// The peer's node id, once its `Hello` arrived.
-    node: Option<u32>,
     /// Encoded frames for the link's writer.
     tx: mpsc::Sender<Bytes>,
 }
@@ -157,7 +155,7 @@ impl PeerAdapter {
         self.links
             .lock()
             .expect("links lock is never poisoned")
-            .insert(link, Link { node: None, tx });
+            .insert(link, Link { tx });
         let (reader, writer) = tokio::io::split(stream);
         let me = self.clone();
         tokio::spawn(async move { me.write_link(writer, rx).await });
@@ -183,13 +181,7 @@ impl PeerAdapter {
         self.links
             .lock()
             .expect("links lock is never poisoned")
-            .insert(
-                link,
-                Link {
-                    node: Some(u32::MAX),
-                    tx,
-                },
-            );
+            .insert(link, Link { tx });
         let (mut reader, writer) = tokio::io::split(stream);
         // The peer never writes on this connection: a read returns only when it closes.
         let mut scratch = [0u8; 64];
@@ -412,18 +404,23 @@ impl PeerAdapter {
 
     /// Queue a message for every peer.
     fn publish(&self, msg: &Message) {
-        let links = self.links.lock().expect("links lock is never poisoned");
+        let mut links = self.links.lock().expect("links lock is never poisoned");
         if links.is_empty() {
             return;
         }
         let mut buf = BytesMut::new();
         msg.encode(&mut buf);
         let frame = buf.freeze();
-        for link in links.values() {
-            if link.tx.try_send(frame.clone()).is_err() {
-                tracing::warn!(node = self.node, peer = ?link.node, "peer link backlog full, message dropped");
+        // A link that cannot take more is cut rather than skipped: a lost membership
+        // message would leave the peer's replica wrong for good, while a cut link makes
+        // the peer drop our members and get a fresh snapshot when we relink.
+        links.retain(|_, link| {
+            let ok = link.tx.try_send(frame.clone()).is_ok();
+            if !ok {
+                tracing::warn!(node = self.node, "peer link backlog full, cutting the link");
             }
-        }
+            ok
+        });
     }
 
     fn replica_count(&self, nsp: &str, room: &str) -> usize {

@@ -36,6 +36,19 @@ pub struct Config {
     pub namespaces: BTreeMap<String, NamespaceConfig>,
 }
 
+impl Workers {
+    /// How many worker processes to run: `auto` is the CPUs this process may use
+    /// (affinity and cgroup quota respected), at most [`MAX_WORKERS`].
+    pub fn resolve(self) -> usize {
+        match self {
+            Workers::Count(n) => n.clamp(1, MAX_WORKERS),
+            Workers::Auto => std::thread::available_parallelism()
+                .map_or(1, usize::from)
+                .min(MAX_WORKERS),
+        }
+    }
+}
+
 impl Config {
     /// The namespaces the relay serves: the declared ones, or the default `/` when the
     /// config declares none (so that a bare `cargo run` is useful).
@@ -92,6 +105,9 @@ impl Default for ServerConfig {
         }
     }
 }
+
+/// Most worker processes (session ids name their worker in one base64url character).
+pub const MAX_WORKERS: usize = 64;
 
 /// `workers = "auto"` or `workers = 4`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

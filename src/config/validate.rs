@@ -92,6 +92,17 @@ fn check_server(c: &Config, out: &mut Vec<Problem>) {
             ),
         ));
     }
+    if let crate::config::Workers::Count(n) = s.workers
+        && n > crate::config::MAX_WORKERS
+    {
+        out.push(Problem::new(
+            "server.workers",
+            format!(
+                "at most {} (session ids name their worker in one character)",
+                crate::config::MAX_WORKERS
+            ),
+        ));
+    }
     if s.max_connections == 0 {
         out.push(Problem::new("server.max_connections", "must be at least 1"));
     }

@@ -32,6 +32,8 @@ use crate::telemetry::metrics::Metrics;
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A worker silent this long is killed and replaced.
 const HEARTBEAT_DEADLINE: Duration = Duration::from_secs(5);
+/// A worker not ready this long after its start is killed and replaced.
+const STARTUP_DEADLINE: Duration = Duration::from_secs(15);
 /// How long a report request waits for the workers.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Restarts within this window count towards a crash loop.
@@ -225,6 +227,7 @@ pub async fn run(
         )?;
     }
     let mut announced = false;
+    let mut fatal: Option<i32> = None;
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     // systemd's watchdog hears from us only while every worker answers its heartbeat.
     let watchdog_every = notify::watchdog_interval();
@@ -265,10 +268,14 @@ pub async fn run(
                         continue;
                     }
                     workers.slots.lock().expect("slots lock is never poisoned").remove(&id);
-                    if code.is_some_and(|c| FATAL_EXITS.contains(&c)) {
-                        tracing::error!(worker = id, code, "worker exited with a fatal code; not restarting it");
-                        notify::status(&format!("worker {id} failed fatally (exit {code:?})"));
-                        continue;
+                    if let Some(code) = code.filter(|c| FATAL_EXITS.contains(c)) {
+                        // Restarting cannot help (bad config, no permission); a slot left
+                        // empty would strand the connections the kernel hashes to its
+                        // socket. Stop the daemon and let the supervisor (systemd) act.
+                        tracing::error!(worker = id, code, "worker exited with a fatal code; not restarting it, stopping the daemon");
+                        notify::status(&format!("worker {id} failed fatally (exit {code}); stopping"));
+                        fatal = Some(code);
+                        break false;
                     }
                     let recent = restarts.entry(id).or_default();
                     recent.push_back(Instant::now());
@@ -293,7 +300,12 @@ pub async fn run(
                     metrics.worker_restarts.inc();
                     let args = worker_args(id, count, &bus);
                     if let Err(err) = start(&workers, &args, slot_listener(&public, id), &config, generation, &event_tx) {
-                        tracing::error!(worker = id, error = %err, "cannot restart worker");
+                        tracing::error!(worker = id, error = %err, "cannot restart worker; trying again");
+                        let tx = event_tx.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            let _ = tx.send(Event::Restart(id));
+                        });
                     }
                 }
             },
@@ -317,7 +329,10 @@ pub async fn run(
                 for (id, (_, slot)) in slots.iter() {
                     let _ = slot.tx.send(ToWorker::Ping(ping));
                     let silent = slot.last_pong.lock().expect("pong lock is never poisoned").elapsed();
-                    if slot.ready && silent > HEARTBEAT_DEADLINE {
+                    // A worker that never got ready within the startup deadline is as
+                    // stuck as one that stopped answering.
+                    let deadline = if slot.ready { HEARTBEAT_DEADLINE } else { STARTUP_DEADLINE };
+                    if silent > deadline {
                         tracing::error!(worker = id, pid = slot.pid, silent_ms = silent.as_millis() as u64, "worker missed its heartbeats; killing it");
                         spawn::kill(slot.pid, libc::SIGKILL);
                     }
@@ -328,13 +343,14 @@ pub async fn run(
     health.draining();
     notify::stopping("shutting down workers");
     tracing::info!(graceful, "shutting down: stopping workers");
-    let pids: Vec<u32> = {
-        let slots = workers.slots.lock().expect("slots lock is never poisoned");
-        for (_, slot) in slots.values() {
-            let _ = slot.tx.send(ToWorker::Shutdown(graceful));
-        }
-        slots.values().map(|(_, s)| s.pid).collect()
-    };
+    for (_, slot) in workers
+        .slots
+        .lock()
+        .expect("slots lock is never poisoned")
+        .values()
+    {
+        let _ = slot.tx.send(ToWorker::Shutdown(graceful));
+    }
     let deadline = Instant::now() + config.server.shutdown_timeout + Duration::from_secs(2);
     while !workers
         .slots
@@ -344,8 +360,14 @@ pub async fn run(
     {
         let Ok(Some(event)) = tokio::time::timeout_at(deadline.into(), events.recv()).await else {
             tracing::warn!("workers did not stop in time; killing them");
-            for pid in &pids {
-                spawn::kill(*pid, libc::SIGKILL);
+            // Only those still running: a pid of one that exited may be reused already.
+            for (_, slot) in workers
+                .slots
+                .lock()
+                .expect("slots lock is never poisoned")
+                .values()
+            {
+                spawn::kill(slot.pid, libc::SIGKILL);
             }
             break;
         };
@@ -360,7 +382,10 @@ pub async fn run(
     stop_admin.trigger();
     let _ = admin_task.await;
     tracing::info!("stopped");
-    Ok(())
+    match fatal {
+        Some(code) => Err(Error::WorkerFatal(code)),
+        None => Ok(()),
+    }
 }
 
 /// The public socket of slot `id`: its own in a `SO_REUSEPORT` group (kept open while

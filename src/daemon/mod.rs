@@ -41,6 +41,9 @@ pub enum Error {
     /// The relay could not be built from the config.
     #[error(transparent)]
     Relay(#[from] crate::relay::Error),
+    /// A worker exited with a code that restarting cannot fix (78 config, 77 permission).
+    #[error("a worker exited with status {0}")]
+    WorkerFatal(i32),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -57,6 +60,11 @@ pub fn engine_settings(config: &Config) -> Settings {
         polling: e.transports.contains(&Transport::Polling),
         websocket: e.transports.contains(&Transport::Websocket),
         write_queue: e.write_queue,
+        // Room for several of the largest messages, never less than a few MB.
+        write_budget: usize::try_from(e.max_payload.0)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(4)
+            .max(4 << 20),
         max_sessions: config.server.max_connections,
         node: None,
     }

@@ -38,7 +38,9 @@ pub fn worker(
         .arg(args.workers.to_string())
         .arg(keep[0].to_string())
         .arg(keep[1].to_string())
-        .arg(&args.bus)
+        // The bus name keys the workers' abstract sockets: kept out of argv, which every
+        // local user can read in /proc.
+        .env(BUS_VAR, &args.bus)
         .kill_on_drop(false);
     // SAFETY: the closure runs in the forked child before exec and only makes
     // async-signal-safe calls (fcntl, prctl) on descriptors that exist in the child.
@@ -77,15 +79,20 @@ pub fn adopt(args: &WorkerArgs) -> std::io::Result<(std::net::TcpListener, UnixS
     Ok((listener, control))
 }
 
-/// Parse `__worker ID WORKERS LISTENER_FD CONTROL_FD BUS`.
+/// The environment variable that carries the bus name to a worker (not `IORELAY_`-prefixed:
+/// it is no config key).
+pub const BUS_VAR: &str = "IORELAYD_BUS";
+
+/// Parse `__worker ID WORKERS LISTENER_FD CONTROL_FD` (and the bus name from
+/// [`BUS_VAR`]).
 pub fn parse(args: &[String]) -> Option<WorkerArgs> {
     match args {
-        [id, workers, listener, control, bus] => Some(WorkerArgs {
+        [id, workers, listener, control] => Some(WorkerArgs {
             id: id.parse().ok()?,
             workers: workers.parse().ok()?,
             listener_fd: listener.parse().ok()?,
             control_fd: control.parse().ok()?,
-            bus: bus.clone(),
+            bus: std::env::var(BUS_VAR).ok().filter(|b| !b.is_empty())?,
         }),
         _ => None,
     }

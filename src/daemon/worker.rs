@@ -35,6 +35,7 @@ pub async fn run(
     let metrics = Metrics::new();
     let forwarder = crate::http::forward::Forwarder {
         prefix: format!("iorelay-{}-http-", args.bus),
+        uid: spawn::own_uid(),
     };
     let stack = Stack::build(
         &config,
@@ -221,9 +222,7 @@ fn link_siblings(bus: &Arc<PeerAdapter>, args: &WorkerArgs) -> std::io::Result<(
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(10);
             loop {
-                let linked = std::os::unix::net::UnixStream::connect_addr(&addr)
-                    .and_then(|s| s.set_nonblocking(true).map(|()| s))
-                    .and_then(UnixStream::from_std);
+                let linked = crate::http::forward::connect_abstract(addr.clone()).await;
                 match linked {
                     Ok(stream) if spawn::peer_uid(&stream) == Some(me) => {
                         backoff = Duration::from_millis(10);

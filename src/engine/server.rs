@@ -62,6 +62,8 @@ pub struct Settings {
     pub websocket: bool,
     /// Outbound queue length per session.
     pub write_queue: usize,
+    /// Outbound bytes queued per session before it counts as a slow consumer.
+    pub write_budget: usize,
     /// Most concurrent sessions.
     pub max_sessions: usize,
     /// The worker this engine runs in (its id prefixes session ids), in a multi-worker
@@ -79,6 +81,7 @@ impl Default for Settings {
             polling: true,
             websocket: true,
             write_queue: 1024,
+            write_budget: 4 << 20,
             max_sessions: 100_000,
             node: None,
         }
@@ -202,6 +205,7 @@ impl Engine {
             settings.write_queue,
             self.meters.clone(),
         );
+        session.set_byte_budget(settings.write_budget);
         {
             let mut table = self
                 .sessions
@@ -294,14 +298,20 @@ impl Engine {
                 }
                 match (transport, req.method()) {
                     (Transport::Websocket, _) if upgrade => {
-                        let mode = if session.transport() == TransportKind::Polling {
+                        let probing = session.transport() == TransportKind::Polling;
+                        let mode = if probing {
                             session.set_transport(TransportKind::Probing);
-                            Upgrade::Existing(session)
+                            Upgrade::Existing(session.clone())
                         } else {
                             // The reference server accepts the socket, then closes it.
                             Upgrade::Refuse
                         };
-                        self.upgrade_websocket(req, mode, &settings, remote, query)
+                        let answer = self.upgrade_websocket(req, mode, &settings, remote, query);
+                        if probing && answer.is_err() {
+                            // A malformed upgrade request: the session stays on polling.
+                            abandon_upgrade(&session);
+                        }
+                        answer
                     }
                     (Transport::Polling, &Method::GET)
                         if session.transport() != TransportKind::Websocket =>
@@ -623,10 +633,11 @@ async fn write_websocket(session: Arc<Session>, mut sink: WsSink, mut queue: Que
             item = queue.recv() => item,
         };
         let Some(first) = first else { break };
+        session.dequeued(first.bytes());
         // A client that stops reading must not hold this task (and its socket buffers)
         // once the session is closed: the write is abandoned then.
         let result = tokio::select! {
-            r = write_batch(&mut sink, &first, &mut queue) => r,
+            r = write_batch(&mut sink, &first, &mut queue, &session) => r,
             _ = session.closed() => return,
         };
         // The first item goes out at once; whatever queued up meanwhile is coalesced
@@ -666,12 +677,16 @@ async fn write_batch(
     sink: &mut WsSink,
     first: &Outgoing,
     queue: &mut QueueGuard,
+    session: &Session,
 ) -> Result<usize, tungstenite::Error> {
     let mut bytes = feed(sink, first).await?;
     sink.flush().await?;
     for _ in 1..MAX_BATCH_ITEMS {
         match queue.try_recv() {
-            Ok(item) => bytes += feed(sink, &item).await?,
+            Ok(item) => {
+                session.dequeued(item.bytes());
+                bytes += feed(sink, &item).await?;
+            }
             Err(_) => break,
         }
     }
@@ -758,6 +773,7 @@ async fn poll(session: Arc<Session>) -> Response<Full<Bytes>> {
         }
     }
     drop(queue);
+    session.dequeued(items.iter().map(Outgoing::bytes).sum());
     payload::encode(items.iter().flat_map(|i| i.frames()), &mut body);
     session
         .meters()

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,6 +41,11 @@ pub enum Outgoing {
 pub const PACE: Duration = Duration::from_millis(2);
 
 impl Outgoing {
+    /// Its size on the wire.
+    pub fn bytes(&self) -> usize {
+        self.frames().iter().map(Frame::len).sum()
+    }
+
     /// The frames of this item, in order.
     pub fn frames(&self) -> &[Frame] {
         match self {
@@ -201,6 +206,11 @@ pub struct Session {
     conn: Mutex<Option<Arc<dyn Connection>>>,
     /// The engine's instruments.
     meters: Arc<Meters>,
+    /// Bytes queued and not yet taken by a transport.
+    queued_bytes: AtomicUsize,
+    /// Most bytes queued before the client counts as a slow consumer (besides the item
+    /// count the queue itself bounds): replies built for one client are not shared.
+    byte_budget: AtomicUsize,
     /// Called on close to forget the session in the engine's table.
     on_close: Mutex<Option<OnClose>>,
 }
@@ -240,6 +250,8 @@ impl Session {
             inbound: tokio::sync::Mutex::new(()),
             conn: Mutex::new(None),
             meters,
+            queued_bytes: AtomicUsize::new(0),
+            byte_budget: AtomicUsize::new(usize::MAX),
             on_close: Mutex::new(None),
         })
     }
@@ -294,7 +306,20 @@ impl Session {
         if self.is_closed() {
             return false;
         }
-        match self.tx.try_send(item) {
+        let bytes = item.bytes();
+        let before = self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+        if before.saturating_add(bytes) > self.byte_budget.load(Ordering::Relaxed) {
+            self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            self.meters.dropped_slow.inc();
+            tracing::info!(sid = %self.sid, queued = before, "outbound bytes over budget, closing slow consumer");
+            self.close(CloseReason::SlowConsumer);
+            return false;
+        }
+        let sent = self.tx.try_send(item);
+        if sent.is_err() {
+            self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        }
+        match sent {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.meters.dropped_slow.inc();
@@ -309,6 +334,16 @@ impl Session {
     /// Queue one frame (see [`Session::send`]).
     pub fn send_frame(&self, frame: Frame) -> bool {
         self.send(Outgoing::Frame(frame))
+    }
+
+    /// Set the byte budget of the outbound queue.
+    pub(crate) fn set_byte_budget(&self, bytes: usize) {
+        self.byte_budget.store(bytes, Ordering::Relaxed);
+    }
+
+    /// A transport took `bytes` off the queue.
+    pub(crate) fn dequeued(&self, bytes: usize) {
+        self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
     }
 
     /// A pong arrived: the outstanding ping is answered.
@@ -435,5 +470,29 @@ pub(crate) async fn heartbeat(session: Arc<Session>, interval: Duration, timeout
             }
             _ = session.closed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_queue_over_its_byte_budget_closes_as_a_slow_consumer() {
+        let session = Session::new(
+            Sid::random(),
+            TransportKind::Websocket,
+            100,
+            Default::default(),
+        );
+        session.set_byte_budget(100);
+        let item = Outgoing::Frame(Frame::message(&"x".repeat(39))); // 40 bytes
+        assert!(session.send(item.clone()));
+        assert!(session.send(item.clone()));
+        // Taking one off makes room again.
+        session.dequeued(item.bytes());
+        assert!(session.send(item.clone()));
+        assert!(!session.send(item), "120 bytes would be over the budget");
+        assert_eq!(session.close_reason(), Some(CloseReason::SlowConsumer));
     }
 }

@@ -22,6 +22,29 @@ const MAX_ANSWER: usize = 64 << 20;
 pub struct Forwarder {
     /// Abstract socket name prefix; worker `n` listens at `{prefix}{n}`.
     pub prefix: String,
+    /// The uid the workers run as: a socket under that name held by anyone else is not
+    /// ours and gets nothing.
+    pub uid: u32,
+}
+
+/// How long connecting to a sibling may take before it counts as unreachable.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Connect to an abstract Unix address without blocking the runtime (a sibling whose
+/// backlog is full would block `connect` indefinitely), within a timeout.
+pub async fn connect_abstract(
+    addr: std::os::unix::net::SocketAddr,
+) -> std::io::Result<tokio::net::UnixStream> {
+    let connecting = tokio::task::spawn_blocking(move || {
+        let stream = std::os::unix::net::UnixStream::connect_addr(&addr)?;
+        stream.set_nonblocking(true)?;
+        Ok::<_, std::io::Error>(stream)
+    });
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
+        .map_err(std::io::Error::other)??;
+    tokio::net::UnixStream::from_std(stream)
 }
 
 impl Forwarder {
@@ -47,9 +70,10 @@ impl Forwarder {
         node: u32,
         mut req: Request<Incoming>,
     ) -> Result<Response<Full<Bytes>>, Box<dyn std::error::Error + Send + Sync>> {
-        let stream = std::os::unix::net::UnixStream::connect_addr(&self.address(node)?)?;
-        stream.set_nonblocking(true)?;
-        let stream = tokio::net::UnixStream::from_std(stream)?;
+        let stream = connect_abstract(self.address(node)?).await?;
+        if stream.peer_cred()?.uid() != self.uid {
+            return Err("the socket of that worker belongs to another user".into());
+        }
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {

@@ -211,6 +211,21 @@ impl Conn {
         self.connected_once.store(true, Ordering::Release);
         socket.send_text(&sio::encode_connect(&nsp, &id));
         self.relay.bus.add_socket(&nsp, socket.recipient.clone());
+        if self.session.is_closed() {
+            // The session closed while this CONNECT was handled: its close has run
+            // already, so leave the bus here.
+            let removed = self
+                .state
+                .lock()
+                .expect("conn state lock is never poisoned")
+                .sockets
+                .remove(&nsp);
+            if let Some(socket) = removed {
+                let relay = self.relay.clone();
+                tokio::spawn(async move { depart(&relay, &socket).await });
+            }
+            return;
+        }
         let transport = match self.session.transport() {
             TransportKind::Websocket => WEBSOCKET,
             _ => POLLING,

@@ -156,12 +156,13 @@ presence = true
     // The master gives up on it 5 s after its last answer and kills it.
     const [killLine] = await daemon.waitForLog(
       new RegExp(`^.*worker missed its heartbeats; killing it worker=1 pid=${victimPid}.*$`, "m"),
-      { from, ms: DEADLINE_MS + 2 * HEARTBEAT_MS + 3000 },
+      { from, ms: DEADLINE_MS + 4 * HEARTBEAT_MS + 5000 },
     );
     const killedAfter = logTime(killLine) - stoppedAt;
     t.diagnostic(`killed ${killedAfter}ms after SIGSTOP`);
     assert.ok(killedAfter >= DEADLINE_MS - HEARTBEAT_MS, `killed ${killedAfter}ms after the freeze: before the 5 s deadline`);
-    assert.ok(killedAfter <= DEADLINE_MS + 2 * HEARTBEAT_MS, `killed ${killedAfter}ms after the freeze`);
+    // Generous upper bound: a loaded CI machine delays the master's ticks too.
+    assert.ok(killedAfter <= DEADLINE_MS + 4 * HEARTBEAT_MS, `killed ${killedAfter}ms after the freeze`);
     const [exitLine] = await daemon.waitForLog(new RegExp(`^.*worker exited worker=1 pid=${victimPid}.*$`, "m"), { from });
     assert.match(exitLine, /signal=9/, "killed with SIGKILL");
     const exitedAt = logTime(exitLine);
