@@ -3,19 +3,17 @@
 // reach its admin listener (/healthz, /readyz, /metrics).
 //
 // relay.mjs starts a relay for tests of the relay model and hides the process; this file
-// is for the tests of the daemon itself (signals, drain, metrics). Like relay.mjs it binds
-// 127.0.0.1:0 for both listeners and learns the addresses from the "listening" log line
+// is for the tests of the daemon itself (signals, drain, metrics). Like relay.mjs it takes
+// the binary, the temp config and the environment from spawn.mjs, binds 127.0.0.1:0 for
+// both listeners and learns the addresses from the "listening" log line
 // (`public=ADDR admin=ADDR`), so tests never race for ports. Nothing here sleeps: every
 // wait is for a log line, an event, an exit or a metric value, with a deadline.
 import { spawn, execFile, spawnSync } from "node:child_process";
-import { writeFileSync, mkdtempSync, rmSync, chmodSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { repoRoot } from "./relay.mjs";
+import { writeFileSync, rmSync, readFileSync } from "node:fs";
+import { iorelayBin as bin, prepareConfig, relayEnv } from "./spawn.mjs";
 
-const bin = process.env.TEST_IORELAY_BIN || join(repoRoot, "target", "debug", "iorelay");
 /** The iorelay binary under test. */
-export const iorelayBin = bin;
+export { iorelayBin } from "./spawn.mjs";
 
 const START_MS = 20000;
 const WAIT_MS = 10000;
@@ -44,26 +42,8 @@ const WAIT_MS = 10000;
  * config on SIGHUP: the temp dir and file are made world-readable.
  */
 export async function startDaemon(configToml = "", opts = {}) {
-  const dir = mkdtempSync(join(tmpdir(), "iorelay-daemon-test-"));
-  const configFile = join(dir, "iorelay.toml");
-  writeFileSync(configFile, configToml);
-  const asRoot = process.getuid?.() === 0;
-  if (asRoot) {
-    chmodSync(dir, 0o755);
-    chmodSync(configFile, 0o644);
-  }
-  const env = {
-    ...process.env,
-    IORELAY_ENV: "test",
-    IORELAY_SERVER__LISTEN: "127.0.0.1:0",
-    IORELAY_SERVER__ADMIN_LISTEN: "127.0.0.1:0",
-    IORELAY_LOG__FORMAT: "text",
-    // The lines we wait for ("listening", "configuration reloaded", the drain) are info.
-    IORELAY_LOG__LEVEL: "info",
-    NO_COLOR: "1",
-    ...(asRoot ? { IORELAY_SERVER__USER: "nobody" } : {}),
-    ...(opts.env || {}),
-  };
+  const { dir, configFile, asRoot } = prepareConfig("iorelay-daemon-test-", configToml);
+  const env = relayEnv(asRoot, opts.env);
   // No inherited systemd variables: this daemon is not under a service manager.
   for (const name of ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"]) {
     if (!(opts.env && name in opts.env)) delete env[name];

@@ -1,48 +1,22 @@
 // Starts the real iorelay binary for a test and stops it again.
 //
-// The binary comes from TEST_IORELAY_BIN (set by `cargo test`, see tests/node_suite.rs) or
+// The binary, its temp config dir and its environment come from spawn.mjs (shared with
+// admin.mjs): TEST_IORELAY_BIN (set by `cargo test`, see tests/node_clients.rs) or
 // target/debug/iorelay. It binds 127.0.0.1:0; we learn the port from its "listening" log
 // line instead of guessing a free one, so tests never race for ports.
 import { spawn } from "node:child_process";
-import { writeFileSync, mkdtempSync, rmSync, chmodSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, dirname, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { rmSync } from "node:fs";
+import { iorelayBin as bin, prepareConfig, relayEnv, repoRoot } from "./spawn.mjs";
 
-const here = dirname(fileURLToPath(import.meta.url));
-export const repoRoot = resolve(here, "..", "..", "..");
-const bin = process.env.TEST_IORELAY_BIN || join(repoRoot, "target", "debug", "iorelay");
+export { repoRoot };
 
 /**
  * Start iorelay with the given TOML config text (or a path via opts.configFile).
  * Resolves to { url, port, pid, stop(), logs() } once it listens.
  */
 export async function startRelay(configToml = "", opts = {}) {
-  const dir = mkdtempSync(join(tmpdir(), "iorelay-test-"));
-  let configFile = opts.configFile;
-  if (!configFile) {
-    configFile = join(dir, "iorelay.toml");
-    writeFileSync(configFile, configToml);
-  }
-  // As root (CI) the relay refuses to run without server.user and drops to it after
-  // binding; it must still be able to re-read its config on SIGHUP.
-  const asRoot = process.getuid?.() === 0;
-  if (asRoot) {
-    chmodSync(dir, 0o755);
-    if (!opts.configFile) chmodSync(configFile, 0o644);
-  }
-  const env = {
-    ...process.env,
-    IORELAY_ENV: "test",
-    IORELAY_SERVER__LISTEN: "127.0.0.1:0",
-    IORELAY_SERVER__ADMIN_LISTEN: "127.0.0.1:0",
-    IORELAY_LOG__FORMAT: "text",
-    // The "listening" line we wait for is logged at info.
-    IORELAY_LOG__LEVEL: "info",
-    NO_COLOR: "1",
-    ...(asRoot ? { IORELAY_SERVER__USER: "nobody" } : {}),
-    ...(opts.env || {}),
-  };
+  const { dir, configFile, asRoot } = prepareConfig("iorelay-test-", configToml, opts.configFile);
+  const env = relayEnv(asRoot, opts.env);
   const child = spawn(bin, ["--config", configFile, ...(opts.args || [])], {
     env,
     stdio: ["ignore", "ignore", "pipe"],

@@ -10,9 +10,9 @@ import { get as httpGet } from "node:http";
 import { join } from "node:path";
 import { Manager } from "socket.io-client";
 import { startRelay, repoRoot } from "../lib/relay.mjs";
+import { WAIT_MS, attachInbox, connected, ack, relayLogs } from "../lib/clients.mjs";
 
 const CONFIG_FILE = join(repoRoot, "examples", "chat", "iorelay.toml");
-const WAIT_MS = 5000;
 let relay;
 const managers = [];
 const sockets = [];
@@ -22,67 +22,6 @@ let roomSeq = 0;
 function chatUrl(room = "test") {
   roomSeq += 1;
   return `http://127.0.0.1:3000/index.html?room=${encodeURIComponent(`${room}${String(roomSeq).padStart(3, "0")}`)}`;
-}
-
-/** Record every event a socket receives, so a test can wait for one that came early. */
-function attachInbox(socket) {
-  const seen = [];
-  const waiters = new Set();
-  socket.onAny((event, ...args) => {
-    const entry = { event, args, taken: false };
-    seen.push(entry);
-    for (const w of waiters) {
-      if (!entry.taken && w.event === event && w.pred(...args)) {
-        entry.taken = true;
-        waiters.delete(w);
-        clearTimeout(w.timer);
-        w.resolve(args);
-      }
-    }
-  });
-  socket.inbox = {
-    all: (event) => seen.filter((e) => e.event === event).map((e) => e.args),
-    next(event, pred = () => true, ms = WAIT_MS) {
-      const hit = seen.find((e) => !e.taken && e.event === event && pred(...e.args));
-      if (hit) {
-        hit.taken = true;
-        return Promise.resolve(hit.args);
-      }
-      return new Promise((resolve, reject) => {
-        const w = { event, pred, resolve };
-        w.timer = setTimeout(() => {
-          waiters.delete(w);
-          const got = seen.map((e) => `${e.event} ${JSON.stringify(e.args)}`).join("; ") || "nothing";
-          reject(new Error(`${socket.nsp} ${socket.id}: timed out after ${ms}ms waiting for "${event}"; received: ${got}`));
-        }, ms);
-        waiters.add(w);
-      });
-    },
-  };
-  return socket;
-}
-
-/** Resolve once `socket` is connected; reject on connect_error or timeout. */
-function connected(socket, ms = WAIT_MS) {
-  if (socket.connected) return Promise.resolve(socket);
-  return new Promise((resolve, reject) => {
-    const done = (err) => {
-      clearTimeout(timer);
-      socket.off("connect", onConnect);
-      socket.off("connect_error", onError);
-      if (err) reject(err);
-      else resolve(socket);
-    };
-    const onConnect = () => done();
-    const onError = (err) => done(new Error(`connect_error on ${socket.nsp}: ${err.message}`));
-    const timer = setTimeout(() => done(new Error(`connect to ${socket.nsp} timed out after ${ms}ms`)), ms);
-    socket.on("connect", onConnect);
-    socket.on("connect_error", onError);
-  });
-}
-
-function ack(socket, event, ...args) {
-  return socket.timeout(WAIT_MS).emitWithAck(event, ...args);
 }
 
 /** One connection with the given namespaces, each sending `auth`. */
@@ -144,17 +83,7 @@ function rawGetStatus(port, path) {
 /** The line chat.js prints for a $presence event. */
 const presenceLine = (p) => `${p.user || "Someone"} ${p.action === "join" ? "has joined the room." : "has left the room."}`;
 
-function withLogs(fn) {
-  return async (t) => {
-    const mark = relay.logs().length;
-    try {
-      await fn(t);
-    } catch (err) {
-      t.diagnostic(`relay log during this test:\n${relay.logs().slice(mark) || "(nothing)"}`);
-      throw err;
-    }
-  };
-}
+const withLogs = relayLogs(() => relay);
 
 before(async () => {
   relay = await startRelay("", { configFile: CONFIG_FILE });

@@ -6,13 +6,13 @@
 //
 // Where the official suite asserts timing (a ping after pingInterval, a session gone after
 // pingInterval + pingTimeout) we wait for the event itself, bounded generously. The exact
-// expectations are listed in tests/node/CONFORMANCE.md.
+// expectations are listed in tests/node/CONFORMANCE.md. The raw HTTP and WebSocket helpers
+// are in lib/raw.mjs (shared with socketio-conformance).
 import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import { request as httpRequest } from "node:http";
 import { join } from "node:path";
-import WebSocket from "ws";
 import { startRelay, repoRoot } from "../lib/relay.mjs";
+import { rawEngineIO, delay, withTimeout } from "../lib/raw.mjs";
 
 const PING_INTERVAL = 300;
 const PING_TIMEOUT = 200;
@@ -31,7 +31,12 @@ const SETTLE_MS = 50;
 let relay;
 let base;
 let wsBase;
-const peers = new Set();
+const { http, poll, push, openPollingSession, rawPoll, Peer, assertHandshake, openWsSession, terminateAll } = rawEngineIO({
+  base: () => base,
+  waitMs: WAIT_MS,
+  handshake: { keys: HANDSHAKE_KEYS, pingInterval: PING_INTERVAL, pingTimeout: PING_TIMEOUT, maxPayload: MAX_PAYLOAD },
+  openWhat: "the open packet",
+});
 
 before(async () => {
   relay = await startRelay("", {
@@ -48,151 +53,7 @@ after(async () => {
   await relay?.stop();
 });
 
-afterEach(() => {
-  for (const peer of peers) peer.terminate();
-  peers.clear();
-});
-
-const delay = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function withTimeout(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-/** GET or POST on the polling transport; resolves { status, body } (body as text). */
-async function http(query, init = {}) {
-  const res = await withTimeout(fetch(`${base}?${query}`, init), WAIT_MS, `${init.method || "GET"} ?${query}`);
-  return { status: res.status, body: await res.text() };
-}
-
-const poll = (sid, extra = "") => http(`EIO=4&transport=polling&sid=${sid}${extra}`);
-const push = (sid, body) => http(`EIO=4&transport=polling&sid=${sid}`, { method: "POST", body });
-
-/** Opens a polling session and returns its sid. */
-async function openPollingSession() {
-  const { status, body } = await http("EIO=4&transport=polling");
-  assert.equal(status, 200, `handshake failed: ${body}`);
-  return JSON.parse(body.slice(1)).sid;
-}
-
-/**
- * A GET poll sent on its own connection through node:http, so that the test knows when the
- * request has left the client and can abort it by destroying the socket.
- */
-function rawPoll(sid, extra = "") {
-  const req = httpRequest(`${base}?EIO=4&transport=polling&sid=${sid}${extra}`, { agent: false });
-  const sent = new Promise((resolve, reject) => {
-    req.on("finish", resolve);
-    req.on("error", reject);
-  });
-  const response = new Promise((resolve, reject) => {
-    req.on("response", (res) => {
-      let body = "";
-      res.setEncoding("utf8");
-      res.on("data", (chunk) => (body += chunk));
-      res.on("end", () => resolve({ status: res.statusCode, body }));
-      res.on("error", reject);
-    });
-    req.on("error", reject);
-  });
-  response.catch(() => {}); // an aborted poll rejects; only tests that await it care
-  req.end();
-  return { sent, response, abort: () => req.destroy() };
-}
-
-/**
- * A WebSocket client that queues every frame, so that frames sent back to back by the server
- * are never lost between two waits. Text frames come out as strings, binary frames as
- * Buffers, so a text/binary mix-up fails deepEqual.
- */
-class Peer {
-  constructor(url) {
-    this.ws = new WebSocket(url, { perMessageDeflate: false });
-    this.frames = [];
-    this.waiters = [];
-    this.closed = false;
-    this.wasOpen = false;
-    this.ws.on("open", () => (this.wasOpen = true));
-    this.ws.on("message", (data, isBinary) => {
-      this.frames.push(isBinary ? Buffer.from(data) : data.toString("utf8"));
-      this.wake();
-    });
-    // A refused handshake (HTTP 400 instead of 101) surfaces as "error" then "close".
-    this.ws.on("error", (err) => (this.error = err));
-    this.ws.on("close", (code) => {
-      this.closed = true;
-      this.closeCode = code;
-      this.wake();
-    });
-    this.opened = new Promise((resolve, reject) => {
-      this.ws.once("open", resolve);
-      this.ws.once("close", () => reject(new Error(`websocket closed before opening (${this.error?.message})`)));
-    });
-    this.opened.catch(() => {});
-    peers.add(this);
-  }
-
-  wake() {
-    for (const w of this.waiters.splice(0)) w();
-  }
-
-  /** The next frame, whatever it is. */
-  async next(what = "a frame", ms = WAIT_MS) {
-    const deadline = Date.now() + ms;
-    while (this.frames.length === 0) {
-      if (this.closed) throw new Error(`websocket closed (code ${this.closeCode}) while waiting for ${what}`);
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-      await withTimeout(new Promise((r) => this.waiters.push(r)), left, what).catch(() => {});
-    }
-    return this.frames.shift();
-  }
-
-  /** Resolves once the connection is closed (by the server: we never close first). */
-  async waitClosed(ms = WAIT_MS) {
-    const deadline = Date.now() + ms;
-    while (!this.closed) {
-      const left = deadline - Date.now();
-      if (left <= 0) {
-        throw new Error(`websocket still open after ${ms} ms; frames so far: ${JSON.stringify(this.frames)}`);
-      }
-      await withTimeout(new Promise((r) => this.waiters.push(r)), left, "close").catch(() => {});
-    }
-  }
-
-  send(data) {
-    this.ws.send(data);
-  }
-
-  terminate() {
-    this.ws.terminate();
-  }
-}
-
-function assertHandshake(text, upgrades) {
-  assert.equal(typeof text, "string", "the open packet must be a text frame");
-  assert.equal(text[0], "0", `expected an open packet, got ${JSON.stringify(text)}`);
-  const value = JSON.parse(text.slice(1));
-  assert.deepEqual(Object.keys(value).sort(), HANDSHAKE_KEYS, "the open packet has exactly these keys");
-  assert.equal(typeof value.sid, "string");
-  assert.ok(value.sid.length > 0, "sid is not empty");
-  assert.deepEqual(value.upgrades, upgrades);
-  assert.equal(value.pingInterval, PING_INTERVAL);
-  assert.equal(value.pingTimeout, PING_TIMEOUT);
-  assert.equal(value.maxPayload, MAX_PAYLOAD);
-  return value;
-}
-
-/** Opens a WebSocket-only session and consumes its open packet. */
-async function openWsSession() {
-  const peer = new Peer(`${wsBase}?EIO=4&transport=websocket`);
-  assertHandshake(await peer.next("the open packet"), []);
-  return peer;
-}
+afterEach(() => terminateAll());
 
 /** Upgrades a polling session to WebSocket, as the official client does. */
 async function upgrade(sid) {

@@ -16,7 +16,6 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, writeFileSync, readFileSync, readdirSync, rmSync, chmodSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { io } from "socket.io-client";
 import {
   startDaemon,
   stopDaemon,
@@ -26,6 +25,7 @@ import {
   waitForStatus,
   iorelayBin,
 } from "../lib/admin.mjs";
+import { workerClient } from "../lib/workers.mjs";
 
 const WAIT_MS = 5000;
 const uid = process.getuid?.();
@@ -76,20 +76,7 @@ function threads(pid) {
 
 /** A connected WebSocket client. */
 async function client(url) {
-  const socket = io(`${url}/`, { forceNew: true, reconnection: false, transports: ["websocket"], timeout: WAIT_MS });
-  sockets.push(socket);
-  await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("connect: nothing within 5000ms")), WAIT_MS + 1000);
-    socket.once("connect", () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    socket.once("connect_error", (err) => {
-      clearTimeout(timer);
-      reject(new Error(`connect_error: ${err.message}`));
-    });
-  });
-  return socket;
+  return workerClient(url, sockets, { transports: ["websocket"] });
 }
 
 describe("privileges (as root)", () => {

@@ -8,8 +8,8 @@
 // event.
 import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import { io } from "socket.io-client";
 import { startRelay } from "../lib/relay.mjs";
+import { freshRoom, openClient, connected, ack, join, barrier, relayLogs } from "../lib/clients.mjs";
 
 // The marker rule every namespace that needs the barrier carries.
 const marker = (ns) => `
@@ -79,108 +79,17 @@ burst = 1
 greet = "hello"
 `;
 
-const WAIT_MS = 5000;
 let relay;
 const sockets = [];
-let roomSeq = 0;
-
-/** A room name no other test uses (lowercase letters only when `letters`). */
-function freshRoom(prefix = "room", letters = false) {
-  roomSeq += 1;
-  if (letters) {
-    let n = roomSeq;
-    let s = "";
-    do {
-      s += String.fromCharCode(97 + (n % 26));
-      n = Math.floor(n / 26);
-    } while (n > 0);
-    return `${prefix}${s}`;
-  }
-  return `${prefix}-${process.pid}-${roomSeq}`;
-}
-
-/** Record every event a socket receives, so a test can wait for one that came early. */
-function attachInbox(socket) {
-  const seen = [];
-  const waiters = new Set();
-  socket.onAny((event, ...args) => {
-    const entry = { event, args, taken: false };
-    seen.push(entry);
-    for (const w of waiters) {
-      if (!entry.taken && w.event === event && w.pred(...args)) {
-        entry.taken = true;
-        waiters.delete(w);
-        clearTimeout(w.timer);
-        w.resolve(args);
-      }
-    }
-  });
-  socket.inbox = {
-    /** Names of every event received so far, in order. */
-    names: () => seen.map((e) => e.event),
-    /** Argument lists of every `event` received so far. */
-    all: (event) => seen.filter((e) => e.event === event).map((e) => e.args),
-    /** The next not yet taken `event` whose arguments satisfy `pred`. */
-    next(event, pred = () => true, ms = WAIT_MS) {
-      const hit = seen.find((e) => !e.taken && e.event === event && pred(...e.args));
-      if (hit) {
-        hit.taken = true;
-        return Promise.resolve(hit.args);
-      }
-      return new Promise((resolve, reject) => {
-        const w = { event, pred, resolve };
-        w.timer = setTimeout(() => {
-          waiters.delete(w);
-          const got = seen.map((e) => `${e.event} ${JSON.stringify(e.args)}`).join("; ") || "nothing";
-          reject(new Error(`socket ${socket.nsp} ${socket.id}: timed out after ${ms}ms waiting for "${event}"; received: ${got}`));
-        }, ms);
-        waiters.add(w);
-      });
-    },
-  };
-  return socket;
-}
 
 /** A new client socket on its own connection. */
 function client(nsp = "/", opts = {}) {
-  const socket = io(relay.url + nsp, { forceNew: true, reconnection: false, ...opts });
-  sockets.push(socket);
-  return attachInbox(socket);
-}
-
-/** Resolve once `socket` is connected; reject on connect_error or timeout. */
-function connected(socket, ms = WAIT_MS) {
-  if (socket.connected) return Promise.resolve(socket);
-  return new Promise((resolve, reject) => {
-    const done = (err) => {
-      clearTimeout(timer);
-      socket.off("connect", onConnect);
-      socket.off("connect_error", onError);
-      if (err) reject(err);
-      else resolve(socket);
-    };
-    const onConnect = () => done();
-    const onError = (err) => done(new Error(`connect_error on ${socket.nsp}: ${err.message}`));
-    const timer = setTimeout(() => done(new Error(`connect to ${socket.nsp} timed out after ${ms}ms`)), ms);
-    socket.on("connect", onConnect);
-    socket.on("connect_error", onError);
-  });
+  return openClient(relay.url + nsp, sockets, opts);
 }
 
 /** Connect one client per entry of `auths` (undefined = no auth) to `nsp`. */
 function connectAll(nsp, ...auths) {
   return Promise.all(auths.map((auth) => connected(client(nsp, auth === undefined ? {} : { auth }))));
-}
-
-/** Emit with an ack request and resolve with the ack's first argument. */
-function ack(socket, event, ...args) {
-  return socket.timeout(WAIT_MS).emitWithAck(event, ...args);
-}
-
-async function join(socket, room) {
-  const reply = await ack(socket, "$join", room);
-  assert.equal(reply?.ok, true, `$join ${room} refused: ${JSON.stringify(reply)}`);
-  return reply;
 }
 
 /** Assert a refusal ack: `{ ok: false, error: "<non-empty text>" }` and nothing else. */
@@ -192,28 +101,8 @@ function assertRefused(reply, what) {
   assert.deepEqual(Object.keys(reply).sort(), ["error", "ok"], `${what}: unexpected keys in ${JSON.stringify(reply)}`);
 }
 
-let markerSeq = 0;
-/** `sender` emits a marker that reaches every socket of its namespace; wait for all `receivers`. */
-async function barrier(sender, receivers) {
-  markerSeq += 1;
-  const token = `marker-${markerSeq}`;
-  const arrivals = receivers.map((r) => r.inbox.next("marker", (t) => t === token));
-  assert.deepEqual(await ack(sender, "marker", token), { ok: true });
-  await Promise.all(arrivals);
-}
-
 /** Wrap a test body so that a failure also prints the relay's log lines from that test. */
-function withLogs(fn) {
-  return async (t) => {
-    const mark = relay.logs().length;
-    try {
-      await fn(t);
-    } catch (err) {
-      t.diagnostic(`relay log during this test:\n${relay.logs().slice(mark) || "(nothing)"}`);
-      throw err;
-    }
-  };
-}
+const withLogs = relayLogs(() => relay);
 
 before(async () => {
   relay = await startRelay(CONFIG);

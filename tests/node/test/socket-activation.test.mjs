@@ -17,8 +17,8 @@ import { describe, it, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
 import { spawnSync } from "node:child_process";
-import { io } from "socket.io-client";
 import { startDaemon, stopDaemon, withLogs, workerPids, cliStatus, get } from "../lib/admin.mjs";
+import { workerClient } from "../lib/workers.mjs";
 
 const WAIT_MS = 5000;
 
@@ -103,20 +103,7 @@ function getOn(sock, path) {
 
 /** A connected socket.io client on "/". */
 async function client(url, opts = {}) {
-  const socket = io(`${url}/`, { forceNew: true, reconnection: false, timeout: WAIT_MS, ...opts });
-  sockets.push(socket);
-  await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("connect: nothing in time")), WAIT_MS + 1000);
-    socket.once("connect", () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    socket.once("connect_error", (err) => {
-      clearTimeout(timer);
-      reject(new Error(`connect_error: ${err.message}`));
-    });
-  });
-  return socket;
+  return workerClient(url, sockets, opts);
 }
 
 describe("systemd socket activation", () => {

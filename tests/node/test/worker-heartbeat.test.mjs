@@ -9,7 +9,6 @@
 // every wait is for a log line, an event, a process state or a status, bounded.
 import { describe, it, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import { io } from "socket.io-client";
 import {
   startDaemon,
   stopDaemon,
@@ -20,9 +19,9 @@ import {
   waitForStatus,
   waitForMetric,
 } from "../lib/admin.mjs";
+import { workerClient, within, received, ask } from "../lib/workers.mjs";
 
 const WAIT_MS = 5000;
-const WORKER_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 // The master's heartbeat: a ping every second, a worker silent for 5 s is killed.
 const HEARTBEAT_MS = 1000;
 const DEADLINE_MS = 5000;
@@ -38,34 +37,9 @@ afterEach(async () => {
 
 const logs = (fn) => withLogs(() => daemon, fn);
 
-/** Resolve with `promise`'s value, or reject naming `what` after `ms`. */
-function within(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms}ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
 /** A connected WebSocket client on "/"; `worker` owns its session, `got` its events. */
 async function client(timeout = WAIT_MS) {
-  const socket = io(`${daemon.url}/`, { forceNew: true, reconnection: false, transports: ["websocket"], timeout });
-  sockets.push(socket);
-  socket.got = [];
-  socket.watchers = new Set();
-  socket.onAny((...event) => {
-    socket.got.push(event);
-    for (const w of socket.watchers) w();
-  });
-  socket.gone = new Promise((resolve) => socket.once("disconnect", resolve));
-  await within(new Promise((resolve, reject) => {
-    socket.once("connect", resolve);
-    socket.once("connect_error", (err) => reject(new Error(`connect_error: ${err.message}`)));
-  }), timeout + 1000, "connect");
-  const engineId = socket.io.engine.id;
-  socket.worker = engineId.length === 23 ? WORKER_CHARS.indexOf(engineId[0]) : -1;
-  socket.sid = socket.id;
-  return socket;
+  return workerClient(daemon.url, sockets, { transports: ["websocket"], timeout });
 }
 
 /**
@@ -80,30 +54,6 @@ async function clientOn(worker) {
   }
   throw new Error(`no client landed on worker ${worker} in 60 tries`);
 }
-
-/** The first recorded event `name` whose argument satisfies `pred`. */
-function received(socket, name, pred, ms = WAIT_MS) {
-  let look;
-  return within(
-    new Promise((resolve) => {
-      look = () => {
-        const hit = socket.got.find(([n, arg]) => n === name && pred(arg));
-        if (hit) resolve(hit[1]);
-      };
-      socket.watchers.add(look);
-      look();
-    }),
-    ms,
-    `${name} at client ${socket.sid} (worker ${socket.worker})`,
-  )
-    .catch((err) => {
-      err.message += `; it got ${JSON.stringify(socket.got)}`;
-      throw err;
-    })
-    .finally(() => socket.watchers.delete(look));
-}
-
-const ask = (socket, ...args) => socket.timeout(WAIT_MS).emitWithAck(...args);
 
 /** The time of a log line ("2026-01-02T03:04:05.123456Z  INFO …"), in ms. */
 function logTime(line) {

@@ -16,9 +16,11 @@
 //
 // Which worker serves a client: multi-worker Engine.IO session ids are 23 characters and
 // the first names the owner ('A' = worker 0, 'B' = worker 1 …). socket.io-client shows
-// the engine id as `socket.io.engine.id`. Each worker has its own SO_REUSEPORT socket and
-// the kernel hashes each new connection to one of them, so a test that needs a client on
-// a given worker opens connections until one lands there (placeOn), closing the others.
+// the engine id as `socket.io.engine.id` (workerOf and the client helpers are in
+// lib/workers.mjs, shared with worker-heartbeat). Each worker has its own SO_REUSEPORT
+// socket and the kernel hashes each new connection to one of them, so a test that needs a
+// client on a given worker opens connections until one lands there (placeOn), closing the
+// others.
 //
 // Each test starts its own daemon (several send real signals or kill workers). Nothing
 // sleeps: every wait is for an event, an ack, a log line, a status or a metric, bounded.
@@ -30,7 +32,6 @@ import net from "node:net";
 import os from "node:os";
 import { spawnSync } from "node:child_process";
 import { readFileSync, readlinkSync } from "node:fs";
-import { io } from "socket.io-client";
 import {
   startDaemon,
   stopDaemon,
@@ -45,10 +46,9 @@ import {
   waitForMetric,
   scrape,
 } from "../lib/admin.mjs";
+import { workerClient, workerOf, within, received, ask } from "../lib/workers.mjs";
 
 const WAIT_MS = 5000;
-// The characters that name workers 0..63 at the front of a multi-worker session id.
-const WORKER_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 // Connections in a row the kernel may give to other workers before a test places one.
 const NATURAL_TRIES = 8;
 /** Tries to land a connection on a given worker (each succeeds with about 1/workers). */
@@ -94,20 +94,6 @@ burst = 1000
 `;
 }
 
-/** The worker that owns a multi-worker session id (-1 for any other id). */
-function workerOf(engineId) {
-  return typeof engineId === "string" && engineId.length === 23 ? WORKER_CHARS.indexOf(engineId[0]) : -1;
-}
-
-/** Resolve with `promise`'s value, or reject naming `what` after `ms`. */
-function within(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms}ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
 /**
  * Evaluate `probe` until it returns a truthy value other than `{ ok: false, … }` (a miss
  * with details for the failure message); resolves with it, bounded by `ms`.
@@ -130,54 +116,7 @@ async function eventually(probe, what, ms = WAIT_MS) {
  * is the worker owning its session, `sid` its socket id (kept after a disconnect).
  */
 async function client(opts = {}) {
-  const socket = io(`${daemon.url}/`, { forceNew: true, reconnection: false, timeout: WAIT_MS, ...opts });
-  sockets.push(socket);
-  socket.got = [];
-  socket.watchers = new Set();
-  socket.onAny((...event) => {
-    socket.got.push(event);
-    for (const w of socket.watchers) w();
-  });
-  socket.gone = new Promise((resolve) => socket.once("disconnect", (reason) => resolve(reason)));
-  await within(
-    new Promise((resolve, reject) => {
-      socket.once("connect", resolve);
-      socket.once("connect_error", (err) => reject(new Error(`connect_error: ${err.message}`)));
-    }),
-    WAIT_MS + 1000,
-    "connect",
-  );
-  socket.worker = workerOf(socket.io.engine.id);
-  // socket.io-client forgets `id` on disconnect; the relay's member id stays known here.
-  socket.sid = socket.id;
-  return socket;
-}
-
-/** Resolve with the first recorded event `name` whose first argument satisfies `pred`. */
-function received(socket, name, pred = () => true, ms = WAIT_MS) {
-  let look;
-  return within(
-    new Promise((resolve) => {
-      look = () => {
-        const hit = socket.got.find(([n, arg]) => n === name && pred(arg));
-        if (hit) resolve(hit[1]);
-      };
-      socket.watchers.add(look);
-      look();
-    }),
-    ms,
-    `${name} at client ${socket.sid} (worker ${socket.worker})`,
-  )
-    .catch((err) => {
-      err.message += `; it got ${JSON.stringify(socket.got)}`;
-      throw err;
-    })
-    .finally(() => socket.watchers.delete(look));
-}
-
-/** Emit with an ack request; resolves with the ack. */
-function ask(socket, event, ...args) {
-  return socket.timeout(WAIT_MS).emitWithAck(event, ...args);
+  return workerClient(daemon.url, sockets, opts);
 }
 
 /**
