@@ -204,15 +204,8 @@ fn run(loaded: config::Loaded, options: LoadOptions) -> ExitCode {
     // Phase 2: the runtime. One thread per process: a worker serves its connections in
     // arrival order, like the reference server, with no cross-thread hand-offs on the
     // fan-out path; more cores are used by more worker processes (`server.workers`).
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot start the async runtime");
-            return ExitCode::from(EX_SOFTWARE);
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::from(EX_SOFTWARE);
     };
     let result = if workers > 1 {
         let count = u32::try_from(workers).unwrap_or(u32::MAX);
@@ -263,15 +256,8 @@ fn worker_main(argv: &[String]) -> ExitCode {
         tracing::error!(worker = args.id, error = %err, "cannot restrict privileges");
         return ExitCode::from(EX_NOPERM);
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot start the async runtime");
-            return ExitCode::from(EX_SOFTWARE);
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::from(EX_SOFTWARE);
     };
     let id = args.id;
     match runtime.block_on(iorelay::daemon::worker::run(
@@ -300,4 +286,18 @@ fn read_line_unbuffered(mut stream: &std::os::unix::net::UnixStream) -> std::io:
         line.push(byte[0]);
     }
     String::from_utf8(line).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// The async runtime: one thread per process (see `run`).
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(err) => {
+            tracing::error!(error = %err, "cannot start the async runtime");
+            None
+        }
+    }
 }

@@ -9,7 +9,8 @@
 //! member is reported to the departure hook, so that every process announces the leaves
 //! to its own sockets.
 //!
-//! Links are plain byte streams (Unix sockets between workers; in-memory pipes in tests).
+//! Links are plain byte streams, one per direction between two processes (Unix sockets
+//! between workers; in-memory pipes in tests).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -140,33 +141,6 @@ impl PeerAdapter {
             .copied()
             .collect();
         nodes.len()
-    }
-
-    /// Run a link to a peer over `stream` until it breaks. Sends `Hello` and this
-    /// process's memberships first, then live updates.
-    pub fn attach<S>(self: &Arc<Self>, stream: S)
-    where
-        S: AsyncRead + AsyncWrite + Send + 'static,
-    {
-        let link = self.next_link.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(LINK_QUEUE);
-        // Registered before the snapshot is taken, so that no update falls in between
-        // (updates and snapshot may overlap; applying them is idempotent).
-        self.links
-            .lock()
-            .expect("links lock is never poisoned")
-            .insert(link, Link { tx });
-        let (reader, writer) = tokio::io::split(stream);
-        let me = self.clone();
-        tokio::spawn(async move { me.write_link(writer, rx).await });
-        let me = self.clone();
-        tokio::spawn(async move {
-            let result = me.read_link(link, reader).await;
-            if let Err(err) = result {
-                tracing::warn!(node = me.node, error = %err, "peer link failed");
-            }
-            me.lost(link);
-        });
     }
 
     /// Send-only link to a peer (between workers each direction has its own
@@ -570,13 +544,29 @@ mod tests {
     use super::*;
     use crate::testutil::{drain, item, recipient};
 
+    /// Link `from` to `to` in one direction, as a worker's connector and its sibling's
+    /// listener do.
+    fn link(from: &Arc<PeerAdapter>, to: &Arc<PeerAdapter>) {
+        let (x, y) = tokio::io::duplex(64 * 1024);
+        let (from, to) = (from.clone(), to.clone());
+        tokio::spawn(async move { from.run_outbound(x).await });
+        tokio::spawn(async move { to.run_inbound(y).await });
+    }
+
     /// Two linked buses, like two workers.
     fn pair() -> (Arc<PeerAdapter>, Arc<PeerAdapter>) {
         let (a, b) = (PeerAdapter::new(0), PeerAdapter::new(1));
-        let (x, y) = tokio::io::duplex(64 * 1024);
-        a.attach(x);
-        b.attach(y);
+        link(&a, &b);
+        link(&b, &a);
         (a, b)
+    }
+
+    /// A peer we speak for over a raw stream (so that we can make it die): `b` reads it.
+    fn raw_peer(b: &Arc<PeerAdapter>) -> tokio::io::DuplexStream {
+        let (peer, y) = tokio::io::duplex(1024);
+        let b = b.clone();
+        tokio::spawn(async move { b.run_inbound(y).await });
+        peer
     }
 
     /// Wait until `cond` holds, yielding to the link tasks (bounded).
@@ -637,9 +627,7 @@ mod tests {
         a.join("/", "r1", "ra").await;
         a.join("/", "r2", "ra").await;
         let b = PeerAdapter::new(1);
-        let (x, y) = tokio::io::duplex(1024);
-        a.attach(x);
-        b.attach(y);
+        link(&a, &b);
         until(|| b.replica_count("/", "r1") == 1 && b.replica_count("/", "r2") == 1).await;
         assert_eq!(b.peers(), 1);
     }
@@ -655,9 +643,7 @@ mod tests {
                 .unwrap()
                 .push((nsp.to_owned(), m.id.to_string(), room.to_owned(), count));
         }));
-        // The peer is a raw stream we speak for, so that we can make it die.
-        let (mut peer, y) = tokio::io::duplex(1024);
-        b.attach(y);
+        let mut peer = raw_peer(&b);
         let mut buf = BytesMut::new();
         Message::Hello {
             version: VERSION,
@@ -694,8 +680,7 @@ mod tests {
     async fn a_peer_that_breaks_the_protocol_is_cut_off() {
         use tokio::io::AsyncWriteExt;
         let b = PeerAdapter::new(1);
-        let (mut peer, y) = tokio::io::duplex(1024);
-        b.attach(y);
+        let mut peer = raw_peer(&b);
         let mut buf = BytesMut::new();
         Message::Gone {
             nsp: "/".into(),

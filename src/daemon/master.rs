@@ -20,10 +20,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use super::control::{self, ToMaster, ToWorker};
-use super::signals::{self, Intent, ReloadReport};
+use super::signals::{self, Intent};
 use super::spawn::{self, WorkerArgs};
 use super::{Error, about, listener, notify, reloader, sockets};
-use crate::config::{self, Config, LoadOptions, Loaded, diff};
+use crate::config::{Config, LoadOptions, Loaded};
 use crate::engine::BoxFuture;
 use crate::http::admin::{Admin, Control, Health, Reloader};
 use crate::telemetry::metrics::Metrics;
@@ -237,7 +237,14 @@ pub async fn run(
         tokio::select! {
             intent = intents.recv() => match intent {
                 Some(Intent::Reload(reply)) => {
-                    let report = reload(&options, &mut config, &workers, &metrics);
+                    // Validated here; every worker gets the new config over its control
+                    // channel (a worker refusing it says so in the log).
+                    let report = super::reload(&options, &mut config, &metrics, |next| {
+                        for (_, slot) in workers.slots.lock().expect("slots lock is never poisoned").values() {
+                            let _ = slot.tx.send(ToWorker::Config(Box::new(next.clone())));
+                        }
+                        Ok(())
+                    });
                     if let Some(reply) = reply {
                         let _ = reply.send(report);
                     }
@@ -405,59 +412,6 @@ fn worker_args(id: u32, workers: u32, bus: &str) -> WorkerArgs {
         listener_fd: -1,
         control_fd: -1,
         bus: bus.to_owned(),
-    }
-}
-
-/// SIGHUP / API reload: load and validate; on success hand the config to every worker.
-fn reload(
-    options: &LoadOptions,
-    config: &mut Config,
-    workers: &Workers,
-    metrics: &Metrics,
-) -> ReloadReport {
-    notify::reloading();
-    let next = match config::load(options) {
-        Ok(loaded) => loaded.config,
-        Err(err) => {
-            metrics.reload_failures.inc();
-            let file = options.describe();
-            let errors = err.lines();
-            for line in &errors {
-                tracing::error!(file = %file, problem = %line, "reload rejected, the previous configuration stays in force");
-            }
-            notify::ready(
-                "serving; last reload rejected (invalid configuration), previous configuration in force",
-            );
-            return ReloadReport {
-                ok: false,
-                errors,
-                ..ReloadReport::default()
-            };
-        }
-    };
-    let (restart_required, changed): (Vec<String>, Vec<String>) = diff::changed_keys(config, &next)
-        .into_iter()
-        .partition(|k| diff::needs_restart(k));
-    for key in &restart_required {
-        tracing::warn!(key = %key, "changed, but takes effect only after a restart");
-    }
-    for (_, slot) in workers
-        .slots
-        .lock()
-        .expect("slots lock is never poisoned")
-        .values()
-    {
-        let _ = slot.tx.send(ToWorker::Config(Box::new(next.clone())));
-    }
-    tracing::info!(changed = ?changed, "configuration reloaded");
-    metrics.reloads.inc();
-    *config = next;
-    notify::ready("serving; configuration reloaded");
-    ReloadReport {
-        ok: true,
-        changed,
-        restart_required,
-        errors: Vec::new(),
     }
 }
 

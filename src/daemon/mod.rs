@@ -163,71 +163,56 @@ fn reloader(intents: tokio::sync::mpsc::UnboundedSender<Intent>) -> Reloader {
     })
 }
 
-/// What a running daemon can change on reload, and the config in force.
-struct Live {
-    /// How the config was found, to find it again.
-    options: LoadOptions,
-    /// The config in force.
-    config: Config,
-    relay: Relay,
-    engine: Arc<Engine>,
-    echo: Option<Arc<Engine>>,
-    log: LogHandle,
-    metrics: Metrics,
-}
-
-impl Live {
-    /// SIGHUP: load and validate the config again; apply it only when valid.
-    fn reload(&mut self) -> ReloadReport {
-        notify::reloading();
-        let next = match config::load(&self.options) {
-            Ok(loaded) => loaded.config,
-            Err(err) => return self.reject(err.lines()),
-        };
-        if let Err(err) = self.relay.reconfigure(&next) {
-            return self.reject(vec![err.to_string()]);
+/// SIGHUP or API reload, shared by the single process and the master: load and validate
+/// the config again; when valid, `apply` puts it in force and `current` becomes it;
+/// either way the log, the metrics and systemd hear the outcome.
+pub(crate) fn reload(
+    options: &LoadOptions,
+    current: &mut Config,
+    metrics: &Metrics,
+    apply: impl FnOnce(&Config) -> Result<(), String>,
+) -> ReloadReport {
+    notify::reloading();
+    let applied = config::load(options)
+        .map_err(|err| err.lines())
+        .and_then(|loaded| {
+            apply(&loaded.config).map_err(|e| vec![e])?;
+            Ok(loaded.config)
+        });
+    let next = match applied {
+        Ok(next) => next,
+        Err(errors) => {
+            metrics.reload_failures.inc();
+            let file = options.describe();
+            for line in &errors {
+                tracing::error!(file = %file, problem = %line, "reload rejected, the previous configuration stays in force");
+            }
+            notify::ready(
+                "serving; last reload rejected (invalid configuration), previous configuration in force",
+            );
+            return ReloadReport {
+                ok: false,
+                errors,
+                ..ReloadReport::default()
+            };
         }
-        let settings = engine_settings(&next);
-        self.engine.reconfigure(settings.clone());
-        if let Some(echo) = &self.echo {
-            echo.reconfigure(settings);
-        }
-        if let Err(err) = self.log.set_level(&next.log.level) {
-            tracing::warn!(error = %err, "log.level not applied");
-        }
-        let (restart_required, changed): (Vec<String>, Vec<String>) =
-            diff::changed_keys(&self.config, &next)
-                .into_iter()
-                .partition(|k| diff::needs_restart(k));
-        for key in &restart_required {
-            tracing::warn!(key = %key, "changed, but takes effect only after a restart");
-        }
-        tracing::info!(changed = ?changed, "configuration reloaded");
-        self.metrics.reloads.inc();
-        self.config = next;
-        notify::ready("serving; configuration reloaded");
-        ReloadReport {
-            ok: true,
-            changed,
-            restart_required,
-            errors: Vec::new(),
-        }
+    };
+    let (restart_required, changed): (Vec<String>, Vec<String>) =
+        diff::changed_keys(current, &next)
+            .into_iter()
+            .partition(|k| diff::needs_restart(k));
+    for key in &restart_required {
+        tracing::warn!(key = %key, "changed, but takes effect only after a restart");
     }
-
-    fn reject(&self, errors: Vec<String>) -> ReloadReport {
-        self.metrics.reload_failures.inc();
-        let file = self.options.describe();
-        for line in &errors {
-            tracing::error!(file = %file, problem = %line, "reload rejected, the previous configuration stays in force");
-        }
-        notify::ready(
-            "serving; last reload rejected (invalid configuration), previous configuration in force",
-        );
-        ReloadReport {
-            ok: false,
-            errors,
-            ..ReloadReport::default()
-        }
+    tracing::info!(changed = ?changed, "configuration reloaded");
+    metrics.reloads.inc();
+    *current = next;
+    notify::ready("serving; configuration reloaded");
+    ReloadReport {
+        ok: true,
+        changed,
+        restart_required,
+        errors: Vec::new(),
     }
 }
 
@@ -252,13 +237,13 @@ pub async fn run(
     let public_addr = public_listener.local_addr().map_err(Error::Runtime)?;
     let admin_addr = admin_listener.local_addr().map_err(Error::Runtime)?;
     let metrics = Metrics::new();
-    let Stack {
-        relay,
-        engine,
-        echo,
-        public,
-        ..
-    } = Stack::build(&config, Arc::new(LocalAdapter::new()), &metrics, None)?;
+    let stack = Stack::build(&config, Arc::new(LocalAdapter::new()), &metrics, None)?;
+    let (relay, engine, echo, public) = (
+        stack.relay.clone(),
+        stack.engine.clone(),
+        stack.echo.clone(),
+        stack.public.clone(),
+    );
     let health = Arc::new(Health::default());
     let local = Local {
         metrics: metrics.clone(),
@@ -309,19 +294,17 @@ pub async fn run(
             }
         })
     });
-    let mut live = Live {
-        options,
-        config,
-        relay,
-        engine: engine.clone(),
-        echo: echo.as_ref().map(|(_, e)| e.clone()),
-        log,
-        metrics,
-    };
+    let mut current = config;
     let graceful = loop {
         match intents.recv().await {
             Some(Intent::Reload(reply)) => {
-                let report = live.reload();
+                let report = reload(&options, &mut current, &metrics, |next| {
+                    stack.reconfigure(next).map_err(|e| e.to_string())?;
+                    if let Err(err) = log.set_level(&next.log.level) {
+                        tracing::warn!(error = %err, "log.level not applied");
+                    }
+                    Ok(())
+                });
                 if let Some(reply) = reply {
                     let _ = reply.send(report);
                 }
@@ -344,7 +327,7 @@ pub async fn run(
         e.close_all(CloseReason::Shutdown);
     }
     if graceful {
-        let timeout = live.config.server.shutdown_timeout;
+        let timeout = current.server.shutdown_timeout;
         // SIGINT (or a second SIGTERM) during the drain stops waiting.
         let hurry = async {
             loop {
