@@ -4,7 +4,8 @@
 //! `monit/iorelay`. (`scripts/test` installs monit; systemd-analyze comes with systemd.)
 //!
 //! The unit's `/usr/bin/iorelay` is pointed at the binary under test, since verify checks
-//! that executables exist.
+//! that executables exist; likewise `MANPATH` points at `packaging/iorelay.8`, since verify
+//! runs `man` for each `Documentation=man:` link.
 
 #![allow(clippy::unwrap_used, reason = "a failed file operation fails the test")]
 
@@ -38,6 +39,12 @@ fn units() -> (PathBuf, PathBuf, PathBuf) {
         dir.join("iorelay.socket"),
     )
     .unwrap();
+    std::fs::create_dir_all(dir.join("man/man8")).unwrap();
+    std::fs::copy(
+        repo().join("packaging/iorelay.8"),
+        dir.join("man/man8/iorelay.8"),
+    )
+    .unwrap();
     (
         dir.clone(),
         dir.join("iorelay.service"),
@@ -51,6 +58,7 @@ fn units_verify_cleanly_and_the_service_is_hardened() {
     let analyze = tool("systemd-analyze");
     let out = Command::new(&analyze)
         .arg("verify")
+        .env("MANPATH", dir.join("man"))
         .arg(&service)
         .arg(&socket)
         .output()
