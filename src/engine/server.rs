@@ -37,7 +37,7 @@ const MAX_BATCH_ITEMS: usize = 256;
 /// Byte budget of one polling GET response; the rest waits for the next poll.
 const MAX_POLL_BYTES: usize = 1 << 20;
 /// Read buffer of each WebSocket; it grows only while a larger message is read.
-const WS_READ_BUFFER: usize = 4 * 1024;
+const WS_READ_BUFFER: usize = 1024;
 /// Bytes a WebSocket buffers before writing to the socket (the flush writes the rest).
 const WS_WRITE_BUFFER: usize = 16 * 1024;
 /// How long a session the client closed over polling stays listed for its last GET.
@@ -415,14 +415,11 @@ impl Engine {
                 .write_buffer_size(WS_WRITE_BUFFER)
                 .max_message_size(Some(settings.max_payload))
                 .max_frame_size(Some(settings.max_payload));
-            let ws = WebSocketStream::from_raw_socket(
-                TokioIo::new(upgraded),
-                Role::Server,
-                Some(config),
-            )
-            .await;
+            let (io, early) = unwrap_upgraded(upgraded);
+            let ws = WebSocketStream::from_partially_read(io, early, Role::Server, Some(config))
+                .await;
             match session {
-                Upgrade::New(s) => engine.run_new_websocket(s, ws, &info, &settings).await,
+                Upgrade::New(s) => engine.run_new_websocket(s, ws, info, &settings).await,
                 Upgrade::Existing(s) => run_upgrade(s, ws, &settings, &engine.websockets).await,
                 Upgrade::Fresh | Upgrade::Refuse => {
                     let mut ws = ws;
@@ -443,7 +440,7 @@ impl Engine {
         &self,
         session: Arc<Session>,
         ws: Ws,
-        info: &HandshakeInfo,
+        info: HandshakeInfo,
         settings: &Settings,
     ) {
         let (mut sink, stream) = ws.split();
@@ -452,8 +449,11 @@ impl Engine {
             session.close(CloseReason::TransportError);
             return;
         }
-        self.start_session(&session, info, settings);
+        self.start_session(&session, &info, settings);
         tracing::debug!(sid = %session.sid, remote = %info.remote, transport = "websocket", "session opened");
+        // Not kept for the connection's life: its header values are slices of hyper's
+        // 8 KiB read buffer, which they would keep allocated.
+        drop(info);
         let queue = session.rx.clone().lock_owned().await;
         tokio::spawn(counted(
             self.websockets.clone(),
@@ -463,7 +463,28 @@ impl Engine {
     }
 }
 
-type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+/// The byte stream under a WebSocket: the connection's own socket when hyper hands it
+/// back (TCP, or the Unix socket a sibling worker forwards through), else hyper's wrapper.
+trait WsIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> WsIo for T {}
+
+/// Take the socket back from hyper, with the bytes it read past the upgrade request.
+///
+/// hyper's `Upgraded` keeps its whole HTTP read buffer (8 KiB) alive behind those bytes
+/// for as long as the connection lives; recovering the socket frees it, which is about
+/// half of an idle WebSocket's memory.
+fn unwrap_upgraded(upgraded: hyper::upgrade::Upgraded) -> (Box<dyn WsIo>, Vec<u8>) {
+    let upgraded = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+        Ok(parts) => return (Box::new(parts.io.into_inner()), parts.read_buf.to_vec()),
+        Err(upgraded) => upgraded,
+    };
+    match upgraded.downcast::<TokioIo<tokio::net::UnixStream>>() {
+        Ok(parts) => (Box::new(parts.io.into_inner()), parts.read_buf.to_vec()),
+        Err(upgraded) => (Box::new(TokioIo::new(upgraded)), Vec::new()),
+    }
+}
+
+type Ws = WebSocketStream<Box<dyn WsIo>>;
 type WsSink = futures_util::stream::SplitSink<Ws, WsMessage>;
 type WsStream = futures_util::stream::SplitStream<Ws>;
 type QueueGuard = tokio::sync::OwnedMutexGuard<tokio::sync::mpsc::Receiver<Outgoing>>;
