@@ -416,8 +416,8 @@ impl Engine {
                 .max_message_size(Some(settings.max_payload))
                 .max_frame_size(Some(settings.max_payload));
             let (io, early) = unwrap_upgraded(upgraded);
-            let ws = WebSocketStream::from_partially_read(io, early, Role::Server, Some(config))
-                .await;
+            let ws =
+                WebSocketStream::from_partially_read(io, early, Role::Server, Some(config)).await;
             match session {
                 Upgrade::New(s) => engine.run_new_websocket(s, ws, info, &settings).await,
                 Upgrade::Existing(s) => run_upgrade(s, ws, &settings, &engine.websockets).await,
