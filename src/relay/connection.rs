@@ -164,6 +164,7 @@ impl Conn {
         if let Err(error) = events::handle(
             &self.relay,
             &policy,
+            &ns.counters,
             socket,
             &packet,
             attachments,

@@ -10,10 +10,10 @@ use bytes::Bytes;
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use super::Shared;
 use super::control;
 use super::policy::{Policy, Refusal};
 use super::socket::Socket;
+use super::{Counters, Shared};
 use crate::adapter::Target;
 use crate::config::{AckReply, Route};
 use crate::engine::{Frame, Outgoing};
@@ -25,6 +25,7 @@ use crate::socketio::packet::{self as sio, PacketError};
 pub async fn handle(
     relay: &Shared,
     policy: &Policy,
+    counters: &Counters,
     socket: &Arc<Socket>,
     packet: &Packet,
     attachments: Vec<Bytes>,
@@ -32,11 +33,7 @@ pub async fn handle(
 ) -> Result<(), PacketError> {
     let event = packet.event()?;
     let name: &str = &event.name;
-    relay
-        .meters
-        .received
-        .with_label_values(&[&socket.nsp])
-        .inc();
+    counters.received.inc();
     let limits = &policy.config.limits;
     if !socket.take_token(now, limits.events_per_second, limits.burst) {
         refuse(relay, socket, name, packet.id, Refusal::RateLimited);
@@ -59,6 +56,7 @@ pub async fn handle(
     let how = policy.resolve(name);
     if let Err(error) = route(
         relay,
+        counters,
         socket,
         &how,
         &event.args,
@@ -85,6 +83,7 @@ pub async fn handle(
 /// Deliver the event where its route says.
 fn route(
     relay: &Shared,
+    counters: &Counters,
     socket: &Arc<Socket>,
     how: &super::policy::Resolved<'_>,
     args: &[&RawValue],
@@ -118,11 +117,7 @@ fn route(
     if (how.echo || matches!(how.route, Route::Sender)) && socket.session().send(item) {
         delivered += 1;
     }
-    relay
-        .meters
-        .delivered
-        .with_label_values(&[&socket.nsp])
-        .inc_by(delivered as u64);
+    counters.delivered.inc_by(delivered as u64);
     Ok(())
 }
 

@@ -51,6 +51,26 @@ pub struct Namespace {
     pub name: Arc<str>,
     /// Swapped as a whole on reload; sockets read it per event.
     policy: RwLock<Arc<Policy>>,
+    /// Its per-event counters, resolved once (a label lookup hashes and locks).
+    pub counters: Counters,
+}
+
+/// A namespace's per-event counters (`namespace` label already applied).
+#[derive(Debug, Clone)]
+pub struct Counters {
+    /// Events received from clients.
+    pub received: prometheus::IntCounter,
+    /// Event copies queued for recipients.
+    pub delivered: prometheus::IntCounter,
+}
+
+impl Counters {
+    fn new(meters: &Meters, nsp: &str) -> Counters {
+        Counters {
+            received: meters.received.with_label_values(&[nsp]),
+            delivered: meters.delivered.with_label_values(&[nsp]),
+        }
+    }
 }
 
 impl Namespace {
@@ -189,6 +209,7 @@ impl Relay {
                 None => Arc::new(Namespace {
                     name: Arc::from(name.as_str()),
                     policy: RwLock::new(policy),
+                    counters: Counters::new(&self.shared.meters, &name),
                 }),
             };
             next.insert(name, ns);
