@@ -581,10 +581,12 @@ fn abandon_upgrade(session: &Session) {
 
 /// Read a session's WebSocket until it ends, delivering packets in order.
 async fn read_websocket(session: Arc<Session>, mut stream: WsStream) {
+    let closed = session.closed();
+    tokio::pin!(closed);
     loop {
         let next = tokio::select! {
             m = stream.next() => m,
-            _ = session.closed() => break,
+            _ = &mut closed => break,
         };
         let msg = match next {
             Some(Ok(m)) => m,
@@ -647,10 +649,14 @@ async fn read_websocket(session: Arc<Session>, mut stream: WsStream) {
 
 /// Write a session's queue to its WebSocket, coalescing what is queued into one flush.
 async fn write_websocket(session: Arc<Session>, mut sink: WsSink, mut queue: QueueGuard) {
+    // One wait for the close for the task's life: a fresh one per packet would register
+    // and unregister a waiter each time.
+    let closed = session.closed();
+    tokio::pin!(closed);
     loop {
         let first = tokio::select! {
             biased;
-            _ = session.closed() => break,
+            _ = &mut closed => break,
             item = queue.recv() => item,
         };
         let Some(first) = first else { break };
@@ -659,7 +665,7 @@ async fn write_websocket(session: Arc<Session>, mut sink: WsSink, mut queue: Que
         // once the session is closed: the write is abandoned then.
         let result = tokio::select! {
             r = write_batch(&mut sink, &first, &mut queue, &session) => r,
-            _ = session.closed() => return,
+            _ = &mut closed => return,
         };
         // The first item goes out at once; whatever queued up meanwhile is coalesced
         // into one more write. (Clients that read one frame per TCP read, like the
