@@ -24,6 +24,28 @@ pub struct Meters {
     pub sent_bytes: IntCounterVec,
     /// Outgoing packets not queued because the client's queue was full.
     pub dropped_slow: IntCounter,
+    /// `received_bytes` and `sent_bytes` for WebSocket, resolved once: they count every
+    /// message, and a label lookup hashes and locks.
+    pub websocket: TransportBytes,
+}
+
+/// One transport's byte counters.
+#[derive(Debug, Clone)]
+pub struct TransportBytes {
+    /// Bytes read from clients.
+    pub received: IntCounter,
+    /// Bytes written to clients.
+    pub sent: IntCounter,
+}
+
+impl TransportBytes {
+    /// The counters of `transport` in `received` and `sent`.
+    pub fn new(received: &IntCounterVec, sent: &IntCounterVec, transport: &str) -> Self {
+        TransportBytes {
+            received: received.with_label_values(&[transport]),
+            sent: sent.with_label_values(&[transport]),
+        }
+    }
 }
 
 impl Default for Meters {
@@ -37,12 +59,15 @@ impl Default for Meters {
             IntCounterVec::new(Opts::new("unregistered", "unregistered"), labels)
                 .expect("static metric options are valid")
         }
+        let received_bytes = counter(&["transport"]);
+        let sent_bytes = counter(&["transport"]);
         Meters {
             sessions: gauge(&["transport"]),
             opened: counter(&["transport"]),
             closed: counter(&["reason"]),
-            received_bytes: counter(&["transport"]),
-            sent_bytes: counter(&["transport"]),
+            websocket: TransportBytes::new(&received_bytes, &sent_bytes, WEBSOCKET),
+            received_bytes,
+            sent_bytes,
             dropped_slow: IntCounter::new("unregistered", "unregistered")
                 .expect("static metric options are valid"),
         }

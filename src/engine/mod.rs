@@ -15,7 +15,7 @@ pub mod session;
 pub mod sid;
 
 pub use error::RequestError;
-pub use meters::Meters;
+pub use meters::{Meters, TransportBytes};
 pub use packet::{Frame, Packet, PacketError};
 pub use server::{Engine, Settings};
 pub use session::{

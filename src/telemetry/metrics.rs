@@ -63,6 +63,18 @@ impl Metrics {
             "Outgoing messages not delivered, by reason.",
             &["reason"],
         );
+        let received_bytes = counter_vec(
+            r,
+            "iorelay_received_bytes_total",
+            "Bytes received from clients, by transport.",
+            &["transport"],
+        );
+        let sent_bytes = counter_vec(
+            r,
+            "iorelay_sent_bytes_total",
+            "Bytes sent to clients, by transport.",
+            &["transport"],
+        );
         let engine = engine::Meters {
             sessions: gauge_vec(
                 r,
@@ -82,18 +94,13 @@ impl Metrics {
                 "Engine.IO sessions closed, by reason.",
                 &["reason"],
             ),
-            received_bytes: counter_vec(
-                r,
-                "iorelay_received_bytes_total",
-                "Bytes received from clients, by transport.",
-                &["transport"],
+            websocket: engine::TransportBytes::new(
+                &received_bytes,
+                &sent_bytes,
+                engine::meters::WEBSOCKET,
             ),
-            sent_bytes: counter_vec(
-                r,
-                "iorelay_sent_bytes_total",
-                "Bytes sent to clients, by transport.",
-                &["transport"],
-            ),
+            received_bytes,
+            sent_bytes,
             dropped_slow: dropped.with_label_values(&["slow_consumer"]),
         };
         let relay = relay::Meters {
