@@ -6,6 +6,7 @@
 // from the "listening" log line instead of guessing free ports, so tests never race for
 // ports.
 import { writeFileSync, mkdtempSync, chmodSync } from "node:fs";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import { join, dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -57,4 +58,19 @@ export function relayEnv(asRoot, extra = {}) {
     ...(asRoot ? { IORELAY_SERVER__USER: "nobody" } : {}),
     ...extra,
   };
+}
+
+/**
+ * A loopback port that was free a moment ago, for what must be told a port rather than
+ * bind port 0 itself (HAProxy refuses `bind ADDR:0`; systemd-socket-activate).
+ */
+export async function freePort() {
+  const server = net.createServer();
+  await new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", resolve);
+  });
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
 }

@@ -36,7 +36,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startDaemon, stopDaemon, waitForMetric } from "../lib/admin.mjs";
-import { repoRoot } from "../lib/spawn.mjs";
+import { freePort, repoRoot } from "../lib/spawn.mjs";
 import { workerClient, within, received, ask } from "../lib/workers.mjs";
 
 const WAIT_MS = 5000;
@@ -119,18 +119,6 @@ function proxyConfig(example, { port, dir, servers }) {
     text = text.replace(re, replacement);
   }
   return text;
-}
-
-/** A loopback port that was free a moment ago (HAProxy refuses `bind ADDR:0`). */
-async function freePort() {
-  const server = net.createServer();
-  await new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", resolve);
-  });
-  const { port } = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 /** Send one command to HAProxy's stats socket; resolves with the answer. */

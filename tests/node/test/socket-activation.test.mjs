@@ -19,6 +19,7 @@ import net from "node:net";
 import { spawnSync } from "node:child_process";
 import { startDaemon, stopDaemon, withLogs, workerPids, cliStatus, get } from "../lib/admin.mjs";
 import { workerClient } from "../lib/workers.mjs";
+import { freePort } from "../lib/spawn.mjs";
 
 const WAIT_MS = 5000;
 
@@ -50,18 +51,6 @@ function socketActivate() {
     );
   }
   return path;
-}
-
-/** A loopback port that was free a moment ago. */
-async function freePort() {
-  const server = net.createServer();
-  await new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", resolve);
-  });
-  const { port } = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 /**
