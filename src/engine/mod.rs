@@ -1,8 +1,9 @@
 //! Engine.IO v4: the transport layer under Socket.IO.
 //!
 //! Owns packets ([`packet`]), polling payloads ([`payload`]), sessions ([`session`]), the
-//! long-polling and WebSocket transports and the upgrade between them ([`server`]), and
-//! the official error answers ([`error`]). Knows nothing of Socket.IO: it hands whole text
+//! long-polling and WebSocket transports and the upgrade between them ([`server`]), a
+//! WebSocket's split socket and the server's own frame writing (`wsio`), and the official
+//! error answers ([`error`]). Knows nothing of Socket.IO: it hands whole text
 //! and binary messages to a [`Connection`] and takes encoded [`Frame`]s back.
 
 pub mod echo;
@@ -13,6 +14,7 @@ pub mod payload;
 pub mod server;
 pub mod session;
 pub mod sid;
+mod wsio;
 
 pub use error::RequestError;
 pub use meters::{Meters, TransportBytes};

@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
 use super::error::RequestError;
@@ -28,6 +28,7 @@ use super::session::{
     CloseReason, Handler, HandshakeInfo, Message, Outgoing, PACE, Session, TransportKind, heartbeat,
 };
 use super::sid::Sid;
+use super::wsio::{self, ReadSide, WriteSide, WsSocket};
 use super::{Frame, Packet, payload};
 
 /// Most packets accepted in one polling POST body; far above what a client batches.
@@ -38,7 +39,8 @@ const MAX_BATCH_ITEMS: usize = 256;
 const MAX_POLL_BYTES: usize = 1 << 20;
 /// Read buffer of each WebSocket; it grows only while a larger message is read.
 const WS_READ_BUFFER: usize = 1024;
-/// Bytes a WebSocket buffers before writing to the socket (the flush writes the rest).
+/// Capacity a WebSocket writer keeps in its buffer between batches; a larger buffer
+/// (a large message, a long batch) is freed once written.
 const WS_WRITE_BUFFER: usize = 16 * 1024;
 /// How long a session the client closed over polling stays listed for its last GET.
 const LINGER: Duration = Duration::from_millis(200);
@@ -408,22 +410,35 @@ impl Engine {
                     return;
                 }
             };
+            let Some((socket, early)) = unwrap_upgraded(upgraded) else {
+                tracing::error!("websocket over a connection that is neither TCP nor Unix");
+                match &session {
+                    Upgrade::New(s) => s.close(CloseReason::TransportError),
+                    Upgrade::Existing(s) => abandon_upgrade(s),
+                    Upgrade::Fresh | Upgrade::Refuse => {}
+                }
+                return;
+            };
+            let (read, write) = socket.split();
             // Small read chunks keep idle connections cheap (tungstenite preallocates the
-            // read buffer); writes are coalesced by our writer and flushed per batch.
+            // read buffer). tungstenite only reads: the writer frames its own output.
             let config = WebSocketConfig::default()
                 .read_buffer_size(WS_READ_BUFFER)
-                .write_buffer_size(WS_WRITE_BUFFER)
                 .max_message_size(Some(settings.max_payload))
                 .max_frame_size(Some(settings.max_payload));
-            let (io, early) = unwrap_upgraded(upgraded);
             let ws =
-                WebSocketStream::from_partially_read(io, early, Role::Server, Some(config)).await;
+                WebSocketStream::from_partially_read(read, early, Role::Server, Some(config)).await;
             match session {
-                Upgrade::New(s) => engine.run_new_websocket(s, ws, info, &settings).await,
-                Upgrade::Existing(s) => run_upgrade(s, ws, &settings, &engine.websockets).await,
+                Upgrade::New(s) => {
+                    engine
+                        .run_new_websocket(s, ws, write, info, &settings)
+                        .await
+                }
+                Upgrade::Existing(s) => {
+                    run_upgrade(s, ws, write, &settings, &engine.websockets).await
+                }
                 Upgrade::Fresh | Upgrade::Refuse => {
-                    let mut ws = ws;
-                    let _ = tokio::time::timeout(CLOSE_GRACE, ws.close(None)).await;
+                    close_websocket(&write, CloseCode::Normal).await
                 }
             }
         });
@@ -439,13 +454,13 @@ impl Engine {
     async fn run_new_websocket(
         &self,
         session: Arc<Session>,
-        ws: Ws,
+        stream: Ws,
+        sink: WriteSide,
         info: HandshakeInfo,
         settings: &Settings,
     ) {
-        let (mut sink, stream) = ws.split();
         let open = open_packet(&session.sid, false, settings);
-        if sink.send(to_ws(&open)).await.is_err() {
+        if write_frame(&sink, &open).await.is_err() {
             session.close(CloseReason::TransportError);
             return;
         }
@@ -463,30 +478,34 @@ impl Engine {
     }
 }
 
-/// The byte stream under a WebSocket: the connection's own socket when hyper hands it
-/// back (TCP, or the Unix socket a sibling worker forwards through), else hyper's wrapper.
-trait WsIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> WsIo for T {}
-
-/// Take the socket back from hyper, with the bytes it read past the upgrade request.
+/// Take the socket back from hyper, with the bytes it read past the upgrade request;
+/// `None` for a connection that is neither TCP nor Unix (the listeners make no other).
 ///
 /// hyper's `Upgraded` keeps its whole HTTP read buffer (8 KiB) alive behind those bytes
 /// for as long as the connection lives; recovering the socket frees it, which is about
-/// half of an idle WebSocket's memory.
-fn unwrap_upgraded(upgraded: hyper::upgrade::Upgraded) -> (Box<dyn WsIo>, Vec<u8>) {
+/// half of an idle WebSocket's memory. Owning the socket also lets the writer write its
+/// frames on its own half.
+fn unwrap_upgraded(upgraded: hyper::upgrade::Upgraded) -> Option<(WsSocket, Vec<u8>)> {
     let upgraded = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
-        Ok(parts) => return (Box::new(parts.io.into_inner()), parts.read_buf.to_vec()),
+        Ok(parts) => {
+            return Some((
+                WsSocket::Tcp(parts.io.into_inner()),
+                parts.read_buf.to_vec(),
+            ));
+        }
         Err(upgraded) => upgraded,
     };
-    match upgraded.downcast::<TokioIo<tokio::net::UnixStream>>() {
-        Ok(parts) => (Box::new(parts.io.into_inner()), parts.read_buf.to_vec()),
-        Err(upgraded) => (Box::new(TokioIo::new(upgraded)), Vec::new()),
-    }
+    let parts = upgraded
+        .downcast::<TokioIo<tokio::net::UnixStream>>()
+        .ok()?;
+    Some((
+        WsSocket::Unix(parts.io.into_inner()),
+        parts.read_buf.to_vec(),
+    ))
 }
 
-type Ws = WebSocketStream<Box<dyn WsIo>>;
-type WsSink = futures_util::stream::SplitSink<Ws, WsMessage>;
-type WsStream = futures_util::stream::SplitStream<Ws>;
+/// A WebSocket's reading side: tungstenite decodes the client's frames.
+type Ws = WebSocketStream<ReadSide>;
 type QueueGuard = tokio::sync::OwnedMutexGuard<tokio::sync::mpsc::Receiver<Outgoing>>;
 
 /// What a WebSocket request becomes once upgraded.
@@ -505,22 +524,21 @@ enum Upgrade {
 /// the pending poll, then `5`, after which the WebSocket takes over the queue.
 async fn run_upgrade(
     session: Arc<Session>,
-    ws: Ws,
+    mut stream: Ws,
+    sink: WriteSide,
     settings: &Settings,
     websockets: &Arc<AtomicUsize>,
 ) {
-    let (mut sink, mut stream) = ws.split();
     let deadline = settings.upgrade_timeout;
     let probe = tokio::time::timeout(deadline, stream.next()).await;
     let probed = matches!(&probe, Ok(Some(Ok(WsMessage::Text(t)))) if t.as_str() == "2probe");
     if !probed {
         tracing::debug!(sid = %session.sid, "upgrade aborted: no probe");
         abandon_upgrade(&session);
-        let _ = sink.close().await;
+        close_websocket(&sink, CloseCode::Normal).await;
         return;
     }
-    if sink
-        .send(to_ws(&Packet::Pong("probe".into()).encode()))
+    if write_frame(&sink, &Packet::Pong("probe".into()).encode())
         .await
         .is_err()
     {
@@ -543,7 +561,7 @@ async fn run_upgrade(
     if !upgraded || session.is_closed() {
         tracing::debug!(sid = %session.sid, "upgrade aborted: no upgrade packet");
         abandon_upgrade(&session);
-        let _ = sink.close().await;
+        close_websocket(&sink, CloseCode::Normal).await;
         return;
     }
     // Waits for a poll still carrying the queue to hand it over.
@@ -580,7 +598,7 @@ fn abandon_upgrade(session: &Session) {
 }
 
 /// Read a session's WebSocket until it ends, delivering packets in order.
-async fn read_websocket(session: Arc<Session>, mut stream: WsStream) {
+async fn read_websocket(session: Arc<Session>, mut stream: Ws) {
     let closed = session.closed();
     tokio::pin!(closed);
     loop {
@@ -625,7 +643,12 @@ async fn read_websocket(session: Arc<Session>, mut stream: WsStream) {
                 session.close(CloseReason::ClientClose);
                 return;
             }
-            WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => continue,
+            // tungstenite's own pong goes nowhere (see `wsio`): the writer sends ours.
+            WsMessage::Ping(data) => {
+                session.send(Outgoing::Pong(data));
+                continue;
+            }
+            WsMessage::Pong(_) | WsMessage::Frame(_) => continue,
         };
         let _serial = session.inbound.lock().await;
         handle_packet(&session, packet).await;
@@ -643,12 +666,14 @@ async fn read_websocket(session: Arc<Session>, mut stream: WsStream) {
     .await;
 }
 
-/// Write a session's queue to its WebSocket, coalescing what is queued into one flush.
-async fn write_websocket(session: Arc<Session>, mut sink: WsSink, mut queue: QueueGuard) {
+/// Write a session's queue to its WebSocket: the first item at once, then what queued
+/// up meanwhile coalesced into one more write.
+async fn write_websocket(session: Arc<Session>, sink: WriteSide, mut queue: QueueGuard) {
     // One wait for the close for the task's life: a fresh one per packet would register
     // and unregister a waiter each time.
     let closed = session.closed();
     tokio::pin!(closed);
+    let mut buf = Vec::new();
     loop {
         let first = tokio::select! {
             biased;
@@ -656,16 +681,12 @@ async fn write_websocket(session: Arc<Session>, mut sink: WsSink, mut queue: Que
             item = queue.recv() => item,
         };
         let Some(first) = first else { break };
-        session.dequeued(first.bytes());
         // A client that stops reading must not hold this task (and its socket buffers)
         // once the session is closed: the write is abandoned then.
         let result = tokio::select! {
-            r = write_batch(&mut sink, &first, &mut queue, &session) => r,
+            r = write_batch(&sink, &mut buf, first, &mut queue, &session) => r,
             _ = &mut closed => return,
         };
-        // The first item goes out at once; whatever queued up meanwhile is coalesced
-        // into one more write. (Clients that read one frame per TCP read, like the
-        // conformance suite's, see the packets of a quiet connection one by one.)
         match result {
             Ok(bytes) => session.meters().websocket.sent.inc_by(bytes as u64),
             Err(err) => {
@@ -673,6 +694,9 @@ async fn write_websocket(session: Arc<Session>, mut sink: WsSink, mut queue: Que
                 session.close(CloseReason::TransportError);
                 break;
             }
+        }
+        if buf.capacity() > WS_WRITE_BUFFER {
+            buf = Vec::new();
         }
     }
     let code = match session.close_reason() {
@@ -682,59 +706,73 @@ async fn write_websocket(session: Arc<Session>, mut sink: WsSink, mut queue: Que
         Some(CloseReason::InvalidData) => CloseCode::Invalid,
         _ => CloseCode::Normal,
     };
-    let frame = CloseFrame {
-        code,
-        reason: "".into(),
-    };
-    let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(WsMessage::Close(Some(frame)))).await;
+    close_websocket(&sink, code).await;
 }
 
-/// Write `first` at once, then whatever else is queued (up to a batch) in one more
-/// flush; returns the bytes written. Flushing the first item alone keeps a quiet
-/// connection's packets in separate writes, for clients that read one frame per read.
+/// Write `first` on its own, then whatever else is queued (up to a batch) in one more
+/// write; returns the payload bytes written. Writing the first item alone keeps a quiet
+/// connection's packets in separate writes, for clients that read one frame per read
+/// (like the conformance suite's).
 async fn write_batch(
-    sink: &mut WsSink,
-    first: &Outgoing,
+    sink: &WriteSide,
+    buf: &mut Vec<u8>,
+    first: Outgoing,
     queue: &mut QueueGuard,
     session: &Session,
-) -> Result<usize, tungstenite::Error> {
-    let mut bytes = feed(sink, first).await?;
-    sink.flush().await?;
-    let mut more = false;
+) -> std::io::Result<usize> {
+    session.dequeued(first.bytes());
+    let mut bytes = put_item(buf, &first);
+    if matches!(first, Outgoing::Paced(_)) {
+        tokio::time::sleep(PACE).await;
+    }
+    sink.write_all(buf).await?;
+    buf.clear();
     for _ in 1..MAX_BATCH_ITEMS {
-        match queue.try_recv() {
-            Ok(item) => {
-                session.dequeued(item.bytes());
-                bytes += feed(sink, &item).await?;
-                more = true;
-            }
-            Err(_) => break,
+        let Ok(item) = queue.try_recv() else { break };
+        session.dequeued(item.bytes());
+        if matches!(item, Outgoing::Paced(_)) {
+            sink.write_all(buf).await?;
+            buf.clear();
+            tokio::time::sleep(PACE).await;
         }
+        bytes += put_item(buf, &item);
     }
-    // At low rates nothing else is queued: no second flush (it costs the sink's lock).
-    if more {
-        sink.flush().await?;
-    }
+    sink.write_all(buf).await?;
+    buf.clear();
     Ok(bytes)
 }
 
-/// Queue an item's frames on the WebSocket; returns the bytes fed.
-async fn feed(sink: &mut WsSink, item: &Outgoing) -> Result<usize, tungstenite::Error> {
-    if matches!(item, Outgoing::Paced(_)) {
-        sink.flush().await?;
-        tokio::time::sleep(PACE).await;
+/// Append an item's WebSocket frames to `buf`; returns its payload bytes.
+fn put_item(buf: &mut Vec<u8>, item: &Outgoing) -> usize {
+    if let Outgoing::Pong(data) = item {
+        wsio::put_frame(buf, wsio::OP_PONG, data);
+        return data.len();
     }
     for frame in item.frames() {
-        sink.feed(to_ws(frame)).await?;
+        put_ws_frame(buf, frame);
     }
-    Ok(item.frames().iter().map(Frame::len).sum())
+    item.bytes()
 }
 
-fn to_ws(frame: &Frame) -> WsMessage {
+fn put_ws_frame(buf: &mut Vec<u8>, frame: &Frame) {
     match frame {
-        Frame::Text(t) => WsMessage::Text(t.clone()),
-        Frame::Binary(b) => WsMessage::Binary(b.clone()),
+        Frame::Text(t) => wsio::put_frame(buf, wsio::OP_TEXT, t.as_bytes()),
+        Frame::Binary(b) => wsio::put_frame(buf, wsio::OP_BINARY, b),
     }
+}
+
+/// Write one packet at once (before the writer runs: OPEN, the probe's answer).
+async fn write_frame(sink: &WriteSide, frame: &Frame) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(frame.len() + 10);
+    put_ws_frame(&mut buf, frame);
+    sink.write_all(&buf).await
+}
+
+/// Send our close frame, giving the client [`CLOSE_GRACE`] to take it.
+async fn close_websocket(sink: &WriteSide, code: CloseCode) {
+    let mut buf = Vec::with_capacity(4);
+    wsio::put_close(&mut buf, code.into());
+    let _ = tokio::time::timeout(CLOSE_GRACE, sink.write_all(&buf)).await;
 }
 
 /// Most time a GET that arrives during an upgrade waits for it to finish.

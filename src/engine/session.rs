@@ -35,6 +35,9 @@ pub enum Outgoing {
     /// reading one WebSocket message per socket read still sees it apart from the packet
     /// before (used for the greeting right after CONNECT).
     Paced(Frame),
+    /// A WebSocket pong answering the client's WebSocket ping. Only a WebSocket carries
+    /// it: it has no Engine.IO frames, so a polling response skips it.
+    Pong(Bytes),
 }
 
 /// The pause before a [`Outgoing::Paced`] packet.
@@ -43,7 +46,10 @@ pub const PACE: Duration = Duration::from_millis(2);
 impl Outgoing {
     /// Its size on the wire.
     pub fn bytes(&self) -> usize {
-        self.frames().iter().map(Frame::len).sum()
+        match self {
+            Outgoing::Pong(data) => data.len(),
+            _ => self.frames().iter().map(Frame::len).sum(),
+        }
     }
 
     /// The frames of this item, in order.
@@ -51,6 +57,7 @@ impl Outgoing {
         match self {
             Outgoing::Frame(f) | Outgoing::Paced(f) => std::slice::from_ref(f),
             Outgoing::Group(g) => g,
+            Outgoing::Pong(_) => &[],
         }
     }
 }
