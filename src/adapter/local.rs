@@ -191,7 +191,14 @@ impl Adapter for LocalAdapter {
     fn broadcast(&self, nsp: &str, target: &Target, item: &Outgoing) -> usize {
         let space = self.space(nsp);
         let s = space.read().expect("adapter lock is never poisoned");
-        let skip = |id: &Arc<str>| target.except.as_ref().is_some_and(|e| e == id);
+        // The sender, looked up once: the loops compare pointers instead of reading
+        // every member's id (a cache miss per member in a large room).
+        let except = target
+            .except
+            .as_ref()
+            .and_then(|e| s.sockets.get(e))
+            .map(Arc::as_ptr);
+        let skip = |r: &Arc<Recipient>| except == Some(Arc::as_ptr(r));
         let mut delivered = 0;
         let mut deliver = |r: &Recipient| {
             if r.session.send(item.clone()) {
@@ -200,16 +207,16 @@ impl Adapter for LocalAdapter {
         };
         match target.rooms.as_slice() {
             [] => {
-                for (id, r) in &s.sockets {
-                    if !skip(id) {
+                for r in s.sockets.values() {
+                    if !skip(r) {
                         deliver(r);
                     }
                 }
             }
             [room] => {
                 if let Some(members) = s.rooms.get(room) {
-                    for (id, r) in members {
-                        if !skip(id) {
+                    for r in members.values() {
+                        if !skip(r) {
                             deliver(r);
                         }
                     }
@@ -223,7 +230,7 @@ impl Adapter for LocalAdapter {
                         continue;
                     };
                     for (id, r) in members {
-                        if !skip(id) && seen.insert(id) {
+                        if !skip(r) && seen.insert(id) {
                             deliver(r);
                         }
                     }

@@ -24,8 +24,9 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
 use super::error::RequestError;
 use super::meters::{Meters, POLLING, WEBSOCKET};
+use super::outbox::{self, Flusher, Leftover};
 use super::session::{
-    CloseReason, Handler, HandshakeInfo, Message, Outgoing, PACE, Session, TransportKind, heartbeat,
+    CloseReason, Handler, HandshakeInfo, Message, Outgoing, Session, TransportKind, heartbeat,
 };
 use super::sid::Sid;
 use super::wsio::{self, ReadSide, WriteSide, WsSocket};
@@ -33,15 +34,12 @@ use super::{Frame, Packet, payload};
 
 /// Most packets accepted in one polling POST body; far above what a client batches.
 const MAX_PACKETS_PER_POST: usize = 10_000;
-/// Most queued items one polling GET or one WebSocket write batch carries.
+/// Most queued items one polling GET carries.
 const MAX_BATCH_ITEMS: usize = 256;
 /// Byte budget of one polling GET response; the rest waits for the next poll.
 const MAX_POLL_BYTES: usize = 1 << 20;
 /// Read buffer of each WebSocket; it grows only while a larger message is read.
 const WS_READ_BUFFER: usize = 1024;
-/// Capacity a WebSocket writer keeps in its buffer between batches; a larger buffer
-/// (a large message, a long batch) is freed once written.
-const WS_WRITE_BUFFER: usize = 16 * 1024;
 /// How long a session the client closed over polling stays listed for its last GET.
 const LINGER: Duration = Duration::from_millis(200);
 /// How long a closing WebSocket may take to accept our close frame.
@@ -102,6 +100,8 @@ pub struct Engine {
     meters: Arc<Meters>,
     /// WebSocket writer tasks still running (they write the close frame last).
     websockets: Arc<AtomicUsize>,
+    /// Writes the WebSocket sessions' outboxes (started with the first WebSocket).
+    flusher: Arc<Flusher>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -122,12 +122,14 @@ enum Transport {
 impl Engine {
     /// A new engine handing sessions to `handler`.
     pub fn new(settings: Settings, handler: Arc<dyn Handler>, meters: Meters) -> Arc<Engine> {
+        let flusher = Flusher::new(meters.websocket.clone());
         Arc::new(Engine {
             settings: RwLock::new(Arc::new(settings)),
             sessions: RwLock::new(HashMap::new()),
             handler,
             meters: Arc::new(meters),
             websockets: Arc::new(AtomicUsize::new(0)),
+            flusher,
         })
     }
 
@@ -426,17 +428,18 @@ impl Engine {
                 .read_buffer_size(WS_READ_BUFFER)
                 .max_message_size(Some(settings.max_payload))
                 .max_frame_size(Some(settings.max_payload));
-            let ws =
-                WebSocketStream::from_partially_read(read, early, Role::Server, Some(config)).await;
+            // Boxed: moved through three nested futures, a stream held by value would take
+            // its room in each of their states (about 1 KiB per idle connection).
+            let ws = Box::new(
+                WebSocketStream::from_partially_read(read, early, Role::Server, Some(config)).await,
+            );
             match session {
                 Upgrade::New(s) => {
                     engine
                         .run_new_websocket(s, ws, write, info, &settings)
                         .await
                 }
-                Upgrade::Existing(s) => {
-                    run_upgrade(s, ws, write, &settings, &engine.websockets).await
-                }
+                Upgrade::Existing(s) => run_upgrade(s, ws, write, &settings, &engine).await,
                 Upgrade::Fresh | Upgrade::Refuse => {
                     close_websocket(&write, CloseCode::Normal).await
                 }
@@ -472,7 +475,7 @@ impl Engine {
         let queue = session.rx.clone().lock_owned().await;
         tokio::spawn(counted(
             self.websockets.clone(),
-            write_websocket(session.clone(), sink, queue),
+            write_websocket(session.clone(), sink, queue, self.flusher.clone()),
         ));
         read_websocket(session, stream).await;
     }
@@ -505,7 +508,7 @@ fn unwrap_upgraded(upgraded: hyper::upgrade::Upgraded) -> Option<(WsSocket, Vec<
 }
 
 /// A WebSocket's reading side: tungstenite decodes the client's frames.
-type Ws = WebSocketStream<ReadSide>;
+type Ws = Box<WebSocketStream<ReadSide>>;
 type QueueGuard = tokio::sync::OwnedMutexGuard<tokio::sync::mpsc::Receiver<Outgoing>>;
 
 /// What a WebSocket request becomes once upgraded.
@@ -527,7 +530,7 @@ async fn run_upgrade(
     mut stream: Ws,
     sink: WriteSide,
     settings: &Settings,
-    websockets: &Arc<AtomicUsize>,
+    engine: &Engine,
 ) {
     let deadline = settings.upgrade_timeout;
     let probe = tokio::time::timeout(deadline, stream.next()).await;
@@ -576,8 +579,8 @@ async fn run_upgrade(
     }
     tracing::debug!(sid = %session.sid, "upgraded to websocket");
     tokio::spawn(counted(
-        websockets.clone(),
-        write_websocket(session.clone(), sink, queue),
+        engine.websockets.clone(),
+        write_websocket(session.clone(), sink, queue, engine.flusher.clone()),
     ));
     read_websocket(session, stream).await;
 }
@@ -666,39 +669,45 @@ async fn read_websocket(session: Arc<Session>, mut stream: Ws) {
     .await;
 }
 
-/// Write a session's queue to its WebSocket: the first item at once, then what queued
-/// up meanwhile coalesced into one more write.
-async fn write_websocket(session: Arc<Session>, sink: WriteSide, mut queue: QueueGuard) {
-    // One wait for the close for the task's life: a fresh one per packet would register
-    // and unregister a waiter each time.
+/// A WebSocket session's writer: it takes the session's queue over into the outbox (see
+/// `outbox`), writes what the flusher hands it, and sends the close frame last.
+async fn write_websocket(
+    session: Arc<Session>,
+    sink: WriteSide,
+    mut queue: QueueGuard,
+    flusher: Arc<Flusher>,
+) {
+    let sink = Arc::new(sink);
+    flusher.start();
+    let outbox = session.outbox();
+    outbox.attach(
+        sink.clone(),
+        flusher,
+        std::iter::from_fn(|| {
+            let item = queue.try_recv().ok()?;
+            session.dequeued(item.bytes());
+            Some(item)
+        }),
+    );
+    // One wait for the close for the task's life; a client that stops reading must not
+    // hold this task (and its socket buffers) once the session is closed.
     let closed = session.closed();
     tokio::pin!(closed);
-    let mut buf = Vec::new();
-    loop {
-        let first = tokio::select! {
-            biased;
-            _ = &mut closed => break,
-            item = queue.recv() => item,
-        };
-        let Some(first) = first else { break };
-        // A client that stops reading must not hold this task (and its socket buffers)
-        // once the session is closed: the write is abandoned then.
-        let result = tokio::select! {
-            r = write_batch(&sink, &mut buf, first, &mut queue, &session) => r,
-            _ = &mut closed => return,
-        };
-        match result {
-            Ok(bytes) => session.meters().websocket.sent.inc_by(bytes as u64),
-            Err(err) => {
-                tracing::debug!(sid = %session.sid, error = %err, "websocket write failed");
-                session.close(CloseReason::TransportError);
-                break;
-            }
+    let written = outbox
+        .run_writer(&sink, &session.meters().websocket, closed.as_mut())
+        .await;
+    let mut buf = match written {
+        Ok(Leftover::Clean) => Vec::new(),
+        Ok(Leftover::Rest(rest)) => rest,
+        Err(err) => {
+            tracing::debug!(sid = %session.sid, error = %err, "websocket write failed");
+            session.close(CloseReason::TransportError);
+            outbox.close(Vec::new());
+            return;
         }
-        if buf.capacity() > WS_WRITE_BUFFER {
-            buf = Vec::new();
-        }
-    }
+    };
+    // Held to the end: a polling GET for a WebSocket session finds the queue taken.
+    drop(queue);
     let code = match session.close_reason() {
         Some(CloseReason::MessageTooBig) => CloseCode::Size,
         Some(CloseReason::Shutdown) => CloseCode::Away,
@@ -706,65 +715,14 @@ async fn write_websocket(session: Arc<Session>, sink: WriteSide, mut queue: Queu
         Some(CloseReason::InvalidData) => CloseCode::Invalid,
         _ => CloseCode::Normal,
     };
-    close_websocket(&sink, code).await;
-}
-
-/// Write `first` on its own, then whatever else is queued (up to a batch) in one more
-/// write; returns the payload bytes written. Writing the first item alone keeps a quiet
-/// connection's packets in separate writes, for clients that read one frame per read
-/// (like the conformance suite's).
-async fn write_batch(
-    sink: &WriteSide,
-    buf: &mut Vec<u8>,
-    first: Outgoing,
-    queue: &mut QueueGuard,
-    session: &Session,
-) -> std::io::Result<usize> {
-    session.dequeued(first.bytes());
-    let mut bytes = put_item(buf, &first);
-    if matches!(first, Outgoing::Paced(_)) {
-        tokio::time::sleep(PACE).await;
-    }
-    sink.write_all(buf).await?;
-    buf.clear();
-    for _ in 1..MAX_BATCH_ITEMS {
-        let Ok(item) = queue.try_recv() else { break };
-        session.dequeued(item.bytes());
-        if matches!(item, Outgoing::Paced(_)) {
-            sink.write_all(buf).await?;
-            buf.clear();
-            tokio::time::sleep(PACE).await;
-        }
-        bytes += put_item(buf, &item);
-    }
-    sink.write_all(buf).await?;
-    buf.clear();
-    Ok(bytes)
-}
-
-/// Append an item's WebSocket frames to `buf`; returns its payload bytes.
-fn put_item(buf: &mut Vec<u8>, item: &Outgoing) -> usize {
-    if let Outgoing::Pong(data) = item {
-        wsio::put_frame(buf, wsio::OP_PONG, data);
-        return data.len();
-    }
-    for frame in item.frames() {
-        put_ws_frame(buf, frame);
-    }
-    item.bytes()
-}
-
-fn put_ws_frame(buf: &mut Vec<u8>, frame: &Frame) {
-    match frame {
-        Frame::Text(t) => wsio::put_frame(buf, wsio::OP_TEXT, t.as_bytes()),
-        Frame::Binary(b) => wsio::put_frame(buf, wsio::OP_BINARY, b),
-    }
+    wsio::put_close(&mut buf, code.into());
+    let _ = tokio::time::timeout(CLOSE_GRACE, sink.write_all(&buf)).await;
 }
 
 /// Write one packet at once (before the writer runs: OPEN, the probe's answer).
 async fn write_frame(sink: &WriteSide, frame: &Frame) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(frame.len() + 10);
-    put_ws_frame(&mut buf, frame);
+    outbox::put_packet(&mut buf, frame);
     sink.write_all(&buf).await
 }
 

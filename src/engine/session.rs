@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use super::Frame;
 use super::meters::Meters;
+use super::outbox::{Outbox, Refused};
 use super::sid::Sid;
 
 /// A boxed future, for the object-safe upper-layer callbacks.
@@ -220,6 +221,10 @@ pub struct Session {
     byte_budget: AtomicUsize,
     /// Called on close to forget the session in the engine's table.
     on_close: Mutex<Option<OnClose>>,
+    /// Most items queued (the queue's length): the outbox keeps to it too.
+    queue_len: usize,
+    /// The WebSocket output, once a WebSocket writer has taken over from the queue.
+    outbox: Arc<Outbox>,
 }
 
 impl std::fmt::Debug for Session {
@@ -239,7 +244,8 @@ impl Session {
         queue: usize,
         meters: Arc<Meters>,
     ) -> Arc<Session> {
-        let (tx, rx) = mpsc::channel(queue.max(1));
+        let queue_len = queue.max(1);
+        let (tx, rx) = mpsc::channel(queue_len);
         Arc::new(Session {
             sid,
             tx,
@@ -260,6 +266,8 @@ impl Session {
             queued_bytes: AtomicUsize::new(0),
             byte_budget: AtomicUsize::new(usize::MAX),
             on_close: Mutex::new(None),
+            queue_len,
+            outbox: Outbox::new(),
         })
     }
 
@@ -313,29 +321,45 @@ impl Session {
         if self.is_closed() {
             return false;
         }
+        let budget = self.byte_budget.load(Ordering::Relaxed);
+        let pushed = self.outbox.push(item, self.queue_len, budget, |item| {
+            self.enqueue(item, budget)
+        });
+        match pushed {
+            Ok(()) => true,
+            Err(Refused::Full) => {
+                self.meters.dropped_slow.inc();
+                tracing::info!(sid = %self.sid, "outbound queue full, closing slow consumer");
+                self.close(CloseReason::SlowConsumer);
+                false
+            }
+            Err(Refused::Closed) => false,
+        }
+    }
+
+    /// Put an item on the queue that a transport takes from (before a WebSocket writer
+    /// has attached the outbox).
+    fn enqueue(&self, item: Outgoing, budget: usize) -> Result<(), Refused> {
         let bytes = item.bytes();
         let before = self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
-        if before.saturating_add(bytes) > self.byte_budget.load(Ordering::Relaxed) {
+        if before.saturating_add(bytes) > budget {
             self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
-            self.meters.dropped_slow.inc();
-            tracing::info!(sid = %self.sid, queued = before, "outbound bytes over budget, closing slow consumer");
-            self.close(CloseReason::SlowConsumer);
-            return false;
+            return Err(Refused::Full);
         }
         let sent = self.tx.try_send(item);
         if sent.is_err() {
             self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
         }
         match sent {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.meters.dropped_slow.inc();
-                tracing::info!(sid = %self.sid, "outbound queue full, closing slow consumer");
-                self.close(CloseReason::SlowConsumer);
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(Refused::Full),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Refused::Closed),
         }
+    }
+
+    /// The WebSocket output.
+    pub(crate) fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     /// Queue one frame (see [`Session::send`]).

@@ -1,0 +1,545 @@
+//! A WebSocket session's output, and the engine's flusher that writes it.
+//!
+//! Once a session's WebSocket writer has taken over, [`Session::send`] appends the item's
+//! frames, already framed, to the session's [`Outbox`] and schedules the outbox with the
+//! engine's [`Flusher`]: one task that, on its next turn, writes every outbox that has
+//! something with one non-blocking write each. A fan-out to a thousand sockets therefore
+//! wakes one task, not a thousand, and what a busy publisher queued for a socket in the
+//! meantime leaves in the same write. Only an outbox whose socket is full (or that holds
+//! a paced packet) is handed to the session's own writer task, which waits for room.
+//!
+//! Before the writer takes over (a polling session, an upgrade in progress) the outbox
+//! is *detached* and items go through the session's queue as before; taking over drains
+//! that queue into the outbox under the outbox's lock, so no item overtakes another.
+//!
+//! [`Session::send`]: super::Session::send
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use super::session::{Outgoing, PACE};
+use super::wsio::{self, WriteSide};
+use super::{Frame, TransportBytes};
+
+/// Capacity an outbox keeps between writes; a larger buffer is freed once written.
+const KEEP_CAPACITY: usize = 16 * 1024;
+/// Outboxes the flusher writes before it lets other tasks run.
+const FLUSH_TURN: usize = 256;
+
+/// Why [`Outbox::push`] did not take an item.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Over the session's item or byte limit: the client does not keep up.
+    Full,
+    /// The WebSocket has closed.
+    Closed,
+}
+
+/// The output of one WebSocket session.
+pub(crate) struct Outbox {
+    state: Mutex<State>,
+    /// Wakes the session's writer task when it is handed the outbox.
+    wake: Notify,
+}
+
+struct State {
+    mode: Mode,
+    /// The socket's write half, once attached.
+    socket: Option<Arc<WriteSide>>,
+    /// The engine's flusher, once attached.
+    flusher: Option<Arc<Flusher>>,
+    /// Frames not yet written, on the wire format.
+    buf: Vec<u8>,
+    /// Offsets in `buf` where a paced packet starts: the writer pauses [`PACE`] there.
+    pauses: Vec<usize>,
+    /// Items and payload bytes in `buf`, for the limits and the byte counters.
+    items: usize,
+    payload: usize,
+    /// The head of `buf` is the rest of a frame the flusher wrote in part.
+    cut: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// No writer yet: the session's queue carries its items.
+    Detached,
+    /// Attached, nothing to write.
+    Idle,
+    /// In the flusher's list.
+    Scheduled,
+    /// The session's writer task owns the output (socket full, or a pause due).
+    Writer,
+    /// The WebSocket is closing: nothing more is taken.
+    Closed,
+}
+
+/// What [`Outbox::run_writer`] left when the session closed.
+pub(crate) enum Leftover {
+    /// Nothing: the stream is at a frame boundary.
+    Clean,
+    /// A frame was partly written: these bytes complete it (and the frames after it),
+    /// and must precede the close frame.
+    Rest(Vec<u8>),
+}
+
+impl Outbox {
+    pub(crate) fn new() -> Arc<Outbox> {
+        Arc::new(Outbox {
+            state: Mutex::new(State {
+                mode: Mode::Detached,
+                socket: None,
+                flusher: None,
+                buf: Vec::new(),
+                pauses: Vec::new(),
+                items: 0,
+                payload: 0,
+                cut: false,
+            }),
+            wake: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("outbox lock is never poisoned")
+    }
+
+    /// Take `item` for the WebSocket, within `max_items` items and `max_bytes` bytes
+    /// waiting. While detached, `queue` is called instead, under the same lock (so that
+    /// an attach cannot slip in between) and its answer returned.
+    pub(crate) fn push<Q>(
+        self: &Arc<Self>,
+        item: Outgoing,
+        max_items: usize,
+        max_bytes: usize,
+        queue: Q,
+    ) -> Result<(), Refused>
+    where
+        Q: FnOnce(Outgoing) -> Result<(), Refused>,
+    {
+        let mut state = self.lock();
+        match state.mode {
+            Mode::Detached => return queue(item),
+            Mode::Closed => return Err(Refused::Closed),
+            Mode::Idle | Mode::Scheduled | Mode::Writer => {}
+        }
+        if state.items >= max_items || state.buf.len().saturating_add(wire_len(&item)) > max_bytes {
+            return Err(Refused::Full);
+        }
+        state.append(&item);
+        if state.mode == Mode::Idle {
+            state.mode = Mode::Scheduled;
+            let flusher = state.flusher.clone();
+            drop(state);
+            if let Some(flusher) = flusher {
+                flusher.schedule(self.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Hand the output to the writer: `queued` drains what the session's queue still
+    /// holds (it goes out first, and is drained under the outbox's lock so that no push
+    /// slips in between), and from now on [`Outbox::push`] takes items itself.
+    pub(crate) fn attach(
+        &self,
+        socket: Arc<WriteSide>,
+        flusher: Arc<Flusher>,
+        queued: impl IntoIterator<Item = Outgoing>,
+    ) {
+        let mut state = self.lock();
+        if state.mode != Mode::Detached {
+            return;
+        }
+        for item in queued {
+            state.append(&item);
+        }
+        state.socket = Some(socket);
+        state.flusher = Some(flusher);
+        state.mode = if state.buf.is_empty() {
+            Mode::Idle
+        } else {
+            Mode::Writer
+        };
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// The flusher's part: write what fits now; hand the rest to the writer task.
+    fn flush(&self, counters: &TransportBytes) {
+        let mut state = self.lock();
+        if state.mode != Mode::Scheduled {
+            return;
+        }
+        let end = state.pauses.first().copied().unwrap_or(state.buf.len());
+        let written = match state.socket.as_ref() {
+            Some(socket) if end > 0 => socket.try_write(&state.buf[..end]),
+            Some(_) => Ok(0),
+            None => return,
+        };
+        match written {
+            Ok(n) if n == state.buf.len() => {
+                counters.sent.inc_by(state.payload as u64);
+                state.clear();
+                state.mode = Mode::Idle;
+            }
+            Ok(n) => {
+                state.consume(n);
+                state.mode = Mode::Writer;
+                drop(state);
+                self.wake.notify_one();
+            }
+            // Full, or failed: the writer waits for room, or meets the error itself.
+            Err(_) => {
+                state.mode = Mode::Writer;
+                drop(state);
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// The session's writer task: write whatever the outbox is handed over with, until
+    /// `closed` resolves (then the outbox closes) or a write fails.
+    pub(crate) async fn run_writer<C: Future<Output = ()>>(
+        &self,
+        socket: &WriteSide,
+        counters: &TransportBytes,
+        mut closed: Pin<&mut C>,
+    ) -> io::Result<Leftover> {
+        let mut chunk = Vec::new();
+        let mut pauses = Vec::new();
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut closed => return Ok(self.close(Vec::new())),
+                _ = self.wake.notified() => {}
+            }
+            loop {
+                let payload = {
+                    let mut state = self.lock();
+                    if state.mode != Mode::Writer {
+                        break;
+                    }
+                    if state.buf.is_empty() {
+                        state.mode = Mode::Idle;
+                        break;
+                    }
+                    std::mem::swap(&mut state.buf, &mut chunk);
+                    std::mem::swap(&mut state.pauses, &mut pauses);
+                    let payload = state.payload;
+                    state.items = 0;
+                    state.payload = 0;
+                    state.cut = false;
+                    payload
+                };
+                let mut at = 0;
+                for end in pauses.iter().copied().chain([chunk.len()]) {
+                    if end == at && end < chunk.len() {
+                        tokio::select! {
+                            biased;
+                            _ = &mut closed => return Ok(self.close(chunk.split_off(at))),
+                            _ = tokio::time::sleep(PACE) => {}
+                        }
+                        continue;
+                    }
+                    while at < end {
+                        match socket.try_write(&chunk[at..end]) {
+                            Ok(n) => at += n,
+                            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                                tokio::select! {
+                                    biased;
+                                    _ = &mut closed => {
+                                        return Ok(self.close(chunk.split_off(at)));
+                                    }
+                                    ready = socket.writable() => ready?,
+                                }
+                            }
+                            Err(err) => return Err(err),
+                        }
+                    }
+                    if end < chunk.len() {
+                        tokio::select! {
+                            biased;
+                            _ = &mut closed => return Ok(self.close(chunk.split_off(at))),
+                            _ = tokio::time::sleep(PACE) => {}
+                        }
+                    }
+                }
+                counters.sent.inc_by(payload as u64);
+                chunk.clear();
+                pauses.clear();
+                if chunk.capacity() > KEEP_CAPACITY {
+                    chunk = Vec::new();
+                }
+            }
+        }
+    }
+
+    /// Stop taking items. `rest` is what the writer left of a chunk it was writing; a
+    /// frame the flusher cut short is completed from the buffer.
+    pub(crate) fn close(&self, rest: Vec<u8>) -> Leftover {
+        let mut state = self.lock();
+        state.mode = Mode::Closed;
+        state.socket = None;
+        let buf = std::mem::take(&mut state.buf);
+        if !rest.is_empty() {
+            // The writer's chunk ends on a frame boundary; what was queued after it is
+            // not needed.
+            return Leftover::Rest(rest);
+        }
+        if state.cut {
+            return Leftover::Rest(buf);
+        }
+        Leftover::Clean
+    }
+}
+
+impl State {
+    fn append(&mut self, item: &Outgoing) {
+        if matches!(item, Outgoing::Paced(_)) {
+            self.pauses.push(self.buf.len());
+        }
+        put_item(&mut self.buf, item);
+        self.items += 1;
+        self.payload += item.bytes();
+    }
+
+    /// `n` bytes of the buffer's head were written.
+    fn consume(&mut self, n: usize) {
+        self.buf.drain(..n);
+        self.pauses.retain_mut(|p| {
+            *p = p.saturating_sub(n);
+            true
+        });
+        self.cut = n > 0 && self.pauses.first().is_none_or(|&p| p != 0);
+    }
+
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.pauses.clear();
+        self.items = 0;
+        self.payload = 0;
+        self.cut = false;
+        if self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = Vec::new();
+        }
+    }
+}
+
+/// Bytes an item takes on the wire (its frames' headers included).
+fn wire_len(item: &Outgoing) -> usize {
+    match item {
+        Outgoing::Pong(data) => data.len() + 2,
+        _ => item.frames().iter().map(|f| f.len() + 10).sum(),
+    }
+}
+
+/// Append an item's WebSocket frames to `buf`.
+pub(crate) fn put_item(buf: &mut Vec<u8>, item: &Outgoing) {
+    if let Outgoing::Pong(data) = item {
+        wsio::put_frame(buf, wsio::OP_PONG, data);
+        return;
+    }
+    for frame in item.frames() {
+        put_packet(buf, frame);
+    }
+}
+
+/// Append one Engine.IO packet as a WebSocket frame.
+pub(crate) fn put_packet(buf: &mut Vec<u8>, frame: &Frame) {
+    match frame {
+        Frame::Text(t) => wsio::put_frame(buf, wsio::OP_TEXT, t.as_bytes()),
+        Frame::Binary(b) => wsio::put_frame(buf, wsio::OP_BINARY, b),
+    }
+}
+
+/// The engine's writer of scheduled outboxes (see the module documentation).
+pub(crate) struct Flusher {
+    due: Mutex<Vec<Arc<Outbox>>>,
+    wake: Notify,
+    started: AtomicBool,
+    counters: TransportBytes,
+}
+
+impl Flusher {
+    pub(crate) fn new(counters: TransportBytes) -> Arc<Flusher> {
+        Arc::new(Flusher {
+            due: Mutex::new(Vec::new()),
+            wake: Notify::new(),
+            started: AtomicBool::new(false),
+            counters,
+        })
+    }
+
+    /// Start the flusher's task on the current runtime, once.
+    pub(crate) fn start(self: &Arc<Self>) {
+        if !self.started.swap(true, Ordering::AcqRel) {
+            tokio::spawn(self.clone().run());
+        }
+    }
+
+    fn schedule(&self, outbox: Arc<Outbox>) {
+        let mut due = self.due.lock().expect("flusher lock is never poisoned");
+        due.push(outbox);
+        if due.len() == 1 {
+            drop(due);
+            self.wake.notify_one();
+        }
+    }
+
+    async fn run(self: Arc<Self>) {
+        let mut batch = Vec::new();
+        loop {
+            self.wake.notified().await;
+            std::mem::swap(
+                &mut *self.due.lock().expect("flusher lock is never poisoned"),
+                &mut batch,
+            );
+            for (i, outbox) in batch.drain(..).enumerate() {
+                outbox.flush(&self.counters);
+                if i % FLUSH_TURN == FLUSH_TURN - 1 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Meters;
+    use crate::engine::wsio::WsSocket;
+    use futures_util::StreamExt;
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+    fn text(n: usize) -> Outgoing {
+        Outgoing::Frame(Frame::message(&n.to_string()))
+    }
+
+    /// An attached outbox on one end of a socket pair, and a client reading the other.
+    async fn pair() -> (
+        Arc<Outbox>,
+        Arc<WriteSide>,
+        Arc<Flusher>,
+        WebSocketStream<tokio::net::UnixStream>,
+    ) {
+        let (server, client) = tokio::net::UnixStream::pair().expect("socket pair");
+        let (_read, write) = WsSocket::Unix(server).split();
+        // The read half is dropped: only the write half is under test.
+        let config = WebSocketConfig::default().max_message_size(None);
+        let client = WebSocketStream::from_raw_socket(client, Role::Client, Some(config)).await;
+        (
+            Outbox::new(),
+            Arc::new(write),
+            Flusher::new(Meters::default().websocket),
+            client,
+        )
+    }
+
+    async fn next_text(client: &mut WebSocketStream<tokio::net::UnixStream>) -> String {
+        match client.next().await {
+            Some(Ok(Message::Text(t))) => t.to_string(),
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_items_go_first_and_pushes_keep_their_order() {
+        let (outbox, socket, flusher, mut client) = pair().await;
+        flusher.start();
+        let mut queued = Vec::new();
+        outbox
+            .push(text(1), 100, 1 << 20, |item| {
+                queued.push(item);
+                Ok(())
+            })
+            .expect("detached: queued");
+        outbox.attach(socket.clone(), flusher, queued);
+        let writer = {
+            let outbox = outbox.clone();
+            let counters = Meters::default().websocket;
+            tokio::spawn(async move {
+                let closed = std::future::pending::<()>();
+                tokio::pin!(closed);
+                outbox.run_writer(&socket, &counters, closed).await
+            })
+        };
+        for n in 2..=50 {
+            outbox
+                .push(text(n), 100, 1 << 20, |_| panic!("attached: not queued"))
+                .expect("attached: taken");
+            if n % 7 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        for n in 1..=50 {
+            assert_eq!(next_text(&mut client).await, format!("4{n}"));
+        }
+        writer.abort();
+    }
+
+    #[tokio::test]
+    async fn a_client_that_does_not_read_is_refused_at_the_byte_limit() {
+        let (outbox, socket, flusher, _client) = pair().await;
+        flusher.start();
+        outbox.attach(socket, flusher, []);
+        let big = Outgoing::Frame(Frame::message(&"x".repeat(64 * 1024)));
+        let mut refused = None;
+        for n in 0..1000 {
+            if let Err(e) = outbox.push(big.clone(), 10_000, 1 << 20, |_| unreachable!()) {
+                refused = Some((n, e));
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let (n, e) = refused.expect("refused before 1000 × 64 KiB");
+        assert_eq!(e, Refused::Full);
+        assert!(
+            n >= 16,
+            "1 MiB of buffer takes at least 16 items, refused at {n}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_frame_cut_short_is_completed_before_the_close_frame() {
+        let (outbox, socket, flusher, mut client) = pair().await;
+        // The flusher's task is not started: the test runs its step itself.
+        outbox.attach(socket.clone(), flusher.clone(), []);
+        let big = Outgoing::Frame(Frame::Binary(vec![5u8; 4 << 20].into()));
+        outbox
+            .push(big, 10, 8 << 20, |_| unreachable!())
+            .expect("taken");
+        outbox.flush(&flusher.counters);
+        assert!(outbox.lock().cut, "4 MiB do not fit a socket buffer");
+        // The session closes before its writer ran.
+        let counters = Meters::default().websocket;
+        let left = outbox
+            .run_writer(&socket, &counters, std::pin::pin!(async {}))
+            .await
+            .expect("no write error");
+        let Leftover::Rest(mut rest) = left else {
+            panic!("the cut frame must be completed");
+        };
+        wsio::put_close(&mut rest, 1000);
+        let finish = tokio::spawn(async move { socket.write_all(&rest).await });
+        match client.next().await {
+            Some(Ok(Message::Binary(b))) => {
+                assert!(b.len() == 4 << 20 && b.iter().all(|&x| x == 5))
+            }
+            other => panic!("expected the whole binary message, got {other:?}"),
+        }
+        assert!(matches!(client.next().await, Some(Ok(Message::Close(_)))));
+        finish.await.expect("joined").expect("written");
+        assert_eq!(
+            outbox.push(text(1), 10, 1 << 20, |_| unreachable!()),
+            Err(Refused::Closed)
+        );
+    }
+}
