@@ -49,13 +49,13 @@ pub fn item(text: &str) -> Outgoing {
 
 /// Take every text frame queued for `r`.
 pub fn drain(r: &Recipient) -> Vec<String> {
-    let mut rx = r
+    let _carrier = r
         .session
-        .rx
+        .carrier
         .try_lock()
         .expect("nobody else holds the queue");
     let mut out = Vec::new();
-    while let Ok(item) = rx.try_recv() {
+    while let Some(item) = r.session.queue.try_recv() {
         for f in item.frames() {
             if let Frame::Text(t) = f {
                 out.push(t.as_str().to_owned());

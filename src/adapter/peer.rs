@@ -603,14 +603,7 @@ mod tests {
             except: Some(Arc::from("ra")),
         };
         assert_eq!(a.broadcast("/", &target, &item("2[\"hi\"]")), 0);
-        until(|| {
-            !rb.session
-                .rx
-                .try_lock()
-                .map(|q| q.is_empty())
-                .unwrap_or(true)
-        })
-        .await;
+        until(|| !rb.session.queue.is_empty()).await;
         assert_eq!(drain(&rb), vec!["42[\"hi\"]"]);
         assert!(drain(&ra).is_empty());
 

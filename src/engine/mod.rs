@@ -3,7 +3,7 @@
 //! Owns packets ([`packet`]), polling payloads ([`payload`]), sessions ([`session`]), the
 //! long-polling and WebSocket transports and the upgrade between them ([`server`]), a
 //! WebSocket's split socket and the server's own frame writing (`wsio`), a WebSocket
-//! session's output and the flusher that writes it (`outbox`), and the official error
+//! session's output and the flusher that writes it (`outbox`), the queue before it (`queue`), and the official error
 //! answers ([`error`]). Knows nothing of Socket.IO: it hands whole text
 //! and binary messages to a [`Connection`] and takes encoded [`Frame`]s back.
 
@@ -13,6 +13,7 @@ pub mod meters;
 mod outbox;
 pub mod packet;
 pub mod payload;
+mod queue;
 pub mod server;
 pub mod session;
 pub mod sid;

@@ -472,10 +472,10 @@ impl Engine {
         // Not kept for the connection's life: its header values are slices of hyper's
         // 8 KiB read buffer, which they would keep allocated.
         drop(info);
-        let queue = session.rx.clone().lock_owned().await;
+        let carrier = session.carrier.clone().lock_owned().await;
         tokio::spawn(counted(
             self.websockets.clone(),
-            write_websocket(session.clone(), sink, queue, self.flusher.clone()),
+            write_websocket(session.clone(), sink, carrier, self.flusher.clone()),
         ));
         read_websocket(session, stream).await;
     }
@@ -509,7 +509,8 @@ fn unwrap_upgraded(upgraded: hyper::upgrade::Upgraded) -> Option<(WsSocket, Vec<
 
 /// A WebSocket's reading side: tungstenite decodes the client's frames.
 type Ws = Box<WebSocketStream<ReadSide>>;
-type QueueGuard = tokio::sync::OwnedMutexGuard<tokio::sync::mpsc::Receiver<Outgoing>>;
+/// The right to take from a session's queue (see `Session::carrier`).
+type Carrier = tokio::sync::OwnedMutexGuard<()>;
 
 /// What a WebSocket request becomes once upgraded.
 enum Upgrade {
@@ -568,8 +569,8 @@ async fn run_upgrade(
         return;
     }
     // Waits for a poll still carrying the queue to hand it over.
-    let queue = tokio::select! {
-        q = session.rx.clone().lock_owned() => q,
+    let carrier = tokio::select! {
+        c = session.carrier.clone().lock_owned() => c,
         _ = session.closed() => return,
     };
     session.set_transport(TransportKind::Websocket);
@@ -580,7 +581,7 @@ async fn run_upgrade(
     tracing::debug!(sid = %session.sid, "upgraded to websocket");
     tokio::spawn(counted(
         engine.websockets.clone(),
-        write_websocket(session.clone(), sink, queue, engine.flusher.clone()),
+        write_websocket(session.clone(), sink, carrier, engine.flusher.clone()),
     ));
     read_websocket(session, stream).await;
 }
@@ -674,7 +675,7 @@ async fn read_websocket(session: Arc<Session>, mut stream: Ws) {
 async fn write_websocket(
     session: Arc<Session>,
     sink: WriteSide,
-    mut queue: QueueGuard,
+    carrier: Carrier,
     flusher: Arc<Flusher>,
 ) {
     let sink = Arc::new(sink);
@@ -684,7 +685,7 @@ async fn write_websocket(
         sink.clone(),
         flusher,
         std::iter::from_fn(|| {
-            let item = queue.try_recv().ok()?;
+            let item = session.queue.try_recv()?;
             session.dequeued(item.bytes());
             Some(item)
         }),
@@ -707,7 +708,7 @@ async fn write_websocket(
         }
     };
     // Held to the end: a polling GET for a WebSocket session finds the queue taken.
-    drop(queue);
+    drop(carrier);
     let code = match session.close_reason() {
         Some(CloseReason::MessageTooBig) => CloseCode::Size,
         Some(CloseReason::Shutdown) => CloseCode::Away,
@@ -741,7 +742,7 @@ async fn poll(session: Arc<Session>) -> Response<Full<Bytes>> {
     if !matches!(session.transport(), TransportKind::Polling) {
         return poll_during_upgrade(&session).await;
     }
-    let Ok(mut queue) = session.rx.clone().try_lock_owned() else {
+    let Ok(carrier) = session.carrier.clone().try_lock_owned() else {
         tracing::info!(sid = %session.sid, "concurrent polling GETs, closing session");
         session.close(CloseReason::ProtocolError);
         return RequestError::BadRequest.response();
@@ -751,25 +752,25 @@ async fn poll(session: Arc<Session>) -> Response<Full<Bytes>> {
     tokio::pin!(release);
     release.as_mut().enable();
     if session.transport() != TransportKind::Polling {
-        drop(queue);
+        drop(carrier);
         return poll_during_upgrade(&session).await;
     }
     // A GET the client abandons while it waits ends the session, as in the reference
     // server: the client has given up on this transport.
     let mut abandoned = AbandonedPoll(Some(session.clone()));
     let first = tokio::select! {
-        item = queue.recv() => Polled::Item(item),
+        item = session.queue.recv() => Polled::Item(item),
         _ = session.closed() => Polled::Closed,
         _ = &mut release => Polled::Released,
     };
     abandoned.0 = None;
     let first = match first {
-        Polled::Item(Some(item)) => item,
+        Polled::Item(item) => item,
         Polled::Released => {
             payload::encode([&Packet::Noop.encode()], &mut body);
             return text_response(body);
         }
-        Polled::Item(None) | Polled::Closed => {
+        Polled::Closed => {
             // The client's own CLOSE ends its pending poll with a NOOP; any other close
             // tells it with a CLOSE packet.
             let last = if session.close_reason() == Some(CloseReason::ClientClose) {
@@ -784,15 +785,15 @@ async fn poll(session: Arc<Session>) -> Response<Full<Bytes>> {
     let mut items = vec![first];
     let mut size: usize = items[0].frames().iter().map(Frame::len).sum();
     while items.len() < MAX_BATCH_ITEMS && size < MAX_POLL_BYTES {
-        match queue.try_recv() {
-            Ok(item) => {
+        match session.queue.try_recv() {
+            Some(item) => {
                 size += item.frames().iter().map(Frame::len).sum::<usize>();
                 items.push(item);
             }
-            Err(_) => break,
+            None => break,
         }
     }
-    drop(queue);
+    drop(carrier);
     session.dequeued(items.iter().map(Outgoing::bytes).sum());
     payload::encode(items.iter().flat_map(|i| i.frames()), &mut body);
     session
@@ -830,7 +831,7 @@ async fn poll_during_upgrade(session: &Session) -> Response<Full<Bytes>> {
 
 /// How a waiting poll ended.
 enum Polled {
-    Item(Option<Outgoing>),
+    Item(Outgoing),
     Closed,
     Released,
 }
@@ -960,7 +961,8 @@ async fn handle_packet(session: &Arc<Session>, packet: Packet) {
             }
         }
         Packet::Close => {
-            if session.transport() != TransportKind::Websocket && session.rx.try_lock().is_ok() {
+            if session.transport() != TransportKind::Websocket && session.carrier.try_lock().is_ok()
+            {
                 session.linger.store(true, Ordering::Release);
             }
             session.close(CloseReason::ClientClose);

@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::HeaderMap;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::Frame;
 use super::meters::Meters;
 use super::outbox::{Outbox, Refused};
+use super::queue::Queue;
 use super::sid::Sid;
 
 /// A boxed future, for the object-safe upper-layer callbacks.
@@ -176,13 +177,13 @@ pub(crate) type OnClose = Box<dyn FnOnce(&Session) + Send>;
 pub struct Session {
     /// The session id the client carries in `sid=`.
     pub sid: Sid,
-    /// Producer side of the bounded outbound queue; cloned by nobody else, so a full
-    /// queue really means this client is behind.
-    tx: mpsc::Sender<Outgoing>,
-    /// Consumer side: locked by whichever transport request is carrying the session
-    /// (a polling GET, then the WebSocket writer). `try_lock` failing on a GET means two
-    /// concurrent GETs, which the protocol forbids.
-    pub(crate) rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Outgoing>>>,
+    /// The bounded outbound queue, until a WebSocket writer attaches the outbox: a full
+    /// queue means this client is behind.
+    pub(crate) queue: Queue,
+    /// Held by whichever transport is carrying the session (a polling GET, then the
+    /// WebSocket writer): only its holder takes from the queue. `try_lock` failing on a
+    /// GET means two concurrent GETs, which the protocol forbids.
+    pub(crate) carrier: Arc<tokio::sync::Mutex<()>>,
     /// Current transport, as a `TransportKind` discriminant.
     transport: AtomicU8,
     /// Set once; everything else checks it.
@@ -221,8 +222,6 @@ pub struct Session {
     byte_budget: AtomicUsize,
     /// Called on close to forget the session in the engine's table.
     on_close: Mutex<Option<OnClose>>,
-    /// Most items queued (the queue's length): the outbox keeps to it too.
-    queue_len: usize,
     /// The WebSocket output, once a WebSocket writer has taken over from the queue.
     outbox: Arc<Outbox>,
 }
@@ -244,12 +243,10 @@ impl Session {
         queue: usize,
         meters: Arc<Meters>,
     ) -> Arc<Session> {
-        let queue_len = queue.max(1);
-        let (tx, rx) = mpsc::channel(queue_len);
         Arc::new(Session {
             sid,
-            tx,
-            rx: Arc::new(tokio::sync::Mutex::new(rx)),
+            queue: Queue::new(queue),
+            carrier: Arc::new(tokio::sync::Mutex::new(())),
             transport: AtomicU8::new(kind as u8),
             closed: AtomicBool::new(false),
             reason: AtomicU8::new(0),
@@ -266,7 +263,6 @@ impl Session {
             queued_bytes: AtomicUsize::new(0),
             byte_budget: AtomicUsize::new(usize::MAX),
             on_close: Mutex::new(None),
-            queue_len,
             outbox: Outbox::new(),
         })
     }
@@ -322,9 +318,11 @@ impl Session {
             return false;
         }
         let budget = self.byte_budget.load(Ordering::Relaxed);
-        let pushed = self.outbox.push(item, self.queue_len, budget, |item| {
-            self.enqueue(item, budget)
-        });
+        let pushed = self
+            .outbox
+            .push(item, self.queue.capacity(), budget, |item| {
+                self.enqueue(item, budget)
+            });
         match pushed {
             Ok(()) => true,
             Err(Refused::Full) => {
@@ -346,15 +344,10 @@ impl Session {
             self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
             return Err(Refused::Full);
         }
-        let sent = self.tx.try_send(item);
-        if sent.is_err() {
+        self.queue.push(item).map_err(|_| {
             self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
-        }
-        match sent {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(Refused::Full),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(Refused::Closed),
-        }
+            Refused::Full
+        })
     }
 
     /// The WebSocket output.
