@@ -1,7 +1,9 @@
-//! One Engine.IO session: its outbound queue, its transport state, its heartbeat and its
-//! close. Transports (polling requests, the WebSocket tasks) borrow the queue's receiving
-//! end while they carry the session; the upper layer sees a session only through
-//! [`Session::send`], [`Session::close`] and its [`Connection`] callbacks.
+//! One Engine.IO session: its outbound queue and WebSocket outbox, its transport state,
+//! its heartbeat and its close. The transport carrying the session (a polling GET, then
+//! the WebSocket writer) holds its carrier lock and takes from the queue; once a
+//! WebSocket writer has attached the outbox, [`Session::send`] appends there instead (see
+//! `outbox`). The upper layer sees a session only through [`Session::send`],
+//! [`Session::close`] and its [`Connection`] callbacks.
 
 use std::collections::HashMap;
 use std::future::Future;
