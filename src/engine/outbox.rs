@@ -127,8 +127,23 @@ impl Outbox {
             Mode::Closed => return Err(Refused::Closed),
             Mode::Idle | Mode::Scheduled | Mode::Writer => {}
         }
-        if state.items >= max_items || state.buf.len().saturating_add(wire_len(&item)) > max_bytes {
-            return Err(Refused::Full);
+        let over = |state: &State| {
+            state.items >= max_items || state.buf.len().saturating_add(wire_len(&item)) > max_bytes
+        };
+        if over(&state) {
+            // Over the limit only counts while the socket takes nothing: a client that
+            // keeps reading is not dropped because a burst outran the flusher.
+            if matches!(state.mode, Mode::Idle | Mode::Scheduled)
+                && let Some(flusher) = state.flusher.clone()
+                && state.write_now(&flusher.counters) == Written::Partly
+            {
+                drop(state);
+                self.wake.notify_one();
+                return Err(Refused::Full);
+            }
+            if over(&state) {
+                return Err(Refused::Full);
+            }
         }
         state.append(&item);
         if state.mode == Mode::Idle {
@@ -175,27 +190,9 @@ impl Outbox {
         if state.mode != Mode::Scheduled {
             return;
         }
-        let end = state.pauses.first().copied().unwrap_or(state.buf.len());
-        let written = match state.socket.as_ref() {
-            Some(socket) if end > 0 => socket.try_write(&state.buf[..end]),
-            Some(_) => Ok(0),
-            None => return,
-        };
-        match written {
-            Ok(n) if n == state.buf.len() => {
-                counters.sent.inc_by(state.payload as u64);
-                state.clear();
-                state.mode = Mode::Idle;
-            }
-            Ok(n) => {
-                state.consume(n);
-                state.mode = Mode::Writer;
-                drop(state);
-                self.wake.notify_one();
-            }
-            // Full, or failed: the writer waits for room, or meets the error itself.
-            Err(_) => {
-                state.mode = Mode::Writer;
+        match state.write_now(counters) {
+            Written::All => state.mode = Mode::Idle,
+            Written::Partly => {
                 drop(state);
                 self.wake.notify_one();
             }
@@ -298,7 +295,43 @@ impl Outbox {
     }
 }
 
+/// What [`State::write_now`] did.
+#[derive(Debug, PartialEq, Eq)]
+enum Written {
+    /// Everything: the buffer is empty.
+    All,
+    /// Not all (the socket is full, a pause is due, or the write failed): the writer task
+    /// owns the output now and must be woken.
+    Partly,
+}
+
 impl State {
+    /// Write what the socket takes now, up to the first pause.
+    fn write_now(&mut self, counters: &TransportBytes) -> Written {
+        let end = self.pauses.first().copied().unwrap_or(self.buf.len());
+        let written = match self.socket.as_ref() {
+            Some(socket) if end > 0 => socket.try_write(&self.buf[..end]),
+            _ => Ok(0),
+        };
+        match written {
+            Ok(n) if n == self.buf.len() => {
+                counters.sent.inc_by(self.payload as u64);
+                self.clear();
+                Written::All
+            }
+            Ok(n) => {
+                self.consume(n);
+                self.mode = Mode::Writer;
+                Written::Partly
+            }
+            // Full, or failed: the writer waits for room, or meets the error itself.
+            Err(_) => {
+                self.mode = Mode::Writer;
+                Written::Partly
+            }
+        }
+    }
+
     fn append(&mut self, item: &Outgoing) {
         if matches!(item, Outgoing::Paced(_)) {
             self.pauses.push(self.buf.len());
@@ -505,6 +538,22 @@ mod tests {
             n >= 16,
             "1 MiB of buffer takes at least 16 items, refused at {n}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_burst_over_the_item_limit_is_written_while_the_socket_takes_it() {
+        let (outbox, socket, flusher, mut client) = pair().await;
+        // No flusher task: only the writes a full outbox makes itself go out.
+        outbox.attach(socket, flusher.clone(), []);
+        for n in 0..100 {
+            outbox
+                .push(text(n), 8, 1 << 20, |_| unreachable!())
+                .expect("the socket takes it: not a slow consumer");
+        }
+        outbox.flush(&flusher.counters);
+        for n in 0..100 {
+            assert_eq!(next_text(&mut client).await, format!("4{n}"));
+        }
     }
 
     #[tokio::test]

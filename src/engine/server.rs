@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncReadExt;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -605,6 +606,8 @@ fn abandon_upgrade(session: &Session) {
 async fn read_websocket(session: Arc<Session>, mut stream: Ws) {
     let closed = session.closed();
     tokio::pin!(closed);
+    // Whether the stream is still at a frame boundary, so that its frames can be read on.
+    let mut framed = true;
     loop {
         let next = tokio::select! {
             m = stream.next() => m,
@@ -619,6 +622,8 @@ async fn read_websocket(session: Arc<Session>, mut stream: Ws) {
             Some(Err(tungstenite::Error::Capacity(err))) => {
                 tracing::info!(sid = %session.sid, error = %err, "websocket message over max_payload");
                 session.close(CloseReason::MessageTooBig);
+                // The rest of the oversized message is still unread.
+                framed = false;
                 break;
             }
             Some(Err(tungstenite::Error::Utf8(err))) => {
@@ -657,12 +662,22 @@ async fn read_websocket(session: Arc<Session>, mut stream: Ws) {
         let _serial = session.inbound.lock().await;
         handle_packet(&session, packet).await;
     }
-    // We closed it: the writer sends our Close frame; read (and discard) until the
-    // client's Close arrives, so that the TCP connection ends cleanly instead of with a
-    // reset that would hide our close code from the client.
+    // We closed it: the writer sends our Close frame. Read (and discard) until the
+    // client's Close arrives, or, when the frames cannot be followed any more (the rest
+    // of an oversized message), the raw bytes until the client closes: closing with
+    // unread bytes would reset the connection, and the reset can beat our close code to
+    // the client.
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
-        while let Some(Ok(msg)) = stream.next().await {
-            if matches!(msg, WsMessage::Close(_)) {
+        if framed {
+            while let Some(Ok(msg)) = stream.next().await {
+                if matches!(msg, WsMessage::Close(_)) {
+                    return;
+                }
+            }
+        }
+        let mut scratch = [0u8; 4096];
+        while let Ok(n) = stream.get_mut().read(&mut scratch).await {
+            if n == 0 {
                 break;
             }
         }
