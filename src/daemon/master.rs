@@ -229,6 +229,8 @@ pub async fn run(
     let mut announced = false;
     let mut fatal: Option<i32> = None;
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_tick = tokio::time::Instant::now();
     // systemd's watchdog hears from us only while every worker answers its heartbeat.
     let watchdog_every = notify::watchdog_interval();
     let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
@@ -332,8 +334,22 @@ pub async fn run(
             }
             _ = heartbeat.tick() => {
                 ping += 1;
+                // (The tick's own instant is when it was due, not when it ran.)
+                let now = tokio::time::Instant::now();
+                // The master itself did not run for a while (the whole service was
+                // stopped, the machine paused): its workers' silence says nothing, and
+                // they get a fresh deadline instead of a SIGKILL.
+                let gap = now.saturating_duration_since(last_tick);
+                last_tick = now;
+                let paused = gap > HEARTBEAT * 3;
+                if paused {
+                    tracing::warn!(paused_ms = gap.as_millis() as u64, "the master was paused; workers get a fresh heartbeat deadline");
+                }
                 let slots = workers.slots.lock().expect("slots lock is never poisoned");
                 for (id, (_, slot)) in slots.iter() {
+                    if paused {
+                        *slot.last_pong.lock().expect("pong lock is never poisoned") = std::time::Instant::now();
+                    }
                     let _ = slot.tx.send(ToWorker::Ping(ping));
                     let silent = slot.last_pong.lock().expect("pong lock is never poisoned").elapsed();
                     // A worker that never got ready within the startup deadline is as

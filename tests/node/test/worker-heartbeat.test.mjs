@@ -3,7 +3,9 @@
 // worker is frozen with SIGSTOP, as a worker stuck in a loop would look to the master:
 // it is killed between 4 s and ~7 s later (5 s after its last answer, which came at most
 // 1 s before the freeze, noticed at the next 1 s tick), a replacement serves, and in the
-// meantime the other worker alone accepts and serves new clients.
+// meantime the other worker alone accepts and serves new clients. When the master was
+// frozen too (the whole service stopped, a paused machine), the silence is not the
+// workers' fault: it keeps them.
 //
 // Real signals and seconds of waiting: this file has its own daemon. Nothing sleeps:
 // every wait is for a log line, an event, a process state or a status, bounded.
@@ -139,5 +141,39 @@ presence = true
 
     const metrics = await waitForMetric(daemon, "iorelay_worker_restarts_total", {}, (v) => v === 1, WAIT_MS, "restarts");
     assert.equal(metrics.value("iorelay_worker_restarts_total"), 1);
+  }));
+
+  it("the whole daemon frozen and resumed (a paused machine, systemctl kill -STOP) keeps its workers", logs(async (t) => {
+    daemon = await startDaemon(`
+[server]
+workers = 2
+shutdown_timeout = "1s"
+`);
+    const before = await waitForStatus(daemon, (s) => s.workers?.length === 2 && s.workers.every((w) => w.peers === 1), WAIT_MS, "both workers linked");
+    const pids = [daemon.pid, ...before.workers.map((w) => w.pid)];
+    const from = daemon.mark();
+    for (const pid of pids) process.kill(pid, "SIGSTOP");
+    const deadline = Date.now() + WAIT_MS;
+    while (!pids.every((pid) => processState(pid) === "T")) {
+      assert.ok(Date.now() < deadline, "the daemon's processes did not stop");
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    // The freeze itself is the scenario: longer than the 5 s heartbeat deadline.
+    await new Promise((r) => setTimeout(r, DEADLINE_MS + 1500));
+    for (const pid of pids) process.kill(pid, "SIGCONT");
+
+    // The master notices that it was paused itself, and its workers are not to blame.
+    const [line] = await daemon.waitForLog(/^.*the master was paused; workers get a fresh heartbeat deadline.*$/m, { from, ms: WAIT_MS });
+    t.diagnostic(line);
+    // Both workers still serve clients, with the same pids, a few heartbeats later.
+    for (const worker of [0, 1]) {
+      const c = await clientOn(worker);
+      assert.equal((await ask(c, "$join", "after")).ok, true);
+    }
+    const after = await waitForStatus(daemon, (s) => s.workers?.length === 2 && s.workers.every((w) => w.peers === 1), WAIT_MS, "both workers linked");
+    assert.deepEqual(after.workers.map((w) => w.pid).sort(), before.workers.map((w) => w.pid).sort());
+    assert.doesNotMatch(daemon.logs().slice(from), /worker missed its heartbeats/);
+    const metrics = await waitForMetric(daemon, "iorelay_worker_restarts_total", {}, (v) => v === 0, WAIT_MS, "restarts");
+    assert.equal(metrics.value("iorelay_worker_restarts_total"), 0);
   }));
 });
