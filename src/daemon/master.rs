@@ -372,6 +372,9 @@ pub async fn run(
         .expect("slots lock is never poisoned")
         .values()
     {
+        // A worker stopped along with the service (`systemctl kill -s STOP`) cannot stop
+        // by itself: systemd resumes only the main process when it stops the service.
+        spawn::kill(slot.pid, libc::SIGCONT);
         let _ = slot.tx.send(ToWorker::Shutdown(graceful));
     }
     let deadline = Instant::now() + config.server.shutdown_timeout + Duration::from_secs(2);

@@ -5,7 +5,8 @@
 // 1 s before the freeze, noticed at the next 1 s tick), a replacement serves, and in the
 // meantime the other worker alone accepts and serves new clients. When the master was
 // frozen too (the whole service stopped, a paused machine), the silence is not the
-// workers' fault: it keeps them.
+// workers' fault: it keeps them; and stopping a daemon whose workers are stopped resumes
+// them so that they stop gracefully.
 //
 // Real signals and seconds of waiting: this file has its own daemon. Nothing sleeps:
 // every wait is for a log line, an event, a process state or a status, bounded.
@@ -175,5 +176,29 @@ shutdown_timeout = "1s"
     assert.doesNotMatch(daemon.logs().slice(from), /worker missed its heartbeats/);
     const metrics = await waitForMetric(daemon, "iorelay_worker_restarts_total", {}, (v) => v === 0, WAIT_MS, "restarts");
     assert.equal(metrics.value("iorelay_worker_restarts_total"), 0);
+  }));
+
+  it("SIGTERM while the workers are stopped resumes them for a graceful stop", logs(async () => {
+    // As `systemctl stop` after `systemctl kill -s STOP`: systemd resumes only the main
+    // process (KillMode=mixed), so the master must resume its workers to stop them.
+    daemon = await startDaemon(`
+[server]
+workers = 2
+shutdown_timeout = "3s"
+`);
+    const status = await waitForStatus(daemon, (s) => s.workers?.length === 2 && s.workers.every((w) => w.peers === 1), WAIT_MS, "both workers linked");
+    const pids = status.workers.map((w) => w.pid);
+    for (const pid of pids) process.kill(pid, "SIGSTOP");
+    const deadline = Date.now() + WAIT_MS;
+    while (!pids.every((pid) => processState(pid) === "T")) {
+      assert.ok(Date.now() < deadline, "the workers did not stop");
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const from = daemon.mark();
+    daemon.signal("SIGTERM");
+    await daemon.waitExit(WAIT_MS + 5000);
+    const log = daemon.logs().slice(from);
+    assert.doesNotMatch(log, /workers did not stop in time/);
+    for (const pid of pids) assert.match(log, new RegExp(`worker exited worker=\\d pid=${pid} code=0`));
   }));
 });
