@@ -233,15 +233,16 @@ impl Outbox {
                     state.cut = false;
                     payload
                 };
+                // Segments between the paced packets; each after the first starts with
+                // one, after the pause.
                 let mut at = 0;
-                for end in pauses.iter().copied().chain([chunk.len()]) {
-                    if end == at && end < chunk.len() {
+                for (i, end) in pauses.iter().copied().chain([chunk.len()]).enumerate() {
+                    if i > 0 {
                         tokio::select! {
                             biased;
                             _ = &mut closed => return Ok(self.close(chunk.split_off(at))),
                             _ = tokio::time::sleep(PACE) => {}
                         }
-                        continue;
                     }
                     while at < end {
                         match socket.try_write(&chunk[at..end]) {
@@ -256,13 +257,6 @@ impl Outbox {
                                 }
                             }
                             Err(err) => return Err(err),
-                        }
-                    }
-                    if end < chunk.len() {
-                        tokio::select! {
-                            biased;
-                            _ = &mut closed => return Ok(self.close(chunk.split_off(at))),
-                            _ = tokio::time::sleep(PACE) => {}
                         }
                     }
                 }
@@ -513,6 +507,32 @@ mod tests {
             }
         }
         for n in 1..=50 {
+            assert_eq!(next_text(&mut client).await, format!("4{n}"));
+        }
+        writer.abort();
+    }
+
+    #[tokio::test]
+    async fn paced_packets_keep_their_place() {
+        let (outbox, socket, flusher, mut client) = pair().await;
+        flusher.start();
+        outbox.attach(socket.clone(), flusher, []);
+        let writer = {
+            let outbox = outbox.clone();
+            tokio::spawn(async move {
+                let counters = Meters::default().websocket;
+                outbox
+                    .run_writer(&socket, &counters, std::pin::pin!(std::future::pending()))
+                    .await
+            })
+        };
+        let paced = |n: usize| Outgoing::Paced(Frame::message(&n.to_string()));
+        for item in [paced(0), text(1), paced(2), paced(3), text(4)] {
+            outbox
+                .push(item, 100, 1 << 20, |_| unreachable!())
+                .expect("taken");
+        }
+        for n in 0..5 {
             assert_eq!(next_text(&mut client).await, format!("4{n}"));
         }
         writer.abort();

@@ -405,21 +405,13 @@ impl Engine {
                 Ok(u) => u,
                 Err(err) => {
                     tracing::debug!(error = %err, "websocket upgrade failed");
-                    match &session {
-                        Upgrade::New(s) => s.close(CloseReason::TransportError),
-                        Upgrade::Existing(s) => abandon_upgrade(s),
-                        Upgrade::Fresh | Upgrade::Refuse => {}
-                    }
+                    session.give_up();
                     return;
                 }
             };
             let Some((socket, early)) = unwrap_upgraded(upgraded) else {
                 tracing::error!("websocket over a connection that is neither TCP nor Unix");
-                match &session {
-                    Upgrade::New(s) => s.close(CloseReason::TransportError),
-                    Upgrade::Existing(s) => abandon_upgrade(s),
-                    Upgrade::Fresh | Upgrade::Refuse => {}
-                }
+                session.give_up();
                 return;
             };
             let (read, write) = socket.split();
@@ -442,7 +434,7 @@ impl Engine {
                 }
                 Upgrade::Existing(s) => run_upgrade(s, ws, write, &settings, &engine).await,
                 Upgrade::Fresh | Upgrade::Refuse => {
-                    close_websocket(&write, CloseCode::Normal).await
+                    close_websocket(&write, CloseCode::Normal, Vec::new()).await
                 }
             }
         });
@@ -525,6 +517,18 @@ enum Upgrade {
     Refuse,
 }
 
+impl Upgrade {
+    /// The WebSocket never came to be: a new session ends, an upgrading one goes back
+    /// to polling.
+    fn give_up(&self) {
+        match self {
+            Upgrade::New(s) => s.close(CloseReason::TransportError),
+            Upgrade::Existing(s) => abandon_upgrade(s),
+            Upgrade::Fresh | Upgrade::Refuse => {}
+        }
+    }
+}
+
 /// The polling → WebSocket upgrade of a live session: `2probe`/`3probe`, a NOOP to free
 /// the pending poll, then `5`, after which the WebSocket takes over the queue.
 async fn run_upgrade(
@@ -540,7 +544,7 @@ async fn run_upgrade(
     if !probed {
         tracing::debug!(sid = %session.sid, "upgrade aborted: no probe");
         abandon_upgrade(&session);
-        close_websocket(&sink, CloseCode::Normal).await;
+        close_websocket(&sink, CloseCode::Normal, Vec::new()).await;
         return;
     }
     if write_frame(&sink, &Packet::Pong("probe".into()).encode())
@@ -566,7 +570,7 @@ async fn run_upgrade(
     if !upgraded || session.is_closed() {
         tracing::debug!(sid = %session.sid, "upgrade aborted: no upgrade packet");
         abandon_upgrade(&session);
-        close_websocket(&sink, CloseCode::Normal).await;
+        close_websocket(&sink, CloseCode::Normal, Vec::new()).await;
         return;
     }
     // Waits for a poll still carrying the queue to hand it over.
@@ -712,7 +716,7 @@ async fn write_websocket(
     let written = outbox
         .run_writer(&sink, &session.meters().websocket, closed.as_mut())
         .await;
-    let mut buf = match written {
+    let rest = match written {
         Ok(Leftover::Clean) => Vec::new(),
         Ok(Leftover::Rest(rest)) => rest,
         Err(err) => {
@@ -731,8 +735,7 @@ async fn write_websocket(
         Some(CloseReason::InvalidData) => CloseCode::Invalid,
         _ => CloseCode::Normal,
     };
-    wsio::put_close(&mut buf, code.into());
-    let _ = tokio::time::timeout(CLOSE_GRACE, sink.write_all(&buf)).await;
+    close_websocket(&sink, code, rest).await;
 }
 
 /// Write one packet at once (before the writer runs: OPEN, the probe's answer).
@@ -742,9 +745,9 @@ async fn write_frame(sink: &WriteSide, frame: &Frame) -> std::io::Result<()> {
     sink.write_all(&buf).await
 }
 
-/// Send our close frame, giving the client [`CLOSE_GRACE`] to take it.
-async fn close_websocket(sink: &WriteSide, code: CloseCode) {
-    let mut buf = Vec::with_capacity(4);
+/// Send our close frame after `rest` (the end of a frame cut short, see `Leftover`),
+/// giving the client [`CLOSE_GRACE`] to take them.
+async fn close_websocket(sink: &WriteSide, code: CloseCode, mut buf: Vec<u8>) {
     wsio::put_close(&mut buf, code.into());
     let _ = tokio::time::timeout(CLOSE_GRACE, sink.write_all(&buf)).await;
 }

@@ -58,6 +58,16 @@ async function clientOn(worker) {
   throw new Error(`no client landed on worker ${worker} in 60 tries`);
 }
 
+/** SIGSTOP every pid and wait until each is stopped. */
+async function freeze(pids) {
+  for (const pid of pids) process.kill(pid, "SIGSTOP");
+  const deadline = Date.now() + WAIT_MS;
+  while (!pids.every((pid) => processState(pid) === "T")) {
+    assert.ok(Date.now() < deadline, `not all of ${pids} stopped`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
 /** The time of a log line ("2026-01-02T03:04:05.123456Z  INFO …"), in ms. */
 function logTime(line) {
   const stamp = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d{1,3})?\d*Z/m.exec(line);
@@ -85,12 +95,7 @@ presence = true
 
     const from = daemon.mark();
     const stoppedAt = Date.now();
-    process.kill(victimPid, "SIGSTOP");
-    const deadline = Date.now() + WAIT_MS;
-    while (processState(victimPid) !== "T") {
-      assert.ok(Date.now() < deadline, `worker ${victimPid} is not stopped: state ${processState(victimPid)}`);
-      await new Promise((r) => setTimeout(r, 5));
-    }
+    await freeze([victimPid]);
 
     // Meanwhile the other worker serves new connections. The kernel still hashes some
     // to the frozen worker's socket (each worker has its own SO_REUSEPORT socket); those
@@ -153,12 +158,7 @@ shutdown_timeout = "1s"
     const before = await waitForStatus(daemon, (s) => s.workers?.length === 2 && s.workers.every((w) => w.peers === 1), WAIT_MS, "both workers linked");
     const pids = [daemon.pid, ...before.workers.map((w) => w.pid)];
     const from = daemon.mark();
-    for (const pid of pids) process.kill(pid, "SIGSTOP");
-    const deadline = Date.now() + WAIT_MS;
-    while (!pids.every((pid) => processState(pid) === "T")) {
-      assert.ok(Date.now() < deadline, "the daemon's processes did not stop");
-      await new Promise((r) => setTimeout(r, 5));
-    }
+    await freeze(pids);
     // The freeze itself is the scenario: longer than the 5 s heartbeat deadline.
     await new Promise((r) => setTimeout(r, DEADLINE_MS + 1500));
     for (const pid of pids) process.kill(pid, "SIGCONT");
@@ -188,12 +188,7 @@ shutdown_timeout = "3s"
 `);
     const status = await waitForStatus(daemon, (s) => s.workers?.length === 2 && s.workers.every((w) => w.peers === 1), WAIT_MS, "both workers linked");
     const pids = status.workers.map((w) => w.pid);
-    for (const pid of pids) process.kill(pid, "SIGSTOP");
-    const deadline = Date.now() + WAIT_MS;
-    while (!pids.every((pid) => processState(pid) === "T")) {
-      assert.ok(Date.now() < deadline, "the workers did not stop");
-      await new Promise((r) => setTimeout(r, 5));
-    }
+    await freeze(pids);
     const from = daemon.mark();
     daemon.signal("SIGTERM");
     await daemon.waitExit(WAIT_MS + 5000);
