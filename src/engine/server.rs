@@ -1070,13 +1070,13 @@ fn percent_decode(s: &str) -> String {
 mod tests {
     use super::*;
 
-    /// The reader's future is kept for every connection's whole life, so whatever it
-    /// holds across an await counts per idle connection (a 4 KiB array once did:
-    /// 7.5 → 11.5 KiB per idle connection in `iorelay-load connect`).
+    /// The reader's and the writer's futures are kept for every connection's whole life,
+    /// so whatever they hold across an await counts per idle connection (a 4 KiB array
+    /// once did: 7.5 → 11.5 KiB per idle connection in `iorelay-load connect`).
     #[tokio::test]
-    async fn the_websocket_reader_keeps_no_buffer_in_its_future() {
+    async fn the_websocket_tasks_keep_no_buffer_in_their_futures() {
         let (server, _client) = tokio::net::UnixStream::pair().expect("socket pair");
-        let (read, _write) = WsSocket::Unix(server).split();
+        let (read, write) = WsSocket::Unix(server).split();
         let stream: Ws = Box::new(
             WebSocketStream::from_raw_socket(
                 read,
@@ -1091,6 +1091,11 @@ mod tests {
             8,
             Arc::new(Meters::default()),
         );
+        let carrier = session.carrier.clone().lock_owned().await;
+        let flusher = Flusher::new(Meters::default().websocket);
+        let writer = write_websocket(session.clone(), write, carrier, flusher);
+        let size = std::mem::size_of_val(&writer);
+        assert!(size <= 1024, "write_websocket's future takes {size} bytes");
         let reader = read_websocket(session, stream);
         let size = std::mem::size_of_val(&reader);
         assert!(size <= 1024, "read_websocket's future takes {size} bytes");
