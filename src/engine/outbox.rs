@@ -62,6 +62,9 @@ struct State {
     payload: usize,
     /// The head of `buf` is the rest of a frame the flusher wrote in part.
     cut: bool,
+    /// The output is waiting out a pause before a paced packet, not a full socket: what
+    /// arrives meanwhile is held to the byte limit only, since the client is not behind.
+    pausing: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +102,7 @@ impl Outbox {
                 items: 0,
                 payload: 0,
                 cut: false,
+                pausing: false,
             }),
             wake: Notify::new(),
         })
@@ -127,26 +131,33 @@ impl Outbox {
             Mode::Closed => return Err(Refused::Closed),
             Mode::Idle | Mode::Scheduled | Mode::Writer => {}
         }
-        let over = |state: &State| {
-            state.items >= max_items || state.buf.len().saturating_add(wire_len(&item)) > max_bytes
-        };
+        let over_bytes =
+            |state: &State| state.buf.len().saturating_add(wire_len(&item)) > max_bytes;
+        // Over the item limit counts only while the socket takes nothing (not while a
+        // pause is due): a client that keeps reading is not dropped because a burst
+        // outran the flusher or came right after its greeting.
+        let over =
+            |state: &State| over_bytes(state) || (state.items >= max_items && !state.pausing);
+        let mut handed_over = false;
         if over(&state) {
-            // Over the limit only counts while the socket takes nothing: a client that
-            // keeps reading is not dropped because a burst outran the flusher.
             if matches!(state.mode, Mode::Idle | Mode::Scheduled)
                 && let Some(flusher) = state.flusher.clone()
-                && state.write_now(&flusher.counters) == Written::Partly
             {
-                drop(state);
-                self.wake.notify_one();
-                return Err(Refused::Full);
+                handed_over = state.write_now(&flusher.counters) == Written::Partly;
             }
             if over(&state) {
+                drop(state);
+                if handed_over {
+                    self.wake.notify_one();
+                }
                 return Err(Refused::Full);
             }
         }
         state.append(&item);
-        if state.mode == Mode::Idle {
+        if handed_over {
+            drop(state);
+            self.wake.notify_one();
+        } else if state.mode == Mode::Idle {
             state.mode = Mode::Scheduled;
             let flusher = state.flusher.clone();
             drop(state);
@@ -238,11 +249,13 @@ impl Outbox {
                 let mut at = 0;
                 for (i, end) in pauses.iter().copied().chain([chunk.len()]).enumerate() {
                     if i > 0 {
+                        self.lock().pausing = true;
                         tokio::select! {
                             biased;
                             _ = &mut closed => return Ok(self.close(chunk.split_off(at))),
                             _ = tokio::time::sleep(PACE) => {}
                         }
+                        self.lock().pausing = false;
                     }
                     while at < end {
                         match socket.try_write(&chunk[at..end]) {
@@ -314,6 +327,9 @@ impl State {
                 Written::All
             }
             Ok(n) => {
+                // Everything up to the pause went: the writer is to wait out the pause,
+                // not the socket.
+                self.pausing = n == end;
                 self.consume(n);
                 self.mode = Mode::Writer;
                 Written::Partly
@@ -351,6 +367,7 @@ impl State {
         self.items = 0;
         self.payload = 0;
         self.cut = false;
+        self.pausing = false;
         if self.buf.capacity() > KEEP_CAPACITY {
             self.buf = Vec::new();
         }
@@ -574,6 +591,41 @@ mod tests {
         for n in 0..100 {
             assert_eq!(next_text(&mut client).await, format!("4{n}"));
         }
+    }
+
+    #[tokio::test]
+    async fn a_burst_behind_a_paced_packet_waits_out_the_pause() {
+        let (outbox, socket, flusher, mut client) = pair().await;
+        flusher.start();
+        outbox.attach(socket.clone(), flusher, []);
+        let writer = {
+            let outbox = outbox.clone();
+            tokio::spawn(async move {
+                let counters = Meters::default().websocket;
+                outbox
+                    .run_writer(&socket, &counters, std::pin::pin!(std::future::pending()))
+                    .await
+            })
+        };
+        // The greeting is paced; what follows it within the pause is not the client
+        // falling behind, whatever the item limit: only the byte limit applies.
+        outbox
+            .push(
+                Outgoing::Paced(Frame::message("0")),
+                8,
+                1 << 20,
+                |_| unreachable!(),
+            )
+            .expect("taken");
+        for n in 1..100 {
+            outbox
+                .push(text(n), 8, 1 << 20, |_| unreachable!())
+                .expect("a pause due is not a slow consumer");
+        }
+        for n in 0..100 {
+            assert_eq!(next_text(&mut client).await, format!("4{n}"));
+        }
+        writer.abort();
     }
 
     #[tokio::test]
