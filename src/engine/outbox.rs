@@ -62,9 +62,10 @@ struct State {
     payload: usize,
     /// The head of `buf` is the rest of a frame the flusher wrote in part.
     cut: bool,
-    /// The output is waiting out a pause before a paced packet, not a full socket: what
-    /// arrives meanwhile is held to the byte limit only, since the client is not behind.
-    pausing: bool,
+    /// The socket refused a write and nothing has been written since: the only state in
+    /// which the item limit applies. Waiting out a pause, or a writer that is merely
+    /// slower than a burst, is not the client falling behind; the byte limit bounds those.
+    stalled: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +103,7 @@ impl Outbox {
                 items: 0,
                 payload: 0,
                 cut: false,
-                pausing: false,
+                stalled: false,
             }),
             wake: Notify::new(),
         })
@@ -133,19 +134,19 @@ impl Outbox {
         }
         let over_bytes =
             |state: &State| state.buf.len().saturating_add(wire_len(&item)) > max_bytes;
-        // Over the item limit counts only while the socket takes nothing (not while a
-        // pause is due): a client that keeps reading is not dropped because a burst
-        // outran the flusher or came right after its greeting.
-        let over =
-            |state: &State| over_bytes(state) || (state.items >= max_items && !state.pausing);
         let mut handed_over = false;
-        if over(&state) {
+        if over_bytes(&state) || state.items >= max_items {
+            // Before the flusher has been: offer the socket what waits, which tells
+            // whether it takes no more.
             if matches!(state.mode, Mode::Idle | Mode::Scheduled)
                 && let Some(flusher) = state.flusher.clone()
             {
                 handed_over = state.write_now(&flusher.counters) == Written::Partly;
             }
-            if over(&state) {
+            // Over the item limit counts only while the socket takes nothing: a client
+            // that keeps reading is not dropped because a burst outran the flusher or
+            // the writer, or came during its greeting's pause.
+            if over_bytes(&state) || (state.items >= max_items && state.stalled) {
                 drop(state);
                 if handed_over {
                     self.wake.notify_one();
@@ -249,18 +250,17 @@ impl Outbox {
                 let mut at = 0;
                 for (i, end) in pauses.iter().copied().chain([chunk.len()]).enumerate() {
                     if i > 0 {
-                        self.lock().pausing = true;
                         tokio::select! {
                             biased;
                             _ = &mut closed => return Ok(self.close(chunk.split_off(at))),
                             _ = tokio::time::sleep(PACE) => {}
                         }
-                        self.lock().pausing = false;
                     }
                     while at < end {
                         match socket.try_write(&chunk[at..end]) {
                             Ok(n) => at += n,
                             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                                self.lock().stalled = true;
                                 tokio::select! {
                                     biased;
                                     _ = &mut closed => {
@@ -268,6 +268,7 @@ impl Outbox {
                                     }
                                     ready = socket.writable() => ready?,
                                 }
+                                self.lock().stalled = false;
                             }
                             Err(err) => return Err(err),
                         }
@@ -327,15 +328,15 @@ impl State {
                 Written::All
             }
             Ok(n) => {
-                // Everything up to the pause went: the writer is to wait out the pause,
-                // not the socket.
-                self.pausing = n == end;
+                // Short of the pause (or of the end): the socket is full.
+                self.stalled = n < end;
                 self.consume(n);
                 self.mode = Mode::Writer;
                 Written::Partly
             }
             // Full, or failed: the writer waits for room, or meets the error itself.
             Err(_) => {
+                self.stalled = true;
                 self.mode = Mode::Writer;
                 Written::Partly
             }
@@ -367,7 +368,7 @@ impl State {
         self.items = 0;
         self.payload = 0;
         self.cut = false;
-        self.pausing = false;
+        self.stalled = false;
         if self.buf.capacity() > KEEP_CAPACITY {
             self.buf = Vec::new();
         }
@@ -626,6 +627,27 @@ mod tests {
             assert_eq!(next_text(&mut client).await, format!("4{n}"));
         }
         writer.abort();
+    }
+
+    #[tokio::test]
+    async fn the_item_limit_counts_once_the_socket_takes_no_more() {
+        let (outbox, socket, flusher, _client) = pair().await;
+        // No flusher task and a client that does not read: 8 × 64 KiB is more than a
+        // socket pair's buffer.
+        outbox.attach(socket, flusher, []);
+        let big = Outgoing::Frame(Frame::message(&"x".repeat(64 * 1024)));
+        for _ in 0..8 {
+            outbox
+                .push(big.clone(), 8, 64 << 20, |_| unreachable!())
+                .expect("under the item limit");
+        }
+        assert!(!outbox.lock().stalled, "nothing was written yet");
+        assert_eq!(
+            outbox.push(big.clone(), 8, 64 << 20, |_| unreachable!()),
+            Err(Refused::Full),
+            "over the item limit, and the socket took only part of the output"
+        );
+        assert!(outbox.lock().stalled);
     }
 
     #[tokio::test]

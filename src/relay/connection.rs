@@ -63,8 +63,16 @@ impl Conn {
         });
         let weak = Arc::downgrade(&conn);
         let timeout = conn.relay.connect_timeout();
+        let session = conn.session.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(timeout).await;
+            tokio::select! {
+                _ = tokio::time::sleep(timeout) => {}
+                // A session gone before its deadline must not keep this task and its
+                // timer (a reconnect storm would pile up one per connection for the
+                // whole connect_timeout).
+                _ = session.closed() => return,
+            }
+            drop(session);
             if let Some(conn) = weak.upgrade()
                 && !conn.connected_once.load(Ordering::Acquire)
                 && !conn.session.is_closed()
@@ -350,6 +358,47 @@ fn display_name(auth: &RawValue, field: &str) -> Option<Arc<str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapter::local::LocalAdapter;
+    use crate::config::Config;
+    use crate::engine::sid::Sid;
+    use crate::relay::Relay;
+
+    #[tokio::test]
+    async fn the_connect_deadline_ends_with_the_session() {
+        let relay = Relay::new(
+            &Config::default(),
+            Arc::new(LocalAdapter::new()),
+            super::super::meters::Meters::default(),
+        )
+        .expect("relay");
+        let tasks = tokio::runtime::Handle::current().metrics();
+        let before = tasks.num_alive_tasks();
+        let session = Session::new(
+            Sid::from_client("a"),
+            TransportKind::Websocket,
+            8,
+            Arc::new(crate::engine::Meters::default()),
+        );
+        let info = HandshakeInfo {
+            remote: "127.0.0.1:1".parse().expect("address"),
+            headers: Default::default(),
+            query: Default::default(),
+        };
+        let _conn = Conn::open(relay.shared.clone(), session.clone(), &info);
+        assert_eq!(tasks.num_alive_tasks(), before + 1, "the deadline's task");
+        session.close(CloseReason::ClientClose);
+        for _ in 0..100 {
+            if tasks.num_alive_tasks() == before {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            tasks.num_alive_tasks(),
+            before,
+            "the deadline's task outlived its session"
+        );
+    }
 
     #[test]
     fn display_name_from_auth() {
