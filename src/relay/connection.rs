@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
+use tokio::task::AbortHandle;
 
 use super::Shared;
 use super::events;
@@ -36,6 +37,9 @@ pub struct Conn {
     state: Mutex<State>,
     /// Whether any namespace was ever joined (for `connect_timeout`).
     connected_once: AtomicBool,
+    /// The `connect_timeout` task, cancelled once a namespace is joined or the session
+    /// closes: neither a connected client nor a closed one keeps it (and its timer).
+    deadline: Mutex<Option<AbortHandle>>,
 }
 
 #[derive(Default)]
@@ -60,19 +64,12 @@ impl Conn {
             session,
             state: Mutex::new(State::default()),
             connected_once: AtomicBool::new(false),
+            deadline: Mutex::new(None),
         });
         let weak = Arc::downgrade(&conn);
         let timeout = conn.relay.connect_timeout();
-        let session = conn.session.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = tokio::time::sleep(timeout) => {}
-                // A session gone before its deadline must not keep this task and its
-                // timer (a reconnect storm would pile up one per connection for the
-                // whole connect_timeout).
-                _ = session.closed() => return,
-            }
-            drop(session);
+        let deadline = tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
             if let Some(conn) = weak.upgrade()
                 && !conn.connected_once.load(Ordering::Acquire)
                 && !conn.session.is_closed()
@@ -81,7 +78,23 @@ impl Conn {
                 conn.session.close(CloseReason::ServerClose);
             }
         });
+        *conn
+            .deadline
+            .lock()
+            .expect("deadline lock is never poisoned") = Some(deadline.abort_handle());
         conn
+    }
+
+    /// Cancel the `connect_timeout` task, if it still runs.
+    fn end_deadline(&self) {
+        if let Some(task) = self
+            .deadline
+            .lock()
+            .expect("deadline lock is never poisoned")
+            .take()
+        {
+            task.abort();
+        }
     }
 
     fn protocol_error(&self, error: &dyn std::fmt::Display) {
@@ -218,6 +231,7 @@ impl Conn {
             .sockets
             .insert(nsp.clone(), socket.clone());
         self.connected_once.store(true, Ordering::Release);
+        self.end_deadline();
         socket.send_text(&sio::encode_connect(&nsp, &id));
         self.relay.bus.add_socket(&nsp, socket.recipient.clone());
         if self.session.is_closed() {
@@ -286,6 +300,7 @@ impl Connection for Conn {
     }
 
     fn close(&self, reason: CloseReason) {
+        self.end_deadline();
         let sockets: Vec<Arc<Socket>> = self
             .state
             .lock()
@@ -363,41 +378,66 @@ mod tests {
     use crate::engine::sid::Sid;
     use crate::relay::Relay;
 
+    /// Waits (bounded) until the runtime has `n` tasks alive, and says how many it has.
+    async fn settle_tasks(n: usize) -> usize {
+        let tasks = tokio::runtime::Handle::current().metrics();
+        for _ in 0..100 {
+            if tasks.num_alive_tasks() == n {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        tasks.num_alive_tasks()
+    }
+
+    /// The `connect_timeout` task goes once it is moot: when the session closes, and
+    /// when a namespace is joined (a reconnect storm would otherwise leave one task and
+    /// timer per connection for the whole timeout).
     #[tokio::test]
-    async fn the_connect_deadline_ends_with_the_session() {
+    async fn the_connect_deadline_ends_when_moot() {
         let relay = Relay::new(
             &Config::default(),
             Arc::new(LocalAdapter::new()),
             super::super::meters::Meters::default(),
         )
         .expect("relay");
-        let tasks = tokio::runtime::Handle::current().metrics();
-        let before = tasks.num_alive_tasks();
-        let session = Session::new(
-            Sid::from_client("a"),
-            TransportKind::Websocket,
-            8,
-            Arc::new(crate::engine::Meters::default()),
-        );
         let info = HandshakeInfo {
             remote: "127.0.0.1:1".parse().expect("address"),
             headers: Default::default(),
             query: Default::default(),
         };
-        let _conn = Conn::open(relay.shared.clone(), session.clone(), &info);
-        assert_eq!(tasks.num_alive_tasks(), before + 1, "the deadline's task");
-        session.close(CloseReason::ClientClose);
-        for _ in 0..100 {
-            if tasks.num_alive_tasks() == before {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
+        let open = |sid: &str| {
+            let session = Session::new(
+                Sid::from_client(sid),
+                TransportKind::Websocket,
+                8,
+                Arc::new(crate::engine::Meters::default()),
+            );
+            let conn = Conn::open(relay.shared.clone(), session.clone(), &info);
+            session.set_connection(conn.clone());
+            (session, conn)
+        };
+        let before = settle_tasks(0).await;
+
+        let (session, _conn) = open("a");
         assert_eq!(
-            tasks.num_alive_tasks(),
-            before,
-            "the deadline's task outlived its session"
+            settle_tasks(before + 1).await,
+            before + 1,
+            "the deadline's task"
         );
+        session.close(CloseReason::ClientClose);
+        assert_eq!(settle_tasks(before).await, before, "outlived its session");
+
+        let (session, conn) = open("b");
+        assert_eq!(
+            settle_tasks(before + 1).await,
+            before + 1,
+            "the deadline's task"
+        );
+        conn.message(Message::Text("0".into())).await;
+        assert!(conn.connected_once.load(Ordering::Acquire), "joined \"/\"");
+        assert_eq!(settle_tasks(before).await, before, "outlived the CONNECT");
+        session.close(CloseReason::ClientClose);
     }
 
     #[test]
