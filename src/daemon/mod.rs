@@ -4,11 +4,13 @@
 //! supervising worker processes ([`worker`], started by [`spawn`], talking over
 //! [`control`]). Signals become intents ([`signals`]); systemd hears READY, RELOADING,
 //! STOPPING, STATUS and WATCHDOG ([`notify`]); the accept loop and the drain live in
-//! [`listener`]. The only modules with `unsafe` are `privileges`, `sockets` and `spawn`.
+//! [`listener`]; [`memory`] gives freed memory back after a connection peak. The only
+//! modules with `unsafe` are `privileges`, `sockets`, `spawn` and `memory`.
 
 pub mod control;
 pub mod listener;
 pub mod master;
+pub mod memory;
 pub mod notify;
 pub mod privileges;
 pub mod signals;
@@ -103,6 +105,7 @@ impl Stack {
             Arc::new(relay.clone()),
             metrics.engine.clone(),
         );
+        memory::spawn_trimmer(engine.clone());
         let echo = config.engine.echo_path.clone().map(|path| {
             let echo = Engine::new(settings, Arc::new(EchoHandler), Default::default());
             (path, echo)

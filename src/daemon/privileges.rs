@@ -4,7 +4,7 @@
 //! executes can regain privileges. The order and the checks follow nginx: setgroups,
 //! setgid, setuid, each failure fatal, then prove root cannot be regained.
 //!
-//! This is one of the two places in the crate with `unsafe` (libc calls).
+//! This is one of the four modules in the crate with `unsafe` (libc calls; see `daemon`).
 
 #![allow(unsafe_code)]
 

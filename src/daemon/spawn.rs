@@ -2,7 +2,8 @@
 //! `__worker` command, handing over the public listener and one end of a control socket
 //! pair as inherited file descriptors. Also the worker's side: taking those descriptors.
 //!
-//! One of the two places in the crate with `unsafe` (descriptor inheritance).
+//! One of the four modules in the crate with `unsafe` (descriptor inheritance; see
+//! `daemon`).
 
 #![allow(unsafe_code)]
 

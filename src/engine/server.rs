@@ -95,6 +95,8 @@ pub struct Engine {
     settings: RwLock<Arc<Settings>>,
     /// Live sessions by id, for polling requests and upgrades to find theirs.
     sessions: RwLock<HashMap<Sid, Arc<Session>>>,
+    /// The most sessions live at once since [`Engine::take_session_peak`] last asked.
+    session_peak: AtomicUsize,
     /// Creates the upper layer's connection for each new session.
     handler: Arc<dyn Handler>,
     /// Instruments, shared with every session.
@@ -127,6 +129,7 @@ impl Engine {
         Arc::new(Engine {
             settings: RwLock::new(Arc::new(settings)),
             sessions: RwLock::new(HashMap::new()),
+            session_peak: AtomicUsize::new(0),
             handler,
             meters: Arc::new(meters),
             websockets: Arc::new(AtomicUsize::new(0)),
@@ -156,6 +159,20 @@ impl Engine {
             .read()
             .expect("sessions lock is never poisoned")
             .len()
+    }
+
+    /// The most sessions live at once since the last call (or since the engine started),
+    /// and the number live now, from which the next peak is counted.
+    pub fn take_session_peak(&self) -> (usize, usize) {
+        let table = self
+            .sessions
+            .read()
+            .expect("sessions lock is never poisoned");
+        let live = table.len();
+        // Under the read lock: no session is added in between (adding takes the write
+        // lock), so no peak is lost.
+        let peak = self.session_peak.swap(live, Ordering::Relaxed);
+        (peak.max(live), live)
     }
 
     /// WebSockets whose writer has not finished yet.
@@ -224,6 +241,7 @@ impl Engine {
                 return Err(RequestError::Unavailable);
             }
             table.insert(session.sid.clone(), session.clone());
+            self.session_peak.fetch_max(table.len(), Ordering::Relaxed);
         }
         let label = match kind {
             TransportKind::Websocket => WEBSOCKET,
