@@ -105,7 +105,7 @@ impl Stack {
             Arc::new(relay.clone()),
             metrics.engine.clone(),
         );
-        memory::spawn_trimmer(engine.clone());
+        memory::spawn_trimmer(&engine);
         let echo = config.engine.echo_path.clone().map(|path| {
             let echo = Engine::new(settings, Arc::new(EchoHandler), Default::default());
             (path, echo)

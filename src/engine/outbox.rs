@@ -221,6 +221,8 @@ impl Outbox {
     ) -> io::Result<Leftover> {
         let mut chunk = Vec::new();
         let mut pauses = Vec::new();
+        // This task's copy of `State::stalled`, so that the lock is taken only to change it.
+        let mut stalled;
         loop {
             tokio::select! {
                 biased;
@@ -234,7 +236,9 @@ impl Outbox {
                         break;
                     }
                     if state.buf.is_empty() {
+                        // Everything went: the socket takes what it is given.
                         state.mode = Mode::Idle;
+                        state.stalled = false;
                         break;
                     }
                     std::mem::swap(&mut state.buf, &mut chunk);
@@ -243,6 +247,7 @@ impl Outbox {
                     state.items = 0;
                     state.payload = 0;
                     state.cut = false;
+                    stalled = state.stalled;
                     payload
                 };
                 // Segments between the paced packets; each after the first starts with
@@ -258,9 +263,19 @@ impl Outbox {
                     }
                     while at < end {
                         match socket.try_write(&chunk[at..end]) {
-                            Ok(n) => at += n,
+                            Ok(n) => {
+                                at += n;
+                                // The socket takes data again (a lock only on that change).
+                                if stalled && n > 0 {
+                                    self.lock().stalled = false;
+                                    stalled = false;
+                                }
+                            }
                             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                                self.lock().stalled = true;
+                                if !stalled {
+                                    self.lock().stalled = true;
+                                    stalled = true;
+                                }
                                 tokio::select! {
                                     biased;
                                     _ = &mut closed => {
@@ -268,7 +283,6 @@ impl Outbox {
                                     }
                                     ready = socket.writable() => ready?,
                                 }
-                                self.lock().stalled = false;
                             }
                             Err(err) => return Err(err),
                         }
@@ -648,6 +662,51 @@ mod tests {
             "over the item limit, and the socket took only part of the output"
         );
         assert!(outbox.lock().stalled);
+    }
+
+    #[tokio::test]
+    async fn a_socket_that_takes_data_again_is_no_longer_stalled() {
+        let (outbox, socket, flusher, mut client) = pair().await;
+        outbox.attach(socket.clone(), flusher.clone(), []);
+        let big = Outgoing::Frame(Frame::message(&"x".repeat(64 * 1024)));
+        for _ in 0..4 {
+            outbox
+                .push(big.clone(), 100, 64 << 20, |_| unreachable!())
+                .expect("taken");
+        }
+        outbox.flush(&flusher.counters);
+        assert!(
+            outbox.lock().stalled,
+            "256 KiB do not fit a socket pair's buffer"
+        );
+        // The client reads what the socket held; the rest then fits at once.
+        for _ in 0..3 {
+            assert_eq!(next_text(&mut client).await.len(), 64 * 1024 + 1);
+        }
+        let writer = {
+            let outbox = outbox.clone();
+            tokio::spawn(async move {
+                let counters = Meters::default().websocket;
+                outbox
+                    .run_writer(&socket, &counters, std::pin::pin!(std::future::pending()))
+                    .await
+            })
+        };
+        assert_eq!(next_text(&mut client).await.len(), 64 * 1024 + 1);
+        for _ in 0..100 {
+            if outbox.lock().mode == Mode::Idle {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let state = outbox.lock();
+        assert_eq!(state.mode, Mode::Idle, "all written");
+        assert!(
+            !state.stalled,
+            "the socket took the rest: not stalled any more"
+        );
+        drop(state);
+        writer.abort();
     }
 
     #[tokio::test]

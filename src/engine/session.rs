@@ -269,8 +269,19 @@ impl Session {
         })
     }
 
+    /// Hand the session to its upper-layer connection. A session that closed before this
+    /// (a shutdown, or a write that failed while the handshake was answered) closes the
+    /// connection at once, so that it never misses its one `close`.
     pub(crate) fn set_connection(&self, conn: Arc<dyn Connection>) {
-        *self.conn.lock().expect("conn lock is never poisoned") = Some(conn);
+        let mut slot = self.conn.lock().expect("conn lock is never poisoned");
+        // `close` sets the flag before it empties the slot, so checking under the lock
+        // sees either the flag or, later, the connection: `close` is called once.
+        if !self.is_closed() {
+            *slot = Some(conn);
+            return;
+        }
+        drop(slot);
+        conn.close(self.close_reason().unwrap_or(CloseReason::ServerClose));
     }
 
     pub(crate) fn set_on_close(&self, f: OnClose) {

@@ -438,6 +438,23 @@ mod tests {
         assert!(conn.connected_once.load(Ordering::Acquire), "joined \"/\"");
         assert_eq!(settle_tasks(before).await, before, "outlived the CONNECT");
         session.close(CloseReason::ClientClose);
+
+        // Closed while the handshake was being answered, before the connection was
+        // handed the session: it is closed all the same.
+        let session = Session::new(
+            Sid::from_client("c"),
+            TransportKind::Websocket,
+            8,
+            Arc::new(crate::engine::Meters::default()),
+        );
+        let conn = Conn::open(relay.shared.clone(), session.clone(), &info);
+        session.close(CloseReason::ServerClose);
+        session.set_connection(conn);
+        assert_eq!(
+            settle_tasks(before).await,
+            before,
+            "outlived an early close"
+        );
     }
 
     #[test]
