@@ -502,6 +502,20 @@ mod tests {
         )
     }
 
+    /// The session's writer task for `outbox`, running until aborted.
+    fn spawn_writer(
+        outbox: &Arc<Outbox>,
+        socket: Arc<WriteSide>,
+    ) -> tokio::task::JoinHandle<io::Result<Leftover>> {
+        let outbox = outbox.clone();
+        tokio::spawn(async move {
+            let counters = Meters::default().websocket;
+            outbox
+                .run_writer(&socket, &counters, std::pin::pin!(std::future::pending()))
+                .await
+        })
+    }
+
     async fn next_text(client: &mut WebSocketStream<tokio::net::UnixStream>) -> String {
         match client.next().await {
             Some(Ok(Message::Text(t))) => t.to_string(),
@@ -521,15 +535,7 @@ mod tests {
             })
             .expect("detached: queued");
         outbox.attach(socket.clone(), flusher, queued);
-        let writer = {
-            let outbox = outbox.clone();
-            let counters = Meters::default().websocket;
-            tokio::spawn(async move {
-                let closed = std::future::pending::<()>();
-                tokio::pin!(closed);
-                outbox.run_writer(&socket, &counters, closed).await
-            })
-        };
+        let writer = spawn_writer(&outbox, socket);
         for n in 2..=50 {
             outbox
                 .push(text(n), 100, 1 << 20, |_| panic!("attached: not queued"))
@@ -549,15 +555,7 @@ mod tests {
         let (outbox, socket, flusher, mut client) = pair().await;
         flusher.start();
         outbox.attach(socket.clone(), flusher, []);
-        let writer = {
-            let outbox = outbox.clone();
-            tokio::spawn(async move {
-                let counters = Meters::default().websocket;
-                outbox
-                    .run_writer(&socket, &counters, std::pin::pin!(std::future::pending()))
-                    .await
-            })
-        };
+        let writer = spawn_writer(&outbox, socket);
         let paced = |n: usize| Outgoing::Paced(Frame::message(&n.to_string()));
         for item in [paced(0), text(1), paced(2), paced(3), text(4)] {
             outbox
@@ -613,15 +611,7 @@ mod tests {
         let (outbox, socket, flusher, mut client) = pair().await;
         flusher.start();
         outbox.attach(socket.clone(), flusher, []);
-        let writer = {
-            let outbox = outbox.clone();
-            tokio::spawn(async move {
-                let counters = Meters::default().websocket;
-                outbox
-                    .run_writer(&socket, &counters, std::pin::pin!(std::future::pending()))
-                    .await
-            })
-        };
+        let writer = spawn_writer(&outbox, socket);
         // The greeting is paced; what follows it within the pause is not the client
         // falling behind, whatever the item limit: only the byte limit applies.
         outbox
@@ -683,15 +673,7 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(next_text(&mut client).await.len(), 64 * 1024 + 1);
         }
-        let writer = {
-            let outbox = outbox.clone();
-            tokio::spawn(async move {
-                let counters = Meters::default().websocket;
-                outbox
-                    .run_writer(&socket, &counters, std::pin::pin!(std::future::pending()))
-                    .await
-            })
-        };
+        let writer = spawn_writer(&outbox, socket);
         assert_eq!(next_text(&mut client).await.len(), 64 * 1024 + 1);
         for _ in 0..100 {
             if outbox.lock().mode == Mode::Idle {

@@ -170,9 +170,10 @@ impl Engine {
             .expect("sessions lock is never poisoned");
         let live = table.len();
         // Under the read lock: no session is added in between (adding takes the write
-        // lock), so no peak is lost.
+        // lock), so no peak is lost; and the mark is never below the sessions live (it
+        // was raised at each insert), so it is the peak as it stands.
         let peak = self.session_peak.swap(live, Ordering::Relaxed);
-        (peak.max(live), live)
+        (peak, live)
     }
 
     /// WebSockets whose writer has not finished yet.

@@ -354,6 +354,11 @@ export async function apiStatus(daemon) {
   return JSON.parse(res.text);
 }
 
+/** Wait until the status lists two workers linked to each other; resolves with it. */
+export function bothWorkersLinked(daemon) {
+  return waitForStatus(daemon, (s) => s.workers?.length === 2 && s.workers.every((w) => w.peers === 1), WAIT_MS, "both workers linked");
+}
+
 /**
  * Ask the status API until `pred(status)` holds; resolves with that status, rejects with
  * the last one after `ms`.

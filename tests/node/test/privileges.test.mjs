@@ -22,7 +22,7 @@ import {
   withLogs,
   workerPids,
   cliStatus,
-  waitForStatus,
+  bothWorkersLinked,
   iorelayBin,
 } from "../lib/admin.mjs";
 import { workerClient } from "../lib/workers.mjs";
@@ -90,7 +90,7 @@ user = "nobody"
 workers = 2
 `);
     assert.match(daemon.logs(), /dropped privileges user=nobody uid=65534 gid=65534/);
-    await waitForStatus(daemon, (s) => s.workers?.length === 2 && s.workers.every((w) => w.peers === 1), WAIT_MS, "both workers linked");
+    await bothWorkersLinked(daemon);
 
     // Some work first, so that threads started on demand exist too.
     for (let i = 0; i < 4; i++) {

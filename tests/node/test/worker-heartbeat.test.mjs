@@ -12,16 +12,7 @@
 // every wait is for a log line, an event, a process state or a status, bounded.
 import { describe, it, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import {
-  startDaemon,
-  stopDaemon,
-  withLogs,
-  workerSlots,
-  processState,
-  alive,
-  waitForStatus,
-  waitForMetric,
-} from "../lib/admin.mjs";
+import { startDaemon, stopDaemon, withLogs, workerSlots, processState, alive, waitForStatus, waitForMetric, bothWorkersLinked } from "../lib/admin.mjs";
 import { workerClient, within, received, ask } from "../lib/workers.mjs";
 
 const WAIT_MS = 5000;
@@ -86,7 +77,7 @@ shutdown_timeout = "1s"
 join = "any"
 presence = true
 `);
-    const before = await waitForStatus(daemon, (s) => s.workers?.length === 2 && s.workers.every((w) => w.peers === 1), WAIT_MS, "both workers linked");
+    const before = await bothWorkersLinked(daemon);
     const victimPid = before.workers.find((w) => w.worker === 1).pid;
     const survivorPid = before.workers.find((w) => w.worker === 0).pid;
     const onVictim = await clientOn(1);
@@ -155,7 +146,7 @@ presence = true
 workers = 2
 shutdown_timeout = "1s"
 `);
-    const before = await waitForStatus(daemon, (s) => s.workers?.length === 2 && s.workers.every((w) => w.peers === 1), WAIT_MS, "both workers linked");
+    const before = await bothWorkersLinked(daemon);
     const pids = [daemon.pid, ...before.workers.map((w) => w.pid)];
     const from = daemon.mark();
     await freeze(pids);
@@ -171,7 +162,7 @@ shutdown_timeout = "1s"
       const c = await clientOn(worker);
       assert.equal((await ask(c, "$join", "after")).ok, true);
     }
-    const after = await waitForStatus(daemon, (s) => s.workers?.length === 2 && s.workers.every((w) => w.peers === 1), WAIT_MS, "both workers linked");
+    const after = await bothWorkersLinked(daemon);
     assert.deepEqual(after.workers.map((w) => w.pid).sort(), before.workers.map((w) => w.pid).sort());
     assert.doesNotMatch(daemon.logs().slice(from), /worker missed its heartbeats/);
     const metrics = await waitForMetric(daemon, "iorelay_worker_restarts_total", {}, (v) => v === 0, WAIT_MS, "restarts");
@@ -186,7 +177,7 @@ shutdown_timeout = "1s"
 workers = 2
 shutdown_timeout = "3s"
 `);
-    const status = await waitForStatus(daemon, (s) => s.workers?.length === 2 && s.workers.every((w) => w.peers === 1), WAIT_MS, "both workers linked");
+    const status = await bothWorkersLinked(daemon);
     const pids = status.workers.map((w) => w.pid);
     await freeze(pids);
     const from = daemon.mark();

@@ -32,20 +32,7 @@ import net from "node:net";
 import os from "node:os";
 import { spawnSync } from "node:child_process";
 import { readFileSync, readlinkSync } from "node:fs";
-import {
-  startDaemon,
-  stopDaemon,
-  withLogs,
-  workerPids,
-  workerSlots,
-  alive,
-  processState,
-  cliStatus,
-  apiStatus,
-  waitForStatus,
-  waitForMetric,
-  scrape,
-} from "../lib/admin.mjs";
+import { startDaemon, stopDaemon, withLogs, workerPids, workerSlots, alive, processState, cliStatus, apiStatus, waitForStatus, waitForMetric, scrape, bothWorkersLinked } from "../lib/admin.mjs";
 import { workerClient, workerOf, within, received, ask } from "../lib/workers.mjs";
 
 const WAIT_MS = 5000;
@@ -374,7 +361,7 @@ describe("worker processes", () => {
     const pids = workerPids(daemon);
     assert.equal(pids.length, 2, `worker children of master ${daemon.pid}: ${pids}`);
     // The bus links come up just after the workers serve.
-    await waitForStatus(daemon, (s) => s.workers?.length === 2 && s.workers.every((w) => w.peers === 1), WAIT_MS, "both workers linked");
+    await bothWorkersLinked(daemon);
     const status = await cliStatus(daemon);
     assert.equal(status.pid, daemon.pid, "status names the master's pid");
     assert.deepEqual(status.workers.map((w) => w.worker).sort(), [0, 1], "worker slots");
