@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
-use super::{Adapter, Departures, Member, Recipient, Target};
+use super::{Adapter, Departures, Member, Recipient, RoomCount, Target};
 use crate::engine::{BoxFuture, Outgoing};
 
 /// One namespace's sockets and rooms.
@@ -248,8 +248,12 @@ impl Adapter for LocalAdapter {
             .len()
     }
 
-    fn rooms(&self, nsp: &str) -> BoxFuture<'_, Vec<(Arc<str>, usize)>> {
-        let list = self.rooms_now(nsp);
+    fn rooms(&self, nsp: &str) -> BoxFuture<'_, Vec<RoomCount>> {
+        let list = self
+            .rooms_now(nsp)
+            .into_iter()
+            .map(|(room, count)| RoomCount { room, count })
+            .collect();
         Box::pin(async move { list })
     }
 
@@ -333,8 +337,11 @@ mod tests {
         );
         let rooms = bus.rooms("/").await;
         assert_eq!(
-            rooms,
-            vec![(Arc::from("r"), 2), (Arc::from("s"), 1)],
+            rooms
+                .iter()
+                .map(|r| (&*r.room, r.count))
+                .collect::<Vec<_>>(),
+            vec![("r", 2), ("s", 1)],
             "sorted by name with counts"
         );
         let members = bus.members("/", "r").await;

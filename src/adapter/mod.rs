@@ -32,6 +32,16 @@ pub struct Recipient {
     pub session: Arc<Session>,
 }
 
+/// A room with its member count: one entry of `$rooms`, the admin API's rooms and the
+/// worker status document, serialized as `{"room":R,"count":N}` in all three.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RoomCount {
+    /// The room's name.
+    pub room: Arc<str>,
+    /// Its members (host-wide on a multi-process bus).
+    pub count: usize,
+}
+
 /// A member of a room, as listed by `$members`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -91,7 +101,7 @@ pub trait Adapter: Send + Sync + 'static {
     fn set_departure_hook(&self, _hook: DepartureHook) {}
 
     /// The namespace's rooms with their member counts, sorted by name.
-    fn rooms(&self, nsp: &str) -> BoxFuture<'_, Vec<(Arc<str>, usize)>>;
+    fn rooms(&self, nsp: &str) -> BoxFuture<'_, Vec<RoomCount>>;
 
     /// The members of a room.
     fn members(&self, nsp: &str, room: &str) -> BoxFuture<'_, Vec<Member>>;

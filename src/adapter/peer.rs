@@ -21,7 +21,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::wire::{Message, VERSION};
-use super::{Adapter, DepartureHook, Departures, LocalAdapter, Member, Recipient, Target};
+use super::{
+    Adapter, DepartureHook, Departures, LocalAdapter, Member, Recipient, RoomCount, Target,
+};
 use crate::engine::{BoxFuture, Outgoing};
 
 /// Frames queued per link before the peer counts as stuck and the link is cut (the
@@ -491,7 +493,7 @@ impl Adapter for PeerAdapter {
         let _ = self.hook.set(hook);
     }
 
-    fn rooms(&self, nsp: &str) -> BoxFuture<'_, Vec<(Arc<str>, usize)>> {
+    fn rooms(&self, nsp: &str) -> BoxFuture<'_, Vec<RoomCount>> {
         let mut all: BTreeMap<Arc<str>, usize> = self.local.rooms_now(nsp).into_iter().collect();
         for replica in self
             .replicas
@@ -505,7 +507,10 @@ impl Adapter for PeerAdapter {
                 }
             }
         }
-        let list: Vec<(Arc<str>, usize)> = all.into_iter().collect();
+        let list: Vec<RoomCount> = all
+            .into_iter()
+            .map(|(room, count)| RoomCount { room, count })
+            .collect();
         Box::pin(async move { list })
     }
 
@@ -594,7 +599,13 @@ mod tests {
         let members = a.members("/", "room").await;
         let names: Vec<_> = members.iter().map(|m| m.user.as_deref()).collect();
         assert_eq!(names, vec![Some("user-ra"), Some("user-rb")]);
-        assert_eq!(a.rooms("/").await, vec![(Arc::from("room"), 2)]);
+        assert_eq!(
+            a.rooms("/").await,
+            vec![RoomCount {
+                room: Arc::from("room"),
+                count: 2
+            }]
+        );
         assert_eq!(a.room_count("/"), 1);
 
         // A broadcast from a reaches b's member once, and not the excepted sender.

@@ -128,12 +128,7 @@ async fn status(stack: &Stack, bus: &PeerAdapter, id: u32) -> serde_json::Value 
                 .with_label_values(&[&name, t])
                 .get()
         };
-        let rooms: Vec<serde_json::Value> = bus
-            .rooms(&name)
-            .await
-            .into_iter()
-            .map(|(room, n)| json!({ "room": &*room, "count": n }))
-            .collect();
+        let rooms = bus.rooms(&name).await;
         namespaces.insert(
             name.clone(),
             json!({ "connections": count(POLLING) + count(WEBSOCKET), "rooms": rooms }),

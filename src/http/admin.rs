@@ -183,14 +183,8 @@ impl Local {
         };
         let mut out = serde_json::Map::new();
         for name in names {
-            let rooms: Vec<Value> = shared
-                .bus
-                .rooms(&name)
-                .await
-                .into_iter()
-                .map(|(room, count)| json!({ "room": &*room, "count": count }))
-                .collect();
-            out.insert(name, Value::Array(rooms));
+            let rooms = shared.bus.rooms(&name).await;
+            out.insert(name, json!(rooms));
         }
         (StatusCode::OK, json!({ "ok": true, "namespaces": out }))
     }

@@ -30,13 +30,7 @@ pub async fn handle(
         "$join" => join(relay, policy, socket, args).await,
         "$leave" => leave(relay, policy, socket, args).await,
         "$rooms" => {
-            let rooms: Vec<Value> = relay
-                .bus
-                .rooms(&socket.nsp)
-                .await
-                .into_iter()
-                .map(|(room, count)| json!({ "room": &*room, "count": count }))
-                .collect();
+            let rooms = relay.bus.rooms(&socket.nsp).await;
             Ok(json!({ "ok": true, "rooms": rooms }))
         }
         "$members" => members(relay, policy, socket, args).await,
