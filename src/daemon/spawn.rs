@@ -141,7 +141,7 @@ pub fn kill(pid: u32, signal: libc::c_int) {
 mod tests {
     use super::*;
 
-    use std::os::fd::IntoRawFd;
+    use std::os::fd::{AsFd, IntoRawFd};
 
     use nix::fcntl::OFlag;
 
@@ -150,13 +150,10 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let (control, mut other) = UnixStream::pair().unwrap();
-        let (listener_fd, control_fd) = (listener.into_raw_fd(), control.into_raw_fd());
         // As after exec: the inherited descriptors are not close-on-exec.
-        for fd in [listener_fd, control_fd] {
-            // SAFETY: the test owns both descriptors (taken out of their owners above).
-            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-            fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).unwrap();
-        }
+        fcntl(&listener, FcntlArg::F_SETFD(FdFlag::empty())).unwrap();
+        fcntl(&control, FcntlArg::F_SETFD(FdFlag::empty())).unwrap();
+        let (listener_fd, control_fd) = (listener.into_raw_fd(), control.into_raw_fd());
         let args = WorkerArgs {
             id: 0,
             workers: 1,
@@ -166,12 +163,12 @@ mod tests {
         };
         let (listener, control) = adopt(&args).unwrap();
         assert_eq!(listener.local_addr().unwrap(), addr);
-        for fd in [listener.as_raw_fd(), control.as_raw_fd()] {
-            // SAFETY: `listener` and `control` own these and outlive the borrow.
-            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-            let flags = FdFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFD).unwrap());
-            assert!(flags.contains(FdFlag::FD_CLOEXEC));
-        }
+        let cloexec = |fd: std::os::fd::BorrowedFd<'_>| {
+            FdFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFD).unwrap())
+                .contains(FdFlag::FD_CLOEXEC)
+        };
+        assert!(cloexec(listener.as_fd()));
+        assert!(cloexec(control.as_fd()));
         let fl = OFlag::from_bits_retain(fcntl(&listener, FcntlArg::F_GETFL).unwrap());
         assert!(fl.contains(OFlag::O_NONBLOCK));
         use std::io::{Read, Write};
