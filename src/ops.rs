@@ -1,17 +1,25 @@
 //! The ops subcommands' side of the admin API: `iorelay status`, `reload` and `rooms` send
-//! one HTTP/1.1 request to a running daemon's admin listener and print the answer. A tiny
-//! blocking client (the admin listener is local and answers small JSON documents).
+//! one HTTP/1.1 request to a running daemon's admin listener and print the answer. The
+//! request goes through hyper's HTTP/1.1 client on a single-threaded tokio runtime made
+//! for it (the command line is otherwise synchronous), bounded in time and in size: the
+//! admin listener is local and answers small JSON documents.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
+use hyper::header::{ACCEPT, CONNECTION, CONTENT_LENGTH, HOST};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
 use serde_json::Value;
+use tokio::net::TcpStream;
 
-/// How long a request to the daemon may take (a reload waits for the daemon's loop).
+/// How long connecting may take, and then how long the answer may take (a reload waits
+/// for the daemon's loop).
 const TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest answer read.
-const MAX_RESPONSE: u64 = 16 << 20;
+const MAX_RESPONSE: usize = 16 << 20;
 
 /// Why a request to the daemon failed.
 #[derive(Debug, thiserror::Error)]
@@ -29,9 +37,37 @@ pub enum Error {
     /// The admin listener is configured on port 0, so its address is unknown.
     #[error("server.admin_listen is {0}: pass the daemon's admin address with --admin")]
     UnknownPort(SocketAddr),
-    /// The answer was not HTTP or not JSON.
+    /// The daemon took the connection but did not answer in time.
+    #[error("the daemon at {addr} did not answer within {}s", .after.as_secs())]
+    Timeout {
+        /// The address asked.
+        addr: SocketAddr,
+        /// How long we waited.
+        after: Duration,
+    },
+    /// The request could not be built (a method or path the caller got wrong).
+    #[error("cannot build the request: {0}")]
+    Request(#[from] hyper::http::Error),
+    /// The answer was not HTTP, or the connection broke.
     #[error("unexpected answer from the daemon: {0}")]
-    Protocol(String),
+    Http(#[from] hyper::Error),
+    /// The body was larger than [`MAX_RESPONSE`].
+    #[error("unexpected answer from the daemon: body over {MAX_RESPONSE} bytes")]
+    TooLarge,
+    /// The body could not be read for another reason.
+    #[error("unexpected answer from the daemon: body: {0}")]
+    Body(Box<dyn std::error::Error + Send + Sync>),
+    /// The body was not JSON.
+    #[error("unexpected answer from the daemon: status {status}, body is not JSON: {source}")]
+    NotJson {
+        /// The HTTP status that came with it.
+        status: u16,
+        /// Why it did not parse.
+        source: serde_json::Error,
+    },
+    /// The client's runtime could not be started.
+    #[error("cannot start the HTTP client: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// An answer: HTTP status and JSON body.
@@ -45,61 +81,72 @@ pub struct Answer {
 
 /// Send `method path` to the admin listener at `addr`.
 pub fn request(addr: SocketAddr, method: &str, path: &str) -> Result<Answer, Error> {
+    request_within(addr, method, path, TIMEOUT)
+}
+
+fn request_within(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<Answer, Error> {
     if addr.port() == 0 {
         return Err(Error::UnknownPort(addr));
     }
-    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT)
-        .map_err(|source| Error::Connect { addr, source })?;
-    let io = |e: std::io::Error| Error::Protocol(e.to_string());
-    stream.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
-    stream.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(io)?;
-    let mut raw = Vec::new();
-    stream
-        .take(MAX_RESPONSE)
-        .read_to_end(&mut raw)
-        .map_err(io)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| Error::Protocol("no HTTP header".into()))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| Error::Protocol(format!("bad status line: {head:.60}")))?;
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked")
-    });
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    let body = serde_json::from_str(&body)
-        .map_err(|e| Error::Protocol(format!("status {status}, body is not JSON: {e}")))?;
-    Ok(Answer { status, body })
+    let request = Request::builder()
+        .method(Method::from_bytes(method.as_bytes()).map_err(hyper::http::Error::from)?)
+        .uri(path)
+        .header(HOST, addr.to_string())
+        .header(ACCEPT, "application/json")
+        .header(CONTENT_LENGTH, 0)
+        .header(CONNECTION, "close")
+        .body(Empty::<Bytes>::new())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(Error::Runtime)?;
+    runtime.block_on(async {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(connected) => connected.map_err(|source| Error::Connect { addr, source })?,
+            Err(_) => {
+                let source = std::io::ErrorKind::TimedOut.into();
+                return Err(Error::Connect { addr, source });
+            }
+        };
+        tokio::time::timeout(timeout, exchange(stream, request))
+            .await
+            .map_err(|_| Error::Timeout {
+                addr,
+                after: timeout,
+            })?
+    })
 }
 
-/// Undo chunked transfer encoding (tolerantly: this is our own daemon's answer).
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
+/// One request on a fresh connection, and its answer read whole.
+async fn exchange(stream: TcpStream, request: Request<Empty<Bytes>>) -> Result<Answer, Error> {
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    // The connection future does the reading and writing; a failure there reaches us
+    // through `send_request` or the body, so its own result says nothing new.
+    tokio::spawn(connection);
+    let response = sender.send_request(request).await?;
+    let status = response.status().as_u16();
+    let body = Limited::new(response.into_body(), MAX_RESPONSE)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<LengthLimitError>() {
+                return Error::TooLarge;
+            }
+            match e.downcast::<hyper::Error>() {
+                Ok(e) => Error::Http(*e),
+                Err(e) => Error::Body(e),
+            }
+        })?
+        .to_bytes();
+    let body = serde_json::from_slice(&body).map_err(|source| Error::NotJson { status, source })?;
+    Ok(Answer { status, body })
 }
 
 /// Human-readable `iorelay status`.
@@ -153,9 +200,111 @@ pub fn render_rooms(body: &Value) -> String {
 mod tests {
     use super::*;
 
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    /// A one-shot daemon stand-in on 127.0.0.1:0: reads one request head, writes
+    /// `answer` verbatim (unless `None`: then it keeps the connection silent until the
+    /// client leaves). Returns its address and the request head it received.
+    fn daemon(answer: Option<&'static str>) -> (SocketAddr, std::thread::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handle = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(&stream);
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                head.push_str(&line);
+                if line == "\r\n" || line.is_empty() {
+                    break;
+                }
+            }
+            match answer {
+                Some(answer) => (&stream).write_all(answer.as_bytes()).unwrap(),
+                None => {
+                    let mut rest = String::new();
+                    let _ = reader.read_line(&mut rest);
+                }
+            }
+            head
+        });
+        (addr, handle)
+    }
+
     #[test]
-    fn dechunks() {
-        assert_eq!(dechunk("4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n"), "{\"a\":1}");
+    fn reads_a_chunked_answer() {
+        let (addr, server) = daemon(Some(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n\
+             4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n",
+        ));
+        let answer = request(addr, "GET", "/api/v1/status").unwrap();
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body, serde_json::json!({"a": 1}));
+        let head = server.join().unwrap().to_ascii_lowercase();
+        assert!(
+            head.starts_with("get /api/v1/status http/1.1\r\n"),
+            "{head}"
+        );
+        assert!(head.contains(&format!("host: {addr}\r\n")), "{head}");
+        assert!(head.contains("accept: application/json\r\n"), "{head}");
+    }
+
+    #[test]
+    fn keeps_an_error_status_with_its_body() {
+        let (addr, server) = daemon(Some(
+            "HTTP/1.1 409 Conflict\r\ncontent-length: 27\r\nconnection: close\r\n\r\n\
+             {\"ok\":false,\"error\":\"busy\"}",
+        ));
+        let answer = request(addr, "POST", "/api/v1/reload").unwrap();
+        assert_eq!(answer.status, 409);
+        assert_eq!(answer.body["error"], "busy");
+        let head = server.join().unwrap().to_ascii_lowercase();
+        assert!(
+            head.starts_with("post /api/v1/reload http/1.1\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("content-length: 0\r\n"), "{head}");
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_is_named_with_its_status() {
+        let (addr, _server) = daemon(Some(
+            "HTTP/1.1 502 Bad Gateway\r\ncontent-length: 4\r\n\r\noops",
+        ));
+        let err = request(addr, "GET", "/api/v1/status").unwrap_err();
+        assert!(matches!(err, Error::NotJson { status: 502, .. }), "{err:?}");
+    }
+
+    #[test]
+    fn garbage_is_not_http() {
+        let (addr, _server) = daemon(Some("SSH-2.0-OpenSSH\r\n\r\n"));
+        let err = request(addr, "GET", "/api/v1/status").unwrap_err();
+        assert!(matches!(err, Error::Http(_)), "{err:?}");
+    }
+
+    #[test]
+    fn a_silent_daemon_times_out() {
+        let (addr, _server) = daemon(None);
+        let err = request_within(addr, "GET", "/", Duration::from_millis(200)).unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn nobody_listening_is_a_connect_error() {
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let err = request(addr, "GET", "/").unwrap_err();
+        assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+        assert!(err.to_string().contains("is iorelay running"));
+        let zero = "127.0.0.1:0".parse().unwrap();
+        assert!(matches!(
+            request(zero, "GET", "/"),
+            Err(Error::UnknownPort(_))
+        ));
     }
 
     #[test]

@@ -12,8 +12,9 @@
 //! worker's allocations wait for the allocator's lock: hence once after a wave of
 //! disconnects, not during it).
 //!
-//! Only on Linux with glibc; elsewhere the trimmer is not started. One of the four
-//! modules in the crate with `unsafe` (one libc call; see `daemon`).
+//! Only on Linux with glibc; elsewhere the trimmer is not started. `malloc_trim` is a
+//! glibc extension that neither std nor `nix` wraps, so its one call stays an `unsafe`
+//! libc call.
 
 #![allow(unsafe_code)]
 

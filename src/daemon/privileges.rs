@@ -4,11 +4,13 @@
 //! executes can regain privileges. The order and the checks follow nginx: setgroups,
 //! setgid, setuid, each failure fatal, then prove root cannot be regained.
 //!
-//! This is one of the four modules in the crate with `unsafe` (libc calls; see `daemon`).
+//! The system calls and the passwd/group lookups go through `nix`, whose lookups grow
+//! their buffer on `ERANGE` (a user with a very long group or gecos entry is still
+//! found) and tell "no such entry" apart from a failed lookup (an unreachable LDAP or
+//! NSS service is reported as such, not as an unknown user). No `unsafe` here.
 
-#![allow(unsafe_code)]
-
-use std::ffi::{CStr, CString};
+use nix::errno::Errno;
+use nix::unistd::{self, Gid, Group, Uid, User};
 
 /// Why the process could not take on its configured identity.
 #[derive(Debug, thiserror::Error)]
@@ -24,13 +26,23 @@ pub enum Error {
     /// The group does not exist.
     #[error("server.group: no such group {0:?}")]
     NoSuchGroup(String),
+    /// The user or group database could not be read (not the same as "no such entry").
+    #[error("{key}: cannot look up {name:?}: {source}")]
+    Lookup {
+        /// The config key whose value was looked up (`server.user`, `server.group`).
+        key: &'static str,
+        /// The name looked up.
+        name: String,
+        /// The OS error.
+        source: Errno,
+    },
     /// A system call failed.
     #[error("{call} failed: {source}")]
     Call {
         /// Which call.
         call: &'static str,
         /// The OS error.
-        source: std::io::Error,
+        source: Errno,
     },
     /// After dropping, root could be regained or the ids are not what we set.
     #[error("privilege drop did not stick: {0}")]
@@ -50,8 +62,7 @@ pub struct Identity {
 
 /// Whether the effective user is root.
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    unistd::geteuid().is_root()
 }
 
 /// Decide who to become: `Ok(None)` means stay as started (not root: a normal user runs
@@ -64,20 +75,19 @@ pub fn plan(user: Option<&str>, group: Option<&str>) -> Result<Option<Identity>,
             Ok(None)
         };
     };
-    let (uid, primary_gid) = lookup_user(user)?;
+    let account = lookup_user(user)?;
     let gid = match group {
         Some(g) => lookup_group(g)?,
-        None => primary_gid,
+        None => account.gid,
     };
     if !is_root() {
         // Started as a normal user, it runs as that user (under systemd, `User=` did the
         // switching already).
-        // SAFETY: getuid has no preconditions and cannot fail.
-        let me = unsafe { libc::getuid() };
-        if me != uid {
+        let me = unistd::getuid();
+        if me != account.uid {
             tracing::info!(
                 configured = user,
-                uid = me,
+                uid = me.as_raw(),
                 "not started as root: running as the starting user, server.user not applied"
             );
         }
@@ -85,8 +95,8 @@ pub fn plan(user: Option<&str>, group: Option<&str>) -> Result<Option<Identity>,
     }
     Ok(Some(Identity {
         user: user.to_owned(),
-        uid,
-        gid,
+        uid: account.uid.as_raw(),
+        gid: gid.as_raw(),
     }))
 }
 
@@ -94,126 +104,78 @@ pub fn plan(user: Option<&str>, group: Option<&str>) -> Result<Option<Identity>,
 /// starts: `no_new_privs` is per thread and inherited only by threads created later.
 pub fn apply(identity: Option<&Identity>) -> Result<(), Error> {
     if let Some(id) = identity {
-        // SAFETY: an empty list with a null pointer is the documented way to clear the
-        // supplementary groups.
-        check("setgroups", unsafe { libc::setgroups(0, std::ptr::null()) })?;
-        // SAFETY: plain syscall wrappers with integer arguments; glibc applies them to
-        // every thread of the process.
-        check("setgid", unsafe { libc::setgid(id.gid) })?;
-        // SAFETY: as above.
-        check("setuid", unsafe { libc::setuid(id.uid) })?;
+        // Groups first: once the uid is dropped we may no longer change them. glibc
+        // applies each of these to every thread of the process.
+        unistd::setgroups(&[]).map_err(call("setgroups"))?;
+        unistd::setgid(Gid::from_raw(id.gid)).map_err(call("setgid"))?;
+        unistd::setuid(Uid::from_raw(id.uid)).map_err(call("setuid"))?;
         verify(id)?;
     }
-    // SAFETY: PR_SET_NO_NEW_PRIVS takes the value 1 and four unused zero arguments.
-    check("prctl(PR_SET_NO_NEW_PRIVS)", unsafe {
-        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    })?;
+    nix::sys::prctl::set_no_new_privs().map_err(call("prctl(PR_SET_NO_NEW_PRIVS)"))?;
     Ok(())
 }
 
+/// Check, after the fact, that the drop took: every uid and gid (real, effective,
+/// saved) is the configured one, no supplementary group is left, and root cannot be
+/// taken back.
 fn verify(id: &Identity) -> Result<(), Error> {
-    let (mut r, mut e, mut s) = (0, 0, 0);
-    // SAFETY: the three pointers are to live u32 locals.
-    check("getresuid", unsafe {
-        libc::getresuid(&mut r, &mut e, &mut s)
-    })?;
-    if [r, e, s] != [id.uid; 3] {
+    let uids = unistd::getresuid().map_err(call("getresuid"))?;
+    if [uids.real, uids.effective, uids.saved] != [Uid::from_raw(id.uid); 3] {
         return Err(Error::NotDropped("a user id is not the configured user's"));
     }
-    // SAFETY: as above.
-    check("getresgid", unsafe {
-        libc::getresgid(&mut r, &mut e, &mut s)
-    })?;
-    if [r, e, s] != [id.gid; 3] {
+    let gids = unistd::getresgid().map_err(call("getresgid"))?;
+    if [gids.real, gids.effective, gids.saved] != [Gid::from_raw(id.gid); 3] {
         return Err(Error::NotDropped(
             "a group id is not the configured group's",
         ));
     }
-    // SAFETY: a null list with size 0 asks only for the count.
-    let groups = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
-    if groups > 1 {
+    // Some systems list the effective gid among the supplementary groups: that one is
+    // ours anyway.
+    let groups = unistd::getgroups().map_err(call("getgroups"))?;
+    if groups.iter().any(|g| g.as_raw() != id.gid) {
         return Err(Error::NotDropped("supplementary groups remain"));
     }
-    // SAFETY: setuid with an integer; it must fail now that we are not root.
-    if id.uid != 0 && unsafe { libc::setuid(0) } == 0 {
+    if id.uid != 0 && unistd::setuid(Uid::from_raw(0)).is_ok() {
         return Err(Error::NotDropped("root could be regained"));
     }
     Ok(())
 }
 
-fn check(call: &'static str, rc: libc::c_int) -> Result<(), Error> {
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(Error::Call {
-            call,
-            source: std::io::Error::last_os_error(),
-        })
+/// Wrap a failed call's errno with the call's name.
+fn call(call: &'static str) -> impl Fn(Errno) -> Error {
+    move |source| Error::Call { call, source }
+}
+
+fn lookup_user(name: &str) -> Result<User, Error> {
+    match User::from_name(name) {
+        Ok(Some(user)) => Ok(user),
+        Ok(None) => Err(Error::NoSuchUser(name.to_owned())),
+        Err(source) => Err(Error::Lookup {
+            key: "server.user",
+            name: name.to_owned(),
+            source,
+        }),
     }
 }
 
-/// Size of the buffer for `getpwnam_r`/`getgrnam_r` string fields.
-const LOOKUP_BUFFER: usize = 16 * 1024;
-
-fn lookup_user(name: &str) -> Result<(u32, u32), Error> {
-    let cname = CString::new(name).map_err(|_| Error::NoSuchUser(name.to_owned()))?;
-    let mut buf = vec![0 as libc::c_char; LOOKUP_BUFFER];
-    // SAFETY: passwd is plain old data; zeroed is a valid (empty) value.
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is to a live local of the right type and `buf.len()` is the
-    // buffer's true size; the call writes only within them.
-    let rc = unsafe {
-        libc::getpwnam_r(
-            cname.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() {
-        return Err(Error::NoSuchUser(name.to_owned()));
+fn lookup_group(name: &str) -> Result<Gid, Error> {
+    match Group::from_name(name) {
+        Ok(Some(group)) => Ok(group.gid),
+        Ok(None) => Err(Error::NoSuchGroup(name.to_owned())),
+        Err(source) => Err(Error::Lookup {
+            key: "server.group",
+            name: name.to_owned(),
+            source,
+        }),
     }
-    Ok((pwd.pw_uid, pwd.pw_gid))
-}
-
-fn lookup_group(name: &str) -> Result<u32, Error> {
-    let cname = CString::new(name).map_err(|_| Error::NoSuchGroup(name.to_owned()))?;
-    let mut buf = vec![0 as libc::c_char; LOOKUP_BUFFER];
-    // SAFETY: group is plain old data; zeroed is a valid (empty) value.
-    let mut grp: libc::group = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: as in `lookup_user`.
-    let rc = unsafe {
-        libc::getgrnam_r(
-            cname.as_ptr(),
-            &mut grp,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() {
-        return Err(Error::NoSuchGroup(name.to_owned()));
-    }
-    Ok(grp.gr_gid)
 }
 
 /// The name of a user id, for log lines.
 pub fn user_name(uid: u32) -> Option<String> {
-    let mut buf = vec![0 as libc::c_char; LOOKUP_BUFFER];
-    // SAFETY: as in `lookup_user`.
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: as in `lookup_user`.
-    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
-    if rc != 0 || result.is_null() {
-        return None;
-    }
-    // SAFETY: on success pw_name points to a NUL-terminated string inside `buf`.
-    let name = unsafe { CStr::from_ptr(pwd.pw_name) };
-    Some(name.to_string_lossy().into_owned())
+    User::from_uid(Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|user| user.name)
 }
 
 #[cfg(test)]
@@ -223,14 +185,39 @@ mod tests {
     #[test]
     fn unknown_user_and_group_are_named() {
         let err = plan(Some("no-such-user-iorelay-test"), None).unwrap_err();
+        assert!(matches!(err, Error::NoSuchUser(_)), "{err:?}");
         assert!(err.to_string().contains("no-such-user-iorelay-test"));
         let err = plan(Some("root"), Some("no-such-group-iorelay-test")).unwrap_err();
+        assert!(matches!(err, Error::NoSuchGroup(_)), "{err:?}");
         assert!(err.to_string().contains("server.group"));
     }
 
     #[test]
+    fn a_name_with_a_nul_is_no_user() {
+        let err = plan(Some("ro\0ot"), None).unwrap_err();
+        assert!(matches!(err, Error::NoSuchUser(_)), "{err:?}");
+    }
+
+    #[test]
     fn root_resolves() {
-        assert_eq!(lookup_user("root").unwrap(), (0, 0));
+        let root = lookup_user("root").unwrap();
+        assert_eq!((root.uid.as_raw(), root.gid.as_raw()), (0, 0));
+        assert_eq!(lookup_group("root").unwrap().as_raw(), 0);
         assert_eq!(user_name(0).as_deref(), Some("root"));
+    }
+
+    #[test]
+    fn lookup_failures_are_not_unknown_users() {
+        let err = Error::Lookup {
+            key: "server.user",
+            name: "relay".into(),
+            source: Errno::ERANGE,
+        };
+        let text = err.to_string();
+        assert!(
+            text.starts_with("server.user: cannot look up \"relay\""),
+            "{text}"
+        );
+        assert!(!text.contains("no such user"), "{text}");
     }
 }

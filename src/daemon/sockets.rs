@@ -2,11 +2,17 @@
 //! `LISTEN_PID`, `LISTEN_FDNAMES`) when the service was started by its socket unit, else
 //! bound from the config. Binding happens before privileges are dropped, so that a
 //! daemon started as root can listen on ports below 1024.
+//!
+//! `SO_REUSEPORT` sockets are built with `socket2`. The one `unsafe` left takes
+//! ownership of a descriptor systemd passed: there is no safe way to adopt an inherited
+//! descriptor.
 
 #![allow(unsafe_code)]
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{FromRawFd, RawFd};
+
+use socket2::{Domain, Protocol, Socket, Type};
 
 /// The listeners, not yet registered with any runtime.
 #[derive(Debug)]
@@ -100,92 +106,25 @@ fn listen(addr: SocketAddr) -> Result<TcpListener, Error> {
     Ok(listener)
 }
 
-/// Bind a listening socket with `SO_REUSEPORT` (and `SO_REUSEADDR`), non-blocking.
+/// Bind a listening socket with `SO_REUSEPORT` (and `SO_REUSEADDR`, as std's own
+/// `TcpListener::bind` sets it), non-blocking and close-on-exec.
 fn listen_reuseport(addr: SocketAddr) -> Result<TcpListener, Error> {
     let fail = |source| Error::Bind { addr, source };
-    let last = || std::io::Error::last_os_error();
-    let domain = if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    // SAFETY: plain socket creation; the descriptor is owned by the listener below.
-    let fd = unsafe {
-        libc::socket(
-            domain,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-        )
-    };
-    if fd < 0 {
-        return Err(fail(last()));
-    }
-    // SAFETY: `fd` is a fresh socket nobody else owns; from here the listener closes it.
-    let listener = unsafe { TcpListener::from_raw_fd(fd) };
-    let one: libc::c_int = 1;
-    for option in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
-        // SAFETY: the option value points to a live c_int of the size given.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                option,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(fail(last()));
-        }
-    }
-    let rc = match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: `sin` is a valid sockaddr_in and its size is passed.
-            unsafe {
-                libc::bind(
-                    fd,
-                    (&sin as *const libc::sockaddr_in).cast(),
-                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                )
-            }
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: `sin6` is a valid sockaddr_in6 and its size is passed.
-            unsafe {
-                libc::bind(
-                    fd,
-                    (&sin6 as *const libc::sockaddr_in6).cast(),
-                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-                )
-            }
-        }
-    };
-    if rc < 0 {
-        return Err(fail(last()));
-    }
-    // SAFETY: listen on our bound socket.
-    if unsafe { libc::listen(fd, 1024) } < 0 {
-        return Err(fail(last()));
-    }
-    Ok(listener)
+    // socket2 creates the socket with SOCK_CLOEXEC: a worker inherits only the
+    // descriptors `spawn` hands over on purpose.
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
+    socket.set_reuse_address(true).map_err(fail)?;
+    socket.set_reuse_port(true).map_err(fail)?;
+    socket.set_nonblocking(true).map_err(fail)?;
+    socket.bind(&addr.into()).map_err(fail)?;
+    socket.listen(BACKLOG).map_err(fail)?;
+    Ok(socket.into())
 }
+
+/// The accept queue of each `SO_REUSEPORT` socket (the kernel caps it at
+/// `net.core.somaxconn`).
+const BACKLOG: i32 = 1024;
 
 fn adopt(fd: RawFd) -> Result<TcpListener, Error> {
     // SAFETY: systemd passed this descriptor to us (LISTEN_PID matched, checked by
@@ -198,4 +137,70 @@ fn adopt(fd: RawFd) -> Result<TcpListener, Error> {
         .set_nonblocking(true)
         .map_err(|source| Error::Bind { addr, source })?;
     Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+
+    fn flags(listener: &TcpListener) -> (FdFlag, OFlag) {
+        let fd = FdFlag::from_bits_truncate(fcntl(listener, FcntlArg::F_GETFD).unwrap());
+        let fl = OFlag::from_bits_truncate(fcntl(listener, FcntlArg::F_GETFL).unwrap());
+        (fd, fl)
+    }
+
+    #[test]
+    fn one_reuseport_socket_per_worker_on_one_port() {
+        let bound = bind(
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+            3,
+        )
+        .unwrap();
+        assert!(!bound.activated);
+        assert_eq!(bound.public.len(), 3);
+        let port = bound.public[0].local_addr().unwrap().port();
+        assert_ne!(port, 0);
+        for listener in &bound.public {
+            assert_eq!(listener.local_addr().unwrap().port(), port);
+            let (fd, fl) = flags(listener);
+            assert!(fd.contains(FdFlag::FD_CLOEXEC));
+            assert!(fl.contains(OFlag::O_NONBLOCK));
+        }
+        // Listening for real: a connection is accepted by one of the group.
+        let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    }
+
+    #[test]
+    fn a_taken_port_without_reuseport_is_refused() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let err = listen_reuseport(addr).unwrap_err();
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    }
+
+    #[test]
+    fn ipv6_reuseport() {
+        // Skipped where the host has no IPv6 loopback.
+        let Ok(first) = listen_reuseport("[::1]:0".parse().unwrap()) else {
+            return;
+        };
+        let addr = first.local_addr().unwrap();
+        let second = listen_reuseport(addr).unwrap();
+        assert_eq!(second.local_addr().unwrap(), addr);
+    }
+
+    #[test]
+    fn single_worker_binds_plainly() {
+        let bound = bind(
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+            1,
+        )
+        .unwrap();
+        assert_eq!(bound.public.len(), 1);
+        assert!(flags(&bound.admin).1.contains(OFlag::O_NONBLOCK));
+    }
 }

@@ -2,13 +2,19 @@
 //! `__worker` command, handing over the public listener and one end of a control socket
 //! pair as inherited file descriptors. Also the worker's side: taking those descriptors.
 //!
-//! One of the four modules in the crate with `unsafe` (descriptor inheritance; see
-//! `daemon`).
+//! The system calls go through `nix`. Three `unsafe` blocks remain, all about
+//! descriptor inheritance, which has no safe interface: the child's `pre_exec` hook that
+//! keeps the two descriptors open across `exec`, and the worker taking ownership of the
+//! two descriptors it inherited.
 
 #![allow(unsafe_code)]
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 
 /// What a worker is told on its command line.
 #[derive(Debug, Clone)]
@@ -44,19 +50,18 @@ pub fn worker(
         .env(BUS_VAR, &args.bus)
         .kill_on_drop(false);
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe calls (fcntl, prctl) on descriptors that exist in the child.
+    // async-signal-safe calls (fcntl, prctl; nix's wrappers neither allocate nor lock)
+    // on the two descriptors, which stay open in the child until exec because `listener`
+    // and `control` are borrowed for the whole of this function, spawn included.
     unsafe {
         cmd.pre_exec(move || {
             for fd in keep {
-                let flags = libc::fcntl(fd, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                let fd = BorrowedFd::borrow_raw(fd);
+                let flags = FdFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFD)?);
+                fcntl(fd, FcntlArg::F_SETFD(flags - FdFlag::FD_CLOEXEC))?;
             }
             // A worker must not outlive its master.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
             Ok(())
         });
     }
@@ -70,12 +75,9 @@ pub fn adopt(args: &WorkerArgs) -> std::io::Result<(std::net::TcpListener, UnixS
     let listener = unsafe { std::net::TcpListener::from_raw_fd(args.listener_fd) };
     // SAFETY: as above.
     let control = unsafe { UnixStream::from_raw_fd(args.control_fd) };
-    for fd in [args.listener_fd, args.control_fd] {
-        // SAFETY: fcntl on a descriptor we own; marks it close-on-exec again.
-        unsafe {
-            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-        }
-    }
+    // Close-on-exec again: nothing this worker might start inherits them.
+    fcntl(&listener, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    fcntl(&control, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
     listener.set_nonblocking(true)?;
     Ok((listener, control))
 }
@@ -112,20 +114,84 @@ pub fn peer_uid(stream: &tokio::net::UnixStream) -> Option<u32> {
 
 /// Our own uid.
 pub fn own_uid() -> u32 {
-    // SAFETY: getuid has no preconditions and cannot fail.
-    unsafe { libc::getuid() }
+    nix::unistd::getuid().as_raw()
 }
 
-/// Send `signal` to process `pid`.
+/// Send `signal` (a signal number such as `libc::SIGKILL`) to process `pid`. Best
+/// effort: a process that is already gone is no error here, the master learns of its
+/// exit from `wait`.
 pub fn kill(pid: u32, signal: libc::c_int) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
+    // Never 0 or negative: those address process groups, not one worker.
+    let Ok(pid) = i32::try_from(pid) else {
         return;
     };
     if pid <= 0 {
         return;
     }
-    // SAFETY: kill with a positive pid and a valid signal number has no memory effects.
-    unsafe {
-        libc::kill(pid, signal);
+    let Ok(signal) = Signal::try_from(signal) else {
+        tracing::warn!(signal, "not a signal number: nothing sent");
+        return;
+    };
+    if let Err(err) = nix::sys::signal::kill(Pid::from_raw(pid), signal) {
+        tracing::debug!(pid, %signal, error = %err, "kill failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::os::fd::{AsFd, IntoRawFd};
+
+    use nix::fcntl::OFlag;
+
+    #[test]
+    fn adopt_takes_the_descriptors_back_close_on_exec() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (control, mut other) = UnixStream::pair().unwrap();
+        // As after exec: the inherited descriptors are not close-on-exec.
+        fcntl(&listener, FcntlArg::F_SETFD(FdFlag::empty())).unwrap();
+        fcntl(&control, FcntlArg::F_SETFD(FdFlag::empty())).unwrap();
+        let (listener_fd, control_fd) = (listener.into_raw_fd(), control.into_raw_fd());
+        let args = WorkerArgs {
+            id: 0,
+            workers: 1,
+            listener_fd,
+            control_fd,
+            bus: "test".into(),
+        };
+        let (listener, control) = adopt(&args).unwrap();
+        assert_eq!(listener.local_addr().unwrap(), addr);
+        let cloexec = |fd: std::os::fd::BorrowedFd<'_>| {
+            FdFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFD).unwrap())
+                .contains(FdFlag::FD_CLOEXEC)
+        };
+        assert!(cloexec(listener.as_fd()));
+        assert!(cloexec(control.as_fd()));
+        let fl = OFlag::from_bits_retain(fcntl(&listener, FcntlArg::F_GETFL).unwrap());
+        assert!(fl.contains(OFlag::O_NONBLOCK));
+        use std::io::{Read, Write};
+        (&control).write_all(b"x").unwrap();
+        let mut byte = [0];
+        other.read_exact(&mut byte).unwrap();
+        assert_eq!(&byte, b"x");
+    }
+
+    #[test]
+    fn kill_signals_one_process_and_ignores_the_rest() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        kill(child.id(), libc::SIGKILL);
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        // Neither pid 0 (our process group) nor an out-of-range pid nor a bogus signal
+        // number does anything.
+        kill(0, libc::SIGCONT);
+        kill(u32::MAX, libc::SIGCONT);
+        kill(child.id(), -1);
     }
 }

@@ -1,6 +1,11 @@
 //! Static files: the built-in demo page, or a configured `static_dir`. Paths are resolved
 //! component by component; anything that could leave the directory is a 404.
+//!
+//! A URL path is percent-decoded as a whole (`percent-encoding`), never split at `&`,
+//! `=` or `+`: those are ordinary characters in a file name (`a&b.txt`, `c++.html`).
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use bytes::Bytes;
@@ -46,15 +51,21 @@ pub async fn serve(dir: Option<&Path>, path: &str) -> Response<Full<Bytes>> {
 }
 
 /// Map a URL path onto `dir`, refusing `..`, absolute parts and percent-escapes of them.
+/// Decoding comes first, so that `%2e%2e` and `%2f` are judged as the `..` and `/` they
+/// stand for. The decoded bytes name the file as they are (Unix file names are bytes).
 fn resolve(dir: &Path, path: &str) -> Option<PathBuf> {
-    let decoded = crate::engine::server::parse_query(&format!("p={}", path.replace('+', "%2B")))
-        .remove("p")?;
+    let decoded: Vec<u8> = percent_encoding::percent_decode_str(path).collect();
+    if decoded.contains(&0) {
+        // No file name holds a NUL; the OS would refuse it anyway.
+        return None;
+    }
     let mut out = dir.to_path_buf();
-    for part in Path::new(decoded.trim_start_matches('/')).components() {
+    for part in Path::new(OsStr::from_bytes(&decoded)).components() {
         match part {
             Component::Normal(p) => out.push(p),
-            Component::CurDir => {}
-            _ => return None,
+            // The leading `/` of every URL path, and `.`.
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) => return None,
         }
     }
     Some(out)
@@ -95,5 +106,62 @@ mod tests {
         assert_eq!(resolve(d, "/../etc/passwd"), None);
         assert_eq!(resolve(d, "/%2e%2e/etc/passwd"), None);
         assert_eq!(resolve(d, "/a/../../x"), None);
+        assert_eq!(resolve(d, "/a/%2e%2E%2fx"), None);
+        assert_eq!(resolve(d, "/a%00.txt"), None);
+    }
+
+    #[test]
+    fn names_are_decoded_whole() {
+        let d = Path::new("/srv");
+        let file = |name: &str| Some(PathBuf::from(format!("/srv/{name}")));
+        // `&`, `=` and `+` are part of the name, not query syntax.
+        assert_eq!(resolve(d, "/a&b.txt"), file("a&b.txt"));
+        assert_eq!(resolve(d, "/a%26b.txt"), file("a&b.txt"));
+        assert_eq!(resolve(d, "/k=v&x=y"), file("k=v&x=y"));
+        assert_eq!(resolve(d, "/c++.html"), file("c++.html"));
+        assert_eq!(resolve(d, "/a%20b%2Fc"), file("a b/c"));
+        // A malformed escape stays as written.
+        assert_eq!(resolve(d, "/100%.txt"), file("100%.txt"));
+        assert_eq!(resolve(d, "/caf%C3%A9"), file("café"));
+    }
+
+    /// A directory under the system temp dir, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("iorelay-files-{tag}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    async fn body_of(response: Response<Full<Bytes>>) -> (StatusCode, Bytes) {
+        use http_body_util::BodyExt;
+        let status = response.status();
+        (
+            status,
+            response.into_body().collect().await.unwrap().to_bytes(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_file_with_an_ampersand_is_served() {
+        let dir = TempDir::new("amp");
+        std::fs::write(dir.0.join("a&b.txt"), "both\n").unwrap();
+        for path in ["/a&b.txt", "/a%26b.txt"] {
+            let (status, body) = body_of(serve(Some(&dir.0), path).await).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            assert_eq!(&body[..], b"both\n", "{path}");
+        }
+        let (status, _) = body_of(serve(Some(&dir.0), "/a").await).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
     }
 }
