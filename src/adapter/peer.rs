@@ -14,9 +14,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
+use parking_lot::{Mutex, RwLock};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -135,13 +136,7 @@ impl PeerAdapter {
 
     /// How many peers we hear from.
     pub fn peers(&self) -> usize {
-        let nodes: HashSet<u32> = self
-            .inbound
-            .lock()
-            .expect("links lock is never poisoned")
-            .values()
-            .copied()
-            .collect();
+        let nodes: HashSet<u32> = self.inbound.lock().values().copied().collect();
         nodes.len()
     }
 
@@ -154,10 +149,7 @@ impl PeerAdapter {
     {
         let link = self.next_link.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(LINK_QUEUE);
-        self.links
-            .lock()
-            .expect("links lock is never poisoned")
-            .insert(link, Link { tx });
+        self.links.lock().insert(link, Link { tx });
         let (mut reader, writer) = tokio::io::split(stream);
         // The peer never writes on this connection: a read returns only when it closes.
         let mut scratch = [0u8; 64];
@@ -165,10 +157,7 @@ impl PeerAdapter {
             _ = self.write_link(writer, rx) => {}
             _ = reader.read(&mut scratch) => {}
         }
-        self.links
-            .lock()
-            .expect("links lock is never poisoned")
-            .remove(&link);
+        self.links.lock().remove(&link);
     }
 
     /// Receive-only link from a peer: apply what it says until it ends, then forget its
@@ -259,21 +248,13 @@ impl PeerAdapter {
         let stale = self
             .inbound
             .lock()
-            .expect("links lock is never poisoned")
             .iter()
             .any(|(l, n)| *l != link && *n == node);
         if stale {
             self.drop_replica(node);
         }
-        self.inbound
-            .lock()
-            .expect("links lock is never poisoned")
-            .insert(link, node);
-        self.replicas
-            .write()
-            .expect("replica lock is never poisoned")
-            .entry(node)
-            .or_default();
+        self.inbound.lock().insert(link, node);
+        self.replicas.write().entry(node).or_default();
     }
 
     fn apply(&self, node: u32, msg: Message) {
@@ -311,34 +292,19 @@ impl PeerAdapter {
     }
 
     fn with_replica(&self, node: u32, nsp: &str, f: impl FnOnce(&mut NsReplica)) {
-        let mut replicas = self
-            .replicas
-            .write()
-            .expect("replica lock is never poisoned");
+        let mut replicas = self.replicas.write();
         let replica = replicas.entry(node).or_default();
         f(replica.entry(nsp.to_owned()).or_default());
     }
 
     /// A link ended: forget it and, if it was the peer's only one, its members.
     fn lost(&self, link: u64) {
-        self.links
-            .lock()
-            .expect("links lock is never poisoned")
-            .remove(&link);
-        let node = self
-            .inbound
-            .lock()
-            .expect("links lock is never poisoned")
-            .remove(&link);
+        self.links.lock().remove(&link);
+        let node = self.inbound.lock().remove(&link);
         let Some(node) = node else {
             return;
         };
-        let still_linked = self
-            .inbound
-            .lock()
-            .expect("links lock is never poisoned")
-            .values()
-            .any(|n| *n == node);
+        let still_linked = self.inbound.lock().values().any(|n| *n == node);
         tracing::info!(node = self.node, peer = node, "peer link down");
         if !still_linked {
             self.drop_replica(node);
@@ -347,12 +313,7 @@ impl PeerAdapter {
 
     /// Forget a peer's members and report each departure.
     fn drop_replica(&self, node: u32) {
-        let Some(replica) = self
-            .replicas
-            .write()
-            .expect("replica lock is never poisoned")
-            .remove(&node)
-        else {
+        let Some(replica) = self.replicas.write().remove(&node) else {
             return;
         };
         let Some(hook) = self.hook.get() else {
@@ -380,7 +341,7 @@ impl PeerAdapter {
 
     /// Queue a message for every peer.
     fn publish(&self, msg: &Message) {
-        let mut links = self.links.lock().expect("links lock is never poisoned");
+        let mut links = self.links.lock();
         if links.is_empty() {
             return;
         }
@@ -402,7 +363,6 @@ impl PeerAdapter {
     fn replica_count(&self, nsp: &str, room: &str) -> usize {
         self.replicas
             .read()
-            .expect("replica lock is never poisoned")
             .values()
             .filter_map(|r| r.get(nsp))
             .filter_map(|ns| ns.rooms.get(room))
@@ -476,12 +436,7 @@ impl Adapter for PeerAdapter {
 
     fn room_count(&self, nsp: &str) -> usize {
         let mut names: HashSet<Arc<str>> = self.local.room_names(nsp).into_iter().collect();
-        for replica in self
-            .replicas
-            .read()
-            .expect("replica lock is never poisoned")
-            .values()
-        {
+        for replica in self.replicas.read().values() {
             if let Some(ns) = replica.get(nsp) {
                 names.extend(ns.rooms.keys().cloned());
             }
@@ -495,12 +450,7 @@ impl Adapter for PeerAdapter {
 
     fn rooms(&self, nsp: &str) -> BoxFuture<'_, Vec<RoomCount>> {
         let mut all: BTreeMap<Arc<str>, usize> = self.local.rooms_now(nsp).into_iter().collect();
-        for replica in self
-            .replicas
-            .read()
-            .expect("replica lock is never poisoned")
-            .values()
-        {
+        for replica in self.replicas.read().values() {
             if let Some(ns) = replica.get(nsp) {
                 for (room, members) in &ns.rooms {
                     *all.entry(room.clone()).or_default() += members.len();
@@ -517,12 +467,7 @@ impl Adapter for PeerAdapter {
     fn members(&self, nsp: &str, room: &str) -> BoxFuture<'_, Vec<Member>> {
         let mut list = self.local.members_now(nsp, room);
         let mut seen: BTreeSet<Arc<str>> = list.iter().map(|m| m.id.clone()).collect();
-        for replica in self
-            .replicas
-            .read()
-            .expect("replica lock is never poisoned")
-            .values()
-        {
+        for replica in self.replicas.read().values() {
             if let Some(members) = replica.get(nsp).and_then(|ns| ns.rooms.get(room)) {
                 for (id, user) in members {
                     if seen.insert(id.clone()) {
@@ -644,7 +589,6 @@ mod tests {
         let seen = departed.clone();
         b.set_departure_hook(Box::new(move |nsp, m, room, count| {
             seen.lock()
-                .unwrap()
                 .push((nsp.to_owned(), m.id.to_string(), room.to_owned(), count));
         }));
         let mut peer = raw_peer(&b);
@@ -666,8 +610,8 @@ mod tests {
         peer.write_all(&buf).await.unwrap();
         until(|| b.replica_count("/", "r2") == 1).await;
         drop(peer);
-        until(|| departed.lock().unwrap().len() == 2).await;
-        let mut got = departed.lock().unwrap().clone();
+        until(|| departed.lock().len() == 2).await;
+        let mut got = departed.lock().clone();
         got.sort();
         assert_eq!(
             got,

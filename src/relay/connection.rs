@@ -5,11 +5,12 @@
 //! no way to recover the stream after one.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use tokio::task::AbortHandle;
 
@@ -78,21 +79,13 @@ impl Conn {
                 conn.session.close(CloseReason::ServerClose);
             }
         });
-        *conn
-            .deadline
-            .lock()
-            .expect("deadline lock is never poisoned") = Some(deadline.abort_handle());
+        *conn.deadline.lock() = Some(deadline.abort_handle());
         conn
     }
 
     /// Cancel the `connect_timeout` task, if it still runs.
     fn end_deadline(&self) {
-        if let Some(task) = self
-            .deadline
-            .lock()
-            .expect("deadline lock is never poisoned")
-            .take()
-        {
+        if let Some(task) = self.deadline.lock().take() {
             task.abort();
         }
     }
@@ -103,20 +96,12 @@ impl Conn {
     }
 
     fn socket(&self, nsp: &str) -> Option<Arc<Socket>> {
-        self.state
-            .lock()
-            .expect("conn state lock is never poisoned")
-            .sockets
-            .get(nsp)
-            .cloned()
+        self.state.lock().sockets.get(nsp).cloned()
     }
 
     async fn receive(&self, msg: Message) {
         let step = {
-            let mut state = self
-                .state
-                .lock()
-                .expect("conn state lock is never poisoned");
+            let mut state = self.state.lock();
             match msg {
                 Message::Text(text) => match sio::decode(&text, self.relay.max_attachments()) {
                     Ok(packet) => state.reassembler.text(packet).map_err(|e| e.to_string()),
@@ -140,12 +125,7 @@ impl Conn {
         match packet.kind {
             PacketKind::Connect => self.connect(packet),
             PacketKind::Disconnect => {
-                let socket = self
-                    .state
-                    .lock()
-                    .expect("conn state lock is never poisoned")
-                    .sockets
-                    .remove(&packet.nsp);
+                let socket = self.state.lock().sockets.remove(&packet.nsp);
                 if let Some(socket) = socket {
                     tracing::debug!(sid = %self.session.sid, nsp = %packet.nsp, "client left namespace");
                     depart(&self.relay, &socket).await;
@@ -169,12 +149,7 @@ impl Conn {
         let Some(ns) = self.relay.namespace(&socket.nsp) else {
             // The namespace was removed by a reload: the server ends this socket.
             tracing::info!(sid = %self.session.sid, nsp = %socket.nsp, "namespace no longer served, disconnecting socket");
-            let removed = self
-                .state
-                .lock()
-                .expect("conn state lock is never poisoned")
-                .sockets
-                .remove(&*socket.nsp);
+            let removed = self.state.lock().sockets.remove(&*socket.nsp);
             socket.send_text(&sio::encode_disconnect(&socket.nsp));
             if let Some(socket) = removed {
                 depart(&self.relay, &socket).await;
@@ -227,7 +202,6 @@ impl Conn {
         ));
         self.state
             .lock()
-            .expect("conn state lock is never poisoned")
             .sockets
             .insert(nsp.clone(), socket.clone());
         self.connected_once.store(true, Ordering::Release);
@@ -237,12 +211,7 @@ impl Conn {
         if self.session.is_closed() {
             // The session closed while this CONNECT was handled: its close has run
             // already, so leave the bus here.
-            let removed = self
-                .state
-                .lock()
-                .expect("conn state lock is never poisoned")
-                .sockets
-                .remove(&nsp);
+            let removed = self.state.lock().sockets.remove(&nsp);
             if let Some(socket) = removed {
                 let relay = self.relay.clone();
                 tokio::spawn(async move { depart(&relay, &socket).await });
@@ -253,10 +222,7 @@ impl Conn {
             TransportKind::Websocket => WEBSOCKET,
             _ => POLLING,
         };
-        *socket
-            .counted_as
-            .lock()
-            .expect("counted_as lock is never poisoned") = transport;
+        *socket.counted_as.lock() = transport;
         self.relay
             .meters
             .connections
@@ -277,20 +243,10 @@ impl Connection for Conn {
     }
 
     fn upgraded(&self) {
-        let sockets: Vec<Arc<Socket>> = self
-            .state
-            .lock()
-            .expect("conn state lock is never poisoned")
-            .sockets
-            .values()
-            .cloned()
-            .collect();
+        let sockets: Vec<Arc<Socket>> = self.state.lock().sockets.values().cloned().collect();
         let gauge = &self.relay.meters.connections;
         for socket in sockets {
-            let mut counted = socket
-                .counted_as
-                .lock()
-                .expect("counted_as lock is never poisoned");
+            let mut counted = socket.counted_as.lock();
             if *counted == POLLING {
                 gauge.with_label_values(&[&socket.nsp, POLLING]).dec();
                 gauge.with_label_values(&[&socket.nsp, WEBSOCKET]).inc();
@@ -301,14 +257,7 @@ impl Connection for Conn {
 
     fn close(&self, reason: CloseReason) {
         self.end_deadline();
-        let sockets: Vec<Arc<Socket>> = self
-            .state
-            .lock()
-            .expect("conn state lock is never poisoned")
-            .sockets
-            .drain()
-            .map(|(_, s)| s)
-            .collect();
+        let sockets: Vec<Arc<Socket>> = self.state.lock().sockets.drain().map(|(_, s)| s).collect();
         if sockets.is_empty() {
             return;
         }
@@ -327,12 +276,7 @@ impl Connection for Conn {
 /// Take a socket out of the bus and announce its leaves where presence is on.
 async fn depart(relay: &Shared, socket: &Arc<Socket>) {
     let left = relay.bus.remove_socket(&socket.nsp, socket.id()).await;
-    let counted = std::mem::take(
-        &mut *socket
-            .counted_as
-            .lock()
-            .expect("counted_as lock is never poisoned"),
-    );
+    let counted = std::mem::take(&mut *socket.counted_as.lock());
     if !counted.is_empty() {
         relay
             .meters
@@ -343,11 +287,7 @@ async fn depart(relay: &Shared, socket: &Arc<Socket>) {
     if !left.is_empty() {
         relay.count_rooms(&socket.nsp);
     }
-    socket
-        .rooms
-        .lock()
-        .expect("rooms lock is never poisoned")
-        .clear();
+    socket.rooms.lock().clear();
     let presence = relay
         .namespace(&socket.nsp)
         .is_some_and(|ns| ns.policy().config.presence);

@@ -65,18 +65,14 @@ async fn join(
         relay.bus.count(&socket.nsp, &room).await
     } else {
         {
-            let rooms = socket.rooms.lock().expect("rooms lock is never poisoned");
+            let rooms = socket.rooms.lock();
             if rooms.len() >= policy.config.limits.max_rooms {
                 return Err(Refusal::TooManyRooms);
             }
         }
         let count = relay.bus.join(&socket.nsp, &room, socket.id()).await;
         relay.count_rooms(&socket.nsp);
-        socket
-            .rooms
-            .lock()
-            .expect("rooms lock is never poisoned")
-            .insert(Arc::from(room.as_str()));
+        socket.rooms.lock().insert(Arc::from(room.as_str()));
         if policy.config.presence {
             announce(relay, socket, &room, "join", count);
         }
@@ -93,11 +89,7 @@ async fn leave(
 ) -> Result<Value, Refusal> {
     let room = room_arg(args)?;
     policy.check_room_name(&room)?;
-    let was_in = socket
-        .rooms
-        .lock()
-        .expect("rooms lock is never poisoned")
-        .remove(room.as_str());
+    let was_in = socket.rooms.lock().remove(room.as_str());
     let count = if was_in {
         let count = relay.bus.leave(&socket.nsp, &room, socket.id()).await;
         relay.count_rooms(&socket.nsp);

@@ -20,9 +20,11 @@ pub mod policy;
 pub mod socket;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use parking_lot::RwLock;
 
 use crate::adapter::Adapter;
 use crate::config::Config;
@@ -76,10 +78,7 @@ impl Counters {
 impl Namespace {
     /// The policy in force.
     pub fn policy(&self) -> Arc<Policy> {
-        self.policy
-            .read()
-            .expect("policy lock is never poisoned")
-            .clone()
+        self.policy.read().clone()
     }
 }
 
@@ -108,22 +107,12 @@ impl std::fmt::Debug for Shared {
 impl Shared {
     /// Look up a declared namespace.
     pub fn namespace(&self, name: &str) -> Option<Arc<Namespace>> {
-        self.namespaces
-            .read()
-            .expect("namespaces lock is never poisoned")
-            .get(name)
-            .cloned()
+        self.namespaces.read().get(name).cloned()
     }
 
     /// The declared namespaces' names, sorted.
     pub fn namespace_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .namespaces
-            .read()
-            .expect("namespaces lock is never poisoned")
-            .keys()
-            .cloned()
-            .collect();
+        let mut names: Vec<String> = self.namespaces.read().keys().cloned().collect();
         names.sort();
         names
     }
@@ -190,20 +179,12 @@ impl Relay {
             })?;
             compiled.insert(name.clone(), policy);
         }
-        let old = self
-            .shared
-            .namespaces
-            .read()
-            .expect("namespaces lock is never poisoned")
-            .clone();
+        let old = self.shared.namespaces.read().clone();
         let mut next = HashMap::new();
         for (name, policy) in compiled {
             let ns = match old.get(&name) {
                 Some(existing) => {
-                    *existing
-                        .policy
-                        .write()
-                        .expect("policy lock is never poisoned") = policy;
+                    *existing.policy.write() = policy;
                     existing.clone()
                 }
                 None => Arc::new(Namespace {
@@ -224,11 +205,7 @@ impl Relay {
             .store(max_attachments, Ordering::Relaxed);
         let ms = usize::try_from(config.engine.connect_timeout.as_millis()).unwrap_or(usize::MAX);
         self.shared.connect_timeout_ms.store(ms, Ordering::Relaxed);
-        *self
-            .shared
-            .namespaces
-            .write()
-            .expect("namespaces lock is never poisoned") = Arc::new(next);
+        *self.shared.namespaces.write() = Arc::new(next);
         Ok(())
     }
 
