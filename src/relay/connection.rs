@@ -14,9 +14,9 @@ use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use tokio::task::AbortHandle;
 
-use super::Shared;
-use super::events;
+use super::shared::Shared;
 use super::socket::{Socket, TokenBucket};
+use super::{control, events};
 use crate::engine::meters::{POLLING, WEBSOCKET};
 use crate::engine::sid::random_id;
 use crate::engine::{
@@ -293,7 +293,7 @@ async fn depart(relay: &Shared, socket: &Arc<Socket>) {
         .is_some_and(|ns| ns.policy().config.presence);
     if presence {
         for (room, count) in left {
-            super::control::announce(relay, socket, &room, "leave", count);
+            control::announce(relay, socket, &room, "leave", count);
         }
     }
 }

@@ -2,16 +2,16 @@
 //! the `$presence` announcements that joins and leaves cause.
 //!
 //! Replies go through the ack when the client asked for one; refusals without an ack come
-//! back as `$error` (see [`events::refuse`](super::events::refuse)).
+//! back as `$error` (see [`reply::refuse`](super::reply::refuse)).
 
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::Shared;
-use super::events::{outgoing, refuse};
 use super::policy::{Policy, Refusal};
+use super::reply::{outgoing, refuse};
+use super::shared::Shared;
 use super::socket::Socket;
 use crate::adapter::{Member, Target};
 use crate::engine::Outgoing;
