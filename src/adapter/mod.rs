@@ -1,17 +1,25 @@
-//! The bus: how the relay reaches sockets, on this process and (later) beyond it.
+//! The bus: how the relay reaches sockets, on this process and on the host's other
+//! worker processes.
 //!
 //! The relay never touches room storage itself; it asks an [`Adapter`] to register
 //! sockets, change memberships, count and list members, and fan a packet out to a
-//! [`Target`]. [`local::LocalAdapter`] keeps everything in this process; a cross-worker or
-//! Redis adapter will keep the same trait and add what crosses the process boundary
-//! (which is why the queries are asynchronous even though the local answers are not).
+//! [`Target`]. [`local::LocalAdapter`] keeps everything in this process;
+//! [`peer::PeerAdapter`] adds links to the other workers (in the [`wire`] format) and
+//! [`replica`]s of their memberships, and overrides only what crosses the process
+//! boundary. A Redis adapter is to keep the same trait, which is why the queries are
+//! asynchronous even though the answers on one host are not.
 //!
 //! Fan-out takes an [`Outgoing`] that was encoded once; delivering it clones only
 //! reference-counted bytes, and each socket's bounded queue decides what happens to a
 //! reader that does not keep up.
+//!
+//! The bus sees only what it needs of the layers above: nothing here imports
+//! `crate::relay`; the relay hands it [`Recipient`]s and gets [`Member`]s and
+//! [`RoomCount`]s back.
 
 pub mod local;
 pub mod peer;
+pub mod replica;
 pub mod wire;
 
 use std::sync::Arc;
