@@ -1,8 +1,10 @@
 //! One Engine.IO session's Socket.IO side: decodes packets (reassembling binary ones),
 //! connects and disconnects namespaces, and hands events to [`events`].
 //!
-//! A malformed packet closes the whole session with a logged reason: the protocol gives
-//! no way to recover the stream after one.
+//! What goes wrong with a client's packet is an [`Error`], and [`Error::is_fatal`] decides
+//! in one place what it costs: a malformed packet closes the whole session (the protocol
+//! gives no way to recover the stream after one), a packet that is merely out of place
+//! is logged and dropped.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,12 +24,48 @@ use crate::engine::sid::random_id;
 use crate::engine::{
     BoxFuture, CloseReason, Connection, HandshakeInfo, Message, Outgoing, Session, TransportKind,
 };
-use crate::socketio::binary::Complete;
+use crate::socketio::binary::{Complete, ReassemblyError};
 use crate::socketio::packet::{self as sio, PacketKind};
-use crate::socketio::{Packet, Reassembler};
+use crate::socketio::{Packet, PacketError, Reassembler};
 
 /// Longest display name kept from the auth payload, in characters.
 const MAX_USER_CHARS: usize = 128;
+
+/// Why a client's packet was not acted on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A packet that does not parse (its text, or an event's payload).
+    #[error("malformed socket.io packet: {0}")]
+    Packet(#[from] PacketError),
+    /// Binary attachments out of step with the packet that announced them.
+    #[error("binary attachments out of step: {0}")]
+    Attachment(#[from] ReassemblyError),
+    /// CONNECT_ERROR, which only a server sends.
+    #[error("CONNECT_ERROR is a server-only packet")]
+    ServerOnly,
+    /// CONNECT to a namespace the config does not declare (answered with CONNECT_ERROR).
+    #[error("connect to the undeclared namespace {0:?} refused")]
+    UndeclaredNamespace(String),
+    /// A second CONNECT to a namespace the session already joined.
+    #[error("duplicate connect to {0:?} ignored")]
+    DuplicateConnect(String),
+    /// An event for a namespace the session did not join.
+    #[error("event for the namespace {0:?}, which was not joined, ignored")]
+    NotJoined(String),
+}
+
+impl Error {
+    /// Whether the session must end: after a packet that broke the protocol the stream
+    /// cannot be trusted; one that is only out of place costs nothing but itself.
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            Error::Packet(_) | Error::Attachment(_) | Error::ServerOnly => true,
+            Error::UndeclaredNamespace(_) | Error::DuplicateConnect(_) | Error::NotJoined(_) => {
+                false
+            }
+        }
+    }
+}
 
 /// The Socket.IO state of one Engine.IO session.
 pub struct Conn {
@@ -90,9 +128,14 @@ impl Conn {
         }
     }
 
-    fn protocol_error(&self, error: &dyn std::fmt::Display) {
-        tracing::info!(sid = %self.session.sid, %error, "malformed socket.io packet, closing connection");
-        self.session.close(CloseReason::ProtocolError);
+    /// Act on a packet that went wrong: the one place that decides what it costs.
+    fn failed(&self, error: &Error) {
+        if error.is_fatal() {
+            tracing::info!(sid = %self.session.sid, %error, "protocol violation, closing connection");
+            self.session.close(CloseReason::ProtocolError);
+        } else {
+            tracing::debug!(sid = %self.session.sid, %error, "packet not acted on");
+        }
     }
 
     fn socket(&self, nsp: &str) -> Option<Arc<Socket>> {
@@ -100,24 +143,30 @@ impl Conn {
     }
 
     async fn receive(&self, msg: Message) {
-        let step = {
-            let mut state = self.state.lock();
-            match msg {
-                Message::Text(text) => match sio::decode(&text, self.relay.max_attachments()) {
-                    Ok(packet) => state.reassembler.text(packet).map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                },
-                Message::Binary(data) => state.reassembler.binary(data).map_err(|e| e.to_string()),
-            }
-        };
-        match step {
-            Ok(Some(complete)) => self.dispatch(complete).await,
-            Ok(None) => {}
-            Err(error) => self.protocol_error(&error),
+        if let Err(error) = self.step(msg).await {
+            self.failed(&error);
         }
     }
 
-    async fn dispatch(&self, complete: Complete) {
+    /// Decode one message and, once a packet is complete, act on it.
+    async fn step(&self, msg: Message) -> Result<(), Error> {
+        let complete = {
+            let mut state = self.state.lock();
+            match msg {
+                Message::Text(text) => {
+                    let packet = sio::decode(&text, self.relay.max_attachments())?;
+                    state.reassembler.text(packet)?
+                }
+                Message::Binary(data) => state.reassembler.binary(data)?,
+            }
+        };
+        match complete {
+            Some(complete) => self.dispatch(complete).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn dispatch(&self, complete: Complete) -> Result<(), Error> {
         let Complete {
             packet,
             attachments,
@@ -130,22 +179,24 @@ impl Conn {
                     tracing::debug!(sid = %self.session.sid, nsp = %packet.nsp, "client left namespace");
                     depart(&self.relay, &socket).await;
                 }
+                Ok(())
             }
             PacketKind::Event | PacketKind::BinaryEvent => match self.socket(&packet.nsp) {
                 Some(socket) => self.event(&socket, packet, attachments).await,
-                None => {
-                    tracing::debug!(sid = %self.session.sid, nsp = %packet.nsp, "event for a namespace not joined, ignored")
-                }
+                None => Err(Error::NotJoined(packet.nsp)),
             },
             // The relay never asks clients for acks; a stray one is harmless.
-            PacketKind::Ack | PacketKind::BinaryAck => {}
-            PacketKind::ConnectError => {
-                self.protocol_error(&"CONNECT_ERROR is a server-only packet");
-            }
+            PacketKind::Ack | PacketKind::BinaryAck => Ok(()),
+            PacketKind::ConnectError => Err(Error::ServerOnly),
         }
     }
 
-    async fn event(&self, socket: &Arc<Socket>, packet: Packet, attachments: Vec<Bytes>) {
+    async fn event(
+        &self,
+        socket: &Arc<Socket>,
+        packet: Packet,
+        attachments: Vec<Bytes>,
+    ) -> Result<(), Error> {
         let Some(ns) = self.relay.namespace(&socket.nsp) else {
             // The namespace was removed by a reload: the server ends this socket.
             tracing::info!(sid = %self.session.sid, nsp = %socket.nsp, "namespace no longer served, disconnecting socket");
@@ -154,10 +205,10 @@ impl Conn {
             if let Some(socket) = removed {
                 depart(&self.relay, &socket).await;
             }
-            return;
+            return Ok(());
         };
         let policy = ns.policy();
-        if let Err(error) = events::handle(
+        events::handle(
             &self.relay,
             &policy,
             &ns.counters,
@@ -166,26 +217,22 @@ impl Conn {
             attachments,
             Instant::now(),
         )
-        .await
-        {
-            self.protocol_error(&error);
-        }
+        .await?;
+        Ok(())
     }
 
-    fn connect(&self, packet: Packet) {
+    fn connect(&self, packet: Packet) -> Result<(), Error> {
         let nsp = packet.nsp;
         let Some(ns) = self.relay.namespace(&nsp) else {
-            tracing::debug!(sid = %self.session.sid, %nsp, "connect to an undeclared namespace refused");
             self.session
                 .send_frame(crate::engine::Frame::message(&sio::encode_connect_error(
                     &nsp,
                     "Invalid namespace",
                 )));
-            return;
+            return Err(Error::UndeclaredNamespace(nsp));
         };
         if self.socket(&nsp).is_some() {
-            tracing::debug!(sid = %self.session.sid, %nsp, "duplicate connect ignored");
-            return;
+            return Err(Error::DuplicateConnect(nsp));
         }
         let policy = ns.policy();
         let auth = packet.data.unwrap_or_else(empty_object);
@@ -216,7 +263,7 @@ impl Conn {
                 let relay = self.relay.clone();
                 tokio::spawn(async move { depart(&relay, &socket).await });
             }
-            return;
+            return Ok(());
         }
         let transport = match self.session.transport() {
             TransportKind::Websocket => WEBSOCKET,
@@ -234,6 +281,7 @@ impl Conn {
                 .send(Outgoing::Paced(crate::engine::Frame::message(&text)));
         }
         tracing::debug!(sid = %self.session.sid, %nsp, socket = %id, "socket connected");
+        Ok(())
     }
 }
 
@@ -395,6 +443,49 @@ mod tests {
             before,
             "outlived an early close"
         );
+    }
+
+    /// Only a packet that breaks the protocol ends the session; one that is merely out
+    /// of place (an undeclared or unjoined namespace, a second CONNECT) is dropped.
+    #[tokio::test]
+    async fn only_protocol_violations_close_the_session() {
+        let relay = Relay::new(
+            &Config::default(),
+            Arc::new(LocalAdapter::new()),
+            super::super::meters::Meters::default(),
+        )
+        .expect("relay");
+        let info = HandshakeInfo {
+            remote: "127.0.0.1:1".parse().expect("address"),
+            headers: Default::default(),
+            query: Default::default(),
+        };
+        let open = |sid: &str| {
+            let session = Session::new(
+                Sid::from_client(sid),
+                TransportKind::Websocket,
+                64,
+                Arc::new(crate::engine::Meters::default()),
+            );
+            let conn = Conn::open(relay.shared.clone(), session.clone(), &info);
+            session.set_connection(conn.clone());
+            (session, conn)
+        };
+        let (session, conn) = open("a");
+        for harmless in ["0/undeclared,", "2/undeclared,[\"x\"]", "0", "0", "30[]"] {
+            conn.message(Message::Text(harmless.into())).await;
+            assert!(!session.is_closed(), "{harmless} closed the session");
+        }
+        for (sid, violation) in [("b", "4{}"), ("c", "9"), ("d", "2")] {
+            let (session, conn) = open(sid);
+            conn.message(Message::Text(violation.into())).await;
+            assert_eq!(
+                session.close_reason(),
+                Some(CloseReason::ProtocolError),
+                "{violation} left the session open"
+            );
+        }
+        session.close(CloseReason::ClientClose);
     }
 
     #[test]
