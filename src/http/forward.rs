@@ -24,7 +24,7 @@ pub enum Error {
     /// The worker's address cannot be formed (a prefix too long for an abstract name).
     #[error("no address for the worker: {0}")]
     Address(#[source] std::io::Error),
-    /// Nobody listens there, or not within [`CONNECT_TIMEOUT`].
+    /// Nobody listens there, or not within `CONNECT_TIMEOUT`.
     #[error("cannot connect to the worker: {0}")]
     Connect(#[source] std::io::Error),
     /// The peer's credentials cannot be read.
@@ -47,7 +47,7 @@ pub enum Error {
     /// Reading the answer's body failed.
     #[error("reading the worker's answer failed: {0}")]
     Answer(#[source] hyper::Error),
-    /// The answer is over [`MAX_ANSWER`].
+    /// The answer is over `MAX_ANSWER`.
     #[error("the worker's answer is over {MAX_ANSWER} bytes")]
     AnswerTooLarge,
 }

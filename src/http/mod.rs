@@ -2,11 +2,15 @@
 //! the echo endpoint, health, the embedded client bundle, or static files ([`Public`]);
 //! the admin listener serves health, readiness and metrics ([`admin::Admin`]).
 //!
-//! Owns routing and static content only; the protocols live in `engine` and above.
+//! Owns routing and the client bundle only; the protocols live in `engine` and above.
+//! [`files`] serves static files, [`forward`] hands a request to the worker that owns
+//! its session, [`response`] builds the responses they share. None of them imports this
+//! file.
 
 pub mod admin;
 pub mod files;
 pub mod forward;
+pub mod response;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,6 +20,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
+
+use response::plain;
 
 use crate::engine::Engine;
 
@@ -153,15 +159,6 @@ fn bundle<B>(req: &Request<B>) -> Response<Full<Bytes>> {
         .header(header::CACHE_CONTROL, "public, max-age=3600")
         .header(header::ETAG, etag)
         .body(Full::new(Bytes::from_static(CLIENT_BUNDLE)))
-        .expect("static response is valid")
-}
-
-/// A short text response.
-pub fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Full::new(Bytes::from_static(body.as_bytes())))
         .expect("static response is valid")
 }
 
