@@ -366,6 +366,51 @@ mod tests {
     use crate::engine::sid::Sid;
     use crate::relay::Relay;
 
+    /// A relay on the local bus, and sessions opened on it as the engine opens them.
+    struct Harness {
+        relay: Relay,
+        info: HandshakeInfo,
+    }
+
+    impl Harness {
+        fn new(config: &Config) -> Harness {
+            let relay = Relay::new(
+                config,
+                Arc::new(LocalAdapter::new()),
+                super::super::meters::Meters::default(),
+            )
+            .expect("relay");
+            let info = HandshakeInfo {
+                remote: "127.0.0.1:1".parse().expect("address"),
+                headers: Default::default(),
+                query: Default::default(),
+            };
+            Harness { relay, info }
+        }
+
+        fn shared(&self) -> Arc<Shared> {
+            self.relay.shared().clone()
+        }
+
+        /// A WebSocket session with room for 16 queued items.
+        fn session(&self, sid: &str) -> Arc<Session> {
+            Session::new(
+                Sid::from_client(sid),
+                TransportKind::Websocket,
+                16,
+                Arc::new(crate::engine::Meters::default()),
+            )
+        }
+
+        /// A session with its connection, handed over as the engine does.
+        fn open(&self, sid: &str) -> (Arc<Session>, Arc<Conn>) {
+            let session = self.session(sid);
+            let conn = Conn::open(self.shared(), session.clone(), &self.info);
+            session.set_connection(conn.clone());
+            (session, conn)
+        }
+    }
+
     /// Waits (bounded) until the runtime has `n` tasks alive, and says how many it has.
     async fn settle_tasks(n: usize) -> usize {
         let tasks = tokio::runtime::Handle::current().metrics();
@@ -383,31 +428,10 @@ mod tests {
     /// timer per connection for the whole timeout).
     #[tokio::test]
     async fn the_connect_deadline_ends_when_moot() {
-        let relay = Relay::new(
-            &Config::default(),
-            Arc::new(LocalAdapter::new()),
-            super::super::meters::Meters::default(),
-        )
-        .expect("relay");
-        let info = HandshakeInfo {
-            remote: "127.0.0.1:1".parse().expect("address"),
-            headers: Default::default(),
-            query: Default::default(),
-        };
-        let open = |sid: &str| {
-            let session = Session::new(
-                Sid::from_client(sid),
-                TransportKind::Websocket,
-                8,
-                Arc::new(crate::engine::Meters::default()),
-            );
-            let conn = Conn::open(relay.shared.clone(), session.clone(), &info);
-            session.set_connection(conn.clone());
-            (session, conn)
-        };
+        let relay = Harness::new(&Config::default());
         let before = settle_tasks(0).await;
 
-        let (session, _conn) = open("a");
+        let (session, _conn) = relay.open("a");
         assert_eq!(
             settle_tasks(before + 1).await,
             before + 1,
@@ -416,7 +440,7 @@ mod tests {
         session.close(CloseReason::ClientClose);
         assert_eq!(settle_tasks(before).await, before, "outlived its session");
 
-        let (session, conn) = open("b");
+        let (session, conn) = relay.open("b");
         assert_eq!(
             settle_tasks(before + 1).await,
             before + 1,
@@ -429,13 +453,8 @@ mod tests {
 
         // Closed while the handshake was being answered, before the connection was
         // handed the session: it is closed all the same.
-        let session = Session::new(
-            Sid::from_client("c"),
-            TransportKind::Websocket,
-            8,
-            Arc::new(crate::engine::Meters::default()),
-        );
-        let conn = Conn::open(relay.shared.clone(), session.clone(), &info);
+        let session = relay.session("c");
+        let conn = Conn::open(relay.shared(), session.clone(), &relay.info);
         session.close(CloseReason::ServerClose);
         session.set_connection(conn);
         assert_eq!(
@@ -449,35 +468,14 @@ mod tests {
     /// of place (an undeclared or unjoined namespace, a second CONNECT) is dropped.
     #[tokio::test]
     async fn only_protocol_violations_close_the_session() {
-        let relay = Relay::new(
-            &Config::default(),
-            Arc::new(LocalAdapter::new()),
-            super::super::meters::Meters::default(),
-        )
-        .expect("relay");
-        let info = HandshakeInfo {
-            remote: "127.0.0.1:1".parse().expect("address"),
-            headers: Default::default(),
-            query: Default::default(),
-        };
-        let open = |sid: &str| {
-            let session = Session::new(
-                Sid::from_client(sid),
-                TransportKind::Websocket,
-                64,
-                Arc::new(crate::engine::Meters::default()),
-            );
-            let conn = Conn::open(relay.shared.clone(), session.clone(), &info);
-            session.set_connection(conn.clone());
-            (session, conn)
-        };
-        let (session, conn) = open("a");
+        let relay = Harness::new(&Config::default());
+        let (session, conn) = relay.open("a");
         for harmless in ["0/undeclared,", "2/undeclared,[\"x\"]", "0", "0", "30[]"] {
             conn.message(Message::Text(harmless.into())).await;
             assert!(!session.is_closed(), "{harmless} closed the session");
         }
         for (sid, violation) in [("b", "4{}"), ("c", "9"), ("d", "2")] {
-            let (session, conn) = open(sid);
+            let (session, conn) = relay.open(sid);
             conn.message(Message::Text(violation.into())).await;
             assert_eq!(
                 session.close_reason(),
@@ -486,6 +484,28 @@ mod tests {
             );
         }
         session.close(CloseReason::ClientClose);
+    }
+
+    /// `connect_timeout`, on a paused clock: a session that joins no namespace is closed
+    /// once it has passed, not before; one that joined is left alone.
+    #[tokio::test(start_paused = true)]
+    async fn a_session_that_joins_nothing_is_closed_at_connect_timeout() {
+        let mut config = Config::default();
+        config.engine.connect_timeout = std::time::Duration::from_secs(10);
+        let relay = Harness::new(&config);
+        let (idle, _idle_conn) = relay.open("idle");
+        let (joined, joined_conn) = relay.open("joined");
+        joined_conn.message(Message::Text("0".into())).await;
+
+        tokio::time::sleep(std::time::Duration::from_millis(9_999)).await;
+        assert!(!idle.is_closed(), "closed before connect_timeout");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        assert_eq!(idle.close_reason(), Some(CloseReason::ServerClose));
+        assert!(
+            !joined.is_closed(),
+            "a session that joined a namespace stays"
+        );
+        joined.close(CloseReason::ClientClose);
     }
 
     #[test]
