@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::{Adapter, Departures, Member, Recipient, RoomCount, Target};
+use super::bus::{Adapter, Departures, Member, Recipient, RoomCount, Target};
 use crate::engine::{BoxFuture, Outgoing};
 
 /// One namespace's sockets and rooms.

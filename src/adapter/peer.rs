@@ -22,10 +22,10 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use super::bus::{Adapter, DepartureHook, Departures, Member, Recipient, RoomCount, Target};
 use super::local::LocalAdapter;
 use super::replica::{Departed, Replicas};
 use super::wire::{Message, VERSION, WireError};
-use super::{Adapter, DepartureHook, Departures, Member, Recipient, RoomCount, Target};
 use crate::engine::{BoxFuture, Outgoing};
 
 /// Frames queued per link before the peer counts as stuck and the link is cut (the

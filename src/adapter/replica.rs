@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::Member;
+use super::bus::Member;
 
 /// Member id → display name.
 type Names = HashMap<Arc<str>, Option<Arc<str>>>;
