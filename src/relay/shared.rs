@@ -148,3 +148,47 @@ impl Shared {
             .set(i64::try_from(self.bus.room_count(nsp)).unwrap_or(i64::MAX));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapter::LocalAdapter;
+    use crate::config::NamespaceConfig;
+
+    fn policies(names: &[(&str, bool)]) -> HashMap<String, Arc<Policy>> {
+        names
+            .iter()
+            .map(|(name, echo)| {
+                let config = NamespaceConfig {
+                    echo: *echo,
+                    ..NamespaceConfig::default()
+                };
+                let policy = Policy::compile(&config).expect("valid policy");
+                ((*name).to_owned(), policy)
+            })
+            .collect()
+    }
+
+    /// A reload keeps a declared namespace's identity (its sockets hold it) and swaps
+    /// its policy in place; a namespace no longer declared is no longer found.
+    #[test]
+    fn install_swaps_policies_in_place() {
+        let shared = Shared::new(Arc::new(LocalAdapter::new()), Meters::default());
+        shared.install(
+            policies(&[("/", false), ("/gone", false)]),
+            2,
+            Duration::from_secs(5),
+        );
+        let root = shared.namespace("/").expect("declared");
+        assert!(!root.policy().config.echo);
+        assert_eq!(shared.namespace_names(), vec!["/", "/gone"]);
+
+        shared.install(policies(&[("/", true)]), 7, Duration::from_millis(1500));
+        let again = shared.namespace("/").expect("still declared");
+        assert!(Arc::ptr_eq(&root, &again), "the same namespace");
+        assert!(root.policy().config.echo, "held copies see the new policy");
+        assert!(shared.namespace("/gone").is_none());
+        assert_eq!(shared.max_attachments(), 7);
+        assert_eq!(shared.connect_timeout(), Duration::from_millis(1500));
+    }
+}
