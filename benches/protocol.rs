@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use iorelay::engine::{Frame, Packet as EnginePacket, payload};
-use iorelay::relay::events::outgoing;
+use iorelay::relay::reply::outgoing;
 use iorelay::socketio::packet::{self as sio, Packet};
 use iorelay::socketio::{PacketKind, Reassembler};
 

@@ -4,9 +4,11 @@
 //! item on each recipient (a `try_send`, never a wait).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
-use super::{Adapter, Departures, Member, Recipient, RoomCount, Target};
+use parking_lot::RwLock;
+
+use super::bus::{Adapter, Departures, Member, Recipient, RoomCount, Target};
 use crate::engine::{BoxFuture, Outgoing};
 
 /// One namespace's sockets and rooms.
@@ -37,17 +39,11 @@ impl LocalAdapter {
     }
 
     fn space(&self, nsp: &str) -> Arc<RwLock<Space>> {
-        if let Some(s) = self
-            .spaces
-            .read()
-            .expect("adapter lock is never poisoned")
-            .get(nsp)
-        {
+        if let Some(s) = self.spaces.read().get(nsp) {
             return s.clone();
         }
         self.spaces
             .write()
-            .expect("adapter lock is never poisoned")
             .entry(nsp.to_owned())
             .or_default()
             .clone()
@@ -59,13 +55,12 @@ impl LocalAdapter {
         let spaces: Vec<(String, Arc<RwLock<Space>>)> = self
             .spaces
             .read()
-            .expect("adapter lock is never poisoned")
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let mut out = Vec::new();
         for (nsp, space) in spaces {
-            let s = space.read().expect("adapter lock is never poisoned");
+            let s = space.read();
             for (id, rooms) in &s.memberships {
                 let user = s.sockets.get(id).and_then(|r| r.user.clone());
                 out.push((
@@ -83,7 +78,6 @@ impl LocalAdapter {
     pub fn user_of(&self, nsp: &str, id: &str) -> Option<Arc<str>> {
         self.space(nsp)
             .read()
-            .expect("adapter lock is never poisoned")
             .sockets
             .get(id)
             .and_then(|r| r.user.clone())
@@ -91,18 +85,12 @@ impl LocalAdapter {
 
     /// The names of the rooms with local members.
     pub fn room_names(&self, nsp: &str) -> Vec<Arc<str>> {
-        self.space(nsp)
-            .read()
-            .expect("adapter lock is never poisoned")
-            .rooms
-            .keys()
-            .cloned()
-            .collect()
+        self.space(nsp).read().rooms.keys().cloned().collect()
     }
 
     pub(crate) fn remove_now(&self, nsp: &str, id: &str) -> Departures {
         let space = self.space(nsp);
-        let mut s = space.write().expect("adapter lock is never poisoned");
+        let mut s = space.write();
         s.sockets.remove(id);
         let rooms = s.memberships.remove(id).unwrap_or_default();
         let mut left = Vec::with_capacity(rooms.len());
@@ -125,7 +113,7 @@ impl LocalAdapter {
 
     pub(crate) fn join_now(&self, nsp: &str, room: &str, id: &str) -> usize {
         let space = self.space(nsp);
-        let mut s = space.write().expect("adapter lock is never poisoned");
+        let mut s = space.write();
         let Some(socket) = s.sockets.get(id).cloned() else {
             return s.rooms.get(room).map_or(0, HashMap::len);
         };
@@ -145,7 +133,7 @@ impl LocalAdapter {
 
     pub(crate) fn leave_now(&self, nsp: &str, room: &str, id: &str) -> usize {
         let space = self.space(nsp);
-        let mut s = space.write().expect("adapter lock is never poisoned");
+        let mut s = space.write();
         if let Some(rooms) = s.memberships.get_mut(id) {
             rooms.remove(room);
         }
@@ -166,11 +154,7 @@ impl LocalAdapter {
 impl Adapter for LocalAdapter {
     fn add_socket(&self, nsp: &str, socket: Arc<Recipient>) {
         let space = self.space(nsp);
-        space
-            .write()
-            .expect("adapter lock is never poisoned")
-            .sockets
-            .insert(socket.id.clone(), socket);
+        space.write().sockets.insert(socket.id.clone(), socket);
     }
 
     fn remove_socket(&self, nsp: &str, id: &str) -> BoxFuture<'_, Departures> {
@@ -190,7 +174,7 @@ impl Adapter for LocalAdapter {
 
     fn broadcast(&self, nsp: &str, target: &Target, item: &Outgoing) -> usize {
         let space = self.space(nsp);
-        let s = space.read().expect("adapter lock is never poisoned");
+        let s = space.read();
         // The sender, looked up once: the loops compare pointers instead of reading
         // every member's id (a cache miss per member in a large room).
         let except = target
@@ -241,11 +225,7 @@ impl Adapter for LocalAdapter {
     }
 
     fn room_count(&self, nsp: &str) -> usize {
-        self.space(nsp)
-            .read()
-            .expect("adapter lock is never poisoned")
-            .rooms
-            .len()
+        self.space(nsp).read().rooms.len()
     }
 
     fn rooms(&self, nsp: &str) -> BoxFuture<'_, Vec<RoomCount>> {
@@ -272,7 +252,7 @@ impl LocalAdapter {
     /// The namespace's rooms with their local counts, sorted by name.
     pub(crate) fn rooms_now(&self, nsp: &str) -> Vec<(Arc<str>, usize)> {
         let space = self.space(nsp);
-        let s = space.read().expect("adapter lock is never poisoned");
+        let s = space.read();
         let sorted: BTreeMap<&Arc<str>, usize> =
             s.rooms.iter().map(|(k, v)| (k, v.len())).collect();
         sorted.into_iter().map(|(k, n)| (k.clone(), n)).collect()
@@ -282,7 +262,7 @@ impl LocalAdapter {
     pub(crate) fn members_now(&self, nsp: &str, room: &str) -> Vec<Member> {
         let space = self.space(nsp);
         let mut list: Vec<Member> = {
-            let s = space.read().expect("adapter lock is never poisoned");
+            let s = space.read();
             s.rooms
                 .get(room)
                 .map(|m| {
@@ -303,7 +283,6 @@ impl LocalAdapter {
     pub(crate) fn count_now(&self, nsp: &str, room: &str) -> usize {
         self.space(nsp)
             .read()
-            .expect("adapter lock is never poisoned")
             .rooms
             .get(room)
             .map_or(0, HashMap::len)

@@ -1,85 +1,61 @@
 //! The cross-process bus: this process's [`LocalAdapter`] plus links to the other relay
 //! processes of the host (workers), speaking [`wire`](super::wire).
 //!
-//! Each process keeps its own sockets and, per peer, a replica of the peer's room
-//! memberships (socket ids and display names, never its sockets). So counts, room lists
-//! and member lists are answered locally for the whole host, and a broadcast is encoded
-//! once, delivered to local members, and sent once to every peer, which delivers it to
-//! its own. When a link breaks (the peer died), its replica is dropped and each departed
-//! member is reported to the departure hook, so that every process announces the leaves
-//! to its own sockets.
+//! Each process keeps its own sockets and, per peer, a [`replica`](super::replica) of the
+//! peer's room memberships. So counts, room lists and member lists are answered locally
+//! for the whole host, and a broadcast is encoded once, delivered to local members, and
+//! sent once to every peer, which delivers it to its own. When a link breaks (the peer
+//! died), its replica is dropped and each departed member is reported to the departure
+//! hook, so that every process announces the leaves to its own sockets.
 //!
+//! This file owns the links (their I/O, their lifecycle, and why one ends:
+//! [`LinkError`]) and the [`Adapter`] that composes the local side with the replicas.
 //! Links are plain byte streams, one per direction between two processes (Unix sockets
 //! between workers; in-memory pipes in tests).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::wire::{Message, VERSION};
-use super::{
-    Adapter, DepartureHook, Departures, LocalAdapter, Member, Recipient, RoomCount, Target,
-};
+use super::bus::{Adapter, DepartureHook, Departures, Member, Recipient, RoomCount, Target};
+use super::local::LocalAdapter;
+use super::replica::{Departed, Replicas};
+use super::wire::{Message, VERSION, WireError};
 use crate::engine::{BoxFuture, Outgoing};
 
 /// Frames queued per link before the peer counts as stuck and the link is cut (the
 /// supervisor replaces a stuck worker; a live one relinks with a fresh snapshot).
 const LINK_QUEUE: usize = 16_384;
 
-/// Member id → display name.
-type Names = HashMap<Arc<str>, Option<Arc<str>>>;
+/// Largest batch of queued frames written to a link at once.
+const MAX_BATCH: usize = 1 << 20;
 
-/// One namespace of a peer's replica.
-#[derive(Debug, Default)]
-struct NsReplica {
-    /// Room → member id → display name.
-    rooms: HashMap<Arc<str>, Names>,
-    /// Member id → its rooms.
-    memberships: HashMap<Arc<str>, HashSet<Arc<str>>>,
+/// Why a link ended other than by the peer closing it. Every one ends the link (and, on
+/// the receiving side, drops the peer's replica once it has no other link): a peer that
+/// broke the protocol once cannot be trusted with the rest of the stream.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// Reading from the peer failed.
+    #[error("reading from the peer failed: {0}")]
+    Read(#[source] std::io::Error),
+    /// Writing to the peer failed (it went away mid-write, typically).
+    #[error("writing to the peer failed: {0}")]
+    Write(#[source] std::io::Error),
+    /// The peer sent a frame that does not decode.
+    #[error("the peer sent a malformed frame: {0}")]
+    Wire(#[from] WireError),
+    /// The peer's `Hello` names another wire version.
+    #[error("the peer speaks wire version {0}, this process speaks {VERSION}")]
+    Version(u16),
+    /// The peer's first message was not `Hello`.
+    #[error("the peer spoke before saying hello")]
+    NoHello,
 }
-
-impl NsReplica {
-    fn join(&mut self, room: Arc<str>, id: Arc<str>, user: Option<Arc<str>>) {
-        self.memberships
-            .entry(id.clone())
-            .or_default()
-            .insert(room.clone());
-        self.rooms.entry(room).or_default().insert(id, user);
-    }
-
-    fn leave(&mut self, room: &str, id: &str) {
-        if let Some(rooms) = self.memberships.get_mut(id) {
-            rooms.remove(room);
-            if rooms.is_empty() {
-                self.memberships.remove(id);
-            }
-        }
-        if let Some(members) = self.rooms.get_mut(room) {
-            members.remove(id);
-            if members.is_empty() {
-                self.rooms.remove(room);
-            }
-        }
-    }
-
-    fn gone(&mut self, id: &str) {
-        for room in self.memberships.remove(id).unwrap_or_default() {
-            if let Some(members) = self.rooms.get_mut(&room) {
-                members.remove(id);
-                if members.is_empty() {
-                    self.rooms.remove(&room);
-                }
-            }
-        }
-    }
-}
-
-/// A peer's memberships, by namespace.
-type Replica = HashMap<String, NsReplica>;
 
 /// A live link to a peer.
 #[derive(Debug)]
@@ -98,8 +74,8 @@ pub struct PeerAdapter {
     links: Mutex<HashMap<u64, Link>>,
     /// Links we receive on, by link number → the peer's node id once it said hello.
     inbound: Mutex<HashMap<u64, u32>>,
-    /// Peers' memberships by node id.
-    replicas: RwLock<HashMap<u32, Replica>>,
+    /// Peers' memberships.
+    replicas: Replicas,
     /// What to do for members of a lost peer.
     hook: OnceLock<DepartureHook>,
     /// Link numbering.
@@ -122,7 +98,7 @@ impl PeerAdapter {
             local: LocalAdapter::new(),
             links: Mutex::new(HashMap::new()),
             inbound: Mutex::new(HashMap::new()),
-            replicas: RwLock::new(HashMap::new()),
+            replicas: Replicas::default(),
             hook: OnceLock::new(),
             next_link: AtomicU64::new(1),
         })
@@ -135,13 +111,7 @@ impl PeerAdapter {
 
     /// How many peers we hear from.
     pub fn peers(&self) -> usize {
-        let nodes: HashSet<u32> = self
-            .inbound
-            .lock()
-            .expect("links lock is never poisoned")
-            .values()
-            .copied()
-            .collect();
+        let nodes: HashSet<u32> = self.inbound.lock().values().copied().collect();
         nodes.len()
     }
 
@@ -154,21 +124,20 @@ impl PeerAdapter {
     {
         let link = self.next_link.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(LINK_QUEUE);
-        self.links
-            .lock()
-            .expect("links lock is never poisoned")
-            .insert(link, Link { tx });
+        self.links.lock().insert(link, Link { tx });
         let (mut reader, writer) = tokio::io::split(stream);
         // The peer never writes on this connection: a read returns only when it closes.
         let mut scratch = [0u8; 64];
         tokio::select! {
-            _ = self.write_link(writer, rx) => {}
+            written = self.write_link(writer, rx) => {
+                if let Err(error) = written {
+                    // The peer going away is the usual cause; the daemon relinks.
+                    tracing::debug!(node = self.node, %error, "outbound peer link ended");
+                }
+            }
             _ = reader.read(&mut scratch) => {}
         }
-        self.links
-            .lock()
-            .expect("links lock is never poisoned")
-            .remove(&link);
+        self.links.lock().remove(&link);
     }
 
     /// Receive-only link from a peer: apply what it says until it ends, then forget its
@@ -179,18 +148,18 @@ impl PeerAdapter {
     {
         let link = self.next_link.fetch_add(1, Ordering::Relaxed);
         let (reader, _writer) = tokio::io::split(stream);
-        let result = self.read_link(link, reader).await;
-        if let Err(err) = result {
-            tracing::warn!(node = self.node, error = %err, "peer link failed");
+        if let Err(error) = self.read_link(link, reader).await {
+            tracing::warn!(node = self.node, %error, "inbound peer link failed, cutting it");
         }
         self.lost(link);
     }
 
+    /// Write `Hello`, the snapshot, then whatever is queued, until the queue closes.
     async fn write_link<W: AsyncWrite + Unpin>(
         &self,
         mut writer: W,
         mut rx: mpsc::Receiver<Bytes>,
-    ) {
+    ) -> Result<(), LinkError> {
         let mut buf = BytesMut::new();
         Message::Hello {
             version: VERSION,
@@ -208,45 +177,43 @@ impl PeerAdapter {
                 .encode(&mut buf);
             }
         }
-        if writer.write_all(&buf).await.is_err() {
-            return;
-        }
+        writer.write_all(&buf).await.map_err(LinkError::Write)?;
         while let Some(first) = rx.recv().await {
             let mut batch = BytesMut::from(&first[..]);
             while let Ok(more) = rx.try_recv() {
                 batch.extend_from_slice(&more);
-                if batch.len() > 1 << 20 {
+                if batch.len() > MAX_BATCH {
                     break;
                 }
             }
-            if writer.write_all(&batch).await.is_err() {
-                return;
-            }
+            writer.write_all(&batch).await.map_err(LinkError::Write)?;
         }
+        Ok(())
     }
 
+    /// Apply what the peer says until it closes the link (`Ok`) or breaks it.
     async fn read_link<R: AsyncRead + Unpin>(
         &self,
         link: u64,
         mut reader: R,
-    ) -> Result<(), String> {
+    ) -> Result<(), LinkError> {
         let mut buf = BytesMut::with_capacity(8 * 1024);
         let mut node = None;
         loop {
-            while let Some(msg) = Message::decode(&mut buf).map_err(|e| e.to_string())? {
+            while let Some(msg) = Message::decode(&mut buf)? {
                 match (node, msg) {
                     (None, Message::Hello { version, node: n }) => {
                         if version != VERSION {
-                            return Err(format!("peer speaks wire version {version}"));
+                            return Err(LinkError::Version(version));
                         }
                         node = Some(n);
                         self.hello(link, n);
                     }
-                    (None, _) => return Err("peer spoke before saying hello".into()),
+                    (None, _) => return Err(LinkError::NoHello),
                     (Some(n), msg) => self.apply(n, msg),
                 }
             }
-            if reader.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+            if reader.read_buf(&mut buf).await.map_err(LinkError::Read)? == 0 {
                 return Ok(());
             }
         }
@@ -259,21 +226,13 @@ impl PeerAdapter {
         let stale = self
             .inbound
             .lock()
-            .expect("links lock is never poisoned")
             .iter()
             .any(|(l, n)| *l != link && *n == node);
         if stale {
             self.drop_replica(node);
         }
-        self.inbound
-            .lock()
-            .expect("links lock is never poisoned")
-            .insert(link, node);
-        self.replicas
-            .write()
-            .expect("replica lock is never poisoned")
-            .entry(node)
-            .or_default();
+        self.inbound.lock().insert(link, node);
+        self.replicas.add_peer(node);
     }
 
     fn apply(&self, node: u32, msg: Message) {
@@ -299,46 +258,21 @@ impl PeerAdapter {
                 room,
                 id,
                 user,
-            } => self.with_replica(node, &nsp, |r| {
-                r.join(Arc::from(room), Arc::from(id), user.map(Arc::from));
-            }),
-            Message::Leave { nsp, room, id } => {
-                self.with_replica(node, &nsp, |r| r.leave(&room, &id))
-            }
-            Message::Gone { nsp, id } => self.with_replica(node, &nsp, |r| r.gone(&id)),
+            } => self.replicas.join(node, &nsp, room, id, user),
+            Message::Leave { nsp, room, id } => self.replicas.leave(node, &nsp, &room, &id),
+            Message::Gone { nsp, id } => self.replicas.gone(node, &nsp, &id),
             Message::Hello { .. } => {}
         }
     }
 
-    fn with_replica(&self, node: u32, nsp: &str, f: impl FnOnce(&mut NsReplica)) {
-        let mut replicas = self
-            .replicas
-            .write()
-            .expect("replica lock is never poisoned");
-        let replica = replicas.entry(node).or_default();
-        f(replica.entry(nsp.to_owned()).or_default());
-    }
-
     /// A link ended: forget it and, if it was the peer's only one, its members.
     fn lost(&self, link: u64) {
-        self.links
-            .lock()
-            .expect("links lock is never poisoned")
-            .remove(&link);
-        let node = self
-            .inbound
-            .lock()
-            .expect("links lock is never poisoned")
-            .remove(&link);
+        self.links.lock().remove(&link);
+        let node = self.inbound.lock().remove(&link);
         let Some(node) = node else {
             return;
         };
-        let still_linked = self
-            .inbound
-            .lock()
-            .expect("links lock is never poisoned")
-            .values()
-            .any(|n| *n == node);
+        let still_linked = self.inbound.lock().values().any(|n| *n == node);
         tracing::info!(node = self.node, peer = node, "peer link down");
         if !still_linked {
             self.drop_replica(node);
@@ -347,40 +281,19 @@ impl PeerAdapter {
 
     /// Forget a peer's members and report each departure.
     fn drop_replica(&self, node: u32) {
-        let Some(replica) = self
-            .replicas
-            .write()
-            .expect("replica lock is never poisoned")
-            .remove(&node)
-        else {
-            return;
-        };
+        let departed = self.replicas.remove(node);
         let Some(hook) = self.hook.get() else {
             return;
         };
-        for (nsp, ns) in replica {
-            for (id, rooms) in ns.memberships {
-                for room in rooms {
-                    let user = ns
-                        .rooms
-                        .get(&room)
-                        .and_then(|m| m.get(&id))
-                        .cloned()
-                        .flatten();
-                    let member = Member {
-                        id: id.clone(),
-                        user,
-                    };
-                    let count = self.host_count(&nsp, &room);
-                    hook(&nsp, &member, &room, count);
-                }
-            }
+        for Departed { nsp, member, room } in departed {
+            let count = self.host_count(&nsp, &room);
+            hook(&nsp, &member, &room, count);
         }
     }
 
     /// Queue a message for every peer.
     fn publish(&self, msg: &Message) {
-        let mut links = self.links.lock().expect("links lock is never poisoned");
+        let mut links = self.links.lock();
         if links.is_empty() {
             return;
         }
@@ -400,14 +313,7 @@ impl PeerAdapter {
     }
 
     fn replica_count(&self, nsp: &str, room: &str) -> usize {
-        self.replicas
-            .read()
-            .expect("replica lock is never poisoned")
-            .values()
-            .filter_map(|r| r.get(nsp))
-            .filter_map(|ns| ns.rooms.get(room))
-            .map(HashMap::len)
-            .sum()
+        self.replicas.count(nsp, room)
     }
 
     fn host_count(&self, nsp: &str, room: &str) -> usize {
@@ -476,16 +382,7 @@ impl Adapter for PeerAdapter {
 
     fn room_count(&self, nsp: &str) -> usize {
         let mut names: HashSet<Arc<str>> = self.local.room_names(nsp).into_iter().collect();
-        for replica in self
-            .replicas
-            .read()
-            .expect("replica lock is never poisoned")
-            .values()
-        {
-            if let Some(ns) = replica.get(nsp) {
-                names.extend(ns.rooms.keys().cloned());
-            }
-        }
+        self.replicas.add_room_names(nsp, &mut names);
         names.len()
     }
 
@@ -495,18 +392,7 @@ impl Adapter for PeerAdapter {
 
     fn rooms(&self, nsp: &str) -> BoxFuture<'_, Vec<RoomCount>> {
         let mut all: BTreeMap<Arc<str>, usize> = self.local.rooms_now(nsp).into_iter().collect();
-        for replica in self
-            .replicas
-            .read()
-            .expect("replica lock is never poisoned")
-            .values()
-        {
-            if let Some(ns) = replica.get(nsp) {
-                for (room, members) in &ns.rooms {
-                    *all.entry(room.clone()).or_default() += members.len();
-                }
-            }
-        }
+        self.replicas.add_room_counts(nsp, &mut all);
         let list: Vec<RoomCount> = all
             .into_iter()
             .map(|(room, count)| RoomCount { room, count })
@@ -517,29 +403,13 @@ impl Adapter for PeerAdapter {
     fn members(&self, nsp: &str, room: &str) -> BoxFuture<'_, Vec<Member>> {
         let mut list = self.local.members_now(nsp, room);
         let mut seen: BTreeSet<Arc<str>> = list.iter().map(|m| m.id.clone()).collect();
-        for replica in self
-            .replicas
-            .read()
-            .expect("replica lock is never poisoned")
-            .values()
-        {
-            if let Some(members) = replica.get(nsp).and_then(|ns| ns.rooms.get(room)) {
-                for (id, user) in members {
-                    if seen.insert(id.clone()) {
-                        list.push(Member {
-                            id: id.clone(),
-                            user: user.clone(),
-                        });
-                    }
-                }
-            }
-        }
+        self.replicas.add_members(nsp, room, &mut list, &mut seen);
         list.sort_by(|a, b| a.id.cmp(&b.id));
         Box::pin(async move { list })
     }
 
     fn count(&self, nsp: &str, room: &str) -> BoxFuture<'_, usize> {
-        let n = self.local.count_now(nsp, room) + self.replica_count(nsp, room);
+        let n = self.host_count(nsp, room);
         Box::pin(async move { n })
     }
 }
@@ -644,7 +514,6 @@ mod tests {
         let seen = departed.clone();
         b.set_departure_hook(Box::new(move |nsp, m, room, count| {
             seen.lock()
-                .unwrap()
                 .push((nsp.to_owned(), m.id.to_string(), room.to_owned(), count));
         }));
         let mut peer = raw_peer(&b);
@@ -666,8 +535,8 @@ mod tests {
         peer.write_all(&buf).await.unwrap();
         until(|| b.replica_count("/", "r2") == 1).await;
         drop(peer);
-        until(|| departed.lock().unwrap().len() == 2).await;
-        let mut got = departed.lock().unwrap().clone();
+        until(|| departed.lock().len() == 2).await;
+        let mut got = departed.lock().clone();
         got.sort();
         assert_eq!(
             got,
@@ -678,6 +547,42 @@ mod tests {
         );
         assert_eq!(b.count("/", "r1").await, 0);
         assert_eq!(b.peers(), 0);
+    }
+
+    /// Each way a peer can break the link is told apart (the log says which).
+    #[tokio::test]
+    async fn link_errors_say_what_the_peer_did() {
+        let b = PeerAdapter::new(1);
+        let read = |msgs: Vec<Message>, tail: &'static [u8]| {
+            let mut buf = BytesMut::new();
+            for m in &msgs {
+                m.encode(&mut buf);
+            }
+            buf.extend_from_slice(tail);
+            let b = b.clone();
+            async move { b.read_link(99, &buf[..]).await }
+        };
+        let hello = |version| Message::Hello { version, node: 7 };
+        let gone = Message::Gone {
+            nsp: "/".into(),
+            id: "x".into(),
+        };
+        assert!(matches!(
+            read(vec![hello(VERSION + 1)], b"").await,
+            Err(LinkError::Version(v)) if v == VERSION + 1
+        ));
+        assert!(matches!(
+            read(vec![gone.clone()], b"").await,
+            Err(LinkError::NoHello)
+        ));
+        assert!(matches!(
+            read(vec![hello(VERSION)], &[0, 0, 0, 1, 99]).await,
+            Err(LinkError::Wire(WireError::UnknownKind(99)))
+        ));
+        assert!(
+            read(vec![hello(VERSION), gone], b"").await.is_ok(),
+            "the peer closing the link is no error"
+        );
     }
 
     #[tokio::test]

@@ -306,7 +306,8 @@ fn get_opt(b: &mut Bytes) -> Result<Option<String>, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::XorShift;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
 
     fn samples() -> Vec<Message> {
         vec![
@@ -372,7 +373,7 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_frames_are_errors_not_panics() {
+    fn an_oversized_or_unknown_frame_is_a_named_error() {
         let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff][..]);
         assert!(matches!(
             Message::decode(&mut buf),
@@ -380,25 +381,86 @@ mod tests {
         ));
         let mut buf = BytesMut::from(&[0, 0, 0, 1, 9][..]);
         assert_eq!(Message::decode(&mut buf), Err(WireError::UnknownKind(9)));
-        let mut encoded = BytesMut::new();
-        for m in samples() {
-            m.encode(&mut encoded);
+    }
+
+    /// Decode everything in `buf`, bounded: whatever the bytes, no panic, no endless loop.
+    fn decode_all(buf: &mut BytesMut) -> Result<Vec<Message>, WireError> {
+        let mut out = Vec::new();
+        for _ in 0..1_000 {
+            match Message::decode(buf)? {
+                Some(m) => out.push(m),
+                None => break,
+            }
         }
-        let mut rng = XorShift(0x0005_EED0_FB0B);
-        for _ in 0..5_000 {
-            let mut bytes = encoded.to_vec();
-            for _ in 0..1 + rng.below(4) {
-                let i = rng.below(bytes.len());
-                bytes[i] = rng.next() as u8;
+        Ok(out)
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        ".{0,12}"
+    }
+
+    fn frame() -> impl Strategy<Value = Frame> {
+        prop_oneof![
+            text().prop_map(|t| Frame::message(&t)),
+            vec(any::<u8>(), 0..16).prop_map(|b| Frame::Binary(Bytes::from(b))),
+        ]
+    }
+
+    fn message() -> impl Strategy<Value = Message> {
+        let user = proptest::option::of(text());
+        prop_oneof![
+            (any::<u16>(), any::<u32>())
+                .prop_map(|(version, node)| Message::Hello { version, node }),
+            (text(), text(), text(), user).prop_map(|(nsp, room, id, user)| Message::Join {
+                nsp,
+                room,
+                id,
+                user
+            }),
+            (text(), text(), text()).prop_map(|(nsp, room, id)| Message::Leave { nsp, room, id }),
+            (text(), text()).prop_map(|(nsp, id)| Message::Gone { nsp, id }),
+            (
+                text(),
+                vec(text(), 0..4),
+                proptest::option::of(text()),
+                vec(frame(), 0..4)
+            )
+                .prop_map(|(nsp, rooms, except, frames)| Message::Broadcast {
+                    nsp,
+                    rooms,
+                    except,
+                    frames
+                }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_messages_round_trip(msgs in vec(message(), 0..8)) {
+            let mut buf = BytesMut::new();
+            for m in &msgs {
+                m.encode(&mut buf);
             }
-            let mut buf = BytesMut::from(&bytes[..]);
-            // Whatever happens, no panic and no endless loop.
-            for _ in 0..100 {
-                match Message::decode(&mut buf) {
-                    Ok(Some(_)) => continue,
-                    Ok(None) | Err(_) => break,
-                }
+            prop_assert_eq!(decode_all(&mut buf), Ok(msgs));
+            prop_assert!(buf.is_empty());
+        }
+
+        #[test]
+        fn arbitrary_bytes_are_errors_not_panics(bytes in vec(any::<u8>(), 0..512)) {
+            let _ = decode_all(&mut BytesMut::from(&bytes[..]));
+        }
+
+        #[test]
+        fn corrupted_frames_are_errors_not_panics(edits in vec((any::<usize>(), any::<u8>()), 1..5)) {
+            let mut bytes = BytesMut::new();
+            for m in samples() {
+                m.encode(&mut bytes);
             }
+            let len = bytes.len();
+            for (at, value) in edits {
+                bytes[at % len] = value;
+            }
+            let _ = decode_all(&mut bytes);
         }
     }
 }

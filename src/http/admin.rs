@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 use serde_json::{Value, json};
 
-use super::plain;
+use super::response::plain;
 use crate::engine::meters::{POLLING, WEBSOCKET};
 use crate::engine::{BoxFuture, Engine};
 use crate::relay::Relay;

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Response, StatusCode, header};
 
-use super::plain;
+use super::response::plain;
 
 /// The built-in demo chat page, served at `/` when no `static_dir` is configured.
 const DEMO_PAGE: &str = include_str!("../../static/index.html");

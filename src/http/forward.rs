@@ -3,11 +3,12 @@
 //! session id names the owner. The request goes to the owner's internal HTTP socket (an
 //! abstract Unix address) and the answer comes back; an upgrade is spliced through.
 //!
-//! An owner that cannot be reached has lost its sessions: the client gets the protocol's
-//! "Session ID unknown" and reconnects.
+//! An owner that cannot be reached has lost its sessions: whatever the [`Error`], the
+//! client gets the protocol's "Session ID unknown" and reconnects; the log says which
+//! step failed.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -16,6 +17,40 @@ use crate::engine::RequestError;
 
 /// Largest answer relayed back (a poll answer is bounded well below this).
 const MAX_ANSWER: usize = 64 << 20;
+
+/// Why a request could not be forwarded to the worker that owns its session.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The worker's address cannot be formed (a prefix too long for an abstract name).
+    #[error("no address for the worker: {0}")]
+    Address(#[source] std::io::Error),
+    /// Nobody listens there, or not within `CONNECT_TIMEOUT`.
+    #[error("cannot connect to the worker: {0}")]
+    Connect(#[source] std::io::Error),
+    /// The peer's credentials cannot be read.
+    #[error("cannot read the credentials of the worker's socket: {0}")]
+    PeerCred(#[source] std::io::Error),
+    /// Someone other than the workers' user holds the worker's address.
+    #[error("the worker's socket belongs to uid {found}, not {expected}")]
+    ForeignOwner {
+        /// The uid holding it.
+        found: u32,
+        /// The workers' uid.
+        expected: u32,
+    },
+    /// The HTTP/1.1 handshake on the new connection failed.
+    #[error("HTTP handshake with the worker failed: {0}")]
+    Handshake(#[source] hyper::Error),
+    /// Sending the request or reading the answer's head failed.
+    #[error("the worker did not answer: {0}")]
+    Request(#[source] hyper::Error),
+    /// Reading the answer's body failed.
+    #[error("reading the worker's answer failed: {0}")]
+    Answer(#[source] hyper::Error),
+    /// The answer is over `MAX_ANSWER`.
+    #[error("the worker's answer is over {MAX_ANSWER} bytes")]
+    AnswerTooLarge,
+}
 
 /// Reaches the other workers' internal HTTP sockets.
 #[derive(Debug, Clone)]
@@ -58,8 +93,8 @@ impl Forwarder {
     pub async fn forward(&self, node: u32, req: Request<Incoming>) -> Response<Full<Bytes>> {
         match self.try_forward(node, req).await {
             Ok(resp) => resp,
-            Err(err) => {
-                tracing::debug!(node, error = %err, "session owner unreachable");
+            Err(error) => {
+                tracing::debug!(node, %error, "cannot forward to the session's owner");
                 RequestError::UnknownSid.response()
             }
         }
@@ -69,19 +104,25 @@ impl Forwarder {
         &self,
         node: u32,
         mut req: Request<Incoming>,
-    ) -> Result<Response<Full<Bytes>>, Box<dyn std::error::Error + Send + Sync>> {
-        let stream = connect_abstract(self.address(node)?).await?;
-        if stream.peer_cred()?.uid() != self.uid {
-            return Err("the socket of that worker belongs to another user".into());
+    ) -> Result<Response<Full<Bytes>>, Error> {
+        let address = self.address(node).map_err(Error::Address)?;
+        let stream = connect_abstract(address).await.map_err(Error::Connect)?;
+        let found = stream.peer_cred().map_err(Error::PeerCred)?.uid();
+        if found != self.uid {
+            return Err(Error::ForeignOwner {
+                found,
+                expected: self.uid,
+            });
         }
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(Error::Handshake)?;
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });
         let upgrading = req.headers().contains_key(hyper::header::UPGRADE);
         let client_side = upgrading.then(|| hyper::upgrade::on(&mut req));
-        let mut resp = sender.send_request(req).await?;
+        let mut resp = sender.send_request(req).await.map_err(Error::Request)?;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_side) = client_side
         {
@@ -100,7 +141,18 @@ impl Forwarder {
             return Ok(Response::from_parts(parts, Full::new(Bytes::new())));
         }
         let (parts, body) = resp.into_parts();
-        let body = Limited::new(body, MAX_ANSWER).collect().await?.to_bytes();
+        let body = Limited::new(body, MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|error| match error.downcast::<hyper::Error>() {
+                Ok(error) => Error::Answer(*error),
+                Err(other) => {
+                    // The only other error `Limited` yields is its own.
+                    debug_assert!(other.is::<LengthLimitError>(), "{other}");
+                    Error::AnswerTooLarge
+                }
+            })?
+            .to_bytes();
         Ok(Response::from_parts(parts, Full::new(body)))
     }
 }

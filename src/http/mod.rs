@@ -2,11 +2,15 @@
 //! the echo endpoint, health, the embedded client bundle, or static files ([`Public`]);
 //! the admin listener serves health, readiness and metrics ([`admin::Admin`]).
 //!
-//! Owns routing and static content only; the protocols live in `engine` and above.
+//! Owns routing and the client bundle only; the protocols live in `engine` and above.
+//! [`files`] serves static files, [`forward`] hands a request to the worker that owns
+//! its session, [`response`] builds the responses they share. None of them imports this
+//! file.
 
 pub mod admin;
 pub mod files;
 pub mod forward;
+pub mod response;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,6 +20,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
+
+use response::plain;
 
 use crate::engine::Engine;
 
@@ -114,13 +120,15 @@ impl Public {
     }
 }
 
-/// The worker that owns the session a request names, if it names one.
+/// The worker that owns the session a request names, if it names one. The query is read
+/// as the engine reads it (decoded, the last `sid` wins), so that the two agree on which
+/// session that is.
 fn session_owner<B>(req: &Request<B>) -> Option<u32> {
     let query = req.uri().query()?;
-    let sid = query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("sid="))?;
-    crate::engine::Sid::owner(sid)
+    let (_, sid) = form_urlencoded::parse(query.as_bytes())
+        .filter(|(key, _)| key == "sid")
+        .last()?;
+    crate::engine::Sid::owner(&sid)
 }
 
 /// The client bundle, cacheable; `If-None-Match` answered with 304.
@@ -154,11 +162,34 @@ fn bundle<B>(req: &Request<B>) -> Response<Full<Bytes>> {
         .expect("static response is valid")
 }
 
-/// A short text response.
-pub fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Full::new(Bytes::from_static(body.as_bytes())))
-        .expect("static response is valid")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner_of(query: &str) -> Option<u32> {
+        let req = Request::get(format!("/socket.io/?{query}"))
+            .body(())
+            .expect("valid request");
+        session_owner(&req)
+    }
+
+    #[test]
+    fn the_session_owner_is_read_from_the_sid() {
+        let sid = crate::engine::Sid::random_for(Some(3));
+        let sid = sid.as_str();
+        assert_eq!(
+            owner_of(&format!("EIO=4&transport=polling&sid={sid}")),
+            Some(3)
+        );
+        assert_eq!(owner_of("EIO=4&transport=polling"), None, "a handshake");
+        assert_eq!(owner_of("sid=short"), None, "not a worker's id");
+        let other = crate::engine::Sid::random_for(Some(5));
+        assert_eq!(
+            owner_of(&format!("sid={sid}&sid={}", other.as_str())),
+            Some(5),
+            "the last sid wins, as in the engine"
+        );
+        let encoded = format!("%{:02X}{}", sid.as_bytes()[0], &sid[1..]);
+        assert_eq!(owner_of(&format!("sid={encoded}")), Some(3), "decoded");
+    }
 }

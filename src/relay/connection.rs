@@ -1,32 +1,71 @@
 //! One Engine.IO session's Socket.IO side: decodes packets (reassembling binary ones),
 //! connects and disconnects namespaces, and hands events to [`events`].
 //!
-//! A malformed packet closes the whole session with a logged reason: the protocol gives
-//! no way to recover the stream after one.
+//! What goes wrong with a client's packet is an [`Error`], and [`Error::is_fatal`] decides
+//! in one place what it costs: a malformed packet closes the whole session (the protocol
+//! gives no way to recover the stream after one), a packet that is merely out of place
+//! is logged and dropped.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use tokio::task::AbortHandle;
 
-use super::Shared;
-use super::events;
+use super::shared::Shared;
 use super::socket::{Socket, TokenBucket};
+use super::{control, events};
 use crate::engine::meters::{POLLING, WEBSOCKET};
 use crate::engine::sid::random_id;
 use crate::engine::{
     BoxFuture, CloseReason, Connection, HandshakeInfo, Message, Outgoing, Session, TransportKind,
 };
-use crate::socketio::binary::Complete;
+use crate::socketio::binary::{Complete, ReassemblyError};
 use crate::socketio::packet::{self as sio, PacketKind};
-use crate::socketio::{Packet, Reassembler};
+use crate::socketio::{Packet, PacketError, Reassembler};
 
 /// Longest display name kept from the auth payload, in characters.
 const MAX_USER_CHARS: usize = 128;
+
+/// Why a client's packet was not acted on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A packet that does not parse (its text, or an event's payload).
+    #[error("malformed socket.io packet: {0}")]
+    Packet(#[from] PacketError),
+    /// Binary attachments out of step with the packet that announced them.
+    #[error("binary attachments out of step: {0}")]
+    Attachment(#[from] ReassemblyError),
+    /// CONNECT_ERROR, which only a server sends.
+    #[error("CONNECT_ERROR is a server-only packet")]
+    ServerOnly,
+    /// CONNECT to a namespace the config does not declare (answered with CONNECT_ERROR).
+    #[error("connect to the undeclared namespace {0:?} refused")]
+    UndeclaredNamespace(String),
+    /// A second CONNECT to a namespace the session already joined.
+    #[error("duplicate connect to {0:?} ignored")]
+    DuplicateConnect(String),
+    /// An event for a namespace the session did not join.
+    #[error("event for the namespace {0:?}, which was not joined, ignored")]
+    NotJoined(String),
+}
+
+impl Error {
+    /// Whether the session must end: after a packet that broke the protocol the stream
+    /// cannot be trusted; one that is only out of place costs nothing but itself.
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            Error::Packet(_) | Error::Attachment(_) | Error::ServerOnly => true,
+            Error::UndeclaredNamespace(_) | Error::DuplicateConnect(_) | Error::NotJoined(_) => {
+                false
+            }
+        }
+    }
+}
 
 /// The Socket.IO state of one Engine.IO session.
 pub struct Conn {
@@ -78,61 +117,56 @@ impl Conn {
                 conn.session.close(CloseReason::ServerClose);
             }
         });
-        *conn
-            .deadline
-            .lock()
-            .expect("deadline lock is never poisoned") = Some(deadline.abort_handle());
+        *conn.deadline.lock() = Some(deadline.abort_handle());
         conn
     }
 
     /// Cancel the `connect_timeout` task, if it still runs.
     fn end_deadline(&self) {
-        if let Some(task) = self
-            .deadline
-            .lock()
-            .expect("deadline lock is never poisoned")
-            .take()
-        {
+        if let Some(task) = self.deadline.lock().take() {
             task.abort();
         }
     }
 
-    fn protocol_error(&self, error: &dyn std::fmt::Display) {
-        tracing::info!(sid = %self.session.sid, %error, "malformed socket.io packet, closing connection");
-        self.session.close(CloseReason::ProtocolError);
-    }
-
-    fn socket(&self, nsp: &str) -> Option<Arc<Socket>> {
-        self.state
-            .lock()
-            .expect("conn state lock is never poisoned")
-            .sockets
-            .get(nsp)
-            .cloned()
-    }
-
-    async fn receive(&self, msg: Message) {
-        let step = {
-            let mut state = self
-                .state
-                .lock()
-                .expect("conn state lock is never poisoned");
-            match msg {
-                Message::Text(text) => match sio::decode(&text, self.relay.max_attachments()) {
-                    Ok(packet) => state.reassembler.text(packet).map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                },
-                Message::Binary(data) => state.reassembler.binary(data).map_err(|e| e.to_string()),
-            }
-        };
-        match step {
-            Ok(Some(complete)) => self.dispatch(complete).await,
-            Ok(None) => {}
-            Err(error) => self.protocol_error(&error),
+    /// Act on a packet that went wrong: the one place that decides what it costs.
+    fn failed(&self, error: &Error) {
+        if error.is_fatal() {
+            tracing::info!(sid = %self.session.sid, %error, "protocol violation, closing connection");
+            self.session.close(CloseReason::ProtocolError);
+        } else {
+            tracing::debug!(sid = %self.session.sid, %error, "packet not acted on");
         }
     }
 
-    async fn dispatch(&self, complete: Complete) {
+    fn socket(&self, nsp: &str) -> Option<Arc<Socket>> {
+        self.state.lock().sockets.get(nsp).cloned()
+    }
+
+    async fn receive(&self, msg: Message) {
+        if let Err(error) = self.step(msg).await {
+            self.failed(&error);
+        }
+    }
+
+    /// Decode one message and, once a packet is complete, act on it.
+    async fn step(&self, msg: Message) -> Result<(), Error> {
+        let complete = {
+            let mut state = self.state.lock();
+            match msg {
+                Message::Text(text) => {
+                    let packet = sio::decode(&text, self.relay.max_attachments())?;
+                    state.reassembler.text(packet)?
+                }
+                Message::Binary(data) => state.reassembler.binary(data)?,
+            }
+        };
+        match complete {
+            Some(complete) => self.dispatch(complete).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn dispatch(&self, complete: Complete) -> Result<(), Error> {
         let Complete {
             packet,
             attachments,
@@ -140,49 +174,41 @@ impl Conn {
         match packet.kind {
             PacketKind::Connect => self.connect(packet),
             PacketKind::Disconnect => {
-                let socket = self
-                    .state
-                    .lock()
-                    .expect("conn state lock is never poisoned")
-                    .sockets
-                    .remove(&packet.nsp);
+                let socket = self.state.lock().sockets.remove(&packet.nsp);
                 if let Some(socket) = socket {
                     tracing::debug!(sid = %self.session.sid, nsp = %packet.nsp, "client left namespace");
                     depart(&self.relay, &socket).await;
                 }
+                Ok(())
             }
             PacketKind::Event | PacketKind::BinaryEvent => match self.socket(&packet.nsp) {
                 Some(socket) => self.event(&socket, packet, attachments).await,
-                None => {
-                    tracing::debug!(sid = %self.session.sid, nsp = %packet.nsp, "event for a namespace not joined, ignored")
-                }
+                None => Err(Error::NotJoined(packet.nsp)),
             },
             // The relay never asks clients for acks; a stray one is harmless.
-            PacketKind::Ack | PacketKind::BinaryAck => {}
-            PacketKind::ConnectError => {
-                self.protocol_error(&"CONNECT_ERROR is a server-only packet");
-            }
+            PacketKind::Ack | PacketKind::BinaryAck => Ok(()),
+            PacketKind::ConnectError => Err(Error::ServerOnly),
         }
     }
 
-    async fn event(&self, socket: &Arc<Socket>, packet: Packet, attachments: Vec<Bytes>) {
+    async fn event(
+        &self,
+        socket: &Arc<Socket>,
+        packet: Packet,
+        attachments: Vec<Bytes>,
+    ) -> Result<(), Error> {
         let Some(ns) = self.relay.namespace(&socket.nsp) else {
             // The namespace was removed by a reload: the server ends this socket.
             tracing::info!(sid = %self.session.sid, nsp = %socket.nsp, "namespace no longer served, disconnecting socket");
-            let removed = self
-                .state
-                .lock()
-                .expect("conn state lock is never poisoned")
-                .sockets
-                .remove(&*socket.nsp);
+            let removed = self.state.lock().sockets.remove(&*socket.nsp);
             socket.send_text(&sio::encode_disconnect(&socket.nsp));
             if let Some(socket) = removed {
                 depart(&self.relay, &socket).await;
             }
-            return;
+            return Ok(());
         };
         let policy = ns.policy();
-        if let Err(error) = events::handle(
+        events::handle(
             &self.relay,
             &policy,
             &ns.counters,
@@ -191,26 +217,22 @@ impl Conn {
             attachments,
             Instant::now(),
         )
-        .await
-        {
-            self.protocol_error(&error);
-        }
+        .await?;
+        Ok(())
     }
 
-    fn connect(&self, packet: Packet) {
+    fn connect(&self, packet: Packet) -> Result<(), Error> {
         let nsp = packet.nsp;
         let Some(ns) = self.relay.namespace(&nsp) else {
-            tracing::debug!(sid = %self.session.sid, %nsp, "connect to an undeclared namespace refused");
             self.session
                 .send_frame(crate::engine::Frame::message(&sio::encode_connect_error(
                     &nsp,
                     "Invalid namespace",
                 )));
-            return;
+            return Err(Error::UndeclaredNamespace(nsp));
         };
         if self.socket(&nsp).is_some() {
-            tracing::debug!(sid = %self.session.sid, %nsp, "duplicate connect ignored");
-            return;
+            return Err(Error::DuplicateConnect(nsp));
         }
         let policy = ns.policy();
         let auth = packet.data.unwrap_or_else(empty_object);
@@ -227,7 +249,6 @@ impl Conn {
         ));
         self.state
             .lock()
-            .expect("conn state lock is never poisoned")
             .sockets
             .insert(nsp.clone(), socket.clone());
         self.connected_once.store(true, Ordering::Release);
@@ -237,26 +258,18 @@ impl Conn {
         if self.session.is_closed() {
             // The session closed while this CONNECT was handled: its close has run
             // already, so leave the bus here.
-            let removed = self
-                .state
-                .lock()
-                .expect("conn state lock is never poisoned")
-                .sockets
-                .remove(&nsp);
+            let removed = self.state.lock().sockets.remove(&nsp);
             if let Some(socket) = removed {
                 let relay = self.relay.clone();
                 tokio::spawn(async move { depart(&relay, &socket).await });
             }
-            return;
+            return Ok(());
         }
         let transport = match self.session.transport() {
             TransportKind::Websocket => WEBSOCKET,
             _ => POLLING,
         };
-        *socket
-            .counted_as
-            .lock()
-            .expect("counted_as lock is never poisoned") = transport;
+        *socket.counted_as.lock() = transport;
         self.relay
             .meters
             .connections
@@ -268,6 +281,7 @@ impl Conn {
                 .send(Outgoing::Paced(crate::engine::Frame::message(&text)));
         }
         tracing::debug!(sid = %self.session.sid, %nsp, socket = %id, "socket connected");
+        Ok(())
     }
 }
 
@@ -277,20 +291,10 @@ impl Connection for Conn {
     }
 
     fn upgraded(&self) {
-        let sockets: Vec<Arc<Socket>> = self
-            .state
-            .lock()
-            .expect("conn state lock is never poisoned")
-            .sockets
-            .values()
-            .cloned()
-            .collect();
+        let sockets: Vec<Arc<Socket>> = self.state.lock().sockets.values().cloned().collect();
         let gauge = &self.relay.meters.connections;
         for socket in sockets {
-            let mut counted = socket
-                .counted_as
-                .lock()
-                .expect("counted_as lock is never poisoned");
+            let mut counted = socket.counted_as.lock();
             if *counted == POLLING {
                 gauge.with_label_values(&[&socket.nsp, POLLING]).dec();
                 gauge.with_label_values(&[&socket.nsp, WEBSOCKET]).inc();
@@ -301,14 +305,7 @@ impl Connection for Conn {
 
     fn close(&self, reason: CloseReason) {
         self.end_deadline();
-        let sockets: Vec<Arc<Socket>> = self
-            .state
-            .lock()
-            .expect("conn state lock is never poisoned")
-            .sockets
-            .drain()
-            .map(|(_, s)| s)
-            .collect();
+        let sockets: Vec<Arc<Socket>> = self.state.lock().sockets.drain().map(|(_, s)| s).collect();
         if sockets.is_empty() {
             return;
         }
@@ -327,12 +324,7 @@ impl Connection for Conn {
 /// Take a socket out of the bus and announce its leaves where presence is on.
 async fn depart(relay: &Shared, socket: &Arc<Socket>) {
     let left = relay.bus.remove_socket(&socket.nsp, socket.id()).await;
-    let counted = std::mem::take(
-        &mut *socket
-            .counted_as
-            .lock()
-            .expect("counted_as lock is never poisoned"),
-    );
+    let counted = std::mem::take(&mut *socket.counted_as.lock());
     if !counted.is_empty() {
         relay
             .meters
@@ -343,17 +335,13 @@ async fn depart(relay: &Shared, socket: &Arc<Socket>) {
     if !left.is_empty() {
         relay.count_rooms(&socket.nsp);
     }
-    socket
-        .rooms
-        .lock()
-        .expect("rooms lock is never poisoned")
-        .clear();
+    socket.rooms.lock().clear();
     let presence = relay
         .namespace(&socket.nsp)
         .is_some_and(|ns| ns.policy().config.presence);
     if presence {
         for (room, count) in left {
-            super::control::announce(relay, socket, &room, "leave", count);
+            control::announce(relay, socket, &room, "leave", count);
         }
     }
 }
@@ -378,6 +366,51 @@ mod tests {
     use crate::engine::sid::Sid;
     use crate::relay::Relay;
 
+    /// A relay on the local bus, and sessions opened on it as the engine opens them.
+    struct Harness {
+        relay: Relay,
+        info: HandshakeInfo,
+    }
+
+    impl Harness {
+        fn new(config: &Config) -> Harness {
+            let relay = Relay::new(
+                config,
+                Arc::new(LocalAdapter::new()),
+                super::super::meters::Meters::default(),
+            )
+            .expect("relay");
+            let info = HandshakeInfo {
+                remote: "127.0.0.1:1".parse().expect("address"),
+                headers: Default::default(),
+                query: Default::default(),
+            };
+            Harness { relay, info }
+        }
+
+        fn shared(&self) -> Arc<Shared> {
+            self.relay.shared().clone()
+        }
+
+        /// A WebSocket session with room for 16 queued items.
+        fn session(&self, sid: &str) -> Arc<Session> {
+            Session::new(
+                Sid::from_client(sid),
+                TransportKind::Websocket,
+                16,
+                Arc::new(crate::engine::Meters::default()),
+            )
+        }
+
+        /// A session with its connection, handed over as the engine does.
+        fn open(&self, sid: &str) -> (Arc<Session>, Arc<Conn>) {
+            let session = self.session(sid);
+            let conn = Conn::open(self.shared(), session.clone(), &self.info);
+            session.set_connection(conn.clone());
+            (session, conn)
+        }
+    }
+
     /// Waits (bounded) until the runtime has `n` tasks alive, and says how many it has.
     async fn settle_tasks(n: usize) -> usize {
         let tasks = tokio::runtime::Handle::current().metrics();
@@ -395,31 +428,10 @@ mod tests {
     /// timer per connection for the whole timeout).
     #[tokio::test]
     async fn the_connect_deadline_ends_when_moot() {
-        let relay = Relay::new(
-            &Config::default(),
-            Arc::new(LocalAdapter::new()),
-            super::super::meters::Meters::default(),
-        )
-        .expect("relay");
-        let info = HandshakeInfo {
-            remote: "127.0.0.1:1".parse().expect("address"),
-            headers: Default::default(),
-            query: Default::default(),
-        };
-        let open = |sid: &str| {
-            let session = Session::new(
-                Sid::from_client(sid),
-                TransportKind::Websocket,
-                8,
-                Arc::new(crate::engine::Meters::default()),
-            );
-            let conn = Conn::open(relay.shared.clone(), session.clone(), &info);
-            session.set_connection(conn.clone());
-            (session, conn)
-        };
+        let relay = Harness::new(&Config::default());
         let before = settle_tasks(0).await;
 
-        let (session, _conn) = open("a");
+        let (session, _conn) = relay.open("a");
         assert_eq!(
             settle_tasks(before + 1).await,
             before + 1,
@@ -428,7 +440,7 @@ mod tests {
         session.close(CloseReason::ClientClose);
         assert_eq!(settle_tasks(before).await, before, "outlived its session");
 
-        let (session, conn) = open("b");
+        let (session, conn) = relay.open("b");
         assert_eq!(
             settle_tasks(before + 1).await,
             before + 1,
@@ -441,13 +453,8 @@ mod tests {
 
         // Closed while the handshake was being answered, before the connection was
         // handed the session: it is closed all the same.
-        let session = Session::new(
-            Sid::from_client("c"),
-            TransportKind::Websocket,
-            8,
-            Arc::new(crate::engine::Meters::default()),
-        );
-        let conn = Conn::open(relay.shared.clone(), session.clone(), &info);
+        let session = relay.session("c");
+        let conn = Conn::open(relay.shared(), session.clone(), &relay.info);
         session.close(CloseReason::ServerClose);
         session.set_connection(conn);
         assert_eq!(
@@ -455,6 +462,50 @@ mod tests {
             before,
             "outlived an early close"
         );
+    }
+
+    /// Only a packet that breaks the protocol ends the session; one that is merely out
+    /// of place (an undeclared or unjoined namespace, a second CONNECT) is dropped.
+    #[tokio::test]
+    async fn only_protocol_violations_close_the_session() {
+        let relay = Harness::new(&Config::default());
+        let (session, conn) = relay.open("a");
+        for harmless in ["0/undeclared,", "2/undeclared,[\"x\"]", "0", "0", "30[]"] {
+            conn.message(Message::Text(harmless.into())).await;
+            assert!(!session.is_closed(), "{harmless} closed the session");
+        }
+        for (sid, violation) in [("b", "4{}"), ("c", "9"), ("d", "2")] {
+            let (session, conn) = relay.open(sid);
+            conn.message(Message::Text(violation.into())).await;
+            assert_eq!(
+                session.close_reason(),
+                Some(CloseReason::ProtocolError),
+                "{violation} left the session open"
+            );
+        }
+        session.close(CloseReason::ClientClose);
+    }
+
+    /// `connect_timeout`, on a paused clock: a session that joins no namespace is closed
+    /// once it has passed, not before; one that joined is left alone.
+    #[tokio::test(start_paused = true)]
+    async fn a_session_that_joins_nothing_is_closed_at_connect_timeout() {
+        let mut config = Config::default();
+        config.engine.connect_timeout = std::time::Duration::from_secs(10);
+        let relay = Harness::new(&config);
+        let (idle, _idle_conn) = relay.open("idle");
+        let (joined, joined_conn) = relay.open("joined");
+        joined_conn.message(Message::Text("0".into())).await;
+
+        tokio::time::sleep(std::time::Duration::from_millis(9_999)).await;
+        assert!(!idle.is_closed(), "closed before connect_timeout");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        assert_eq!(idle.close_reason(), Some(CloseReason::ServerClose));
+        assert!(
+            !joined.is_closed(),
+            "a session that joined a namespace stays"
+        );
+        joined.close(CloseReason::ClientClose);
     }
 
     #[test]

@@ -2,16 +2,16 @@
 //! the `$presence` announcements that joins and leaves cause.
 //!
 //! Replies go through the ack when the client asked for one; refusals without an ack come
-//! back as `$error` (see [`events::refuse`](super::events::refuse)).
+//! back as `$error` (see [`reply::refuse`](super::reply::refuse)).
 
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::Shared;
-use super::events::{outgoing, refuse};
 use super::policy::{Policy, Refusal};
+use super::reply::{outgoing, refuse};
+use super::shared::Shared;
 use super::socket::Socket;
 use crate::adapter::{Member, Target};
 use crate::engine::Outgoing;
@@ -65,18 +65,14 @@ async fn join(
         relay.bus.count(&socket.nsp, &room).await
     } else {
         {
-            let rooms = socket.rooms.lock().expect("rooms lock is never poisoned");
+            let rooms = socket.rooms.lock();
             if rooms.len() >= policy.config.limits.max_rooms {
                 return Err(Refusal::TooManyRooms);
             }
         }
         let count = relay.bus.join(&socket.nsp, &room, socket.id()).await;
         relay.count_rooms(&socket.nsp);
-        socket
-            .rooms
-            .lock()
-            .expect("rooms lock is never poisoned")
-            .insert(Arc::from(room.as_str()));
+        socket.rooms.lock().insert(Arc::from(room.as_str()));
         if policy.config.presence {
             announce(relay, socket, &room, "join", count);
         }
@@ -93,11 +89,7 @@ async fn leave(
 ) -> Result<Value, Refusal> {
     let room = room_arg(args)?;
     policy.check_room_name(&room)?;
-    let was_in = socket
-        .rooms
-        .lock()
-        .expect("rooms lock is never poisoned")
-        .remove(room.as_str());
+    let was_in = socket.rooms.lock().remove(room.as_str());
     let count = if was_in {
         let count = relay.bus.leave(&socket.nsp, &room, socket.id()).await;
         relay.count_rooms(&socket.nsp);

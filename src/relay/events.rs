@@ -1,5 +1,6 @@
-//! Application events: policy checks, routing to a bus [`Target`], the ack, and the
-//! refusal answer (`{"ok":false,…}` through the ack, or a `$error` event without one).
+//! Application events: policy checks, routing to a bus [`Target`], and the ack. `$…`
+//! events go on to [`control`]; refusals are answered by
+//! [`reply::refuse`](super::reply::refuse).
 //!
 //! The delivered packet is encoded once and shared by every recipient.
 
@@ -7,16 +8,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use serde_json::json;
 use serde_json::value::RawValue;
 
 use super::control;
-use super::policy::{Policy, Refusal};
+use super::policy::{Policy, Refusal, Resolved};
+use super::reply::{outgoing, refuse};
+use super::shared::{Counters, Shared};
 use super::socket::Socket;
-use super::{Counters, Shared};
 use crate::adapter::Target;
 use crate::config::{AckReply, Route};
-use crate::engine::{Frame, Outgoing};
 use crate::socketio::Packet;
 use crate::socketio::packet::{self as sio, PacketError};
 
@@ -85,7 +85,7 @@ fn route(
     relay: &Shared,
     counters: &Counters,
     socket: &Arc<Socket>,
-    how: &super::policy::Resolved<'_>,
+    how: &Resolved<'_>,
     args: &[&RawValue],
     attachments: &[Bytes],
     announced: usize,
@@ -119,45 +119,4 @@ fn route(
     }
     counters.delivered.inc_by(delivered as u64);
     Ok(())
-}
-
-/// One Socket.IO packet (and its attachments) as a single queue item.
-pub fn outgoing(text: &str, attachments: &[Bytes]) -> Outgoing {
-    if attachments.is_empty() {
-        Outgoing::Frame(Frame::message(text))
-    } else {
-        let mut frames = Vec::with_capacity(1 + attachments.len());
-        frames.push(Frame::message(text));
-        frames.extend(attachments.iter().cloned().map(Frame::Binary));
-        Outgoing::Group(Arc::from(frames))
-    }
-}
-
-/// Tell the client its event was refused: through the ack when it asked for one, else
-/// with a `$error` event.
-pub fn refuse(relay: &Shared, socket: &Socket, event: &str, ack: Option<u64>, refusal: Refusal) {
-    let error = refusal.message();
-    tracing::debug!(socket = %socket.id(), nsp = %socket.nsp, event, error, "event refused");
-    relay
-        .meters
-        .refused
-        .with_label_values(&[&socket.nsp, refusal.label()])
-        .inc();
-    match ack {
-        Some(id) => {
-            let body = json!([{ "ok": false, "error": error }]).to_string();
-            socket.send_text(&sio::encode_ack_json(&socket.nsp, id, &body));
-        }
-        None => {
-            let body = json!({ "event": event, "error": error }).to_string();
-            send_event(socket, "$error", &body);
-        }
-    }
-}
-
-/// Emit a relay event with one JSON argument to `socket` alone.
-pub fn send_event(socket: &Socket, name: &str, json_arg: &str) {
-    if let Ok(raw) = RawValue::from_string(json_arg.to_owned()) {
-        socket.send_text(&sio::encode_event(&socket.nsp, name, &[&raw], None, 0));
-    }
 }

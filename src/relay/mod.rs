@@ -7,22 +7,30 @@
 //! keeps rooms of its own beyond each socket's list of what it joined.
 //!
 //! - [`connection`]: one Engine.IO session's Socket.IO side (packets, namespaces).
-//! - [`events`]: application events → targets, acks and refusals.
+//! - [`events`]: application events → targets and acks.
 //! - [`control`]: the `$join`, `$leave`, `$rooms`, `$members` control events and presence.
+//! - [`reply`]: what the relay sends on its own account (refusals, `$error`) and the
+//!   one packet → queue item encoding that replies and fan-out share.
+//! - [`shared`]: the state every connection shares (namespaces, bus, meters).
 //! - [`policy`]: a namespace's config compiled for use.
 //! - [`socket`]: one socket's state.
+//! - [`meters`]: the relay's instruments.
+//!
+//! Imports inside the relay point one way, down this list: `connection` → `events` →
+//! `control` → `reply` → `shared`, `policy`, `socket`; this file composes them into the
+//! [`Relay`] handler, and none of them imports it.
 
 pub mod connection;
 pub mod control;
 pub mod events;
 pub mod meters;
 pub mod policy;
+pub mod reply;
+pub mod shared;
 pub mod socket;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::Arc;
 
 use crate::adapter::Adapter;
 use crate::config::Config;
@@ -30,6 +38,7 @@ use crate::engine::{Connection, Handler, HandshakeInfo, Session};
 
 pub use meters::Meters;
 pub use policy::Policy;
+pub use shared::{Counters, Namespace, Shared};
 
 /// Errors building a relay from config.
 #[derive(Debug, thiserror::Error)]
@@ -44,109 +53,6 @@ pub enum Error {
     },
 }
 
-/// A declared namespace and its current policy.
-#[derive(Debug)]
-pub struct Namespace {
-    /// Its name, `/` or `/chat`.
-    pub name: Arc<str>,
-    /// Swapped as a whole on reload; sockets read it per event.
-    policy: RwLock<Arc<Policy>>,
-    /// Its per-event counters, resolved once (a label lookup hashes and locks).
-    pub counters: Counters,
-}
-
-/// A namespace's per-event counters (`namespace` label already applied).
-#[derive(Debug, Clone)]
-pub struct Counters {
-    /// Events received from clients.
-    pub received: prometheus::IntCounter,
-    /// Event copies queued for recipients.
-    pub delivered: prometheus::IntCounter,
-}
-
-impl Counters {
-    fn new(meters: &Meters, nsp: &str) -> Counters {
-        Counters {
-            received: meters.received.with_label_values(&[nsp]),
-            delivered: meters.delivered.with_label_values(&[nsp]),
-        }
-    }
-}
-
-impl Namespace {
-    /// The policy in force.
-    pub fn policy(&self) -> Arc<Policy> {
-        self.policy
-            .read()
-            .expect("policy lock is never poisoned")
-            .clone()
-    }
-}
-
-/// State shared by every connection of the relay.
-pub struct Shared {
-    /// Declared namespaces by name. Reload replaces the map; existing sockets keep their
-    /// `Namespace` and see its policy updates.
-    namespaces: RwLock<Arc<HashMap<String, Arc<Namespace>>>>,
-    /// Room storage and fan-out.
-    pub bus: Arc<dyn Adapter>,
-    /// Instruments.
-    pub meters: Meters,
-    /// How long a session may go without joining a namespace, in milliseconds.
-    connect_timeout_ms: AtomicUsize,
-    /// The largest `max_attachments` of any namespace: the parser's bound before the
-    /// packet's namespace is known.
-    max_attachments: AtomicUsize,
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").finish_non_exhaustive()
-    }
-}
-
-impl Shared {
-    /// Look up a declared namespace.
-    pub fn namespace(&self, name: &str) -> Option<Arc<Namespace>> {
-        self.namespaces
-            .read()
-            .expect("namespaces lock is never poisoned")
-            .get(name)
-            .cloned()
-    }
-
-    /// The declared namespaces' names, sorted.
-    pub fn namespace_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .namespaces
-            .read()
-            .expect("namespaces lock is never poisoned")
-            .keys()
-            .cloned()
-            .collect();
-        names.sort();
-        names
-    }
-
-    /// The connect timeout in force.
-    pub fn connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.connect_timeout_ms.load(Ordering::Relaxed) as u64)
-    }
-
-    /// The parser's attachment bound.
-    pub fn max_attachments(&self) -> usize {
-        self.max_attachments.load(Ordering::Relaxed)
-    }
-
-    /// Refresh the rooms gauge of a namespace after its memberships changed.
-    pub fn count_rooms(&self, nsp: &str) {
-        self.meters
-            .rooms
-            .with_label_values(&[nsp])
-            .set(i64::try_from(self.bus.room_count(nsp)).unwrap_or(i64::MAX));
-    }
-}
-
 /// The relay: the Engine.IO handler that serves Socket.IO by policy.
 #[derive(Debug, Clone)]
 pub struct Relay {
@@ -156,13 +62,7 @@ pub struct Relay {
 impl Relay {
     /// A relay for `config`, delivering through `bus`.
     pub fn new(config: &Config, bus: Arc<dyn Adapter>, meters: Meters) -> Result<Relay, Error> {
-        let shared = Arc::new(Shared {
-            namespaces: RwLock::new(Arc::new(HashMap::new())),
-            bus,
-            meters,
-            connect_timeout_ms: AtomicUsize::new(0),
-            max_attachments: AtomicUsize::new(0),
-        });
+        let shared = Arc::new(Shared::new(bus, meters));
         let weak = Arc::downgrade(&shared);
         shared
             .bus
@@ -190,45 +90,13 @@ impl Relay {
             })?;
             compiled.insert(name.clone(), policy);
         }
-        let old = self
-            .shared
-            .namespaces
-            .read()
-            .expect("namespaces lock is never poisoned")
-            .clone();
-        let mut next = HashMap::new();
-        for (name, policy) in compiled {
-            let ns = match old.get(&name) {
-                Some(existing) => {
-                    *existing
-                        .policy
-                        .write()
-                        .expect("policy lock is never poisoned") = policy;
-                    existing.clone()
-                }
-                None => Arc::new(Namespace {
-                    name: Arc::from(name.as_str()),
-                    policy: RwLock::new(policy),
-                    counters: Counters::new(&self.shared.meters, &name),
-                }),
-            };
-            next.insert(name, ns);
-        }
         let max_attachments = declared
             .values()
             .map(|n| n.limits.max_attachments)
             .max()
             .unwrap_or(0);
         self.shared
-            .max_attachments
-            .store(max_attachments, Ordering::Relaxed);
-        let ms = usize::try_from(config.engine.connect_timeout.as_millis()).unwrap_or(usize::MAX);
-        self.shared.connect_timeout_ms.store(ms, Ordering::Relaxed);
-        *self
-            .shared
-            .namespaces
-            .write()
-            .expect("namespaces lock is never poisoned") = Arc::new(next);
+            .install(compiled, max_attachments, config.engine.connect_timeout);
         Ok(())
     }
 

@@ -2,9 +2,10 @@
 //! Holds what the relay needs per socket — identity, the rooms it joined, its rate limit.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
+use parking_lot::Mutex;
 use serde_json::value::RawValue;
 
 use crate::adapter::Recipient;
@@ -70,27 +71,19 @@ impl Socket {
     /// Take one event's worth from the rate limit in force (`rate` per second, `burst`
     /// above it, so that a reload applies to connected sockets too); false when over it.
     pub fn take_token(&self, now: Instant, rate: u32, burst: u32) -> bool {
-        let mut bucket = self.rate.lock().expect("rate lock is never poisoned");
+        let mut bucket = self.rate.lock();
         bucket.set_limits(rate, burst);
         bucket.take(now)
     }
 
     /// The rooms joined, as a snapshot.
     pub fn joined(&self) -> Vec<Arc<str>> {
-        self.rooms
-            .lock()
-            .expect("rooms lock is never poisoned")
-            .iter()
-            .cloned()
-            .collect()
+        self.rooms.lock().iter().cloned().collect()
     }
 
     /// Whether the socket is in `room`.
     pub fn is_in(&self, room: &str) -> bool {
-        self.rooms
-            .lock()
-            .expect("rooms lock is never poisoned")
-            .contains(room)
+        self.rooms.lock().contains(room)
     }
 }
 

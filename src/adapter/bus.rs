@@ -1,0 +1,96 @@
+//! The bus's contract: the [`Adapter`] trait and the values that cross it ([`Recipient`],
+//! [`Target`], [`Member`], [`RoomCount`]). Every implementation imports this file and it
+//! imports none of them; the relay sees the bus only through it.
+
+use std::sync::Arc;
+
+use crate::engine::{BoxFuture, Outgoing, Session};
+
+/// A socket as the bus sees it: who it is, and where its packets go.
+#[derive(Debug)]
+pub struct Recipient {
+    /// The Socket.IO socket id (what the client sees as `socket.id`).
+    pub id: Arc<str>,
+    /// Display name from the CONNECT auth payload, if any.
+    pub user: Option<Arc<str>>,
+    /// The Engine.IO session that carries it.
+    pub session: Arc<Session>,
+}
+
+/// A room with its member count: one entry of `$rooms`, the admin API's rooms and the
+/// worker status document, serialized as `{"room":R,"count":N}` in all three.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RoomCount {
+    /// The room's name.
+    pub room: Arc<str>,
+    /// Its members (host-wide on a multi-process bus).
+    pub count: usize,
+}
+
+/// A member of a room, as listed by `$members`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Socket id.
+    pub id: Arc<str>,
+    /// Display name, if any.
+    pub user: Option<Arc<str>>,
+}
+
+/// Who a broadcast reaches within a namespace.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    /// Members of any of these rooms; empty means every socket of the namespace.
+    pub rooms: Vec<Arc<str>>,
+    /// Leave this socket out (the sender, when it gets no echo).
+    pub except: Option<Arc<str>>,
+}
+
+/// The result of removing a socket: the rooms it left, with their remaining counts.
+pub type Departures = Vec<(Arc<str>, usize)>;
+
+/// Called for each member of a lost peer: namespace, the member, a room it was in, and
+/// that room's remaining host-wide count.
+pub type DepartureHook = Box<dyn Fn(&str, &Member, &str, usize) + Send + Sync>;
+
+/// Room membership and fan-out for every namespace.
+pub trait Adapter: Send + Sync + 'static {
+    /// Register a connected socket in a namespace.
+    fn add_socket(&self, nsp: &str, socket: Arc<Recipient>);
+
+    /// Forget a socket and leave all its rooms; returns the rooms left and what remains
+    /// in each.
+    fn remove_socket(&self, nsp: &str, id: &str) -> BoxFuture<'_, Departures>;
+
+    /// Put a socket in a room; returns the room's member count afterwards.
+    fn join(&self, nsp: &str, room: &str, id: &str) -> BoxFuture<'_, usize>;
+
+    /// Take a socket out of a room; returns the room's member count afterwards.
+    fn leave(&self, nsp: &str, room: &str, id: &str) -> BoxFuture<'_, usize>;
+
+    /// Deliver `item` to every socket `target` names; returns how many copies were
+    /// queued here. Never waits: a full socket queue is that socket's problem (see
+    /// [`Session::send`]).
+    fn broadcast(&self, nsp: &str, target: &Target, item: &Outgoing) -> usize;
+
+    /// Deliver to this process's sockets only (announcements every process makes for
+    /// itself, such as the leaves of a lost peer's members).
+    fn broadcast_local(&self, nsp: &str, target: &Target, item: &Outgoing) -> usize {
+        self.broadcast(nsp, target, item)
+    }
+
+    /// How many rooms of the namespace have members.
+    fn room_count(&self, nsp: &str) -> usize;
+
+    /// Register what to do when members elsewhere vanish without saying so (their
+    /// process died): called once per (namespace, member, room, remaining count).
+    fn set_departure_hook(&self, _hook: DepartureHook) {}
+
+    /// The namespace's rooms with their member counts, sorted by name.
+    fn rooms(&self, nsp: &str) -> BoxFuture<'_, Vec<RoomCount>>;
+
+    /// The members of a room.
+    fn members(&self, nsp: &str, room: &str) -> BoxFuture<'_, Vec<Member>>;
+
+    /// The member count of a room.
+    fn count(&self, nsp: &str, room: &str) -> BoxFuture<'_, usize>;
+}

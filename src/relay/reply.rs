@@ -1,0 +1,63 @@
+//! What the relay sends on its own account, and the one encoding every delivery shares.
+//!
+//! - [`outgoing`]: a Socket.IO packet and its attachments as one queue item, built once
+//!   and shared by every recipient (fan-out, presence, an echoed ack).
+//! - [`refuse`]: a refused event or control request answered through the ack when the
+//!   client asked for one, else with a `$error` event; counted by reason.
+//! - [`send_event`]: a relay event with one JSON argument, to one socket.
+//!
+//! Both [`events`](super::events) and [`control`](super::control) answer through here,
+//! which is what keeps the arrow between those two pointing one way.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use super::policy::Refusal;
+use super::shared::Shared;
+use super::socket::Socket;
+use crate::engine::{Frame, Outgoing};
+use crate::socketio::packet as sio;
+
+/// One Socket.IO packet (and its attachments) as a single queue item.
+pub fn outgoing(text: &str, attachments: &[Bytes]) -> Outgoing {
+    if attachments.is_empty() {
+        Outgoing::Frame(Frame::message(text))
+    } else {
+        let mut frames = Vec::with_capacity(1 + attachments.len());
+        frames.push(Frame::message(text));
+        frames.extend(attachments.iter().cloned().map(Frame::Binary));
+        Outgoing::Group(Arc::from(frames))
+    }
+}
+
+/// Tell the client its event was refused: through the ack when it asked for one, else
+/// with a `$error` event.
+pub fn refuse(relay: &Shared, socket: &Socket, event: &str, ack: Option<u64>, refusal: Refusal) {
+    let error = refusal.message();
+    tracing::debug!(socket = %socket.id(), nsp = %socket.nsp, event, error, "event refused");
+    relay
+        .meters
+        .refused
+        .with_label_values(&[&socket.nsp, refusal.label()])
+        .inc();
+    match ack {
+        Some(id) => {
+            let body = json!([{ "ok": false, "error": error }]).to_string();
+            socket.send_text(&sio::encode_ack_json(&socket.nsp, id, &body));
+        }
+        None => {
+            let body = json!({ "event": event, "error": error }).to_string();
+            send_event(socket, "$error", &body);
+        }
+    }
+}
+
+/// Emit a relay event with one JSON argument to `socket` alone.
+pub fn send_event(socket: &Socket, name: &str, json_arg: &str) {
+    if let Ok(raw) = RawValue::from_string(json_arg.to_owned()) {
+        socket.send_text(&sio::encode_event(&socket.nsp, name, &[&raw], None, 0));
+    }
+}

@@ -1,0 +1,194 @@
+//! What every connection of the relay shares: the declared namespaces (each with its
+//! policy and counters), the bus, the instruments, and the limits that apply before a
+//! packet's namespace is known.
+//!
+//! Owns that state and its swap on reload; compiling the config into policies (and the
+//! errors doing so) is [`Relay`](super::Relay)'s job.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use parking_lot::RwLock;
+
+use super::meters::Meters;
+use super::policy::Policy;
+use crate::adapter::Adapter;
+
+/// A declared namespace and its current policy.
+#[derive(Debug)]
+pub struct Namespace {
+    /// Its name, `/` or `/chat`.
+    pub name: Arc<str>,
+    /// Swapped as a whole on reload; sockets read it per event.
+    policy: RwLock<Arc<Policy>>,
+    /// Its per-event counters, resolved once (a label lookup hashes and locks).
+    pub counters: Counters,
+}
+
+impl Namespace {
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.read().clone()
+    }
+}
+
+/// A namespace's per-event counters (`namespace` label already applied).
+#[derive(Debug, Clone)]
+pub struct Counters {
+    /// Events received from clients.
+    pub received: prometheus::IntCounter,
+    /// Event copies queued for recipients.
+    pub delivered: prometheus::IntCounter,
+}
+
+impl Counters {
+    fn new(meters: &Meters, nsp: &str) -> Counters {
+        Counters {
+            received: meters.received.with_label_values(&[nsp]),
+            delivered: meters.delivered.with_label_values(&[nsp]),
+        }
+    }
+}
+
+/// State shared by every connection of the relay.
+pub struct Shared {
+    /// Declared namespaces by name. Reload replaces the map; existing sockets keep their
+    /// `Namespace` and see its policy updates.
+    namespaces: RwLock<Arc<HashMap<String, Arc<Namespace>>>>,
+    /// Room storage and fan-out.
+    pub bus: Arc<dyn Adapter>,
+    /// Instruments.
+    pub meters: Meters,
+    /// How long a session may go without joining a namespace, in milliseconds.
+    connect_timeout_ms: AtomicUsize,
+    /// The largest `max_attachments` of any namespace: the parser's bound before the
+    /// packet's namespace is known.
+    max_attachments: AtomicUsize,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// No namespaces yet (until [`Shared::install`]), delivering through `bus`.
+    pub fn new(bus: Arc<dyn Adapter>, meters: Meters) -> Shared {
+        Shared {
+            namespaces: RwLock::new(Arc::new(HashMap::new())),
+            bus,
+            meters,
+            connect_timeout_ms: AtomicUsize::new(0),
+            max_attachments: AtomicUsize::new(0),
+        }
+    }
+
+    /// Put compiled policies in force: a namespace declared before keeps its identity
+    /// (its sockets see the new policy), a new one appears, one missing from `policies`
+    /// refuses new connections while its connected sockets stay.
+    pub fn install(
+        &self,
+        policies: HashMap<String, Arc<Policy>>,
+        max_attachments: usize,
+        connect_timeout: Duration,
+    ) {
+        let old = self.namespaces.read().clone();
+        let mut next = HashMap::with_capacity(policies.len());
+        for (name, policy) in policies {
+            let ns = match old.get(&name) {
+                Some(existing) => {
+                    *existing.policy.write() = policy;
+                    existing.clone()
+                }
+                None => Arc::new(Namespace {
+                    name: Arc::from(name.as_str()),
+                    policy: RwLock::new(policy),
+                    counters: Counters::new(&self.meters, &name),
+                }),
+            };
+            next.insert(name, ns);
+        }
+        self.max_attachments
+            .store(max_attachments, Ordering::Relaxed);
+        let ms = usize::try_from(connect_timeout.as_millis()).unwrap_or(usize::MAX);
+        self.connect_timeout_ms.store(ms, Ordering::Relaxed);
+        *self.namespaces.write() = Arc::new(next);
+    }
+
+    /// Look up a declared namespace.
+    pub fn namespace(&self, name: &str) -> Option<Arc<Namespace>> {
+        self.namespaces.read().get(name).cloned()
+    }
+
+    /// The declared namespaces' names, sorted.
+    pub fn namespace_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.namespaces.read().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The connect timeout in force.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms.load(Ordering::Relaxed) as u64)
+    }
+
+    /// The parser's attachment bound.
+    pub fn max_attachments(&self) -> usize {
+        self.max_attachments.load(Ordering::Relaxed)
+    }
+
+    /// Refresh the rooms gauge of a namespace after its memberships changed.
+    pub fn count_rooms(&self, nsp: &str) {
+        self.meters
+            .rooms
+            .with_label_values(&[nsp])
+            .set(i64::try_from(self.bus.room_count(nsp)).unwrap_or(i64::MAX));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapter::LocalAdapter;
+    use crate::config::NamespaceConfig;
+
+    fn policies(names: &[(&str, bool)]) -> HashMap<String, Arc<Policy>> {
+        names
+            .iter()
+            .map(|(name, echo)| {
+                let config = NamespaceConfig {
+                    echo: *echo,
+                    ..NamespaceConfig::default()
+                };
+                let policy = Policy::compile(&config).expect("valid policy");
+                ((*name).to_owned(), policy)
+            })
+            .collect()
+    }
+
+    /// A reload keeps a declared namespace's identity (its sockets hold it) and swaps
+    /// its policy in place; a namespace no longer declared is no longer found.
+    #[test]
+    fn install_swaps_policies_in_place() {
+        let shared = Shared::new(Arc::new(LocalAdapter::new()), Meters::default());
+        shared.install(
+            policies(&[("/", false), ("/gone", false)]),
+            2,
+            Duration::from_secs(5),
+        );
+        let root = shared.namespace("/").expect("declared");
+        assert!(!root.policy().config.echo);
+        assert_eq!(shared.namespace_names(), vec!["/", "/gone"]);
+
+        shared.install(policies(&[("/", true)]), 7, Duration::from_millis(1500));
+        let again = shared.namespace("/").expect("still declared");
+        assert!(Arc::ptr_eq(&root, &again), "the same namespace");
+        assert!(root.policy().config.echo, "held copies see the new policy");
+        assert!(shared.namespace("/gone").is_none());
+        assert_eq!(shared.max_attachments(), 7);
+        assert_eq!(shared.connect_timeout(), Duration::from_millis(1500));
+    }
+}
