@@ -11,20 +11,21 @@ pub mod echo;
 pub mod error;
 pub mod meters;
 mod outbox;
+mod outgoing;
 pub mod packet;
 pub mod payload;
 mod queue;
 pub mod server;
 pub mod session;
 pub mod sid;
+mod transport;
 mod wsio;
 
 pub use error::RequestError;
 pub use meters::{Meters, TransportBytes};
+pub use outgoing::Outgoing;
 pub use packet::{Frame, Packet, PacketError};
 pub use server::{Engine, Settings};
-pub use session::{
-    BoxFuture, CloseReason, Connection, Handler, HandshakeInfo, Message, Outgoing, Session,
-    TransportKind,
-};
+pub use session::{BoxFuture, CloseReason, Connection, Handler, HandshakeInfo, Message, Session};
 pub use sid::Sid;
+pub use transport::{Transport, TransportKind};

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use super::session::{Outgoing, PACE};
+use super::outgoing::{Outgoing, PACE};
 use super::wsio::{self, WriteSide};
 use super::{Frame, TransportBytes};
 

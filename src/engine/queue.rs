@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
-use super::session::Outgoing;
+use super::outgoing::Outgoing;
 
 /// Slots an emptied queue may keep; a longer one is freed.
 const KEEP_SLOTS: usize = 16;

@@ -24,12 +24,12 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
 use super::error::RequestError;
-use super::meters::{Meters, POLLING, WEBSOCKET};
+use super::meters::Meters;
 use super::outbox::{self, Flusher, Leftover};
-use super::session::{
-    CloseReason, Handler, HandshakeInfo, Message, Outgoing, Session, TransportKind, heartbeat,
-};
+use super::outgoing::Outgoing;
+use super::session::{CloseReason, Handler, HandshakeInfo, Message, Session, heartbeat};
 use super::sid::Sid;
+use super::transport::{Transport, TransportKind};
 use super::wsio::{self, ReadSide, WriteSide, WsSocket};
 use super::{Frame, Packet, payload};
 
@@ -113,13 +113,6 @@ impl std::fmt::Debug for Engine {
             .field("sessions", &self.session_count())
             .finish()
     }
-}
-
-/// The transport named in `transport=`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Transport {
-    Polling,
-    Websocket,
 }
 
 impl Engine {
@@ -244,10 +237,7 @@ impl Engine {
             table.insert(session.sid.clone(), session.clone());
             self.session_peak.fetch_max(table.len(), Ordering::Relaxed);
         }
-        let label = match kind {
-            TransportKind::Websocket => WEBSOCKET,
-            _ => POLLING,
-        };
+        let label = kind.counted_as().as_str();
         self.meters.opened.with_label_values(&[label]).inc();
         self.meters.sessions.with_label_values(&[label]).inc();
         let engine = Arc::downgrade(self);
@@ -838,7 +828,7 @@ async fn poll(session: Arc<Session>) -> Response<Full<Bytes>> {
     session
         .meters()
         .sent_bytes
-        .with_label_values(&[POLLING])
+        .with_label_values(&[Transport::Polling.as_str()])
         .inc_by(body.len() as u64);
     text_response(body)
 }
@@ -919,7 +909,7 @@ async fn post(
     session
         .meters()
         .received_bytes
-        .with_label_values(&[POLLING])
+        .with_label_values(&[Transport::Polling.as_str()])
         .inc_by(body.len() as u64);
     let packets = match payload::decode(&body, MAX_PACKETS_PER_POST) {
         Ok(p) => p,

@@ -21,50 +21,13 @@ use tokio::time::Instant;
 use super::Frame;
 use super::meters::Meters;
 use super::outbox::{Outbox, Refused};
+use super::outgoing::Outgoing;
 use super::queue::Queue;
 use super::sid::Sid;
+use super::transport::TransportKind;
 
 /// A boxed future, for the object-safe upper-layer callbacks.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// One item of a session's outbound queue. A group (a binary Socket.IO packet and its
-/// attachments) is queued and written as a unit, so that a full queue never splits it.
-#[derive(Debug, Clone)]
-pub enum Outgoing {
-    /// One encoded packet.
-    Frame(Frame),
-    /// Several packets that belong together, shared across recipients.
-    Group(Arc<[Frame]>),
-    /// One packet written on its own after a short pause ([`PACE`]), so that a client
-    /// reading one WebSocket message per socket read still sees it apart from the packet
-    /// before (used for the greeting right after CONNECT).
-    Paced(Frame),
-    /// A WebSocket pong answering the client's WebSocket ping. Only a WebSocket carries
-    /// it: it has no Engine.IO frames, so a polling response skips it.
-    Pong(Bytes),
-}
-
-/// The pause before a [`Outgoing::Paced`] packet.
-pub const PACE: Duration = Duration::from_millis(2);
-
-impl Outgoing {
-    /// Its size on the wire.
-    pub fn bytes(&self) -> usize {
-        match self {
-            Outgoing::Pong(data) => data.len(),
-            _ => self.frames().iter().map(Frame::len).sum(),
-        }
-    }
-
-    /// The frames of this item, in order.
-    pub fn frames(&self) -> &[Frame] {
-        match self {
-            Outgoing::Frame(f) | Outgoing::Paced(f) => std::slice::from_ref(f),
-            Outgoing::Group(g) => g,
-            Outgoing::Pong(_) => &[],
-        }
-    }
-}
 
 /// A whole message from the client, as the upper layer receives it.
 #[derive(Debug, Clone)]
@@ -129,19 +92,6 @@ impl CloseReason {
             CloseReason::InvalidData => "invalid_data",
         }
     }
-}
-
-/// Which transport carries the session now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransportKind {
-    /// HTTP long-polling.
-    Polling,
-    /// Probed over WebSocket; polling still carries it until the client sends UPGRADE.
-    Upgrading,
-    /// WebSocket.
-    Websocket,
-    /// A WebSocket for it has been accepted and the probe is awaited.
-    Probing,
 }
 
 /// What the handshake request told us about the client, for policies and logs.
@@ -300,21 +250,21 @@ impl Session {
 
     /// The transport carrying the session now.
     pub fn transport(&self) -> TransportKind {
-        match self.transport.load(Ordering::Acquire) {
-            0 => TransportKind::Polling,
-            1 => TransportKind::Upgrading,
-            3 => TransportKind::Probing,
-            _ => TransportKind::Websocket,
-        }
+        kind_from_u8(self.transport.load(Ordering::Acquire))
     }
 
     pub(crate) fn set_transport(&self, kind: TransportKind) {
-        let before = self.transport.swap(kind as u8, Ordering::AcqRel);
-        let before = transport_label(before);
-        let after = transport_label(kind as u8);
+        let before = kind_from_u8(self.transport.swap(kind as u8, Ordering::AcqRel)).counted_as();
+        let after = kind.counted_as();
         if before != after && !self.is_closed() {
-            self.meters.sessions.with_label_values(&[before]).dec();
-            self.meters.sessions.with_label_values(&[after]).inc();
+            self.meters
+                .sessions
+                .with_label_values(&[before.as_str()])
+                .dec();
+            self.meters
+                .sessions
+                .with_label_values(&[after.as_str()])
+                .inc();
         }
     }
 
@@ -432,7 +382,7 @@ impl Session {
             .inc();
         self.meters
             .sessions
-            .with_label_values(&[transport_label(self.transport.load(Ordering::Acquire))])
+            .with_label_values(&[self.transport().counted_as().as_str()])
             .dec();
         self.close_notify.notify_waiters();
         let on_close = self
@@ -465,13 +415,13 @@ impl Session {
     }
 }
 
-/// The `transport` label of a `TransportKind` discriminant: a session counts as polling
-/// until its upgrade completes.
-fn transport_label(kind: u8) -> &'static str {
-    if kind == TransportKind::Websocket as u8 {
-        super::meters::WEBSOCKET
-    } else {
-        super::meters::POLLING
+/// The `TransportKind` whose discriminant `Session::transport` holds.
+fn kind_from_u8(kind: u8) -> TransportKind {
+    match kind {
+        0 => TransportKind::Polling,
+        1 => TransportKind::Upgrading,
+        3 => TransportKind::Probing,
+        _ => TransportKind::Websocket,
     }
 }
 

@@ -16,10 +16,9 @@ use tokio::task::AbortHandle;
 use super::Shared;
 use super::events;
 use super::socket::{Socket, TokenBucket};
-use crate::engine::meters::{POLLING, WEBSOCKET};
 use crate::engine::sid::random_id;
 use crate::engine::{
-    BoxFuture, CloseReason, Connection, HandshakeInfo, Message, Outgoing, Session, TransportKind,
+    BoxFuture, CloseReason, Connection, HandshakeInfo, Message, Outgoing, Session, Transport,
 };
 use crate::socketio::binary::Complete;
 use crate::socketio::packet::{self as sio, PacketKind};
@@ -249,10 +248,7 @@ impl Conn {
             }
             return;
         }
-        let transport = match self.session.transport() {
-            TransportKind::Websocket => WEBSOCKET,
-            _ => POLLING,
-        };
+        let transport = self.session.transport().counted_as().as_str();
         *socket
             .counted_as
             .lock()
@@ -291,10 +287,10 @@ impl Connection for Conn {
                 .counted_as
                 .lock()
                 .expect("counted_as lock is never poisoned");
-            if *counted == POLLING {
-                gauge.with_label_values(&[&socket.nsp, POLLING]).dec();
-                gauge.with_label_values(&[&socket.nsp, WEBSOCKET]).inc();
-                *counted = WEBSOCKET;
+            if *counted == Transport::Polling.as_str() {
+                gauge.with_label_values(&[&socket.nsp, *counted]).dec();
+                *counted = Transport::Websocket.as_str();
+                gauge.with_label_values(&[&socket.nsp, *counted]).inc();
             }
         }
     }
@@ -375,6 +371,7 @@ mod tests {
     use super::*;
     use crate::adapter::local::LocalAdapter;
     use crate::config::Config;
+    use crate::engine::TransportKind;
     use crate::engine::sid::Sid;
     use crate::relay::Relay;
 
