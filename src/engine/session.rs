@@ -9,19 +9,20 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::HeaderMap;
+use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::Frame;
 use super::meters::Meters;
 use super::outbox::{Outbox, Refused};
 use super::outgoing::Outgoing;
+use super::packet::{Frame, Packet};
 use super::queue::Queue;
 use super::sid::Sid;
 use super::transport::TransportKind;
@@ -223,7 +224,7 @@ impl Session {
     /// (a shutdown, or a write that failed while the handshake was answered) closes the
     /// connection at once, so that it never misses its one `close`.
     pub(crate) fn set_connection(&self, conn: Arc<dyn Connection>) {
-        let mut slot = self.conn.lock().expect("conn lock is never poisoned");
+        let mut slot = self.conn.lock();
         // `close` sets the flag before it empties the slot, so checking under the lock
         // sees either the flag or, later, the connection: `close` is called once.
         if !self.is_closed() {
@@ -235,17 +236,11 @@ impl Session {
     }
 
     pub(crate) fn set_on_close(&self, f: OnClose) {
-        *self
-            .on_close
-            .lock()
-            .expect("on_close lock is never poisoned") = Some(f);
+        *self.on_close.lock() = Some(f);
     }
 
     pub(crate) fn connection(&self) -> Option<Arc<dyn Connection>> {
-        self.conn
-            .lock()
-            .expect("conn lock is never poisoned")
-            .clone()
+        self.conn.lock().clone()
     }
 
     /// The transport carrying the session now.
@@ -335,20 +330,13 @@ impl Session {
 
     /// A pong arrived: the outstanding ping is answered.
     pub(crate) fn pong_received(&self) {
-        *self
-            .pong_deadline
-            .lock()
-            .expect("deadline lock is never poisoned") = None;
+        *self.pong_deadline.lock() = None;
         self.pong.notify_waiters();
     }
 
     /// Close the session if its pong is overdue; returns whether it is (now) closed.
     pub(crate) fn expire_if_overdue(&self, now: Instant) -> bool {
-        let overdue = self
-            .pong_deadline
-            .lock()
-            .expect("deadline lock is never poisoned")
-            .is_some_and(|d| now >= d);
+        let overdue = self.pong_deadline.lock().is_some_and(|d| now >= d);
         if overdue {
             tracing::debug!(sid = %self.sid, "no pong in time");
             self.close(CloseReason::PingTimeout);
@@ -385,21 +373,47 @@ impl Session {
             .with_label_values(&[self.transport().counted_as().as_str()])
             .dec();
         self.close_notify.notify_waiters();
-        let on_close = self
-            .on_close
-            .lock()
-            .expect("on_close lock is never poisoned")
-            .take();
+        let on_close = self.on_close.lock().take();
         if let Some(f) = on_close {
             f(self);
         }
-        let conn = self
-            .conn
-            .lock()
-            .expect("conn lock is never poisoned")
-            .take();
+        let conn = self.conn.lock().take();
         if let Some(conn) = conn {
             conn.close(reason);
+        }
+    }
+
+    /// One packet from the client, whatever transport carried it. The caller holds
+    /// `inbound`, so that packets are handled one at a time, in order.
+    pub(crate) async fn receive(&self, packet: Packet) {
+        match packet {
+            Packet::Pong(_) => self.pong_received(),
+            Packet::Ping(data) => {
+                self.send_frame(Packet::Pong(data).encode());
+            }
+            Packet::Message(text) => {
+                if let Some(conn) = self.connection() {
+                    conn.message(Message::Text(text)).await;
+                }
+            }
+            Packet::Binary(data) => {
+                if let Some(conn) = self.connection() {
+                    conn.message(Message::Binary(data)).await;
+                }
+            }
+            Packet::Close => {
+                // Over polling with no GET waiting: the GET the client may have sent
+                // alongside gets its NOOP from the lingering session.
+                if self.transport() != TransportKind::Websocket && self.carrier.try_lock().is_ok() {
+                    self.linger.store(true, Ordering::Release);
+                }
+                self.close(CloseReason::ClientClose);
+            }
+            Packet::Noop | Packet::Upgrade => {}
+            Packet::Open(_) => {
+                tracing::info!(sid = %self.sid, "client sent an OPEN packet, closing session");
+                self.close(CloseReason::ProtocolError);
+            }
         }
     }
 
@@ -430,7 +444,7 @@ fn kind_from_u8(kind: u8) -> TransportKind {
 /// whether or not a poll is waiting to carry it. Deadlines are absolute, so timer
 /// lateness does not accumulate.
 pub(crate) async fn heartbeat(session: Arc<Session>, interval: Duration, timeout: Duration) {
-    let ping = super::Packet::Ping(String::new()).encode();
+    let ping = Packet::Ping(String::new()).encode();
     let mut next_ping = session.created + interval;
     loop {
         tokio::select! {
@@ -442,10 +456,7 @@ pub(crate) async fn heartbeat(session: Arc<Session>, interval: Duration, timeout
         tokio::pin!(pong);
         pong.as_mut().enable();
         let deadline = next_ping + timeout;
-        *session
-            .pong_deadline
-            .lock()
-            .expect("deadline lock is never poisoned") = Some(deadline);
+        *session.pong_deadline.lock() = Some(deadline);
         if !session.send_frame(ping.clone()) {
             return;
         }
