@@ -1,4 +1,4 @@
-//! The Engine.IO endpoint: the session table, and each request parsed once ([`Call`])
+//! The Engine.IO endpoint: the session table, and each request parsed once (`Call`)
 //! then dispatched with one match to the transport that serves it (`polling`,
 //! `websocket`, `upgrade`).
 //!
@@ -408,6 +408,7 @@ pub fn parse_query(query: &str) -> HashMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Packet;
 
     #[test]
     fn query_is_decoded() {
@@ -494,5 +495,55 @@ mod tests {
         };
         let req = request(Method::GET, "EIO=4&transport=websocket", true);
         assert_eq!(Call::parse(&req, &polling_only), Err(UnknownTransport));
+    }
+
+    fn engine() -> Arc<Engine> {
+        let handler = Arc::new(crate::engine::echo::EchoHandler);
+        Engine::new(Settings::default(), handler, Meters::default())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_the_client_closed_over_polling_lingers_for_its_last_get() {
+        let engine = engine();
+        let session = engine
+            .create_session(TransportKind::Polling, &Settings::default())
+            .expect("room");
+        // The client's CLOSE with no GET waiting.
+        session.receive(Packet::Close).await;
+        assert_eq!(session.close_reason(), Some(CloseReason::ClientClose));
+        tokio::time::sleep(polling::LINGER - std::time::Duration::from_millis(5)).await;
+        assert_eq!(engine.session_count(), 1, "still listed within the linger");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        assert_eq!(engine.session_count(), 0, "forgotten after it");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lingering_session_answers_one_request_then_is_unknown() {
+        let engine = engine();
+        let session = engine
+            .create_session(TransportKind::Polling, &Settings::default())
+            .expect("room");
+        session.receive(Packet::Close).await;
+        let sid = session.sid.to_string();
+        assert!(matches!(engine.live(&sid), Ok(None)), "its NOOP");
+        assert_eq!(engine.live(&sid).err(), Some(RequestError::UnknownSid));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_closed_otherwise_is_forgotten_at_once() {
+        let engine = engine();
+        let session = engine
+            .create_session(TransportKind::Polling, &Settings::default())
+            .expect("room");
+        // A GET is waiting (it holds the carrier): no linger needed.
+        let carrier = session.carrier.clone().try_lock_owned().expect("free");
+        session.receive(Packet::Close).await;
+        drop(carrier);
+        assert_eq!(engine.session_count(), 0);
+        let session = engine
+            .create_session(TransportKind::Polling, &Settings::default())
+            .expect("room");
+        session.close(CloseReason::PingTimeout);
+        assert_eq!(engine.session_count(), 0);
     }
 }

@@ -493,4 +493,82 @@ mod tests {
         assert!(!session.send(item), "120 bytes would be over the budget");
         assert_eq!(session.close_reason(), Some(CloseReason::SlowConsumer));
     }
+
+    /// Time since `start` is `expected`, give or take the timer wheel's millisecond.
+    fn assert_at(start: Instant, expected: Duration) {
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= expected && elapsed <= expected + Duration::from_millis(2),
+            "at {elapsed:?}, expected {expected:?}"
+        );
+    }
+
+    /// The next item queued for the client, taken as a polling GET would.
+    async fn next_sent(session: &Session) -> Outgoing {
+        let item = session.queue.recv().await;
+        session.dequeued(item.bytes());
+        item
+    }
+
+    fn polling_session() -> Arc<Session> {
+        Session::new(Sid::random(), TransportKind::Polling, 8, Default::default())
+    }
+
+    const INTERVAL: Duration = Duration::from_secs(25);
+    const TIMEOUT: Duration = Duration::from_secs(20);
+
+    #[tokio::test(start_paused = true)]
+    async fn the_heartbeat_pings_an_interval_after_each_pong() {
+        let start = Instant::now();
+        let session = polling_session();
+        tokio::spawn(heartbeat(session.clone(), INTERVAL, TIMEOUT));
+        let ping = next_sent(&session).await;
+        assert!(matches!(ping.frames(), [Frame::Text(t)] if t.as_str() == "2"));
+        assert_at(start, INTERVAL);
+        // Answered 5 s later: the next ping is due an interval after the pong.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        session.pong_received();
+        next_sent(&session).await;
+        assert_at(start, INTERVAL + Duration::from_secs(5) + INTERVAL);
+        session.pong_received();
+        assert!(!session.is_closed());
+        session.close(CloseReason::ServerClose);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_pong_within_the_timeout_closes_the_session() {
+        let start = Instant::now();
+        let session = polling_session();
+        tokio::spawn(heartbeat(session.clone(), INTERVAL, TIMEOUT));
+        next_sent(&session).await;
+        tokio::time::sleep(TIMEOUT - Duration::from_millis(10)).await;
+        assert!(!session.is_closed(), "still within the timeout");
+        session.closed().await;
+        assert_at(start, INTERVAL + TIMEOUT);
+        assert_eq!(session.close_reason(), Some(CloseReason::PingTimeout));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pong_without_a_ping_does_not_answer_the_next_one() {
+        let start = Instant::now();
+        let session = polling_session();
+        tokio::spawn(heartbeat(session.clone(), INTERVAL, TIMEOUT));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        session.pong_received();
+        next_sent(&session).await;
+        session.closed().await;
+        assert_at(start, INTERVAL + TIMEOUT);
+        assert_eq!(session.close_reason(), Some(CloseReason::PingTimeout));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_after_the_pong_deadline_finds_the_session_expired() {
+        let session = polling_session();
+        *session.pong_deadline.lock() = Some(Instant::now() + TIMEOUT);
+        assert!(!session.expire_if_overdue(Instant::now()));
+        // Even with no heartbeat task running to notice, the deadline holds.
+        tokio::time::advance(TIMEOUT).await;
+        assert!(session.expire_if_overdue(Instant::now()));
+        assert_eq!(session.close_reason(), Some(CloseReason::PingTimeout));
+    }
 }

@@ -8,7 +8,7 @@
 //! second copy of the same numbers that nothing keeps in step, and pointing it at the
 //! config instead would make the engine import the config, which the layering forbids
 //! (`engine` imports nothing else from the crate). So [`Settings`] has no `Default`
-//! outside tests; the engine's own tests use [`Settings::default`] there, with the
+//! outside tests; the engine's own tests use `Settings::default` there, with the
 //! config's values written out once, so that its OPEN packet test reads like the
 //! reference server's.
 

@@ -92,3 +92,80 @@ pub(super) fn abandon(session: &Session) {
     }
     session.upgrade_settled.notify_waiters();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::meters::Meters;
+    use crate::engine::sid::Sid;
+    use crate::engine::wsio::WsSocket;
+    use futures_util::SinkExt;
+    use tokio::net::UnixStream;
+    use tokio::time::Instant;
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// A polling session whose upgrade has begun, its upgrade running over a socket
+    /// pair, and the client's end of the WebSocket.
+    async fn upgrading() -> (Arc<Session>, WebSocketStream<UnixStream>) {
+        let session = Session::new(
+            Sid::random(),
+            TransportKind::Polling,
+            8,
+            Arc::new(Meters::default()),
+        );
+        assert!(begin(&session));
+        let (server, client) = UnixStream::pair().expect("socket pair");
+        let (read, sink) = WsSocket::Unix(server).split();
+        let stream: Ws = Box::new(WebSocketStream::from_raw_socket(read, Role::Server, None).await);
+        let upgrading = session.clone();
+        tokio::spawn(async move {
+            let writers = Writers::new(Meters::default().websocket);
+            run(upgrading, stream, sink, TIMEOUT, &writers).await;
+        });
+        let client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        (session, client)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_probe_within_the_timeout_sends_the_session_back_to_polling() {
+        let start = Instant::now();
+        let (session, mut client) = upgrading().await;
+        assert_eq!(session.transport(), TransportKind::Probing);
+        let msg = client.next().await.expect("a frame").expect("readable");
+        assert!(matches!(msg, WsMessage::Close(_)), "{msg:?}");
+        assert!(start.elapsed() >= TIMEOUT);
+        assert_eq!(session.transport(), TransportKind::Polling);
+        assert!(!session.is_closed(), "the session lives on over polling");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_upgrade_packet_within_the_timeout_after_the_probe_abandons_too() {
+        let (session, mut client) = upgrading().await;
+        client.send(WsMessage::text("2probe")).await.expect("sent");
+        let pong = client.next().await.expect("a frame").expect("readable");
+        assert_eq!(pong, WsMessage::text("3probe"));
+        let probed = Instant::now();
+        assert_eq!(session.transport(), TransportKind::Upgrading);
+        let msg = client.next().await.expect("a frame").expect("readable");
+        assert!(matches!(msg, WsMessage::Close(_)), "{msg:?}");
+        assert!(probed.elapsed() >= TIMEOUT);
+        assert_eq!(session.transport(), TransportKind::Polling);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_upgrade_packet_in_time_hands_the_session_to_the_websocket() {
+        let (session, mut client) = upgrading().await;
+        client.send(WsMessage::text("2probe")).await.expect("sent");
+        client.next().await.expect("a frame").expect("readable");
+        tokio::time::sleep(TIMEOUT - Duration::from_secs(1)).await;
+        client.send(WsMessage::text("5")).await.expect("sent");
+        // The queue is now the WebSocket's: what is sent arrives there.
+        session.send_frame(crate::engine::Frame::message("hi"));
+        let msg = client.next().await.expect("a frame").expect("readable");
+        assert_eq!(msg, WsMessage::text("4hi"));
+        assert_eq!(session.transport(), TransportKind::Websocket);
+    }
+}
