@@ -1,5 +1,6 @@
 //! One Engine.IO session: its outbound queue and WebSocket outbox, its transport state,
-//! its heartbeat and its close. The transport carrying the session (a polling GET, then
+//! its heartbeat, what it does with each packet the client sends (whichever transport
+//! carried it), and its close. The transport carrying the session (a polling GET, then
 //! the WebSocket writer) holds its carrier lock and takes from the queue; once a
 //! WebSocket writer has attached the outbox, [`Session::send`] appends there instead (see
 //! `outbox`). The upper layer sees a session only through [`Session::send`],
