@@ -16,7 +16,7 @@ use super::{Error, Stack, listener};
 use crate::adapter::PeerAdapter;
 use crate::config::Config;
 use crate::engine::CloseReason;
-use crate::engine::meters::{POLLING, WEBSOCKET};
+use crate::engine::Transport;
 use crate::telemetry::LogHandle;
 use crate::telemetry::metrics::Metrics;
 
@@ -121,17 +121,17 @@ async fn status(stack: &Stack, bus: &PeerAdapter, id: u32) -> serde_json::Value 
     let shared = stack.relay.shared();
     let mut namespaces = serde_json::Map::new();
     for name in shared.namespace_names() {
-        let count = |t: &str| {
+        let count = |t: Transport| {
             shared
                 .meters
                 .connections
-                .with_label_values(&[&name, t])
+                .with_label_values(&[&name, t.as_str()])
                 .get()
         };
         let rooms = bus.rooms(&name).await;
         namespaces.insert(
             name.clone(),
-            json!({ "connections": count(POLLING) + count(WEBSOCKET), "rooms": rooms }),
+            json!({ "connections": Transport::ALL.map(count).iter().sum::<i64>(), "rooms": rooms }),
         );
     }
     json!({

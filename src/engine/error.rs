@@ -68,3 +68,16 @@ impl RequestError {
             .expect("static status and header are valid")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_have_official_bodies() {
+        let r = RequestError::UnknownSid.response();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(RequestError::UnknownTransport.code(), 0);
+        assert_eq!(RequestError::PayloadTooLarge.status().as_u16(), 413);
+    }
+}

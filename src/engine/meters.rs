@@ -4,10 +4,7 @@
 
 use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts};
 
-/// Transport label values.
-pub const POLLING: &str = "polling";
-/// Transport label values.
-pub const WEBSOCKET: &str = "websocket";
+use super::Transport;
 
 /// Engine.IO instruments.
 #[derive(Debug, Clone)]
@@ -40,10 +37,10 @@ pub struct TransportBytes {
 
 impl TransportBytes {
     /// The counters of `transport` in `received` and `sent`.
-    pub fn new(received: &IntCounterVec, sent: &IntCounterVec, transport: &str) -> Self {
+    pub fn new(received: &IntCounterVec, sent: &IntCounterVec, transport: Transport) -> Self {
         TransportBytes {
-            received: received.with_label_values(&[transport]),
-            sent: sent.with_label_values(&[transport]),
+            received: received.with_label_values(&[transport.as_str()]),
+            sent: sent.with_label_values(&[transport.as_str()]),
         }
     }
 }
@@ -65,7 +62,7 @@ impl Default for Meters {
             sessions: gauge(&["transport"]),
             opened: counter(&["transport"]),
             closed: counter(&["reason"]),
-            websocket: TransportBytes::new(&received_bytes, &sent_bytes, WEBSOCKET),
+            websocket: TransportBytes::new(&received_bytes, &sent_bytes, Transport::Websocket),
             received_bytes,
             sent_bytes,
             dropped_slow: IntCounter::new("unregistered", "unregistered")

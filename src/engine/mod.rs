@@ -1,30 +1,49 @@
-//! Engine.IO v4: the transport layer under Socket.IO.
+//! Engine.IO v4: the transport layer under Socket.IO. Knows nothing of Socket.IO: it
+//! hands whole text and binary messages to a [`Connection`] and takes encoded [`Frame`]s
+//! back.
 //!
-//! Owns packets ([`packet`]), polling payloads ([`payload`]), sessions ([`session`]), the
-//! long-polling and WebSocket transports and the upgrade between them ([`server`]), a
-//! WebSocket's split socket and the server's own frame writing (`wsio`), a WebSocket
-//! session's output and the flusher that writes it (`outbox`), the queue before it (`queue`), and the official error
-//! answers ([`error`]). Knows nothing of Socket.IO: it hands whole text
-//! and binary messages to a [`Connection`] and takes encoded [`Frame`]s back.
+//! - The wire: packets ([`packet`]), polling payloads ([`payload`]), session ids
+//!   ([`sid`]), the transports' names ([`Transport`]), the official error answers
+//!   ([`error`]).
+//! - The endpoint ([`server`]): the session table, each request parsed once and
+//!   dispatched with one match to a transport; the settings it runs with ([`settings`]).
+//! - The transports: long-polling (`polling`), WebSocket (`websocket`, over a split
+//!   socket and the server's own frame writing in `wsio`), and the upgrade from one to
+//!   the other (`upgrade`).
+//! - A session ([`session`]): its state, heartbeat and close; what it sends
+//!   ([`Outgoing`]), the bounded queue that holds it while polling carries the session
+//!   (`queue`), and a WebSocket session's output with the flusher that writes it
+//!   (`outbox`).
+//! - Its instruments ([`meters`]) and a bare echo handler for conformance suites
+//!   ([`echo`]).
+//!
+//! Dependencies inside point one way: `server` → the transports → `session` →
+//! `outbox`/`queue` → `outgoing`, `wsio` and the wire types.
 
 pub mod echo;
 pub mod error;
 pub mod meters;
 mod outbox;
+mod outgoing;
 pub mod packet;
 pub mod payload;
+mod polling;
 mod queue;
 pub mod server;
 pub mod session;
+pub mod settings;
 pub mod sid;
+mod transport;
+mod upgrade;
+mod websocket;
 mod wsio;
 
 pub use error::RequestError;
 pub use meters::{Meters, TransportBytes};
+pub use outgoing::{Outgoing, PACE};
 pub use packet::{Frame, Packet, PacketError};
-pub use server::{Engine, Settings};
-pub use session::{
-    BoxFuture, CloseReason, Connection, Handler, HandshakeInfo, Message, Outgoing, Session,
-    TransportKind,
-};
+pub use server::Engine;
+pub use session::{BoxFuture, CloseReason, Connection, Handler, HandshakeInfo, Message, Session};
+pub use settings::Settings;
 pub use sid::Sid;
+pub use transport::{Transport, TransportKind};

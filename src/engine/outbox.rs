@@ -17,12 +17,13 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 
-use super::session::{Outgoing, PACE};
+use super::outgoing::{Outgoing, PACE};
 use super::wsio::{self, WriteSide};
 use super::{Frame, TransportBytes};
 
@@ -110,7 +111,7 @@ impl Outbox {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().expect("outbox lock is never poisoned")
+        self.state.lock()
     }
 
     /// Take `item` for the WebSocket, within `max_items` items and `max_bytes` bytes
@@ -442,7 +443,7 @@ impl Flusher {
     }
 
     fn schedule(&self, outbox: Arc<Outbox>) {
-        let mut due = self.due.lock().expect("flusher lock is never poisoned");
+        let mut due = self.due.lock();
         due.push(outbox);
         if due.len() == 1 {
             drop(due);
@@ -454,10 +455,7 @@ impl Flusher {
         let mut batch = Vec::new();
         loop {
             self.wake.notified().await;
-            std::mem::swap(
-                &mut *self.due.lock().expect("flusher lock is never poisoned"),
-                &mut batch,
-            );
+            std::mem::swap(&mut *self.due.lock(), &mut batch);
             for (i, outbox) in batch.drain(..).enumerate() {
                 outbox.flush(&self.counters);
                 if i % FLUSH_TURN == FLUSH_TURN - 1 {

@@ -5,11 +5,11 @@
 //! queues anything here.)
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 
+use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use super::session::Outgoing;
+use super::outgoing::Outgoing;
 
 /// Slots an emptied queue may keep; a longer one is freed.
 const KEEP_SLOTS: usize = 16;
@@ -38,7 +38,7 @@ impl Queue {
 
     /// Add an item; gives it back when the queue is full.
     pub(crate) fn push(&self, item: Outgoing) -> Result<(), Outgoing> {
-        let mut items = self.items.lock().expect("queue lock is never poisoned");
+        let mut items = self.items.lock();
         if items.len() >= self.capacity {
             return Err(item);
         }
@@ -51,15 +51,12 @@ impl Queue {
     /// Whether nothing is queued.
     #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
-        self.items
-            .lock()
-            .expect("queue lock is never poisoned")
-            .is_empty()
+        self.items.lock().is_empty()
     }
 
     /// The next item, if one is queued.
     pub(crate) fn try_recv(&self) -> Option<Outgoing> {
-        let mut items = self.items.lock().expect("queue lock is never poisoned");
+        let mut items = self.items.lock();
         let item = items.pop_front();
         if items.is_empty() && items.capacity() > KEEP_SLOTS {
             *items = VecDeque::new();

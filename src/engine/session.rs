@@ -1,5 +1,6 @@
 //! One Engine.IO session: its outbound queue and WebSocket outbox, its transport state,
-//! its heartbeat and its close. The transport carrying the session (a polling GET, then
+//! its heartbeat, what it does with each packet the client sends (whichever transport
+//! carried it), and its close. The transport carrying the session (a polling GET, then
 //! the WebSocket writer) holds its carrier lock and takes from the queue; once a
 //! WebSocket writer has attached the outbox, [`Session::send`] appends there instead (see
 //! `outbox`). The upper layer sees a session only through [`Session::send`],
@@ -9,62 +10,26 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::HeaderMap;
+use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::Frame;
 use super::meters::Meters;
 use super::outbox::{Outbox, Refused};
+use super::outgoing::Outgoing;
+use super::packet::{Frame, Packet};
 use super::queue::Queue;
 use super::sid::Sid;
+use super::transport::TransportKind;
 
 /// A boxed future, for the object-safe upper-layer callbacks.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// One item of a session's outbound queue. A group (a binary Socket.IO packet and its
-/// attachments) is queued and written as a unit, so that a full queue never splits it.
-#[derive(Debug, Clone)]
-pub enum Outgoing {
-    /// One encoded packet.
-    Frame(Frame),
-    /// Several packets that belong together, shared across recipients.
-    Group(Arc<[Frame]>),
-    /// One packet written on its own after a short pause ([`PACE`]), so that a client
-    /// reading one WebSocket message per socket read still sees it apart from the packet
-    /// before (used for the greeting right after CONNECT).
-    Paced(Frame),
-    /// A WebSocket pong answering the client's WebSocket ping. Only a WebSocket carries
-    /// it: it has no Engine.IO frames, so a polling response skips it.
-    Pong(Bytes),
-}
-
-/// The pause before a [`Outgoing::Paced`] packet.
-pub const PACE: Duration = Duration::from_millis(2);
-
-impl Outgoing {
-    /// Its size on the wire.
-    pub fn bytes(&self) -> usize {
-        match self {
-            Outgoing::Pong(data) => data.len(),
-            _ => self.frames().iter().map(Frame::len).sum(),
-        }
-    }
-
-    /// The frames of this item, in order.
-    pub fn frames(&self) -> &[Frame] {
-        match self {
-            Outgoing::Frame(f) | Outgoing::Paced(f) => std::slice::from_ref(f),
-            Outgoing::Group(g) => g,
-            Outgoing::Pong(_) => &[],
-        }
-    }
-}
 
 /// A whole message from the client, as the upper layer receives it.
 #[derive(Debug, Clone)]
@@ -129,19 +94,6 @@ impl CloseReason {
             CloseReason::InvalidData => "invalid_data",
         }
     }
-}
-
-/// Which transport carries the session now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransportKind {
-    /// HTTP long-polling.
-    Polling,
-    /// Probed over WebSocket; polling still carries it until the client sends UPGRADE.
-    Upgrading,
-    /// WebSocket.
-    Websocket,
-    /// A WebSocket for it has been accepted and the probe is awaited.
-    Probing,
 }
 
 /// What the handshake request told us about the client, for policies and logs.
@@ -273,7 +225,7 @@ impl Session {
     /// (a shutdown, or a write that failed while the handshake was answered) closes the
     /// connection at once, so that it never misses its one `close`.
     pub(crate) fn set_connection(&self, conn: Arc<dyn Connection>) {
-        let mut slot = self.conn.lock().expect("conn lock is never poisoned");
+        let mut slot = self.conn.lock();
         // `close` sets the flag before it empties the slot, so checking under the lock
         // sees either the flag or, later, the connection: `close` is called once.
         if !self.is_closed() {
@@ -285,36 +237,30 @@ impl Session {
     }
 
     pub(crate) fn set_on_close(&self, f: OnClose) {
-        *self
-            .on_close
-            .lock()
-            .expect("on_close lock is never poisoned") = Some(f);
+        *self.on_close.lock() = Some(f);
     }
 
     pub(crate) fn connection(&self) -> Option<Arc<dyn Connection>> {
-        self.conn
-            .lock()
-            .expect("conn lock is never poisoned")
-            .clone()
+        self.conn.lock().clone()
     }
 
     /// The transport carrying the session now.
     pub fn transport(&self) -> TransportKind {
-        match self.transport.load(Ordering::Acquire) {
-            0 => TransportKind::Polling,
-            1 => TransportKind::Upgrading,
-            3 => TransportKind::Probing,
-            _ => TransportKind::Websocket,
-        }
+        kind_from_u8(self.transport.load(Ordering::Acquire))
     }
 
     pub(crate) fn set_transport(&self, kind: TransportKind) {
-        let before = self.transport.swap(kind as u8, Ordering::AcqRel);
-        let before = transport_label(before);
-        let after = transport_label(kind as u8);
+        let before = kind_from_u8(self.transport.swap(kind as u8, Ordering::AcqRel)).counted_as();
+        let after = kind.counted_as();
         if before != after && !self.is_closed() {
-            self.meters.sessions.with_label_values(&[before]).dec();
-            self.meters.sessions.with_label_values(&[after]).inc();
+            self.meters
+                .sessions
+                .with_label_values(&[before.as_str()])
+                .dec();
+            self.meters
+                .sessions
+                .with_label_values(&[after.as_str()])
+                .inc();
         }
     }
 
@@ -385,20 +331,13 @@ impl Session {
 
     /// A pong arrived: the outstanding ping is answered.
     pub(crate) fn pong_received(&self) {
-        *self
-            .pong_deadline
-            .lock()
-            .expect("deadline lock is never poisoned") = None;
+        *self.pong_deadline.lock() = None;
         self.pong.notify_waiters();
     }
 
     /// Close the session if its pong is overdue; returns whether it is (now) closed.
     pub(crate) fn expire_if_overdue(&self, now: Instant) -> bool {
-        let overdue = self
-            .pong_deadline
-            .lock()
-            .expect("deadline lock is never poisoned")
-            .is_some_and(|d| now >= d);
+        let overdue = self.pong_deadline.lock().is_some_and(|d| now >= d);
         if overdue {
             tracing::debug!(sid = %self.sid, "no pong in time");
             self.close(CloseReason::PingTimeout);
@@ -432,24 +371,50 @@ impl Session {
             .inc();
         self.meters
             .sessions
-            .with_label_values(&[transport_label(self.transport.load(Ordering::Acquire))])
+            .with_label_values(&[self.transport().counted_as().as_str()])
             .dec();
         self.close_notify.notify_waiters();
-        let on_close = self
-            .on_close
-            .lock()
-            .expect("on_close lock is never poisoned")
-            .take();
+        let on_close = self.on_close.lock().take();
         if let Some(f) = on_close {
             f(self);
         }
-        let conn = self
-            .conn
-            .lock()
-            .expect("conn lock is never poisoned")
-            .take();
+        let conn = self.conn.lock().take();
         if let Some(conn) = conn {
             conn.close(reason);
+        }
+    }
+
+    /// One packet from the client, whatever transport carried it. The caller holds
+    /// `inbound`, so that packets are handled one at a time, in order.
+    pub(crate) async fn receive(&self, packet: Packet) {
+        match packet {
+            Packet::Pong(_) => self.pong_received(),
+            Packet::Ping(data) => {
+                self.send_frame(Packet::Pong(data).encode());
+            }
+            Packet::Message(text) => {
+                if let Some(conn) = self.connection() {
+                    conn.message(Message::Text(text)).await;
+                }
+            }
+            Packet::Binary(data) => {
+                if let Some(conn) = self.connection() {
+                    conn.message(Message::Binary(data)).await;
+                }
+            }
+            Packet::Close => {
+                // Over polling with no GET waiting: the GET the client may have sent
+                // alongside gets its NOOP from the lingering session.
+                if self.transport() != TransportKind::Websocket && self.carrier.try_lock().is_ok() {
+                    self.linger.store(true, Ordering::Release);
+                }
+                self.close(CloseReason::ClientClose);
+            }
+            Packet::Noop | Packet::Upgrade => {}
+            Packet::Open(_) => {
+                tracing::info!(sid = %self.sid, "client sent an OPEN packet, closing session");
+                self.close(CloseReason::ProtocolError);
+            }
         }
     }
 
@@ -465,13 +430,13 @@ impl Session {
     }
 }
 
-/// The `transport` label of a `TransportKind` discriminant: a session counts as polling
-/// until its upgrade completes.
-fn transport_label(kind: u8) -> &'static str {
-    if kind == TransportKind::Websocket as u8 {
-        super::meters::WEBSOCKET
-    } else {
-        super::meters::POLLING
+/// The `TransportKind` whose discriminant `Session::transport` holds.
+fn kind_from_u8(kind: u8) -> TransportKind {
+    match kind {
+        0 => TransportKind::Polling,
+        1 => TransportKind::Upgrading,
+        3 => TransportKind::Probing,
+        _ => TransportKind::Websocket,
     }
 }
 
@@ -480,7 +445,7 @@ fn transport_label(kind: u8) -> &'static str {
 /// whether or not a poll is waiting to carry it. Deadlines are absolute, so timer
 /// lateness does not accumulate.
 pub(crate) async fn heartbeat(session: Arc<Session>, interval: Duration, timeout: Duration) {
-    let ping = super::Packet::Ping(String::new()).encode();
+    let ping = Packet::Ping(String::new()).encode();
     let mut next_ping = session.created + interval;
     loop {
         tokio::select! {
@@ -492,10 +457,7 @@ pub(crate) async fn heartbeat(session: Arc<Session>, interval: Duration, timeout
         tokio::pin!(pong);
         pong.as_mut().enable();
         let deadline = next_ping + timeout;
-        *session
-            .pong_deadline
-            .lock()
-            .expect("deadline lock is never poisoned") = Some(deadline);
+        *session.pong_deadline.lock() = Some(deadline);
         if !session.send_frame(ping.clone()) {
             return;
         }
@@ -531,5 +493,83 @@ mod tests {
         assert!(session.send(item.clone()));
         assert!(!session.send(item), "120 bytes would be over the budget");
         assert_eq!(session.close_reason(), Some(CloseReason::SlowConsumer));
+    }
+
+    /// Time since `start` is `expected`, give or take the timer wheel's millisecond.
+    fn assert_at(start: Instant, expected: Duration) {
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= expected && elapsed <= expected + Duration::from_millis(2),
+            "at {elapsed:?}, expected {expected:?}"
+        );
+    }
+
+    /// The next item queued for the client, taken as a polling GET would.
+    async fn next_sent(session: &Session) -> Outgoing {
+        let item = session.queue.recv().await;
+        session.dequeued(item.bytes());
+        item
+    }
+
+    fn polling_session() -> Arc<Session> {
+        Session::new(Sid::random(), TransportKind::Polling, 8, Default::default())
+    }
+
+    const INTERVAL: Duration = Duration::from_secs(25);
+    const TIMEOUT: Duration = Duration::from_secs(20);
+
+    #[tokio::test(start_paused = true)]
+    async fn the_heartbeat_pings_an_interval_after_each_pong() {
+        let start = Instant::now();
+        let session = polling_session();
+        tokio::spawn(heartbeat(session.clone(), INTERVAL, TIMEOUT));
+        let ping = next_sent(&session).await;
+        assert!(matches!(ping.frames(), [Frame::Text(t)] if t.as_str() == "2"));
+        assert_at(start, INTERVAL);
+        // Answered 5 s later: the next ping is due an interval after the pong.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        session.pong_received();
+        next_sent(&session).await;
+        assert_at(start, INTERVAL + Duration::from_secs(5) + INTERVAL);
+        session.pong_received();
+        assert!(!session.is_closed());
+        session.close(CloseReason::ServerClose);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_pong_within_the_timeout_closes_the_session() {
+        let start = Instant::now();
+        let session = polling_session();
+        tokio::spawn(heartbeat(session.clone(), INTERVAL, TIMEOUT));
+        next_sent(&session).await;
+        tokio::time::sleep(TIMEOUT - Duration::from_millis(10)).await;
+        assert!(!session.is_closed(), "still within the timeout");
+        session.closed().await;
+        assert_at(start, INTERVAL + TIMEOUT);
+        assert_eq!(session.close_reason(), Some(CloseReason::PingTimeout));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pong_without_a_ping_does_not_answer_the_next_one() {
+        let start = Instant::now();
+        let session = polling_session();
+        tokio::spawn(heartbeat(session.clone(), INTERVAL, TIMEOUT));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        session.pong_received();
+        next_sent(&session).await;
+        session.closed().await;
+        assert_at(start, INTERVAL + TIMEOUT);
+        assert_eq!(session.close_reason(), Some(CloseReason::PingTimeout));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_after_the_pong_deadline_finds_the_session_expired() {
+        let session = polling_session();
+        *session.pong_deadline.lock() = Some(Instant::now() + TIMEOUT);
+        assert!(!session.expire_if_overdue(Instant::now()));
+        // Even with no heartbeat task running to notice, the deadline holds.
+        tokio::time::advance(TIMEOUT).await;
+        assert!(session.expire_if_overdue(Instant::now()));
+        assert_eq!(session.close_reason(), Some(CloseReason::PingTimeout));
     }
 }

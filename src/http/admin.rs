@@ -15,8 +15,7 @@ use hyper::{Method, Request, Response, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::response::plain;
-use crate::engine::meters::{POLLING, WEBSOCKET};
-use crate::engine::{BoxFuture, Engine};
+use crate::engine::{BoxFuture, Engine, Transport};
 use crate::relay::Relay;
 use crate::telemetry::metrics::Metrics;
 
@@ -151,9 +150,10 @@ impl Local {
             .namespace_names()
             .into_iter()
             .map(|name| {
-                let count = |t: &str| connections.with_label_values(&[&name, t]).get();
+                let count =
+                    |t: Transport| connections.with_label_values(&[&name, t.as_str()]).get();
                 let body = json!({
-                    "connections": count(POLLING) + count(WEBSOCKET),
+                    "connections": Transport::ALL.map(count).iter().sum::<i64>(),
                     "rooms": shared.bus.room_count(&name),
                 });
                 (name, body)

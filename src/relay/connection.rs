@@ -19,10 +19,9 @@ use tokio::task::AbortHandle;
 use super::shared::Shared;
 use super::socket::{Socket, TokenBucket};
 use super::{control, events};
-use crate::engine::meters::{POLLING, WEBSOCKET};
 use crate::engine::sid::random_id;
 use crate::engine::{
-    BoxFuture, CloseReason, Connection, HandshakeInfo, Message, Outgoing, Session, TransportKind,
+    BoxFuture, CloseReason, Connection, HandshakeInfo, Message, Outgoing, Session, Transport,
 };
 use crate::socketio::binary::{Complete, ReassemblyError};
 use crate::socketio::packet::{self as sio, PacketKind};
@@ -265,10 +264,7 @@ impl Conn {
             }
             return Ok(());
         }
-        let transport = match self.session.transport() {
-            TransportKind::Websocket => WEBSOCKET,
-            _ => POLLING,
-        };
+        let transport = self.session.transport().counted_as().as_str();
         *socket.counted_as.lock() = transport;
         self.relay
             .meters
@@ -295,10 +291,10 @@ impl Connection for Conn {
         let gauge = &self.relay.meters.connections;
         for socket in sockets {
             let mut counted = socket.counted_as.lock();
-            if *counted == POLLING {
-                gauge.with_label_values(&[&socket.nsp, POLLING]).dec();
-                gauge.with_label_values(&[&socket.nsp, WEBSOCKET]).inc();
-                *counted = WEBSOCKET;
+            if *counted == Transport::Polling.as_str() {
+                gauge.with_label_values(&[&socket.nsp, *counted]).dec();
+                *counted = Transport::Websocket.as_str();
+                gauge.with_label_values(&[&socket.nsp, *counted]).inc();
             }
         }
     }
@@ -363,6 +359,7 @@ mod tests {
     use super::*;
     use crate::adapter::local::LocalAdapter;
     use crate::config::Config;
+    use crate::engine::TransportKind;
     use crate::engine::sid::Sid;
     use crate::relay::Relay;
 

@@ -97,7 +97,7 @@ impl Metrics {
             websocket: engine::TransportBytes::new(
                 &received_bytes,
                 &sent_bytes,
-                engine::meters::WEBSOCKET,
+                engine::Transport::Websocket,
             ),
             received_bytes,
             sent_bytes,
