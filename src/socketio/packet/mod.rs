@@ -69,6 +69,8 @@ pub enum PacketKind {
     BinaryAck,
 }
 
+// The `#[inline]`s keep these one-liners inlined on the hot path now that the decoder and
+// the encoder live in sibling modules (which may land in other codegen units).
 impl PacketKind {
     /// The kind whose wire digit is `digit`, if any.
     #[inline]
@@ -100,6 +102,7 @@ impl PacketKind {
     }
 
     /// BINARY_EVENT or BINARY_ACK: followed on the wire by its attachments.
+    #[inline]
     pub fn is_binary(self) -> bool {
         matches!(self, PacketKind::BinaryEvent | PacketKind::BinaryAck)
     }
