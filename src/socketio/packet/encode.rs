@@ -19,7 +19,7 @@ use super::{Packet, PacketKind};
 impl Packet {
     /// Encode for the wire (the text of an Engine.IO MESSAGE). For every packet that
     /// [`super::decode`] accepts, decoding the result gives the same packet back (the
-    /// text may differ: a main namespace written out, leading zeros and whitespace
+    /// text may differ: an explicit main namespace `/,`, leading zeros and whitespace
     /// around the JSON are dropped, a namespace without a comma gets one). A binary kind
     /// with no attachments encodes as `0-`, which the decoder refuses.
     pub fn encode(&self) -> String {

@@ -140,7 +140,7 @@ pub enum PacketError {
     InvalidAttachments,
     #[error("more than {max} attachments announced")]
     TooManyAttachments { max: usize },
-    #[error("namespace not terminated by ','")]
+    #[error("ack id does not fit in 64 bits")]
     IdOverflow,
     #[error("{0:?} packet takes no ack id")]
     UnexpectedId(PacketKind),

@@ -200,10 +200,9 @@ fn malformed_header() {
     // The first comma ends the namespace: what follows is id and payload.
     let p = decode("3/a,b,1[]", MAX);
     assert!(matches!(p, Err(PacketError::InvalidJson(_))), "{p:?}");
-    assert!(matches!(
-        err("218446744073709551616[\"a\"]"),
-        PacketError::IdOverflow
-    ));
+    let overflow = err("218446744073709551616[\"a\"]");
+    assert!(matches!(overflow, PacketError::IdOverflow));
+    assert_eq!(overflow.to_string(), "ack id does not fit in 64 bits");
     assert!(matches!(
         err(&format!("3{}[]", "9".repeat(50))),
         PacketError::IdOverflow
