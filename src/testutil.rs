@@ -1,7 +1,7 @@
 //! Helpers shared by the unit tests (compiled only for tests).
 
-/// A tiny deterministic xorshift generator, so that the no-panic tests can feed many
-/// mutated inputs reproducibly without a dependency.
+/// A tiny deterministic xorshift generator, left for the adapter wire-format mutation
+/// test (`adapter::wire`). The packet layers' no-panic tests are proptest properties.
 pub struct XorShift(pub u64);
 
 impl XorShift {

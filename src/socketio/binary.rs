@@ -91,6 +91,9 @@ pub enum ReassemblyError {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "a failing test should stop loudly")]
 mod tests {
+    use proptest::prelude::*;
+
+    use super::super::packet::proptests::{MAX, case, hostile_text};
     use super::super::packet::{PacketKind, decode};
     use super::*;
 
@@ -187,5 +190,78 @@ mod tests {
         packet.attachments = 0;
         let mut r = Reassembler::default();
         assert!(r.text(packet).unwrap().is_some());
+    }
+
+    /// One Engine.IO message as the connection hands it over.
+    #[derive(Debug, Clone)]
+    enum Message {
+        Text(String),
+        Binary(Vec<u8>),
+    }
+
+    fn message() -> impl Strategy<Value = Message> {
+        prop_oneof![
+            hostile_text().prop_map(Message::Text),
+            case().prop_map(|c| Message::Text(c.packet.encode())),
+            prop::collection::vec(any::<u8>(), 0..8).prop_map(Message::Binary),
+        ]
+    }
+
+    proptest! {
+        /// A valid packet followed by as many attachments as it announces comes out
+        /// whole: the same packet, the attachments in order.
+        #[test]
+        fn packets_with_their_attachments_reassemble(
+            case in case(),
+            data in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..8), MAX),
+        ) {
+            let mut r = Reassembler::default();
+            let text = case.packet.encode();
+            let packet = decode(&text, MAX).unwrap();
+            let attachments: Vec<Bytes> =
+                data.into_iter().take(packet.attachments).map(Bytes::from).collect();
+            let mut done = r.text(packet).unwrap();
+            for (i, a) in attachments.iter().enumerate() {
+                prop_assert!(done.is_none(), "complete before attachment {i}");
+                prop_assert!(r.is_waiting());
+                done = r.binary(a.clone()).unwrap();
+            }
+            let done = done.expect("complete after the last attachment");
+            prop_assert!(!r.is_waiting());
+            prop_assert_eq!(done.packet.encode(), text);
+            prop_assert_eq!(done.attachments, attachments);
+        }
+
+        /// Any sequence of messages: no panic, and whatever completes holds exactly the
+        /// attachments its packet announced.
+        #[test]
+        fn no_panic_on_any_message_sequence(
+            messages in prop::collection::vec(message(), 0..12),
+        ) {
+            let mut r = Reassembler::default();
+            for message in messages {
+                let result = match message {
+                    Message::Text(text) => match decode(&text, MAX) {
+                        Ok(packet) => r.text(packet),
+                        Err(_) => continue,
+                    },
+                    Message::Binary(data) => r.binary(Bytes::from(data)),
+                };
+                match result {
+                    Ok(Some(done)) => {
+                        let want = if done.packet.kind.is_binary() {
+                            done.packet.attachments
+                        } else {
+                            0
+                        };
+                        prop_assert_eq!(done.attachments.len(), want);
+                        prop_assert!(!r.is_waiting());
+                    }
+                    Ok(None) => prop_assert!(r.is_waiting()),
+                    // Either error leaves the reassembler idle, ready for the next packet.
+                    Err(_) => prop_assert!(!r.is_waiting()),
+                }
+            }
+        }
     }
 }
