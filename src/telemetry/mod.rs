@@ -1,7 +1,9 @@
 //! Tracing setup: human-readable lines or JSON lines on stderr, filtered by the config's
 //! `log.level` unless `RUST_LOG` is set (the level follows reloads; the format needs a
-//! restart); and the metrics ([`metrics`]), whose names all live there.
+//! restart); the metrics ([`metrics`]), whose names all live there; and the merge of
+//! several processes' expositions into one ([`exposition`]).
 
+pub mod exposition;
 pub mod metrics;
 
 use tracing_subscriber::layer::SubscriberExt;
