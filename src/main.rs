@@ -85,7 +85,18 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::CheckConfig) => {
             print!("{}", config::validate::render(&loaded.config));
-            eprintln!("iorelay: configuration ok ({})", loaded_from(&loaded));
+            let files: Vec<String> = loaded
+                .sources
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            let files = if files.is_empty() {
+                "none".to_owned()
+            } else {
+                files.join(", ")
+            };
+            let env = loaded.environment.name();
+            eprintln!("iorelay: configuration ok (environment {env}, files: {files})");
             ExitCode::SUCCESS
         }
         Some(Command::Status(ops)) => ops_command(&loaded, &ops, "GET", "/api/v1/status"),
@@ -104,28 +115,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// "environment E, files: F, G" for the check-config summary.
-fn loaded_from(loaded: &config::Loaded) -> String {
-    let sources: Vec<String> = loaded
-        .sources
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
-    let files = if sources.is_empty() {
-        "none".to_owned()
-    } else {
-        sources.join(", ")
-    };
-    format!("environment {}, files: {files}", loaded.environment.name())
-}
-
-/// The exit status of a daemon or worker run; a failure is logged first (once: a worker's
+/// The exit status of a daemon or worker run; a failure is logged first (a worker's
 /// fatal exit was logged by the master when it happened).
 fn exit_with(result: Result<(), iorelay::daemon::Error>, what: &str) -> ExitCode {
     let Err(err) = result else {
         return ExitCode::SUCCESS;
     };
     if matches!(err, iorelay::daemon::Error::WorkerFatal(_)) {
+        // Already said.
     } else if tracing::dispatcher::has_been_set() {
         tracing::error!(error = %err, "{what}");
     } else {
