@@ -102,13 +102,9 @@ fn main() -> ExitCode {
         Some(Command::Status(ops)) => ops_command(&loaded, &ops, "GET", "/api/v1/status"),
         Some(Command::Reload(ops)) => ops_command(&loaded, &ops, "POST", "/api/v1/reload"),
         Some(Command::Rooms { ops, namespace }) => {
-            let path = match namespace {
-                Some(n) => format!(
-                    "/api/v1/rooms?namespace={}",
-                    utf8_percent_encode(&n, QUERY_VALUE)
-                ),
-                None => "/api/v1/rooms".to_owned(),
-            };
+            let query =
+                namespace.map(|n| format!("?namespace={}", utf8_percent_encode(&n, QUERY_VALUE)));
+            let path = format!("/api/v1/rooms{}", query.unwrap_or_default());
             ops_command(&loaded, &ops, "GET", &path)
         }
         None => exit_with(bootstrap::daemon(loaded, opts), "cannot start"),
@@ -141,19 +137,18 @@ fn ops_command(loaded: &config::Loaded, args: &OpsArgs, method: &str, path: &str
             return ExitCode::from(exit::UNAVAILABLE);
         }
     };
-    if args.json {
-        println!("{}", answer.body);
-    } else if path.starts_with("/api/v1/status") {
-        print!("{}", iorelay::ops::render_status(&answer.body));
-    } else if path.starts_with("/api/v1/rooms") && answer.status == 200 {
-        print!("{}", iorelay::ops::render_rooms(&answer.body));
-    } else if path.starts_with("/api/v1/reload") {
-        match diff::render_report(&answer.body) {
+    let body = &answer.body;
+    match path.split('?').next() {
+        _ if args.json => println!("{body}"),
+        Some("/api/v1/status") => print!("{}", iorelay::ops::render_status(body)),
+        Some("/api/v1/rooms") if answer.status == 200 => {
+            print!("{}", iorelay::ops::render_rooms(body));
+        }
+        Some("/api/v1/reload") => match diff::render_report(body) {
             diff::Outcome::Applied(text) => print!("{text}"),
             diff::Outcome::Rejected(text) => eprint!("{text}"),
-        }
-    } else {
-        println!("{}", answer.body);
+        },
+        _ => println!("{body}"),
     }
     if (200..300).contains(&answer.status) {
         ExitCode::SUCCESS
