@@ -436,3 +436,132 @@ impl Control for MasterControl {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::workers::Slot;
+
+    fn master(count: u32) -> (Master, mpsc::UnboundedReceiver<Event>) {
+        let (events, rx) = mpsc::unbounded_channel();
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let master = Master {
+            count,
+            bus: "test".into(),
+            public: Vec::new(),
+            public_addr: addr,
+            admin_addr: addr,
+            activated: false,
+            config: Config::default(),
+            // The built-in defaults only: no file, no environment.
+            options: LoadOptions {
+                file: None,
+                env_name: None,
+                vars: Vec::new(),
+                search: Vec::new(),
+            },
+            metrics: Metrics::new(),
+            health: Arc::new(Health::default()),
+            workers: Arc::new(Workers::default()),
+            events,
+            generation: Generation::default(),
+            restarts: RestartPolicy::default(),
+            heartbeat: Heartbeat::new(tokio::time::Instant::now()),
+            announced: false,
+            fatal: None,
+        };
+        (master, rx)
+    }
+
+    /// Put a worker in slot `id` as if it had been started; returns its generation and
+    /// what the master sends it.
+    fn place(m: &mut Master, id: u32) -> (Generation, mpsc::UnboundedReceiver<ToWorker>) {
+        m.generation = m.generation.next();
+        let (slot, rx) = Slot::detached(m.generation);
+        m.workers.slots.lock().insert(WorkerId(id), slot);
+        (m.generation, rx)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_that_fails_is_restarted_after_its_backoff_and_the_daemon_stays_up() {
+        let (mut m, mut events) = master(2);
+        let (g0, _c0) = place(&mut m, 0);
+        let (g1, _c1) = place(&mut m, 1);
+        m.on_ready(WorkerId(0), g0);
+        assert!(!m.health.is_serving(), "ready only once every worker is");
+        m.on_ready(WorkerId(1), g1);
+        assert!(m.health.is_serving());
+
+        assert_eq!(m.on_exited(WorkerId(0), g0, Some(70)), Flow::Continue);
+        assert!(!m.workers.slots.lock().contains_key(&WorkerId(0)));
+        tokio::time::sleep(Duration::from_millis(199)).await;
+        assert!(events.try_recv().is_err(), "not before the backoff");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert!(matches!(events.try_recv(), Ok(Event::Restart(WorkerId(0)))));
+        assert_eq!(m.fatal, None);
+        assert!(m.health.is_serving());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn news_from_a_replaced_worker_is_ignored() {
+        let (mut m, mut events) = master(1);
+        let (old, _c) = place(&mut m, 0);
+        let (new, _c) = place(&mut m, 0);
+        assert_ne!(old, new);
+        assert_eq!(m.on_exited(WorkerId(0), old, Some(78)), Flow::Continue);
+        assert!(m.workers.slots.lock().contains_key(&WorkerId(0)));
+        m.on_ready(WorkerId(0), old);
+        assert!(!m.workers.slots.lock()[&WorkerId(0)].ready);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(events.try_recv().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fatal_exit_stops_the_daemon_with_its_code() {
+        let (mut m, mut events) = master(2);
+        let (g0, _c0) = place(&mut m, 0);
+        place(&mut m, 1);
+        assert_eq!(
+            m.on_exited(WorkerId(0), g0, Some(78)),
+            Flow::Stop { graceful: false }
+        );
+        assert_eq!(m.fatal, Some(78));
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(events.try_recv().is_err(), "no restart");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_ping_every_worker_and_a_paused_master_forgives_silence() {
+        let (mut m, _events) = master(1);
+        let (_, mut control) = place(&mut m, 0);
+        m.on_heartbeat();
+        assert!(matches!(control.try_recv(), Ok(ToWorker::Ping(1))));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        m.on_heartbeat();
+        assert!(matches!(control.try_recv(), Ok(ToWorker::Ping(2))));
+        let slots = m.workers.slots.lock();
+        let pong = *slots[&WorkerId(0)].last_pong.lock();
+        assert_eq!(pong, tokio::time::Instant::now(), "a fresh deadline");
+    }
+
+    #[tokio::test]
+    async fn intents_reload_every_worker_or_stop() {
+        let (mut m, _events) = master(2);
+        let (_, mut c0) = place(&mut m, 0);
+        let (_, mut c1) = place(&mut m, 1);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        assert_eq!(m.on_intent(Some(Intent::Reload(Some(tx)))), Flow::Continue);
+        assert!(rx.await.unwrap().ok);
+        assert!(matches!(c0.try_recv(), Ok(ToWorker::Config(_))));
+        assert!(matches!(c1.try_recv(), Ok(ToWorker::Config(_))));
+        assert_eq!(
+            m.on_intent(Some(Intent::Drain)),
+            Flow::Stop { graceful: true }
+        );
+        assert_eq!(
+            m.on_intent(Some(Intent::Stop)),
+            Flow::Stop { graceful: false }
+        );
+        assert_eq!(m.on_intent(None), Flow::Stop { graceful: false });
+    }
+}

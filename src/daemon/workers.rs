@@ -76,6 +76,24 @@ pub struct Slot {
     pub ready: bool,
 }
 
+#[cfg(test)]
+impl Slot {
+    /// A slot with no process behind it (pid 0, which is never signalled), for the
+    /// master's tests; returns the receiving end of its control channel.
+    pub(crate) fn detached(generation: Generation) -> (Slot, mpsc::UnboundedReceiver<ToWorker>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let slot = Slot {
+            generation,
+            pid: 0,
+            tx,
+            pending: Pending::default(),
+            last_pong: Arc::new(Mutex::new(Instant::now())),
+            ready: false,
+        };
+        (slot, rx)
+    }
+}
+
 /// The workers, shared by the master's loop and the admin routes.
 #[derive(Default)]
 pub struct Workers {
