@@ -3,11 +3,11 @@
 //! per slot. It is never on the message path.
 //!
 //! The loop follows nginx's: signals become intents, worker exits become events, and the
-//! [`Master`] acts on each with one method — respawning a dead worker as the
+//! `Master` acts on each with one method — respawning a dead worker as the
 //! [`RestartPolicy`] says (never one that exited with a fatal code), killing one that
-//! misses its [`heartbeat`](super::heartbeat), forwarding a validated config on reload,
+//! misses its [`heartbeat`], forwarding a validated config on reload,
 //! and shutting the workers down in order. The admin routes ask the workers through
-//! [`MasterControl`].
+//! `MasterControl`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

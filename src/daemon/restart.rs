@@ -29,11 +29,12 @@ pub const RETRY_START: Duration = Duration::from_secs(1);
 /// What to do about a worker that exited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
-    /// Restart it after `after`; `crash_loop` when it exits too often.
+    /// Restart it after `after`.
     Restart {
         /// The backoff.
         after: Duration,
-        /// Exits within the window: more than [`CRASH_LOOP`] is a crash loop.
+        /// Its exits within the window, this one included: more than [`CRASH_LOOP`]
+        /// is a crash loop.
         recent: usize,
     },
     /// Do not restart it: stop the daemon with this code.
