@@ -1,5 +1,6 @@
 //! What a reload changes: the dotted keys whose values differ between two configs, and
-//! which of them only take effect after a restart.
+//! which of them only take effect after a restart; and the outcome of a reload as the
+//! `iorelay reload` command shows it.
 
 use serde_json::Value;
 
@@ -36,6 +37,38 @@ pub fn needs_restart(key: &str) -> bool {
     RESTART_ONLY
         .iter()
         .any(|k| key == *k || key.strip_prefix(k).is_some_and(|r| r.starts_with('.')))
+}
+
+/// A reload's outcome (the `/api/v1/reload` answer), as `iorelay reload` prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// In force: the changed keys, and those that need a restart (for stdout).
+    Applied(String),
+    /// Rejected: why, one problem a line (for stderr).
+    Rejected(String),
+}
+
+/// Render the daemon's reload report.
+pub fn render_report(report: &Value) -> Outcome {
+    if report["ok"] != Value::Bool(true) {
+        let mut text =
+            String::from("reload rejected; the previous configuration stays in force:\n");
+        for e in report["errors"].as_array().into_iter().flatten() {
+            text.push_str(&format!("  {}\n", e.as_str().unwrap_or_default()));
+        }
+        return Outcome::Rejected(text);
+    }
+    let mut text = format!("reloaded; changed: {}\n", report["changed"]);
+    if report["restart_required"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty())
+    {
+        text.push_str(&format!(
+            "needs a restart to take effect: {}\n",
+            report["restart_required"]
+        ));
+    }
+    Outcome::Applied(text)
 }
 
 fn walk(prefix: &str, old: &Value, new: &Value, out: &mut Vec<String>) {
@@ -83,6 +116,34 @@ mod tests {
         newer.namespaces.get_mut("/chat").unwrap().echo = true;
         assert_eq!(changed_keys(&new, &newer), vec!["namespaces./chat.echo"]);
         assert!(changed_keys(&old, &old).is_empty());
+    }
+
+    #[test]
+    fn renders_reports() {
+        let applied = serde_json::json!({
+            "ok": true, "changed": ["engine.ping_interval"], "restart_required": ["server.listen"], "errors": []
+        });
+        assert_eq!(
+            render_report(&applied),
+            Outcome::Applied(
+                "reloaded; changed: [\"engine.ping_interval\"]\n\
+                 needs a restart to take effect: [\"server.listen\"]\n"
+                    .into()
+            )
+        );
+        let quiet = serde_json::json!({ "ok": true, "changed": [], "restart_required": [] });
+        assert_eq!(
+            render_report(&quiet),
+            Outcome::Applied("reloaded; changed: []\n".into())
+        );
+        let rejected = serde_json::json!({ "ok": false, "errors": ["a: bad", "b: worse"] });
+        assert_eq!(
+            render_report(&rejected),
+            Outcome::Rejected(
+                "reload rejected; the previous configuration stays in force:\n  a: bad\n  b: worse\n"
+                    .into()
+            )
+        );
     }
 
     #[test]

@@ -1,65 +1,37 @@
 //! The accept loop: one task per TCP connection serving HTTP/1.1 (with upgrades), backoff
-//! on accept errors (such as running out of file descriptors), and a stop latch.
+//! on accept errors (such as running out of file descriptors). It stops when its
+//! [`CancellationToken`] is cancelled; its connection tasks live in a [`TaskTracker`], so
+//! that shutdown can wait for the last one (an upgraded connection leaves the tracker
+//! when hyper hands it over to the WebSocket transport).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::http::Site;
 
 /// Most time an idle client may take to send request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A latch that stops the accept loop.
-#[derive(Debug, Clone)]
-pub struct Stop {
-    tx: Arc<watch::Sender<bool>>,
-}
-
-impl Default for Stop {
-    fn default() -> Self {
-        Stop::new()
-    }
-}
-
-impl Stop {
-    /// A latch not yet triggered.
-    pub fn new() -> Stop {
-        Stop {
-            tx: Arc::new(watch::channel(false).0),
-        }
-    }
-
-    /// Trigger it.
-    pub fn trigger(&self) {
-        self.tx.send_replace(true);
-    }
-
-    async fn wait(&self) {
-        let mut rx = self.tx.subscribe();
-        let _ = rx.wait_for(|v| *v).await;
-    }
-}
-
-/// Accept connections until `stop` triggers; connections already open finish their
-/// request in flight and close.
+/// Accept connections until `stop` is cancelled; connections already open finish their
+/// request in flight and close. Each connection runs as a task of `connections`.
 pub async fn serve<S: Site>(
     listener: TcpListener,
     site: Arc<S>,
-    stop: Stop,
-    connections: Connections,
+    stop: CancellationToken,
+    connections: TaskTracker,
 ) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = stop.wait() => return,
+            () = stop.cancelled() => return,
         };
         let (stream, remote) = match accepted {
             Ok(pair) => {
@@ -76,9 +48,7 @@ pub async fn serve<S: Site>(
         let _ = stream.set_nodelay(true);
         let site = site.clone();
         let stop = stop.clone();
-        let open = OpenConnection::new(&connections);
-        tokio::spawn(async move {
-            let _open = open;
+        connections.spawn(async move {
             let service = service_fn(move |req| {
                 let site = site.clone();
                 async move { Ok::<_, std::convert::Infallible>(site.serve(req, remote).await) }
@@ -91,7 +61,7 @@ pub async fn serve<S: Site>(
             tokio::pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,
-                _ = stop.wait() => {
+                () = stop.cancelled() => {
                     // Finish the request in flight (a poll answered with CLOSE), then
                     // close instead of keeping the connection alive.
                     conn.as_mut().graceful_shutdown();
@@ -105,30 +75,42 @@ pub async fn serve<S: Site>(
     }
 }
 
-/// Counts a listener's open HTTP connections (upgraded ones leave the count when hyper
-/// hands them over), so that shutdown can wait for them.
-#[derive(Debug, Clone, Default)]
-pub struct Connections(Arc<AtomicUsize>);
-
-impl Connections {
-    /// Open connections now.
-    pub fn count(&self) -> usize {
-        self.0.load(Ordering::Acquire)
-    }
+/// A listener being served: its accept task, the token that stops it and the tracker of
+/// its connections.
+pub struct Serving {
+    stop: CancellationToken,
+    connections: TaskTracker,
+    accept: tokio::task::JoinHandle<()>,
 }
 
-/// One open connection; leaves the count when dropped.
-struct OpenConnection(Connections);
-
-impl OpenConnection {
-    fn new(connections: &Connections) -> OpenConnection {
-        connections.0.fetch_add(1, Ordering::AcqRel);
-        OpenConnection(connections.clone())
+impl Serving {
+    /// Start serving `listener` with `site`.
+    pub fn start<S: Site>(listener: TcpListener, site: Arc<S>) -> Serving {
+        let stop = CancellationToken::new();
+        let connections = TaskTracker::new();
+        let accept = tokio::spawn(serve(listener, site, stop.clone(), connections.clone()));
+        Serving {
+            stop,
+            connections,
+            accept,
+        }
     }
-}
 
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.0.fetch_sub(1, Ordering::AcqRel);
+    /// Stop accepting (open connections finish their request in flight) and wait for the
+    /// accept loop to end. The connections are left to [`Serving::drained`].
+    pub async fn stop_accepting(&mut self) {
+        self.stop.cancel();
+        self.connections.close();
+        let _ = (&mut self.accept).await;
+    }
+
+    /// Resolves once every connection accepted before the stop has closed.
+    pub async fn drained(&self) {
+        self.connections.wait().await;
+    }
+
+    /// Whether connections are still open.
+    pub fn busy(&self) -> bool {
+        !self.connections.is_empty()
     }
 }

@@ -1,22 +1,26 @@
 //! A worker process: serves the inherited public listener with the relay on the
 //! cross-worker bus, links to its sibling workers, and answers its master over the
 //! control channel (config, heartbeat, reports, shutdown). It never handles signals: the
-//! master decides, the worker follows (and dies with it).
+//! master decides, the worker follows (and dies with it). How the process gets here —
+//! the inherited descriptors, the first config — is in `bootstrap`.
+//!
+//! A failure to start serving is an [`Error`] whose exit code tells the master whether a
+//! restart can help (see [`Error::exit_code`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UnixListener, UnixStream};
 
 use super::control::{self, ToMaster, ToWorker};
+use super::listener::Serving;
+use super::shutdown::{self, Stop};
 use super::spawn::{self, WorkerArgs};
-use super::{Error, Stack, listener};
+use super::{Error, Stack};
 use crate::adapter::PeerAdapter;
 use crate::config::Config;
-use crate::engine::CloseReason;
-use crate::engine::Transport;
+use crate::http::admin::{RoomDetail, Status};
 use crate::telemetry::LogHandle;
 use crate::telemetry::metrics::Metrics;
 
@@ -45,18 +49,13 @@ pub async fn run(
     )?;
     let public_site = stack.public.clone();
     tokio::spawn(accept_forwarded(forwarder.clone(), args.id, public_site));
-    let listener = TcpListener::from_std(listener).map_err(Error::Runtime)?;
-    link_siblings(&bus, &args).map_err(Error::Runtime)?;
-    let stop = listener::Stop::new();
-    let connections = listener::Connections::default();
-    let serving = tokio::spawn(listener::serve(
-        listener,
-        stack.public.clone(),
-        stop.clone(),
-        connections.clone(),
-    ));
-    control.set_nonblocking(true).map_err(Error::Runtime)?;
-    let control = UnixStream::from_std(control).map_err(Error::Runtime)?;
+    let listener = TcpListener::from_std(listener).map_err(Error::Listener)?;
+    link_siblings(&bus, &args).map_err(Error::Link)?;
+    let mut public = Serving::start(listener, stack.public.clone());
+    let control = control
+        .set_nonblocking(true)
+        .and_then(|()| UnixStream::from_std(control))
+        .map_err(Error::Control)?;
     let (read, mut write) = control.into_split();
     let mut lines = BufReader::new(read).lines();
     let send = |msg: ToMaster| control::encode(&msg);
@@ -87,11 +86,16 @@ pub async fn run(
                     error: Some(err.to_string()),
                 },
             },
-            Ok(ToWorker::Report(id)) => ToMaster::Report {
-                id,
-                metrics: metrics.render(),
-                status: status(&stack, &bus, args.id).await,
-            },
+            Ok(ToWorker::Report(id)) => {
+                let mut status = Status::of(&stack.relay, &stack.engine, RoomDetail::List).await;
+                status.worker = Some(args.id);
+                status.peers = Some(bus.peers());
+                ToMaster::Report {
+                    id,
+                    metrics: metrics.render(),
+                    status: status.to_json(),
+                }
+            }
             Ok(ToWorker::Shutdown(drain)) => break drain,
             Err(err) => {
                 tracing::warn!(error = %err, "unreadable control message ignored");
@@ -102,45 +106,15 @@ pub async fn run(
             break false;
         }
     };
-    stop.trigger();
-    let _ = serving.await;
-    stack.engine.close_all(CloseReason::Shutdown);
-    if let Some((_, echo)) = &stack.echo {
-        echo.close_all(CloseReason::Shutdown);
-    }
-    if drain {
-        super::drain(&stack.engine, &connections, config.server.shutdown_timeout).await;
-    }
+    let stop = if drain {
+        Stop::Drain(config.server.shutdown_timeout)
+    } else {
+        Stop::Now
+    };
+    // The master decides when to give up waiting (it kills what is left).
+    shutdown::serve_out(&mut public, &stack, stop, std::future::pending()).await;
     tracing::info!(worker = args.id, "worker stopped");
     Ok(())
-}
-
-/// This worker's status, with the host-wide rooms of each namespace.
-async fn status(stack: &Stack, bus: &PeerAdapter, id: u32) -> serde_json::Value {
-    use crate::adapter::Adapter;
-    let shared = stack.relay.shared();
-    let mut namespaces = serde_json::Map::new();
-    for name in shared.namespace_names() {
-        let count = |t: Transport| {
-            shared
-                .meters
-                .connections
-                .with_label_values(&[&name, t.as_str()])
-                .get()
-        };
-        let rooms = bus.rooms(&name).await;
-        namespaces.insert(
-            name.clone(),
-            json!({ "connections": Transport::ALL.map(count).iter().sum::<i64>(), "rooms": rooms }),
-        );
-    }
-    json!({
-        "worker": id,
-        "pid": std::process::id(),
-        "sessions": stack.engine.session_count(),
-        "peers": bus.peers(),
-        "namespaces": namespaces,
-    })
 }
 
 /// Serve requests other workers forward to this one (sessions it owns).

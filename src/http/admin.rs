@@ -15,6 +15,7 @@ use hyper::{Method, Request, Response, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::response::plain;
+use crate::adapter::RoomCount;
 use crate::engine::{BoxFuture, Engine, Transport};
 use crate::relay::Relay;
 use crate::telemetry::metrics::Metrics;
@@ -112,8 +113,10 @@ impl Admin {
             }
             "/api/v1/reload" => plain(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
             "/api/v1/rooms" => {
-                let query = crate::engine::server::parse_query(req.uri().query().unwrap_or(""));
-                let (status, body) = self.control.rooms(query.get("namespace").cloned()).await;
+                let namespace = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+                    .find(|(key, _)| key == "namespace")
+                    .map(|(_, value)| value.into_owned());
+                let (status, body) = self.control.rooms(namespace).await;
                 json(status, &body)
             }
             _ => plain(StatusCode::NOT_FOUND, "not found\n"),
@@ -142,32 +145,6 @@ pub struct Local {
 }
 
 impl Local {
-    /// The status document of this process.
-    pub fn status_now(&self) -> Value {
-        let shared = self.relay.shared();
-        let connections = &shared.meters.connections;
-        let namespaces: serde_json::Map<String, Value> = shared
-            .namespace_names()
-            .into_iter()
-            .map(|name| {
-                let count =
-                    |t: Transport| connections.with_label_values(&[&name, t.as_str()]).get();
-                let body = json!({
-                    "connections": Transport::ALL.map(count).iter().sum::<i64>(),
-                    "rooms": shared.bus.room_count(&name),
-                });
-                (name, body)
-            })
-            .collect();
-        json!({
-            "about": self.about,
-            "pid": std::process::id(),
-            "uptime_seconds": self.started.elapsed().as_secs(),
-            "sessions": self.engine.session_count(),
-            "namespaces": namespaces,
-        })
-    }
-
     /// The rooms document of this process's relay (host-wide on a multi-process bus).
     pub async fn rooms_now(&self, namespace: Option<String>) -> (StatusCode, Value) {
         let shared = self.relay.shared();
@@ -190,6 +167,96 @@ impl Local {
     }
 }
 
+/// How a status document shows each namespace's rooms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomDetail {
+    /// How many rooms have members (the single process's document).
+    Count,
+    /// Every room with its member count (a worker's report: the master's rooms route
+    /// answers from it).
+    List,
+}
+
+/// The rooms of one namespace, in a status document.
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+pub enum Rooms {
+    /// How many.
+    Count(usize),
+    /// Which, with their counts.
+    List(Vec<RoomCount>),
+}
+
+/// One namespace, in a status document.
+#[derive(Debug, serde::Serialize)]
+pub struct NamespaceStatus {
+    /// Its connections, over both transports.
+    pub connections: i64,
+    /// Its rooms.
+    pub rooms: Rooms,
+}
+
+/// The status document of a process that serves clients: the single process's answer to
+/// `/api/v1/status`, and each worker's part of the master's. Fields that only one of them
+/// has are left out when unset.
+#[derive(Debug, serde::Serialize)]
+pub struct Status {
+    /// Static facts (version, environment, config files, …): the single process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub about: Option<Value>,
+    /// The worker's slot: a worker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<u32>,
+    /// The process.
+    pub pid: u32,
+    /// Seconds since the start: the single process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uptime_seconds: Option<u64>,
+    /// Open Engine.IO sessions.
+    pub sessions: usize,
+    /// Sibling workers heard from: a worker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers: Option<usize>,
+    /// Each namespace's connections and rooms.
+    pub namespaces: serde_json::Map<String, Value>,
+}
+
+impl Status {
+    /// The part every process has: its pid, sessions and namespaces.
+    pub async fn of(relay: &Relay, engine: &Engine, rooms: RoomDetail) -> Status {
+        let shared = relay.shared();
+        let connections = &shared.meters.connections;
+        let mut namespaces = serde_json::Map::new();
+        for name in shared.namespace_names() {
+            let count = |t: Transport| connections.with_label_values(&[&name, t.as_str()]).get();
+            let rooms = match rooms {
+                RoomDetail::Count => Rooms::Count(shared.bus.room_count(&name)),
+                RoomDetail::List => Rooms::List(shared.bus.rooms(&name).await),
+            };
+            let entry = NamespaceStatus {
+                connections: Transport::ALL.map(count).iter().sum(),
+                rooms,
+            };
+            let entry = serde_json::to_value(entry).expect("a namespace status always serializes");
+            namespaces.insert(name, entry);
+        }
+        Status {
+            about: None,
+            worker: None,
+            pid: std::process::id(),
+            uptime_seconds: None,
+            sessions: engine.session_count(),
+            peers: None,
+            namespaces,
+        }
+    }
+
+    /// As JSON.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).expect("a status document always serializes")
+    }
+}
+
 impl Control for Local {
     fn reload(&self) -> BoxFuture<'_, Value> {
         (self.reload)()
@@ -201,8 +268,12 @@ impl Control for Local {
     }
 
     fn status(&self) -> BoxFuture<'_, Value> {
-        let status = self.status_now();
-        Box::pin(async move { status })
+        Box::pin(async move {
+            let mut status = Status::of(&self.relay, &self.engine, RoomDetail::Count).await;
+            status.about = Some(self.about.clone());
+            status.uptime_seconds = Some(self.started.elapsed().as_secs());
+            status.to_json()
+        })
     }
 
     fn rooms(&self, namespace: Option<String>) -> BoxFuture<'_, (StatusCode, Value)> {

@@ -1,7 +1,9 @@
 //! Tracing setup: human-readable lines or JSON lines on stderr, filtered by the config's
 //! `log.level` unless `RUST_LOG` is set (the level follows reloads; the format needs a
-//! restart); and the metrics ([`metrics`]), whose names all live there.
+//! restart); the metrics ([`metrics`]), whose names all live there; and the merge of
+//! several processes' expositions into one ([`exposition`]).
 
+pub mod exposition;
 pub mod metrics;
 
 use tracing_subscriber::layer::SubscriberExt;
@@ -9,6 +11,17 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 
 use crate::config::{LogConfig, LogFormat};
+
+/// Why a new log level was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `log.level` is not a valid filter.
+    #[error("log.level: {0}")]
+    Filter(#[from] tracing_subscriber::filter::ParseError),
+    /// The installed subscriber is gone.
+    #[error("cannot change the log filter: {0}")]
+    Reload(#[from] reload::Error),
+}
 
 /// Changes the log filter of the installed subscriber.
 #[derive(Debug, Clone)]
@@ -19,12 +32,12 @@ pub struct LogHandle {
 
 impl LogHandle {
     /// Apply a new `log.level`. Ignored when `RUST_LOG` is set (it wins).
-    pub fn set_level(&self, level: &str) -> Result<(), String> {
+    pub fn set_level(&self, level: &str) -> Result<(), Error> {
         let Some(handle) = &self.filter else {
             return Ok(());
         };
-        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
-        handle.reload(filter).map_err(|e| e.to_string())
+        handle.reload(EnvFilter::try_new(level)?)?;
+        Ok(())
     }
 }
 

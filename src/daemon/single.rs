@@ -1,0 +1,131 @@
+//! The daemon as one process (`server.workers = 1`): the relay on the in-process bus, the
+//! public and admin listeners, signals as intents, reloads, the systemd watchdog, and the
+//! ordered shutdown. The listeners were bound (and privileges dropped) before the runtime
+//! started; see `bootstrap`.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use super::listener::Serving;
+use super::reload::{self, reloader};
+use super::shutdown::{self, Stop};
+use super::signals::{self, Intent};
+use super::{Error, Stack, about, notify, sockets};
+use crate::adapter::LocalAdapter;
+use crate::config::{LoadOptions, Loaded};
+use crate::http::admin::{Admin, Health, Local};
+use crate::telemetry::LogHandle;
+use crate::telemetry::metrics::Metrics;
+
+/// Run the daemon in this process until SIGTERM or SIGINT; SIGHUP reloads.
+pub async fn run(
+    bound: sockets::Bound,
+    loaded: Loaded,
+    options: LoadOptions,
+    log: LogHandle,
+) -> Result<(), Error> {
+    let (intent_tx, mut intents) = mpsc::unbounded_channel();
+    signals::forward(intent_tx.clone()).map_err(Error::Signals)?;
+    let public_std = bound
+        .public
+        .into_iter()
+        .next()
+        .ok_or(Error::NoPublicListener)?;
+    let public_listener = TcpListener::from_std(public_std).map_err(Error::Listener)?;
+    let admin_listener = TcpListener::from_std(bound.admin).map_err(Error::Listener)?;
+    let public_addr = public_listener.local_addr().map_err(Error::Listener)?;
+    let admin_addr = admin_listener.local_addr().map_err(Error::Listener)?;
+    let metrics = Metrics::new();
+    let stack = Stack::build(
+        &loaded.config,
+        Arc::new(LocalAdapter::new()),
+        &metrics,
+        None,
+    )?;
+    let health = Arc::new(Health::default());
+    let local = Local {
+        metrics: metrics.clone(),
+        relay: stack.relay.clone(),
+        engine: stack.engine.clone(),
+        reload: reloader(intent_tx.clone()),
+        about: about(&loaded, bound.activated),
+        started: std::time::Instant::now(),
+    };
+    let admin = Arc::new(Admin {
+        health: health.clone(),
+        control: Arc::new(local),
+    });
+    // The admin listener outlives the public one, so that health checks see the drain.
+    let mut public = Serving::start(public_listener, stack.public.clone());
+    let mut admin = Serving::start(admin_listener, admin);
+    health.serving();
+    let namespaces: Vec<String> = loaded.config.effective_namespaces().into_keys().collect();
+    tracing::info!(
+        public = %public_addr,
+        admin = %admin_addr,
+        activated = bound.activated,
+        namespaces = ?namespaces,
+        "listening"
+    );
+    notify::ready(&format!("serving on {public_addr}"));
+    let watchdog = notify::watchdog_interval().map(|every| {
+        let health = health.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if health.is_serving() {
+                    notify::watchdog();
+                }
+            }
+        })
+    });
+    let mut current = loaded.config;
+    let graceful = loop {
+        match intents.recv().await {
+            Some(Intent::Reload(reply)) => {
+                let report = reload::reload(&options, &mut current, &metrics, |next| {
+                    stack.reconfigure(next)?;
+                    if let Err(err) = log.set_level(&next.log.level) {
+                        tracing::warn!(error = %err, "log.level not applied");
+                    }
+                    Ok(())
+                });
+                if let Some(reply) = reply {
+                    let _ = reply.send(report);
+                }
+            }
+            Some(Intent::Drain) => break true,
+            Some(Intent::Stop) | None => break false,
+        }
+    };
+    health.draining();
+    notify::stopping("draining connections");
+    tracing::info!(graceful, "shutting down: no new connections");
+    let stop = if graceful {
+        Stop::Drain(current.server.shutdown_timeout)
+    } else {
+        Stop::Now
+    };
+    // SIGINT (or a second SIGTERM) during the drain stops waiting; a reload is refused.
+    let hurry = async {
+        loop {
+            match intents.recv().await {
+                Some(Intent::Reload(Some(reply))) => {
+                    let _ = reply.send(reload::refused());
+                }
+                Some(Intent::Reload(None)) => {}
+                Some(Intent::Drain | Intent::Stop) | None => return,
+            }
+        }
+    };
+    shutdown::serve_out(&mut public, &stack, stop, hurry).await;
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    admin.stop_accepting().await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,261 @@
+//! The master's table of live workers and how one is started: the control socket pair,
+//! the process, and the tasks that carry its control messages and watch it exit. Each
+//! start of a slot is a new [`Generation`], so that news from a worker already replaced
+//! (its exit, a late "ready") is recognised and ignored.
+//!
+//! The admin routes read the same table to ask every worker for a report.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::Error;
+use super::control::{self, ToMaster, ToWorker};
+use super::spawn::{self, WorkerArgs};
+use crate::config::Config;
+
+/// How long a report request waits for the workers.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A worker slot, 0-based: also the worker's node id on the bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkerId(pub u32);
+
+impl std::fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Which start of a slot: every start (first or restart) gets the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Generation(u64);
+
+impl Generation {
+    /// The one after this.
+    pub fn next(self) -> Generation {
+        Generation(self.0 + 1)
+    }
+}
+
+/// What happened to a worker, for the master's loop.
+#[derive(Debug)]
+pub enum Event {
+    /// It is listening and linked.
+    Ready(WorkerId, Generation),
+    /// It exited, with its code (`None`: killed by a signal).
+    Exited(WorkerId, Generation, Option<i32>),
+    /// Its backoff is over: start it again.
+    Restart(WorkerId),
+}
+
+/// Report requests waiting for their answer, by request number.
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<ToMaster>>>>;
+
+/// A live worker.
+pub struct Slot {
+    /// Which start of the slot this is.
+    pub generation: Generation,
+    /// Its process id.
+    pub pid: u32,
+    /// Its control channel.
+    pub tx: mpsc::UnboundedSender<ToWorker>,
+    /// Report requests sent to it.
+    pending: Pending,
+    /// When it last answered a ping (set by its control reader).
+    pub last_pong: Arc<Mutex<Instant>>,
+    /// Whether it said it is ready.
+    pub ready: bool,
+}
+
+#[cfg(test)]
+impl Slot {
+    /// A slot with no process behind it (pid 0, which is never signalled), for the
+    /// master's tests; returns the receiving end of its control channel.
+    pub(crate) fn detached(generation: Generation) -> (Slot, mpsc::UnboundedReceiver<ToWorker>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let slot = Slot {
+            generation,
+            pid: 0,
+            tx,
+            pending: Pending::default(),
+            last_pong: Arc::new(Mutex::new(Instant::now())),
+            ready: false,
+        };
+        (slot, rx)
+    }
+}
+
+/// The workers, shared by the master's loop and the admin routes.
+#[derive(Default)]
+pub struct Workers {
+    /// The live workers by slot.
+    pub slots: Mutex<HashMap<WorkerId, Slot>>,
+    next_request: AtomicU64,
+}
+
+impl Workers {
+    /// Send `msg` to every live worker.
+    pub fn broadcast(&self, msg: &ToWorker) {
+        for slot in self.slots.lock().values() {
+            let _ = slot.tx.send(msg.clone());
+        }
+    }
+
+    /// Ask every live worker for a report; answers that do not come in time are missed.
+    /// Returns each worker's metrics exposition and status document.
+    pub async fn reports(&self) -> Vec<(String, Value)> {
+        let waits: Vec<oneshot::Receiver<ToMaster>> = {
+            let slots = self.slots.lock();
+            slots
+                .values()
+                .map(|slot| {
+                    let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+                    let (tx, rx) = oneshot::channel();
+                    slot.pending.lock().insert(id, tx);
+                    let _ = slot.tx.send(ToWorker::Report(id));
+                    rx
+                })
+                .collect()
+        };
+        let mut out = Vec::new();
+        for wait in waits {
+            if let Ok(Ok(ToMaster::Report {
+                metrics, status, ..
+            })) = tokio::time::timeout(REPORT_TIMEOUT, wait).await
+            {
+                out.push((metrics, status));
+            }
+        }
+        out
+    }
+
+    /// Start the worker `args` describes as `generation`, serving `public`, with `config`
+    /// as its first control message; its news goes to `events`.
+    pub fn start(
+        &self,
+        args: &WorkerArgs,
+        public: &std::net::TcpListener,
+        config: &Config,
+        generation: Generation,
+        events: &mpsc::UnboundedSender<Event>,
+    ) -> Result<(), Error> {
+        let id = WorkerId(args.id);
+        let (ours, theirs) =
+            std::os::unix::net::UnixStream::pair().map_err(Error::ControlChannel)?;
+        let theirs: OwnedFd = theirs.into();
+        let mut child = spawn::worker(args, public, &theirs).map_err(Error::Spawn)?;
+        drop(theirs);
+        let pid = child.id().unwrap_or(0);
+        tracing::info!(worker = %id, pid, "worker started");
+        // From here on the process exists: its exit is reported whatever happens next.
+        {
+            let events = events.clone();
+            tokio::spawn(async move {
+                let status = child.wait().await;
+                let code = status.as_ref().ok().and_then(|s| s.code());
+                let signal = status
+                    .as_ref()
+                    .ok()
+                    .and_then(std::os::unix::process::ExitStatusExt::signal);
+                tracing::info!(worker = %id, pid, code, signal, "worker exited");
+                let _ = events.send(Event::Exited(id, generation, code));
+            });
+        }
+        let (tx, rx) = mpsc::unbounded_channel::<ToWorker>();
+        let _ = tx.send(ToWorker::Config(Box::new(config.clone())));
+        let pending = Pending::default();
+        let last_pong = Arc::new(Mutex::new(Instant::now()));
+        let slot = Slot {
+            generation,
+            pid,
+            tx,
+            pending: pending.clone(),
+            last_pong: last_pong.clone(),
+            ready: false,
+        };
+        self.slots.lock().insert(id, slot);
+        // A control socket the runtime cannot take leaves the worker without its config:
+        // it exits, and is restarted like any worker that died.
+        let stream = match ours
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::UnixStream::from_std(ours))
+        {
+            Ok(stream) => stream,
+            Err(err) => {
+                let err = Error::ControlChannel(err);
+                tracing::error!(worker = %id, error = %err, "worker left without its config; it exits and is restarted");
+                return Ok(());
+            }
+        };
+        let (read, write) = stream.into_split();
+        tokio::spawn(write_control(write, rx));
+        tokio::spawn(read_control(
+            read,
+            id,
+            generation,
+            pending,
+            last_pong,
+            events.clone(),
+        ));
+        Ok(())
+    }
+}
+
+/// Carry the master's messages to one worker, in order.
+async fn write_control(
+    mut write: tokio::net::unix::OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<ToWorker>,
+) {
+    while let Some(msg) = rx.recv().await {
+        if write
+            .write_all(control::encode(&msg).as_bytes())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Read one worker's messages: readiness to the loop, pongs to its slot, reports to
+/// whoever asked.
+async fn read_control(
+    read: tokio::net::unix::OwnedReadHalf,
+    id: WorkerId,
+    generation: Generation,
+    pending: Pending,
+    last_pong: Arc<Mutex<Instant>>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let mut lines = BufReader::new(read).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        match serde_json::from_str::<ToMaster>(&line) {
+            Ok(ToMaster::Ready) => {
+                let _ = events.send(Event::Ready(id, generation));
+            }
+            Ok(ToMaster::Pong(_)) => *last_pong.lock() = Instant::now(),
+            Ok(report @ ToMaster::Report { .. }) => {
+                let ToMaster::Report { id: req, .. } = &report else {
+                    continue;
+                };
+                if let Some(tx) = pending.lock().remove(req) {
+                    let _ = tx.send(report);
+                }
+            }
+            Ok(ToMaster::Applied { ok: false, error }) => {
+                tracing::error!(worker = %id, error = ?error, "worker refused the new config");
+            }
+            Ok(ToMaster::Applied { .. }) => {}
+            Err(err) => tracing::warn!(worker = %id, error = %err, "unreadable control message"),
+        }
+    }
+}
