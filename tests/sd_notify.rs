@@ -1,9 +1,10 @@
 //! systemd's notification protocol against the real binary: we play the service manager
 //! (a datagram socket in `NOTIFY_SOCKET`, `WATCHDOG_USEC` in the environment) and check
-//! what a `Type=notify-reload` unit with `WatchdogSec=` relies on: `READY=1` with
-//! `MAINPID` and `STATUS` once serving, `WATCHDOG=1` keep-alives, `RELOADING=1` with
-//! `MONOTONIC_USEC` then `READY=1` on SIGHUP (also when the new config is rejected, with a
-//! `STATUS` saying so), `STOPPING=1` on SIGTERM, and exit status 0.
+//! what the shipped unit (`systemd/iorelay.service`: `Type=notify`, `WatchdogSec=`,
+//! `ExecReload=` sending SIGHUP) relies on: `READY=1` with `MAINPID` and `STATUS` once
+//! serving, `WATCHDOG=1` keep-alives, `RELOADING=1` with `MONOTONIC_USEC` then `READY=1` on
+//! SIGHUP (also when the new config is rejected, with a `STATUS` saying so), `STOPPING=1` on
+//! SIGTERM, and exit status 0.
 //!
 //! This test sends real signals (to the child, but still): it is the only test in this
 //! file (STYLE). Nothing sleeps on hope: every step waits for a datagram, a log line or

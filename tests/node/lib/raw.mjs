@@ -6,13 +6,11 @@
 //
 // rawEngineIO() binds the helpers to one endpoint (its base URL is known only once the
 // relay listens, hence a function), one bound for "soon" and the handshake the server is
-// configured to send. Every wait is for an event on the wire, bounded; the only pause is
-// delay(), which a test uses where nothing on the wire can tell it the server is ready.
+// configured to send. Every wait is for an event on the wire (or, through the server's
+// logLine, in its log), bounded; nothing here pauses and hopes.
 import assert from "node:assert/strict";
 import { request as httpRequest } from "node:http";
 import WebSocket from "ws";
-
-export const delay = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** `promise`, or a rejection naming `what` after `ms`. */
 export function withTimeout(promise, ms, what) {

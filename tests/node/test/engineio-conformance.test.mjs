@@ -5,14 +5,16 @@
 // pingTimeout 200 ms and maxPayload 1000000.
 //
 // Where the official suite asserts timing (a ping after pingInterval, a session gone after
-// pingInterval + pingTimeout) we wait for the event itself, bounded generously. The exact
-// expectations are listed in tests/node/CONFORMANCE.md. The raw HTTP and WebSocket helpers
-// are in lib/raw.mjs (shared with socketio-conformance).
+// pingInterval + pingTimeout) we wait for the event itself, bounded generously. Where the
+// official suite tolerates several answers, we pin the one the official Node server gives
+// (TEST_REFERENCE_SERVER runs this file against it, see lib/relay.mjs); a test marked
+// `todo` is one where iorelay still answers otherwise. The exact expectations are listed in
+// tests/node/CONFORMANCE.md. The raw HTTP and WebSocket helpers are in lib/raw.mjs (shared
+// with socketio-conformance).
 import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import { join } from "node:path";
-import { startRelay, repoRoot } from "../lib/relay.mjs";
-import { rawEngineIO, delay, withTimeout } from "../lib/raw.mjs";
+import { startConformanceServer } from "../lib/relay.mjs";
+import { rawEngineIO, withTimeout } from "../lib/raw.mjs";
 
 const PING_INTERVAL = 300;
 const PING_TIMEOUT = 200;
@@ -23,10 +25,6 @@ const HANDSHAKE_KEYS = ["maxPayload", "pingInterval", "pingTimeout", "sid", "upg
 // slow machine does not fail a test, yet a missing behaviour fails with a clear message
 // instead of the runner's global timeout.
 const WAIT_MS = 3000;
-// The official suite gives the server 5 ms to register a request before racing another one
-// against it. Nothing on the wire says "the server has this poll now", so this is the one
-// place we must pause; 50 ms after the request is fully written is ample on loopback.
-const SETTLE_MS = 50;
 
 let relay;
 let base;
@@ -39,12 +37,7 @@ const { http, poll, push, openPollingSession, rawPoll, Peer, assertHandshake, op
 });
 
 before(async () => {
-  relay = await startRelay("", {
-    configFile: join(repoRoot, "config", "conformance.toml"),
-    // The test profile logs at "warn", which would hide the "listening" line startRelay
-    // waits for.
-    env: { IORELAY_LOG__LEVEL: "info" },
-  });
+  relay = await startConformanceServer();
   base = `${relay.url}/engine.io/`;
   wsBase = base.replace(/^http/, "ws");
 });
@@ -126,43 +119,48 @@ describe("Engine.IO v4 conformance (/engine.io/ echo)", () => {
       assert.deepEqual(await poll(sid), { status: 200, body: payload });
     });
 
-    it("closes the session on a payload that is not a packet", async (t) => {
+    it("closes the session on a payload that is not a packet", async () => {
       const sid = await openPollingSession();
-      // The official suite writes "expect 400" for this POST inside a try/catch that also
-      // swallows its own assertion, and the Node server answers 200 "ok": only the session's
-      // end is really required. 400 or a dropped connection is the better answer.
-      let status = "connection dropped";
-      try {
-        status = (await push(sid, "abc")).status;
-      } catch {
-        // fetch rejects when the server drops the connection instead of answering
-      }
-      t.diagnostic(`POST "abc" answered ${status}`);
-      assert.ok([400, 200, "connection dropped"].includes(status), `POST "abc" answered ${status}`);
+      await push(sid, "abc").catch(() => {}); // what it answers is the next test's subject
       assert.equal((await poll(sid)).status, 400, "the session must be gone");
+    });
+
+    // The official suite writes "expect 400" for this POST inside a try/catch that also
+    // swallows its own assertion; the Node server answers 200 "ok" and closes the session.
+    it("answers 200 ok to the POST of a payload that is not a packet, as the reference does", {
+      todo: 'iorelay answers 400 {"code":3,"message":"Bad request"} (the session ends all the same)',
+    }, async () => {
+      const sid = await openPollingSession();
+      assert.deepEqual(await push(sid, "abc"), { status: 200, body: "ok" });
     });
 
     it("closes the session on a second concurrent poll", async () => {
       const sid = await openPollingSession();
+      // The second GET leaves once the first is written; whichever of the two the server
+      // takes first is the pending poll, ended with a close packet, and the other is the
+      // overlap, refused with 400 (the reference's status; its body is empty, see hostile).
       const first = rawPoll(sid);
       await first.sent;
-      await delay(SETTLE_MS);
       const second = rawPoll(sid, "&t=burst");
-      const [a, b] = await withTimeout(Promise.all([first.response, second.response]), WAIT_MS, "both polls");
-      assert.deepEqual(a, { status: 200, body: "1" }, "the pending poll is ended with a close packet");
-      assert.ok([400, 500].includes(b.status), `the overlapping poll answered ${b.status}, want 400 (or 500)`);
+      const answers = await withTimeout(Promise.all([first.response, second.response]), WAIT_MS, "both polls");
+      const [held, overlap] = answers[0].status === 200 ? answers : [...answers].reverse();
+      assert.deepEqual(held, { status: 200, body: "1" }, "the pending poll is ended with a close packet");
+      assert.equal(overlap.status, 400, `the overlapping poll answered ${JSON.stringify(overlap)}`);
       assert.equal((await poll(sid)).status, 400, "the session must be gone");
     });
 
-    it("closes the session when the client aborts its pending poll", async () => {
+    it("closes the session when the client aborts its pending poll", {
+      todo: "iorelay misses some aborts made right after the request is written (2 in 40 in a loop here): the session then ends by ping timeout",
+    }, async () => {
       const sid = await openPollingSession();
       const pending = rawPoll(sid);
       await pending.sent;
-      await delay(SETTLE_MS);
       pending.abort();
-      // Let the server see the closed connection first: otherwise a server that still holds
-      // the dead poll would answer 400 to an overlapping poll and pass for the wrong reason.
-      await delay(SETTLE_MS);
+      // The reference closes the session as soon as it sees the connection gone. Waiting for
+      // that log line, rather than polling, also keeps a server that still held the dead
+      // poll from passing for the wrong reason (by answering our GET as an overlap).
+      const line = await relay.logLine(new RegExp(`session closed.*sid=${sid}`), WAIT_MS);
+      assert.match(line, /reason="?transport_error/, "closed because its poll was abandoned");
       assert.equal((await poll(sid)).status, 400, "the session must be gone");
     });
   });
@@ -198,16 +196,11 @@ describe("Engine.IO v4 conformance (/engine.io/ echo)", () => {
 
     it("closes a session that does not answer the ping within pingTimeout", async () => {
       const sid = await openPollingSession();
-      const started = Date.now();
-      // Keep polling (never ponging) until the session is gone. A poll held open when the
-      // session closes may end with the ping, a close or a noop packet; the next gets 400.
-      for (;;) {
-        const { status, body } = await poll(sid);
-        if (status === 400) break;
-        assert.equal(status, 200);
-        assert.ok(["2", "1", "6"].includes(body), `unexpected poll body ${JSON.stringify(body)}`);
-        assert.ok(Date.now() - started < WAIT_MS, "session still open long after pingInterval + pingTimeout");
-      }
+      // Polling on, never ponging: the first poll gets the ping, the next is held until the
+      // ping timeout ends it with a close packet, and the session is gone.
+      assert.deepEqual(await poll(sid), { status: 200, body: "2" }, "the ping");
+      assert.deepEqual(await poll(sid), { status: 200, body: "1" }, "the held poll, ended by the ping timeout");
+      assert.equal((await poll(sid)).status, 400, "the session must be gone");
     });
   });
 
@@ -229,9 +222,12 @@ describe("Engine.IO v4 conformance (/engine.io/ echo)", () => {
   describe("close", () => {
     it("over polling: a close packet ends the pending poll with a noop and the session", async () => {
       const sid = await openPollingSession();
+      // The close leaves once the poll is written, so the server has the poll first (the
+      // official suite waits 5 ms instead). Should the close overtake it, iorelay still
+      // answers that poll the noop: it keeps a session closed over polling listed for a
+      // moment, for a GET sent alongside the close.
       const pending = rawPoll(sid);
       await pending.sent;
-      await delay(SETTLE_MS);
       const closing = await push(sid, "1");
       assert.equal(closing.status, 200, `POST "1" answered ${closing.status}`);
       const ended = await withTimeout(pending.response, WAIT_MS, "the pending poll");

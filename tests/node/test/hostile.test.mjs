@@ -941,18 +941,35 @@ burst = 1000
     const peer = await new PollingPeer(relay).open();
     await peer.connect();
     // Three GETs at once: the protocol allows one. Whichever the relay takes first is ended
-    // with a CLOSE packet; the others are refused (code 3, or code 1 once it is gone).
+    // with a CLOSE packet; the others are refused with 400 (their bodies: the next test).
     const answers = await Promise.all([0, 1, 2].map((i) => http(`${peer.url}&t=${i}`)));
     const ok = answers.filter((a) => a.status === 200);
     assert.equal(ok.length, 1, `want exactly one 200: ${JSON.stringify(answers)}`);
     assert.equal(ok[0].body, "1", `the held GET ends with a CLOSE packet: ${JSON.stringify(answers)}`);
     for (const a of answers.filter((x) => x.status !== 200)) {
-      assertEngineError(a, 400, JSON.parse(a.body).code, "an overlapping GET");
-      assert.ok([1, 3].includes(JSON.parse(a.body).code), `code of an overlapping GET: ${a.body}`);
+      assert.equal(a.status, 400, `an overlapping GET: ${JSON.stringify(a)}`);
     }
     assertEngineError(await peer.get(), 400, 1, "a GET after the session was closed");
     await loggedFor(relay, peer.sid, /concurrent polling GETs/);
     await witness.check();
+  }));
+
+  // What the official server (socket.io 4.8.1) answers to the same three GETs, every time:
+  // the held one 200 "1"; the one that overlaps it 400 with an empty body (engine.io's
+  // "overlap from client" error writes no JSON); the last, arriving after that closed the
+  // session, 400 "Session ID unknown".
+  it("concurrent GETs get the reference's answers: the overlap an empty 400, a later GET code 1", {
+    todo: 'iorelay answers the overlapping GET 400 {"code":3,"message":"Bad request"}',
+  }, withLogs(getRelay, async () => {
+    const peer = await new PollingPeer(relay).open();
+    await peer.connect();
+    const answers = await Promise.all([0, 1, 2].map((i) => http(`${peer.url}&t=${i}`)));
+    const got = answers.map((a) => [a.status, a.body]).sort();
+    assert.deepEqual(got, [
+      [200, "1"],
+      [400, ""],
+      [400, JSON.stringify({ code: 1, message: ENGINE_ERRORS[1] })],
+    ]);
   }));
 });
 
