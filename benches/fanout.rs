@@ -8,7 +8,7 @@
 //!
 //! - `fanout/adapter_*`: [`LocalAdapter::broadcast`] of an item encoded once (a text event,
 //!   or a binary event with two 1 KiB attachments as one group) to a room of N members: a
-//!   read lock, then a `try_send` of shared bytes to each member's bounded queue.
+//!   read lock, then `Session::send` of shared bytes to each member's bounded outbox.
 //! - `fanout/relay_event`: a client's `msg` event handed to its connection
 //!   ([`Connection::message`]): Socket.IO decoding, rate limit and policy, encoding once,
 //!   the broadcast to the N other members of the sender's room.

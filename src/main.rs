@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use iorelay::config::{self, LoadOptions, diff};
+use iorelay::config::{self, LoadOptions};
 use iorelay::daemon::{bootstrap, exit};
+use iorelay::ops::{self, Call, Printed};
 
 /// A hardened real-time relay for unmodified socket.io clients.
 #[derive(Debug, Parser)]
@@ -56,15 +56,6 @@ struct OpsArgs {
     json: bool,
 }
 
-/// What a query value keeps unescaped: RFC 3986's unreserved characters, and `/` (a
-/// namespace reads better with it).
-const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~')
-    .remove(b'/');
-
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).map(String::as_str) == Some("__worker") {
@@ -99,14 +90,12 @@ fn main() -> ExitCode {
             eprintln!("iorelay: configuration ok (environment {env}, files: {files})");
             ExitCode::SUCCESS
         }
-        Some(Command::Status(ops)) => ops_command(&loaded, &ops, "GET", "/api/v1/status"),
-        Some(Command::Reload(ops)) => ops_command(&loaded, &ops, "POST", "/api/v1/reload"),
-        Some(Command::Rooms { ops, namespace }) => {
-            let query =
-                namespace.map(|n| format!("?namespace={}", utf8_percent_encode(&n, QUERY_VALUE)));
-            let path = format!("/api/v1/rooms{}", query.unwrap_or_default());
-            ops_command(&loaded, &ops, "GET", &path)
-        }
+        Some(Command::Status(args)) => ops_command(&loaded, &args, &Call::Status),
+        Some(Command::Reload(args)) => ops_command(&loaded, &args, &Call::Reload),
+        Some(Command::Rooms {
+            ops: args,
+            namespace,
+        }) => ops_command(&loaded, &args, &Call::Rooms { namespace }),
         None => exit_with(bootstrap::daemon(loaded, opts), "cannot start"),
     }
 }
@@ -128,27 +117,19 @@ fn exit_with(result: Result<(), iorelay::daemon::Error>, what: &str) -> ExitCode
 }
 
 /// Ask the running daemon, print its answer; exit 0 when it said yes.
-fn ops_command(loaded: &config::Loaded, args: &OpsArgs, method: &str, path: &str) -> ExitCode {
+fn ops_command(loaded: &config::Loaded, args: &OpsArgs, call: &Call) -> ExitCode {
     let addr = args.admin.unwrap_or(loaded.config.server.admin_listen);
-    let answer = match iorelay::ops::request(addr, method, path) {
+    let answer = match ops::request(addr, call.method(), &call.path()) {
         Ok(a) => a,
         Err(err) => {
             eprintln!("iorelay: {err}");
             return ExitCode::from(exit::UNAVAILABLE);
         }
     };
-    let body = &answer.body;
-    match path.split('?').next() {
-        _ if args.json => println!("{body}"),
-        Some("/api/v1/status") => print!("{}", iorelay::ops::render_status(body)),
-        Some("/api/v1/rooms") if answer.status == 200 => {
-            print!("{}", iorelay::ops::render_rooms(body));
-        }
-        Some("/api/v1/reload") => match diff::render_report(body) {
-            diff::Outcome::Applied(text) => print!("{text}"),
-            diff::Outcome::Rejected(text) => eprint!("{text}"),
-        },
-        _ => println!("{body}"),
+    match call.render(&answer) {
+        _ if args.json => println!("{}", answer.body),
+        Printed::Out(text) => print!("{text}"),
+        Printed::Err(text) => eprint!("{text}"),
     }
     if (200..300).contains(&answer.status) {
         ExitCode::SUCCESS

@@ -12,8 +12,11 @@ use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
 use hyper::header::{ACCEPT, CONNECTION, CONTENT_LENGTH, HOST};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 use tokio::net::TcpStream;
+
+use crate::config::diff;
 
 /// How long connecting may take, and then how long the answer may take (a reload waits
 /// for the daemon's loop).
@@ -147,6 +150,77 @@ async fn exchange(stream: TcpStream, request: Request<Empty<Bytes>>) -> Result<A
         .to_bytes();
     let body = serde_json::from_slice(&body).map_err(|source| Error::NotJson { status, source })?;
     Ok(Answer { status, body })
+}
+
+/// What a query value keeps unescaped: RFC 3986's unreserved characters, and `/` (a
+/// namespace reads better with it).
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
+/// One ops subcommand: what it asks the daemon, and how it shows the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// `iorelay status`: `GET /api/v1/status`.
+    Status,
+    /// `iorelay reload`: `POST /api/v1/reload`.
+    Reload,
+    /// `iorelay rooms [-n NS]`: `GET /api/v1/rooms[?namespace=NS]`.
+    Rooms {
+        /// Only this namespace.
+        namespace: Option<String>,
+    },
+}
+
+/// A rendered answer, for standard output or standard error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Printed {
+    /// For stdout.
+    Out(String),
+    /// For stderr (a refusal the daemon explained).
+    Err(String),
+}
+
+impl Call {
+    /// The HTTP method of the request.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Call::Reload => "POST",
+            Call::Status | Call::Rooms { .. } => "GET",
+        }
+    }
+
+    /// The request's path and query.
+    pub fn path(&self) -> String {
+        match self {
+            Call::Status => "/api/v1/status".to_owned(),
+            Call::Reload => "/api/v1/reload".to_owned(),
+            Call::Rooms { namespace: None } => "/api/v1/rooms".to_owned(),
+            Call::Rooms { namespace: Some(n) } => {
+                format!(
+                    "/api/v1/rooms?namespace={}",
+                    utf8_percent_encode(n, QUERY_VALUE)
+                )
+            }
+        }
+    }
+
+    /// The answer as the subcommand prints it (an error document as it came).
+    pub fn render(&self, answer: &Answer) -> Printed {
+        let body = &answer.body;
+        match self {
+            Call::Status => Printed::Out(render_status(body)),
+            Call::Rooms { .. } if answer.status == 200 => Printed::Out(render_rooms(body)),
+            Call::Reload => match diff::render_report(body) {
+                diff::Outcome::Applied(text) => Printed::Out(text),
+                diff::Outcome::Rejected(text) => Printed::Err(text),
+            },
+            Call::Rooms { .. } => Printed::Out(format!("{body}\n")),
+        }
+    }
 }
 
 /// Human-readable `iorelay status`.
@@ -311,5 +385,23 @@ mod tests {
     fn renders_rooms() {
         let body = serde_json::json!({"ok":true,"namespaces":{"/":[{"room":"lobby","count":2}]}});
         assert_eq!(render_rooms(&body), "/ (1 rooms)\n       2  lobby\n");
+    }
+
+    #[test]
+    fn calls_name_their_route() {
+        assert_eq!(Call::Status.path(), "/api/v1/status");
+        assert_eq!(Call::Reload.method(), "POST");
+        let rooms = Call::Rooms {
+            namespace: Some("/chat room&x".to_owned()),
+        };
+        assert_eq!(rooms.path(), "/api/v1/rooms?namespace=/chat%20room%26x");
+        let refused = Answer {
+            status: 404,
+            body: serde_json::json!({"ok": false, "error": "no namespace"}),
+        };
+        assert_eq!(
+            rooms.render(&refused),
+            Printed::Out("{\"ok\":false,\"error\":\"no namespace\"}\n".to_owned())
+        );
     }
 }

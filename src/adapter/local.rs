@@ -1,7 +1,7 @@
 //! The in-process bus: sockets and room memberships of this process, in memory.
 //!
 //! One lock per namespace; fan-out holds it for reading only while it queues the shared
-//! item on each recipient (a `try_send`, never a wait).
+//! item on each recipient (`Session::send`, which appends or refuses, never waits).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;

@@ -8,7 +8,9 @@
 //! systemd hears READY, RELOADING, STOPPING, STATUS and WATCHDOG ([`notify`]); the
 //! accept loop lives in [`listener`], the ordered shutdown in [`shutdown`]; what serves
 //! clients is built in [`stack`]; [`memory`] gives freed memory back after a connection
-//! peak. The only modules with `unsafe` are `privileges`, `sockets`, `spawn` and `memory`.
+//! peak. The only modules with `unsafe` are `sockets` (adopting systemd's descriptors),
+//! `spawn` (descriptor inheritance) and `memory` (`malloc_trim`): five blocks, none with a
+//! safe wrapper in std or nix.
 //!
 //! This file is the map and the one error type of the layer, with the exit code each
 //! error means ([`Error::exit_code`]).

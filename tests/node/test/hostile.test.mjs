@@ -622,7 +622,7 @@ describe("hostile input against small limits", () => {
               await peer.connect();
               peer.sendMessages(messages);
               assert.equal(await peer.closed(), 1002, "close code for a protocol error");
-              const line = await loggedFor(relay, peer.sid, /malformed socket\.io packet/);
+              const line = await loggedFor(relay, peer.sid, /protocol violation, closing connection/);
               assert.match(line, reason);
             } else {
               const peer = await new PollingPeer(relay).open();
@@ -634,7 +634,7 @@ describe("hostile input against small limits", () => {
               );
               if (res.status === 400) assertEngineError(res, 400, 3, "POST of a malformed packet");
               await peer.assertClosed(what);
-              const line = await loggedFor(relay, peer.sid, /malformed socket\.io packet/);
+              const line = await loggedFor(relay, peer.sid, /protocol violation, closing connection/);
               assert.match(line, reason);
             }
 
