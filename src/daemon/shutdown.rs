@@ -10,10 +10,6 @@ use std::time::Duration;
 use super::listener::Serving;
 use super::stack::Stack;
 
-/// How often the drain looks at the engine's session count: the engine counts its
-/// sessions but does not announce the last one leaving, so this one wait polls.
-const ENGINE_POLL: Duration = Duration::from_millis(20);
-
 /// How a stop goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
@@ -41,11 +37,7 @@ pub async fn serve_out(
         return stack.open() == 0 && !public.busy();
     };
     let everyone_gone = async {
-        tokio::join!(public.drained(), async {
-            while stack.open() > 0 {
-                tokio::time::sleep(ENGINE_POLL).await;
-            }
-        });
+        tokio::join!(public.drained(), stack.engine.until_idle());
     };
     tokio::select! {
         gone = tokio::time::timeout(timeout, everyone_gone) => {

@@ -109,8 +109,20 @@ impl Stack {
         }
     }
 
-    /// Sessions and WebSockets still open on the endpoints (the drain waits for none).
+    /// Sessions and WebSockets still open on the endpoints (none once the drain is done).
     pub fn open(&self) -> usize {
         self.engine.session_count() + self.engine.open_websockets()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The engine's test-only defaults restate the config's (the engine may not import the
+    /// config): this keeps the two from drifting apart.
+    #[test]
+    fn the_engine_tests_run_with_the_config_defaults() {
+        assert_eq!(engine_settings(&Config::default()), Settings::default());
     }
 }

@@ -16,6 +16,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use parking_lot::RwLock;
+use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::error::RequestError;
@@ -42,6 +43,9 @@ pub struct Engine {
     meters: Arc<Meters>,
     /// What the WebSocket sessions share: the flusher and the count of their writers.
     writers: Writers,
+    /// Woken when the last session is forgotten or the last WebSocket writer ends, so a
+    /// drain waits for [`Engine::until_idle`] instead of polling the counts.
+    idle: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -119,7 +123,8 @@ enum Upgraded {
 impl Engine {
     /// A new engine handing sessions to `handler`.
     pub fn new(settings: Settings, handler: Arc<dyn Handler>, meters: Meters) -> Arc<Engine> {
-        let writers = Writers::new(meters.websocket.clone());
+        let idle = Arc::new(Notify::new());
+        let writers = Writers::new(meters.websocket.clone(), idle.clone());
         Arc::new(Engine {
             settings: RwLock::new(Arc::new(settings)),
             sessions: RwLock::new(HashMap::new()),
@@ -127,6 +132,7 @@ impl Engine {
             handler,
             meters: Arc::new(meters),
             writers,
+            idle,
         })
     }
 
@@ -162,6 +168,21 @@ impl Engine {
         self.writers.running()
     }
 
+    /// Resolves once no session is live and no WebSocket writer is still running (its
+    /// close frame written): what a graceful shutdown waits for.
+    pub async fn until_idle(&self) {
+        loop {
+            let woken = self.idle.notified();
+            tokio::pin!(woken);
+            // Registered before the counts are read: a wake-up in between is not lost.
+            woken.as_mut().enable();
+            if self.session_count() == 0 && self.open_websockets() == 0 {
+                return;
+            }
+            woken.await;
+        }
+    }
+
     /// Close every session (shutdown).
     pub fn close_all(&self, reason: CloseReason) {
         let all: Vec<Arc<Session>> = self.sessions.read().values().cloned().collect();
@@ -171,7 +192,10 @@ impl Engine {
     }
 
     fn forget(&self, sid: &Sid) {
-        self.sessions.write().remove(sid);
+        let mut table = self.sessions.write();
+        if table.remove(sid).is_some() && table.is_empty() {
+            self.idle.notify_waiters();
+        }
     }
 
     /// The live session `sid` names: `Ok(None)` for one that only lingers after the
@@ -527,6 +551,31 @@ mod tests {
         let sid = session.sid.to_string();
         assert!(matches!(engine.live(&sid), Ok(None)), "its NOOP");
         assert_eq!(engine.live(&sid).err(), Some(RequestError::UnknownSid));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn until_idle_resolves_when_the_last_session_is_forgotten() {
+        let engine = engine();
+        engine.until_idle().await;
+        let a = engine
+            .create_session(TransportKind::Polling, &Settings::default())
+            .expect("room");
+        let b = engine
+            .create_session(TransportKind::Polling, &Settings::default())
+            .expect("room");
+        let waiter = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.until_idle().await }
+        });
+        tokio::task::yield_now().await;
+        a.close(CloseReason::PingTimeout);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "one session is still live");
+        b.close(CloseReason::PingTimeout);
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiter)
+            .await
+            .expect("woken by the last session leaving, not by a timer")
+            .expect("the waiter does not panic");
     }
 
     #[tokio::test(start_paused = true)]

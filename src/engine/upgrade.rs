@@ -122,7 +122,7 @@ mod tests {
         let stream: Ws = Box::new(WebSocketStream::from_raw_socket(read, Role::Server, None).await);
         let upgrading = session.clone();
         tokio::spawn(async move {
-            let writers = Writers::new(Meters::default().websocket);
+            let writers = Writers::new(Meters::default().websocket, Arc::default());
             run(upgrading, stream, sink, TIMEOUT, &writers).await;
         });
         let client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;

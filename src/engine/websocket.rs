@@ -15,6 +15,7 @@ use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
+use tokio::sync::Notify;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -129,13 +130,16 @@ pub(super) struct Writers {
     flusher: Arc<Flusher>,
     /// Writer tasks still running (they write the close frame last).
     running: Arc<AtomicUsize>,
+    /// The engine's idle signal: woken when the last writer ends.
+    idle: Arc<Notify>,
 }
 
 impl Writers {
-    pub(super) fn new(counters: TransportBytes) -> Writers {
+    pub(super) fn new(counters: TransportBytes, idle: Arc<Notify>) -> Writers {
         Writers {
             flusher: Flusher::new(counters),
             running: Arc::new(AtomicUsize::new(0)),
+            idle,
         }
     }
 
@@ -153,12 +157,14 @@ impl Writers {
         sink: WriteSide,
         carrier: Carrier,
     ) {
-        let running = self.running.clone();
+        let (running, idle) = (self.running.clone(), self.idle.clone());
         let writer = write_websocket(session.clone(), sink, carrier, self.flusher.clone());
         running.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
             writer.await;
-            running.fetch_sub(1, Ordering::AcqRel);
+            if running.fetch_sub(1, Ordering::AcqRel) == 1 {
+                idle.notify_waiters();
+            }
         });
         read_websocket(session, stream).await;
     }
