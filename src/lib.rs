@@ -23,6 +23,7 @@
 //! - [`ops`]: the client side of the ops subcommands (`status`, `reload`, `rooms`).
 
 pub mod adapter;
+pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod engine;

@@ -10,11 +10,19 @@ use clap::{Parser, Subcommand};
 
 use iorelay::config::{self, LoadOptions};
 use iorelay::daemon::{bootstrap, exit};
-use iorelay::ops::{self, Call, Printed};
+use iorelay::ops;
+
+/// What `--help` says of the environment variables.
+const ENVIRONMENT: &str = "Environment:
+  IORELAY_ENV                 the profile, as --env
+  IORELAY_<SECTION>__<KEY>    a config key, over the files: IORELAY_SERVER__LISTEN=0.0.0.0:3000,
+                              IORELAY_SERVER__WORKERS=4 (an unknown key is an error)
+  IORELAY_TOKEN               the server API token of status, reload, rooms, sockets, emit, disconnect
+  Other IORELAY_* variables (without a double underscore) are ignored.";
 
 /// A hardened real-time relay for unmodified socket.io clients.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, after_help = ENVIRONMENT)]
 struct Cli {
     /// Config file [default: /etc/iorelay/iorelay.toml if it exists, else config/default.toml]
     #[arg(long, short = 'c', global = true, value_name = "FILE")]
@@ -31,29 +39,9 @@ enum Command {
     /// Validate the config and print the effective result (secrets redacted); exit 78 when
     /// it is invalid.
     CheckConfig,
-    /// Show a running daemon's state (through its admin listener).
-    Status(OpsArgs),
-    /// Make a running daemon reload its config, as SIGHUP does, and show the outcome.
-    Reload(OpsArgs),
-    /// List a running daemon's rooms with their member counts.
-    Rooms {
-        #[command(flatten)]
-        ops: OpsArgs,
-        /// Only this namespace (for example "/chat").
-        #[arg(long, short = 'n')]
-        namespace: Option<String>,
-    },
-}
-
-/// How to reach a running daemon.
-#[derive(Debug, clap::Args)]
-struct OpsArgs {
-    /// The daemon's admin listener [default: server.admin_listen from the config]
-    #[arg(long, value_name = "ADDR")]
-    admin: Option<std::net::SocketAddr>,
-    /// Print the daemon's JSON answer as is.
-    #[arg(long)]
-    json: bool,
+    /// Talk to a running daemon through its admin listener.
+    #[command(flatten)]
+    Ops(Box<ops::commands::Command>),
 }
 
 fn main() -> ExitCode {
@@ -90,12 +78,7 @@ fn main() -> ExitCode {
             eprintln!("iorelay: configuration ok (environment {env}, files: {files})");
             ExitCode::SUCCESS
         }
-        Some(Command::Status(args)) => ops_command(&loaded, &args, &Call::Status),
-        Some(Command::Reload(args)) => ops_command(&loaded, &args, &Call::Reload),
-        Some(Command::Rooms {
-            ops: args,
-            namespace,
-        }) => ops_command(&loaded, &args, &Call::Rooms { namespace }),
+        Some(Command::Ops(command)) => ops::commands::run(&loaded, *command),
         None => exit_with(bootstrap::daemon(loaded, opts), "cannot start"),
     }
 }
@@ -114,26 +97,4 @@ fn exit_with(result: Result<(), iorelay::daemon::Error>, what: &str) -> ExitCode
         eprintln!("iorelay: {what}: {err}");
     }
     ExitCode::from(err.exit_code())
-}
-
-/// Ask the running daemon, print its answer; exit 0 when it said yes.
-fn ops_command(loaded: &config::Loaded, args: &OpsArgs, call: &Call) -> ExitCode {
-    let addr = args.admin.unwrap_or(loaded.config.server.admin_listen);
-    let answer = match ops::request(addr, call.method(), &call.path()) {
-        Ok(a) => a,
-        Err(err) => {
-            eprintln!("iorelay: {err}");
-            return ExitCode::from(exit::UNAVAILABLE);
-        }
-    };
-    match call.render(&answer) {
-        _ if args.json => println!("{}", answer.body),
-        Printed::Out(text) => print!("{text}"),
-        Printed::Err(text) => eprint!("{text}"),
-    }
-    if (200..300).contains(&answer.status) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
 }

@@ -1,22 +1,22 @@
-//! The ops subcommands' side of the admin API: `iorelay status`, `reload` and `rooms` send
-//! one HTTP/1.1 request to a running daemon's admin listener and print the answer. The
-//! request goes through hyper's HTTP/1.1 client on a single-threaded tokio runtime made
-//! for it (the command line is otherwise synchronous), bounded in time and in size: the
-//! admin listener is local and answers small JSON documents.
+//! The ops subcommands' side of the admin API: `iorelay status`, `reload`, `rooms`,
+//! `sockets`, `emit` and `disconnect` ([`commands`]) send one HTTP/1.1 request to a
+//! running daemon's admin listener and print the answer. The request goes through
+//! hyper's HTTP/1.1 client on a single-threaded tokio runtime made for it (the command
+//! line is otherwise synchronous), bounded in time and in size: the admin listener is
+//! local and answers small JSON documents.
+
+pub mod commands;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
-use hyper::header::{ACCEPT, CONNECTION, CONTENT_LENGTH, HOST};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::header::{ACCEPT, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 use tokio::net::TcpStream;
-
-use crate::config::diff;
 
 /// How long connecting may take, and then how long the answer may take (a reload waits
 /// for the daemon's loop).
@@ -82,28 +82,43 @@ pub struct Answer {
     pub body: Value,
 }
 
-/// Send `method path` to the admin listener at `addr`.
-pub fn request(addr: SocketAddr, method: &str, path: &str) -> Result<Answer, Error> {
-    request_within(addr, method, path, TIMEOUT)
+/// One request to the admin listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ask<'a> {
+    /// `GET` or `POST`.
+    pub method: &'a str,
+    /// Path and query.
+    pub path: &'a str,
+    /// The bearer token, if any.
+    pub token: Option<&'a str>,
+    /// A JSON body, if any.
+    pub body: Option<&'a Value>,
 }
 
-fn request_within(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    timeout: Duration,
-) -> Result<Answer, Error> {
+/// Send `ask` to the admin listener at `addr`.
+pub fn request(addr: SocketAddr, ask: &Ask<'_>) -> Result<Answer, Error> {
+    request_within(addr, ask, TIMEOUT)
+}
+
+fn request_within(addr: SocketAddr, ask: &Ask<'_>, timeout: Duration) -> Result<Answer, Error> {
     if addr.port() == 0 {
         return Err(Error::UnknownPort(addr));
     }
-    let request = Request::builder()
-        .method(Method::from_bytes(method.as_bytes()).map_err(hyper::http::Error::from)?)
-        .uri(path)
+    let body = ask.body.map(Value::to_string).unwrap_or_default();
+    let mut request = Request::builder()
+        .method(Method::from_bytes(ask.method.as_bytes()).map_err(hyper::http::Error::from)?)
+        .uri(ask.path)
         .header(HOST, addr.to_string())
         .header(ACCEPT, "application/json")
-        .header(CONTENT_LENGTH, 0)
-        .header(CONNECTION, "close")
-        .body(Empty::<Bytes>::new())?;
+        .header(CONTENT_LENGTH, body.len())
+        .header(CONNECTION, "close");
+    if ask.body.is_some() {
+        request = request.header(CONTENT_TYPE, "application/json");
+    }
+    if let Some(token) = ask.token {
+        request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request.body(Full::new(Bytes::from(body)))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -127,7 +142,7 @@ fn request_within(
 }
 
 /// One request on a fresh connection, and its answer read whole.
-async fn exchange(stream: TcpStream, request: Request<Empty<Bytes>>) -> Result<Answer, Error> {
+async fn exchange(stream: TcpStream, request: Request<Full<Bytes>>) -> Result<Answer, Error> {
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     // The connection future does the reading and writing; a failure there reaches us
@@ -152,130 +167,32 @@ async fn exchange(stream: TcpStream, request: Request<Empty<Bytes>>) -> Result<A
     Ok(Answer { status, body })
 }
 
-/// What a query value keeps unescaped: RFC 3986's unreserved characters, and `/` (a
-/// namespace reads better with it).
-const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~')
-    .remove(b'/');
-
-/// One ops subcommand: what it asks the daemon, and how it shows the answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Call {
-    /// `iorelay status`: `GET /api/v1/status`.
-    Status,
-    /// `iorelay reload`: `POST /api/v1/reload`.
-    Reload,
-    /// `iorelay rooms [-n NS]`: `GET /api/v1/rooms[?namespace=NS]`.
-    Rooms {
-        /// Only this namespace.
-        namespace: Option<String>,
-    },
-}
-
-/// A rendered answer, for standard output or standard error.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Printed {
-    /// For stdout.
-    Out(String),
-    /// For stderr (a refusal the daemon explained).
-    Err(String),
-}
-
-impl Call {
-    /// The HTTP method of the request.
-    pub fn method(&self) -> &'static str {
-        match self {
-            Call::Reload => "POST",
-            Call::Status | Call::Rooms { .. } => "GET",
-        }
-    }
-
-    /// The request's path and query.
-    pub fn path(&self) -> String {
-        match self {
-            Call::Status => "/api/v1/status".to_owned(),
-            Call::Reload => "/api/v1/reload".to_owned(),
-            Call::Rooms { namespace: None } => "/api/v1/rooms".to_owned(),
-            Call::Rooms { namespace: Some(n) } => {
-                format!(
-                    "/api/v1/rooms?namespace={}",
-                    utf8_percent_encode(n, QUERY_VALUE)
-                )
-            }
-        }
-    }
-
-    /// The answer as the subcommand prints it (an error document as it came).
-    pub fn render(&self, answer: &Answer) -> Printed {
-        let body = &answer.body;
-        match self {
-            Call::Status => Printed::Out(render_status(body)),
-            Call::Rooms { .. } if answer.status == 200 => Printed::Out(render_rooms(body)),
-            Call::Reload => match diff::render_report(body) {
-                diff::Outcome::Applied(text) => Printed::Out(text),
-                diff::Outcome::Rejected(text) => Printed::Err(text),
-            },
-            Call::Rooms { .. } => Printed::Out(format!("{body}\n")),
-        }
-    }
-}
-
-/// Human-readable `iorelay status`.
-pub fn render_status(body: &Value) -> String {
-    let mut out = String::new();
-    let about = &body["about"];
-    out.push_str(&format!(
-        "iorelay {} ({}), pid {}, up {}s, {}\n",
-        about["version"].as_str().unwrap_or("?"),
-        about["environment"].as_str().unwrap_or("?"),
-        body["pid"],
-        body["uptime_seconds"],
-        if body["serving"] == Value::Bool(true) {
-            "serving"
-        } else {
-            "not serving"
-        }
-    ));
-    out.push_str(&format!("sessions: {}\n", body["sessions"]));
-    if let Some(namespaces) = body["namespaces"].as_object() {
-        for (name, ns) in namespaces {
-            out.push_str(&format!(
-                "namespace {name}: {} connections, {} rooms\n",
-                ns["connections"], ns["rooms"]
-            ));
-        }
-    }
-    out
-}
-
-/// Human-readable `iorelay rooms`.
-pub fn render_rooms(body: &Value) -> String {
-    let mut out = String::new();
-    if let Some(namespaces) = body["namespaces"].as_object() {
-        for (name, rooms) in namespaces {
-            let rooms = rooms.as_array().map(Vec::as_slice).unwrap_or_default();
-            out.push_str(&format!("{name} ({} rooms)\n", rooms.len()));
-            for r in rooms {
-                out.push_str(&format!(
-                    "  {:>6}  {}\n",
-                    r["count"].as_u64().unwrap_or(0),
-                    r["room"].as_str().unwrap_or("?")
-                ));
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     use std::io::{BufRead, BufReader, Write};
     use std::net::TcpListener;
+
+    use serde_json::json;
+
+    fn get(path: &str) -> Ask<'_> {
+        Ask {
+            method: "GET",
+            path,
+            token: None,
+            body: None,
+        }
+    }
+
+    fn post<'a>(path: &'a str, body: Option<&'a Value>) -> Ask<'a> {
+        Ask {
+            method: "POST",
+            path,
+            token: Some("0123456789abcdef"),
+            body,
+        }
+    }
 
     /// A one-shot daemon stand-in on 127.0.0.1:0: reads one request head, writes
     /// `answer` verbatim (unless `None`: then it keeps the connection silent until the
@@ -313,7 +230,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n\
              4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n",
         ));
-        let answer = request(addr, "GET", "/api/v1/status").unwrap();
+        let answer = request(addr, &get("/api/v1/status")).unwrap();
         assert_eq!(answer.status, 200);
         assert_eq!(answer.body, serde_json::json!({"a": 1}));
         let head = server.join().unwrap().to_ascii_lowercase();
@@ -331,7 +248,7 @@ mod tests {
             "HTTP/1.1 409 Conflict\r\ncontent-length: 27\r\nconnection: close\r\n\r\n\
              {\"ok\":false,\"error\":\"busy\"}",
         ));
-        let answer = request(addr, "POST", "/api/v1/reload").unwrap();
+        let answer = request(addr, &post("/api/v1/reload", Some(&json!({"a": 1})))).unwrap();
         assert_eq!(answer.status, 409);
         assert_eq!(answer.body["error"], "busy");
         let head = server.join().unwrap().to_ascii_lowercase();
@@ -339,7 +256,15 @@ mod tests {
             head.starts_with("post /api/v1/reload http/1.1\r\n"),
             "{head}"
         );
-        assert!(head.contains("content-length: 0\r\n"), "{head}");
+        assert!(head.contains("content-length: 7\r\n"), "{head}");
+        assert!(
+            head.contains("content-type: application/json\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.contains("authorization: bearer 0123456789abcdef\r\n"),
+            "{head}"
+        );
     }
 
     #[test]
@@ -347,21 +272,21 @@ mod tests {
         let (addr, _server) = daemon(Some(
             "HTTP/1.1 502 Bad Gateway\r\ncontent-length: 4\r\n\r\noops",
         ));
-        let err = request(addr, "GET", "/api/v1/status").unwrap_err();
+        let err = request(addr, &get("/api/v1/status")).unwrap_err();
         assert!(matches!(err, Error::NotJson { status: 502, .. }), "{err:?}");
     }
 
     #[test]
     fn garbage_is_not_http() {
         let (addr, _server) = daemon(Some("SSH-2.0-OpenSSH\r\n\r\n"));
-        let err = request(addr, "GET", "/api/v1/status").unwrap_err();
+        let err = request(addr, &get("/api/v1/status")).unwrap_err();
         assert!(matches!(err, Error::Http(_)), "{err:?}");
     }
 
     #[test]
     fn a_silent_daemon_times_out() {
         let (addr, _server) = daemon(None);
-        let err = request_within(addr, "GET", "/", Duration::from_millis(200)).unwrap_err();
+        let err = request_within(addr, &get("/"), Duration::from_millis(200)).unwrap_err();
         assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
     }
 
@@ -371,37 +296,13 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let err = request(addr, "GET", "/").unwrap_err();
+        let err = request(addr, &get("/")).unwrap_err();
         assert!(matches!(err, Error::Connect { .. }), "{err:?}");
         assert!(err.to_string().contains("is iorelay running"));
         let zero = "127.0.0.1:0".parse().unwrap();
         assert!(matches!(
-            request(zero, "GET", "/"),
+            request(zero, &get("/")),
             Err(Error::UnknownPort(_))
         ));
-    }
-
-    #[test]
-    fn renders_rooms() {
-        let body = serde_json::json!({"ok":true,"namespaces":{"/":[{"room":"lobby","count":2}]}});
-        assert_eq!(render_rooms(&body), "/ (1 rooms)\n       2  lobby\n");
-    }
-
-    #[test]
-    fn calls_name_their_route() {
-        assert_eq!(Call::Status.path(), "/api/v1/status");
-        assert_eq!(Call::Reload.method(), "POST");
-        let rooms = Call::Rooms {
-            namespace: Some("/chat room&x".to_owned()),
-        };
-        assert_eq!(rooms.path(), "/api/v1/rooms?namespace=/chat%20room%26x");
-        let refused = Answer {
-            status: 404,
-            body: serde_json::json!({"ok": false, "error": "no namespace"}),
-        };
-        assert_eq!(
-            rooms.render(&refused),
-            Printed::Out("{\"ok\":false,\"error\":\"no namespace\"}\n".to_owned())
-        );
     }
 }

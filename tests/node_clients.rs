@@ -83,6 +83,7 @@ macro_rules! suites {
 }
 
 suites! {
+    api => "api",
     browser_demo => "browser-demo",
     bundle => "bundle",
     chat_book => "chat-book",

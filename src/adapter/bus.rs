@@ -1,5 +1,5 @@
 //! The bus's contract: the [`Adapter`] trait and the values that cross it ([`Recipient`],
-//! [`Target`], [`Member`], [`RoomCount`]). Every implementation imports this file and it
+//! [`Target`], [`Pick`], [`Member`], [`RoomCount`]). Every implementation imports this file and it
 //! imports none of them; the relay sees the bus only through it.
 
 use std::sync::Arc;
@@ -45,6 +45,18 @@ pub struct Target {
     pub except: Option<Arc<str>>,
 }
 
+/// Which of this process's sockets a backend's emit reaches within a namespace (the
+/// server API's `rooms`, `sockets` and `except`).
+#[derive(Debug, Clone, Default)]
+pub struct Pick {
+    /// Members of any of these rooms.
+    pub rooms: Vec<Arc<str>>,
+    /// These sockets by id. With no `rooms` and no `sockets`: every socket.
+    pub sockets: Vec<Arc<str>>,
+    /// Leave out the members of these rooms, and the sockets with these ids.
+    pub except: Vec<Arc<str>>,
+}
+
 /// The result of removing a socket: the rooms it left, with their remaining counts.
 pub type Departures = Vec<(Arc<str>, usize)>;
 
@@ -77,6 +89,11 @@ pub trait Adapter: Send + Sync + 'static {
     fn broadcast_local(&self, nsp: &str, target: &Target, item: &Outgoing) -> usize {
         self.broadcast(nsp, target, item)
     }
+
+    /// Deliver to this process's sockets that `pick` selects, each once; returns the
+    /// copies queued. Every process runs it for its own sockets (the server API asks
+    /// each worker), so it never crosses to other processes.
+    fn deliver_local(&self, nsp: &str, pick: &Pick, item: &Outgoing) -> usize;
 
     /// How many rooms of the namespace have members.
     fn room_count(&self, nsp: &str) -> usize;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::bus::{Adapter, Departures, Member, Recipient, RoomCount, Target};
+use super::bus::{Adapter, Departures, Member, Pick, Recipient, RoomCount, Target};
 use crate::engine::{BoxFuture, Outgoing};
 
 /// One namespace's sockets and rooms.
@@ -222,6 +222,37 @@ impl Adapter for LocalAdapter {
             }
         }
         delivered
+    }
+
+    fn deliver_local(&self, nsp: &str, pick: &Pick, item: &Outgoing) -> usize {
+        let space = self.space(nsp);
+        let s = space.read();
+        let mut chosen: HashMap<&Arc<str>, &Arc<Recipient>> = HashMap::new();
+        if pick.rooms.is_empty() && pick.sockets.is_empty() {
+            chosen.extend(s.sockets.iter());
+        }
+        for room in &pick.rooms {
+            if let Some(members) = s.rooms.get(room) {
+                chosen.extend(members.iter());
+            }
+        }
+        for id in &pick.sockets {
+            if let Some((id, r)) = s.sockets.get_key_value(id) {
+                chosen.insert(id, r);
+            }
+        }
+        for left_out in &pick.except {
+            chosen.remove(left_out);
+            if let Some(members) = s.rooms.get(left_out) {
+                for id in members.keys() {
+                    chosen.remove(id);
+                }
+            }
+        }
+        chosen
+            .values()
+            .filter(|r| r.session.send(item.clone()))
+            .count()
     }
 
     fn room_count(&self, nsp: &str) -> usize {

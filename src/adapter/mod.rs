@@ -24,6 +24,6 @@ pub mod peer;
 pub mod replica;
 pub mod wire;
 
-pub use bus::{Adapter, DepartureHook, Departures, Member, Recipient, RoomCount, Target};
+pub use bus::{Adapter, DepartureHook, Departures, Member, Pick, Recipient, RoomCount, Target};
 pub use local::LocalAdapter;
 pub use peer::PeerAdapter;

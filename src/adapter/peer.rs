@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::bus::{Adapter, DepartureHook, Departures, Member, Recipient, RoomCount, Target};
+use super::bus::{Adapter, DepartureHook, Departures, Member, Pick, Recipient, RoomCount, Target};
 use super::local::LocalAdapter;
 use super::replica::{Departed, Replicas};
 use super::wire::{Message, VERSION, WireError};
@@ -378,6 +378,10 @@ impl Adapter for PeerAdapter {
 
     fn broadcast_local(&self, nsp: &str, target: &Target, item: &Outgoing) -> usize {
         self.local.broadcast(nsp, target, item)
+    }
+
+    fn deliver_local(&self, nsp: &str, pick: &Pick, item: &Outgoing) -> usize {
+        self.local.deliver_local(nsp, pick, item)
     }
 
     fn room_count(&self, nsp: &str) -> usize {

@@ -7,9 +7,11 @@
 //!    (`/etc/iorelay/iorelay.toml`, then `config/default.toml` in a checkout), else none;
 //! 3. the profile file `<environment>.toml` beside the config file, when it exists
 //!    (`config/development.toml`, `/etc/iorelay/production.toml`);
-//! 4. `IORELAY_*` variables: `IORELAY_SERVER__LISTEN=0.0.0.0:3000` sets `server.listen`
-//!    (double underscore nests, names are lowercased). `IORELAY_ENV` is not a key: it
-//!    selects the environment (`--env` wins over it).
+//! 4. `IORELAY_<SECTION>__<KEY>` variables: `IORELAY_SERVER__LISTEN=0.0.0.0:3000` sets
+//!    `server.listen` (double underscore nests, names are lowercased). A variable without
+//!    a double underscore is not a key ([`is_config_var`]): `IORELAY_ENV` selects the
+//!    environment (`--env` wins over it), `IORELAY_TOKEN` is the CLI's, others are
+//!    ignored.
 //!
 //! The result is then checked by [`validate`](super::validate::validate). This module
 //! reads files and the variables handed to it, never the process environment by itself
@@ -35,9 +37,17 @@ pub const ENV_VAR: &str = "IORELAY_ENV";
 /// Prefix of the variables that set config keys.
 pub const VAR_PREFIX: &str = "IORELAY_";
 
-/// `IORELAY_*` variables that are not config keys. Everything else with the prefix is
-/// one, and an unknown one is an error like an unknown key in a file.
-const NOT_KEYS: &[&str] = &[ENV_VAR];
+/// The separator of a config variable's key path: `IORELAY_SERVER__LISTEN`.
+const NESTING: &str = "__";
+
+/// Whether an `IORELAY_*` variable sets a config key: those that name a section and a key
+/// with a double underscore (`IORELAY_SERVER__LISTEN`, `IORELAY_NAMESPACES__/CHAT__ECHO`)
+/// do, and an unknown one among them is an error like an unknown key in a file. Single
+/// names (`IORELAY_ENV`, the CLI's `IORELAY_TOKEN`, a shell's `IORELAY_BIN`) are not.
+pub fn is_config_var(name: &str) -> bool {
+    name.strip_prefix(VAR_PREFIX)
+        .is_some_and(|rest| rest.contains(NESTING))
+}
 
 /// Where the config file is looked for when `--config` is not given, in order.
 pub const SEARCH_PATHS: &[&str] = &["/etc/iorelay/iorelay.toml", "config/default.toml"];
@@ -324,17 +334,15 @@ struct Vars {
 
 impl Vars {
     fn new(vars: &[(String, String)]) -> Result<Self, ConfigError> {
-        let mut sorted: Vec<&(String, String)> = vars
-            .iter()
-            .filter(|(k, _)| k.starts_with(VAR_PREFIX) && !NOT_KEYS.contains(&k.as_str()))
-            .collect();
+        let mut sorted: Vec<&(String, String)> =
+            vars.iter().filter(|(k, _)| is_config_var(k)).collect();
         // Deterministic when two variables collide (`IORELAY_SERVER` and
         // `IORELAY_SERVER__LISTEN`): the longer, more specific name is applied last.
         sorted.sort();
         let mut dict = Dict::new();
         for (name, value) in sorted {
             let path: Vec<String> = name[VAR_PREFIX.len()..]
-                .split("__")
+                .split(NESTING)
                 .map(str::to_ascii_lowercase)
                 .collect();
             if path.iter().any(String::is_empty) {
@@ -791,6 +799,29 @@ mod tests {
     }
 
     #[test]
+    fn variables_without_a_double_underscore_are_not_config() {
+        let loaded = load(&opts(
+            None,
+            None,
+            &[
+                ("IORELAY_BIN", "/usr/local/bin/iorelay"),
+                ("IORELAY_TOKEN", "a-token-for-the-cli"),
+                ("IORELAY_LISTEN", "0.0.0.0:1"),
+                ("IORELAY_SERVER__WORKERS", "2"),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(loaded.config.server.listen, Config::default().server.listen);
+        assert_eq!(
+            loaded.config.server.workers,
+            crate::config::Workers::Count(2)
+        );
+        assert!(is_config_var("IORELAY_API__TOKENS"));
+        assert!(!is_config_var("IORELAY_ENV"));
+        assert!(!is_config_var("OTHER_SERVER__LISTEN"));
+    }
+
+    #[test]
     fn unknown_keys_in_variables_are_named() {
         let (key, reason, origin) = malformed(load(&opts(
             None,
@@ -804,8 +835,8 @@ mod tests {
             Some("environment variable IORELAY_SERVER__LISEN")
         );
 
-        let (key, ..) = malformed(load(&opts(None, None, &[("IORELAY_LISTEN", "x")])));
-        assert_eq!(key, "listen");
+        let (key, ..) = malformed(load(&opts(None, None, &[("IORELAY_LISTEN__X", "x")])));
+        assert_eq!(key, "listen", "the unknown section is named");
 
         let (key, reason, _) = malformed(load(&opts(
             None,

@@ -34,6 +34,31 @@ pub struct Config {
     /// Declared namespaces, keyed by name (`"/"`, `"/chat"`). When the config declares
     /// none, [`Config::effective_namespaces`] serves `/` with [`NamespaceConfig::default`].
     pub namespaces: BTreeMap<String, NamespaceConfig>,
+    /// The server API on the admin listener.
+    pub api: ApiConfig,
+}
+
+/// `[api]`: the server API under `/api/v1/` on the admin listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Accepted bearer tokens (secrets). Default: none.
+    pub tokens: Vec<String>,
+    /// A file of further tokens, one a line (`#` starts a comment line), read at start
+    /// and on every reload. Default: none.
+    pub token_file: Option<PathBuf>,
+    /// Largest request body; a larger one is answered 413. Default `"1MB"`.
+    pub max_body: Size,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            tokens: Vec::new(),
+            token_file: None,
+            max_body: Size(1_000_000),
+        }
+    }
 }
 
 impl Workers {

@@ -54,6 +54,7 @@ pub fn validate(c: &Config) -> Result<(), Vec<Problem>> {
     let mut problems = Vec::new();
     check_server(c, &mut problems);
     check_engine(c, &mut problems);
+    check_api(c, &mut problems);
     for (name, ns) in &c.effective_namespaces() {
         check_namespace(c, name, ns, &mut problems);
     }
@@ -105,6 +106,26 @@ fn check_server(c: &Config, out: &mut Vec<Problem>) {
     }
     if s.max_connections == 0 {
         out.push(Problem::new("server.max_connections", "must be at least 1"));
+    }
+}
+
+/// Largest `api.max_body`.
+const MAX_API_BODY: u64 = 64 << 20;
+
+fn check_api(c: &Config, out: &mut Vec<Problem>) {
+    // The token file is read where it is used (at start and on reload), not here: the
+    // check must not depend on who runs it.
+    if let Err(crate::api::tokens::Error::Bad { place, reason }) =
+        crate::api::Tokens::load(&c.api.tokens, None)
+    {
+        out.push(Problem::new(place, reason));
+    }
+    let body = c.api.max_body.bytes();
+    if !(1024..=MAX_API_BODY).contains(&body) {
+        out.push(Problem::new(
+            "api.max_body",
+            format!("must be between 1KB and 64MiB, found {}", c.api.max_body),
+        ));
     }
 }
 
@@ -330,7 +351,7 @@ fn check_limits(c: &Config, ns_key: &str, l: &Limits, out: &mut Vec<Problem>) {
 /// matches any one key (a namespace name, say). Add the key here in the same change that
 /// adds a secret to the config tree (a JWT key, a Redis password, the API token); the
 /// `redaction_*` tests check that the walk finds nested keys.
-pub const SECRET_KEYS: &[&str] = &[];
+pub const SECRET_KEYS: &[&str] = &["api.tokens"];
 
 /// What [`render`] prints in place of a secret.
 pub const REDACTED: &str = "<redacted>";
@@ -365,9 +386,21 @@ fn redact(table: &mut toml::Table, path: &[&str]) -> bool {
         [last] => {
             let mut hit = false;
             for (k, v) in table.iter_mut() {
-                if *last == "*" || k == last {
-                    *v = toml::Value::String(REDACTED.to_owned());
-                    hit = true;
+                if *last != "*" && k != last {
+                    continue;
+                }
+                match v {
+                    // A list of secrets stays a list, so that the text still reads back.
+                    toml::Value::Array(items) => {
+                        for item in items.iter_mut() {
+                            *item = toml::Value::String(REDACTED.to_owned());
+                            hit = true;
+                        }
+                    }
+                    _ => {
+                        *v = toml::Value::String(REDACTED.to_owned());
+                        hit = true;
+                    }
                 }
             }
             hit

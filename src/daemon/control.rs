@@ -1,10 +1,11 @@
 //! The control channel between the master and each worker: newline-delimited JSON over a
 //! Unix socket pair the master creates for each worker. Low rate, never on the message
-//! path: the config, heartbeats, metrics and status requests, shutdown.
+//! path: the config, heartbeats, metrics and status requests, server API calls, shutdown.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::api::{Call, Part};
 use crate::config::Config;
 
 /// Master → worker.
@@ -19,6 +20,13 @@ pub enum ToWorker {
     Report(u64),
     /// Stop accepting, close clients' transports, drain (`true`) or not, exit.
     Shutdown(bool),
+    /// A server API call to answer for this worker's sockets.
+    Api {
+        /// The request number.
+        id: u64,
+        /// The call.
+        call: Call,
+    },
 }
 
 /// Worker → master.
@@ -37,6 +45,13 @@ pub enum ToMaster {
         metrics: String,
         /// The worker's status document.
         status: Value,
+    },
+    /// Answer to `Api`.
+    Api {
+        /// The request number.
+        id: u64,
+        /// This worker's part of the answer.
+        part: Part,
     },
     /// A config was applied (`true`) or refused (`false`, with the reason).
     Applied {

@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::StatusCode;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -27,9 +26,12 @@ use super::signals::{self, Intent};
 use super::spawn::{self, WorkerArgs};
 use super::workers::{Event, Generation, WorkerId, Workers};
 use super::{Error, about, notify, sockets};
+use crate::api::{self, Call, Reply};
 use crate::config::{Config, LoadOptions, Loaded};
 use crate::engine::BoxFuture;
-use crate::http::admin::{Admin, Control, Health, Reloader};
+use crate::http::admin::{Admin, Health};
+use crate::http::api::Access;
+use crate::http::control::{Control, Reloader};
 use crate::telemetry::exposition;
 use crate::telemetry::metrics::Metrics;
 
@@ -62,6 +64,8 @@ struct Master {
     options: LoadOptions,
     metrics: Metrics,
     health: Arc<Health>,
+    /// The server API's tokens, swapped on reload.
+    access: Arc<Access>,
     workers: Arc<Workers>,
     /// Where workers' news (and the restart timers) go.
     events: mpsc::UnboundedSender<Event>,
@@ -101,10 +105,12 @@ impl Master {
             Some(Intent::Reload(reply)) => {
                 // Validated here; every worker gets the new config over its control
                 // channel (a worker refusing it says so in the log).
-                let workers = &self.workers;
+                let (workers, access) = (&self.workers, &self.access);
                 let report =
                     reload::reload(&self.options, &mut self.config, &self.metrics, |next| {
+                        let api = Access::load(next)?;
                         workers.broadcast(&ToWorker::Config(Box::new(next.clone())));
+                        access.install(api);
                         Ok(())
                     });
                 if let Some(reply) = reply {
@@ -279,8 +285,10 @@ pub async fn run(
     let metrics = Metrics::new();
     let workers = Arc::new(Workers::default());
     let health = Arc::new(Health::default());
+    let access = Arc::new(Access::configured(&loaded.config)?);
     let admin = Arc::new(Admin {
         health: health.clone(),
+        access: access.clone(),
         control: Arc::new(MasterControl {
             workers: workers.clone(),
             metrics: metrics.clone(),
@@ -302,6 +310,7 @@ pub async fn run(
         options,
         metrics,
         health,
+        access,
         workers,
         events: event_tx,
         generation: Generation::default(),
@@ -405,34 +414,10 @@ impl Control for MasterControl {
         })
     }
 
-    fn rooms(&self, namespace: Option<String>) -> BoxFuture<'_, (StatusCode, Value)> {
+    fn call(&self, call: Call) -> BoxFuture<'_, Reply> {
         Box::pin(async move {
-            // Every worker has the host-wide picture; the first answer is enough.
-            let Some((_, status)) = self.workers.reports().await.into_iter().next() else {
-                return (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    json!({ "ok": false, "error": "no worker answered" }),
-                );
-            };
-            let all = status["namespaces"]
-                .as_object()
-                .cloned()
-                .unwrap_or_default();
-            let mut out = serde_json::Map::new();
-            for (name, ns) in all {
-                if namespace.as_ref().is_none_or(|n| *n == name) {
-                    out.insert(name, ns["rooms"].clone());
-                }
-            }
-            if let Some(n) = namespace
-                && out.is_empty()
-            {
-                return (
-                    StatusCode::NOT_FOUND,
-                    json!({ "ok": false, "error": format!("no namespace {n:?}") }),
-                );
-            }
-            (StatusCode::OK, json!({ "ok": true, "namespaces": out }))
+            let parts = self.workers.call(&call).await;
+            api::merge(&call, parts)
         })
     }
 }
@@ -462,6 +447,7 @@ mod tests {
             },
             metrics: Metrics::new(),
             health: Arc::new(Health::default()),
+            access: Arc::new(Access::default()),
             workers: Arc::new(Workers::default()),
             events,
             generation: Generation::default(),

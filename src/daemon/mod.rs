@@ -86,6 +86,9 @@ pub enum Error {
     /// The relay could not be built from the config.
     #[error(transparent)]
     Relay(#[from] crate::relay::Error),
+    /// The server API's tokens could not be read (`api.token_file`) or are unusable.
+    #[error(transparent)]
+    ApiTokens(#[from] crate::api::tokens::Error),
     /// The master could not create a worker's control socket pair.
     #[error("cannot create a worker's control channel: {0}")]
     ControlChannel(std::io::Error),
@@ -115,7 +118,7 @@ impl Error {
     /// restart).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Identity(_) | Error::Relay(_) => exit::CONFIG,
+            Error::Identity(_) | Error::Relay(_) | Error::ApiTokens(_) => exit::CONFIG,
             Error::Privileges(_) => exit::NOPERM,
             Error::Bind(_) => exit::UNAVAILABLE,
             Error::NotAWorker => exit::USAGE,

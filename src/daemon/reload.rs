@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::signals::{Intent, ReloadReport};
 use super::{Error, notify};
 use crate::config::{self, Config, LoadOptions, diff};
-use crate::http::admin::Reloader;
+use crate::http::control::Reloader;
 use crate::telemetry::metrics::Metrics;
 
 /// Load the config again; when valid, `apply` puts it in force and `current` becomes it.

@@ -16,6 +16,7 @@ use super::{Error, Stack, about, notify, sockets};
 use crate::adapter::LocalAdapter;
 use crate::config::{LoadOptions, Loaded};
 use crate::http::admin::{Admin, Health, Local};
+use crate::http::api::Access;
 use crate::telemetry::LogHandle;
 use crate::telemetry::metrics::Metrics;
 
@@ -53,9 +54,11 @@ pub async fn run(
         about: about(&loaded, bound.activated),
         started: std::time::Instant::now(),
     };
+    let access = Arc::new(Access::configured(&loaded.config)?);
     let admin = Arc::new(Admin {
         health: health.clone(),
         control: Arc::new(local),
+        access: access.clone(),
     });
     // The admin listener outlives the public one, so that health checks see the drain.
     let mut public = Serving::start(public_listener, stack.public.clone());
@@ -87,7 +90,9 @@ pub async fn run(
         match intents.recv().await {
             Some(Intent::Reload(reply)) => {
                 let report = reload::reload(&options, &mut current, &metrics, |next| {
+                    let api = Access::load(next)?;
                     stack.reconfigure(next)?;
+                    access.install(api);
                     if let Err(err) = log.set_level(&next.log.level) {
                         tracing::warn!(error = %err, "log.level not applied");
                     }

@@ -96,6 +96,10 @@ pub async fn run(
                     status: status.to_json(),
                 }
             }
+            Ok(ToWorker::Api { id, call }) => ToMaster::Api {
+                id,
+                part: crate::relay::backend::answer(stack.relay.shared(), &call).await,
+            },
             Ok(ToWorker::Shutdown(drain)) => break drain,
             Err(err) => {
                 tracing::warn!(error = %err, "unreadable control message ignored");

@@ -3,7 +3,8 @@
 //! start of a slot is a new [`Generation`], so that news from a worker already replaced
 //! (its exit, a late "ready") is recognised and ignored.
 //!
-//! The admin routes read the same table to ask every worker for a report.
+//! The admin routes read the same table to ask the workers for reports and server API
+//! calls ([`Workers::reports`], [`Workers::call`]), all under one deadline.
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -20,10 +21,12 @@ use tokio::time::Instant;
 use super::Error;
 use super::control::{self, ToMaster, ToWorker};
 use super::spawn::{self, WorkerArgs};
+use crate::api::{Call, Part, Scope};
 use crate::config::Config;
 
-/// How long a report request waits for the workers.
-const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a request to the workers (a report, a server API call) waits for them, all
+/// together.
+const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A worker slot, 0-based: also the worker's node id on the bus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -113,26 +116,67 @@ impl Workers {
     /// Ask every live worker for a report; answers that do not come in time are missed.
     /// Returns each worker's metrics exposition and status document.
     pub async fn reports(&self) -> Vec<(String, Value)> {
-        let waits: Vec<oneshot::Receiver<ToMaster>> = {
+        self.ask(usize::MAX, ToWorker::Report)
+            .await
+            .into_iter()
+            .filter_map(|answer| match answer {
+                ToMaster::Report {
+                    metrics, status, ..
+                } => Some((metrics, status)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Ask a server API call of every live worker (`Scope::Every`) or of one; returns the
+    /// parts that came in time.
+    pub async fn call(&self, call: &Call) -> Vec<Part> {
+        let how_many = match call.scope() {
+            Scope::AnyOne => 1,
+            Scope::Every => usize::MAX,
+        };
+        let make = |id| ToWorker::Api {
+            id,
+            call: call.clone(),
+        };
+        self.ask(how_many, make)
+            .await
+            .into_iter()
+            .filter_map(|answer| match answer {
+                ToMaster::Api { part, .. } => Some(part),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Send a request (made by `make` from its number) to up to `how_many` ready workers
+    /// (all when there are fewer) and wait for their answers together, at most
+    /// [`ASK_TIMEOUT`]; requests that were not answered by then are forgotten.
+    async fn ask(&self, how_many: usize, make: impl Fn(u64) -> ToWorker) -> Vec<ToMaster> {
+        let asked: Vec<(u64, Pending, oneshot::Receiver<ToMaster>)> = {
             let slots = self.slots.lock();
-            slots
-                .values()
-                .map(|slot| {
+            let mut ready: Vec<(&WorkerId, &Slot)> = slots.iter().collect();
+            ready.sort_by_key(|(id, slot)| (!slot.ready, **id));
+            ready
+                .into_iter()
+                .take(how_many)
+                .map(|(_, slot)| {
                     let id = self.next_request.fetch_add(1, Ordering::Relaxed);
                     let (tx, rx) = oneshot::channel();
                     slot.pending.lock().insert(id, tx);
-                    let _ = slot.tx.send(ToWorker::Report(id));
-                    rx
+                    let _ = slot.tx.send(make(id));
+                    (id, slot.pending.clone(), rx)
                 })
                 .collect()
         };
-        let mut out = Vec::new();
-        for wait in waits {
-            if let Ok(Ok(ToMaster::Report {
-                metrics, status, ..
-            })) = tokio::time::timeout(REPORT_TIMEOUT, wait).await
-            {
-                out.push((metrics, status));
+        let deadline = Instant::now() + ASK_TIMEOUT;
+        let mut out = Vec::with_capacity(asked.len());
+        for (id, pending, wait) in asked {
+            match tokio::time::timeout_at(deadline, wait).await {
+                Ok(Ok(answer)) => out.push(answer),
+                _ => {
+                    pending.lock().remove(&id);
+                }
             }
         }
         out
@@ -243,12 +287,13 @@ async fn read_control(
                 let _ = events.send(Event::Ready(id, generation));
             }
             Ok(ToMaster::Pong(_)) => *last_pong.lock() = Instant::now(),
-            Ok(report @ ToMaster::Report { .. }) => {
-                let ToMaster::Report { id: req, .. } = &report else {
+            Ok(answer @ (ToMaster::Report { .. } | ToMaster::Api { .. })) => {
+                let (ToMaster::Report { id: req, .. } | ToMaster::Api { id: req, .. }) = &answer
+                else {
                     continue;
                 };
                 if let Some(tx) = pending.lock().remove(req) {
-                    let _ = tx.send(report);
+                    let _ = tx.send(answer);
                 }
             }
             Ok(ToMaster::Applied { ok: false, error }) => {

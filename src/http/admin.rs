@@ -1,7 +1,8 @@
-//! The admin listener's routes: `/healthz`, `/readyz`, `/metrics`, and the ops API the
-//! `iorelay status|reload|rooms` subcommands use (`/api/v1/status`, `/api/v1/reload`,
-//! `/api/v1/rooms`). Never exposed publicly by default (loopback); the backend server API
-//! with its bearer token will join these.
+//! The admin listener's routes: `/healthz`, `/readyz` and `/metrics` (open, for health
+//! checks and Prometheus), and everything under `/api/v1/` (the server API and the ops
+//! routes, behind a bearer token: [`api`](super::api)). Never exposed publicly by default
+//! (loopback). Also the [`Control`] of a single process ([`Local`]) and the status
+//! document it and each worker build ([`Status`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -11,13 +12,16 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode, header};
-use serde_json::{Value, json};
+use hyper::{Request, Response, StatusCode, header};
+use serde_json::Value;
 
+use super::api::{self, Access};
+use super::control::{Control, Reloader};
 use super::response::plain;
 use crate::adapter::RoomCount;
+use crate::api::{Call, Reply};
 use crate::engine::{BoxFuture, Engine, Transport};
-use crate::relay::Relay;
+use crate::relay::{Relay, backend};
 use crate::telemetry::metrics::Metrics;
 
 /// The daemon's serving state, as health checks report it: a latch that goes
@@ -50,20 +54,6 @@ impl Health {
     }
 }
 
-/// What the admin routes ask of the daemon: a single process answers from its own relay
-/// ([`Local`]); a master asks its workers.
-pub trait Control: Send + Sync + 'static {
-    /// Reload the config as SIGHUP does; resolves to the report as JSON (`ok`, `changed`,
-    /// `restart_required`, `errors`).
-    fn reload(&self) -> BoxFuture<'_, Value>;
-    /// The Prometheus text exposition for the whole daemon.
-    fn metrics(&self) -> BoxFuture<'_, String>;
-    /// The status document.
-    fn status(&self) -> BoxFuture<'_, Value>;
-    /// Rooms with counts, of one namespace or all: an HTTP status and the document.
-    fn rooms(&self, namespace: Option<String>) -> BoxFuture<'_, (StatusCode, Value)>;
-}
-
 /// What the admin listener serves.
 #[derive(Clone)]
 pub struct Admin {
@@ -71,6 +61,8 @@ pub struct Admin {
     pub health: Arc<Health>,
     /// The daemon behind the routes.
     pub control: Arc<dyn Control>,
+    /// The server API's tokens and limits.
+    pub access: Arc<Access>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -97,35 +89,14 @@ impl Admin {
                 )
                 .body(Full::new(Bytes::from(self.control.metrics().await)))
                 .expect("static header is valid"),
-            "/api/v1/status" => {
-                let mut status = self.control.status().await;
-                status["serving"] = Value::Bool(self.health.is_serving());
-                json(StatusCode::OK, &status)
-            }
-            "/api/v1/reload" if req.method() == Method::POST => {
-                let report = self.control.reload().await;
-                let status = if report["ok"] == Value::Bool(true) {
-                    StatusCode::OK
-                } else {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                };
-                json(status, &report)
-            }
-            "/api/v1/reload" => plain(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
-            "/api/v1/rooms" => {
-                let namespace = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-                    .find(|(key, _)| key == "namespace")
-                    .map(|(_, value)| value.into_owned());
-                let (status, body) = self.control.rooms(namespace).await;
-                json(status, &body)
+            path if path.starts_with("/api/v1/") => {
+                let serving = self.health.is_serving();
+                api::serve(&*self.control, &self.access, serving, req).await
             }
             _ => plain(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
 }
-
-/// A reload request handed to the daemon's control loop.
-pub type Reloader = Arc<dyn Fn() -> BoxFuture<'static, Value> + Send + Sync>;
 
 /// The [`Control`] of a process that serves clients itself.
 #[derive(Clone)]
@@ -142,29 +113,6 @@ pub struct Local {
     pub about: Value,
     /// When it started.
     pub started: Instant,
-}
-
-impl Local {
-    /// The rooms document of this process's relay (host-wide on a multi-process bus).
-    pub async fn rooms_now(&self, namespace: Option<String>) -> (StatusCode, Value) {
-        let shared = self.relay.shared();
-        let names = match namespace {
-            Some(n) if shared.namespace(&n).is_none() => {
-                return (
-                    StatusCode::NOT_FOUND,
-                    json!({ "ok": false, "error": format!("no namespace {n:?}") }),
-                );
-            }
-            Some(n) => vec![n],
-            None => shared.namespace_names(),
-        };
-        let mut out = serde_json::Map::new();
-        for name in names {
-            let rooms = shared.bus.rooms(&name).await;
-            out.insert(name, json!(rooms));
-        }
-        (StatusCode::OK, json!({ "ok": true, "namespaces": out }))
-    }
 }
 
 /// How a status document shows each namespace's rooms.
@@ -276,17 +224,12 @@ impl Control for Local {
         })
     }
 
-    fn rooms(&self, namespace: Option<String>) -> BoxFuture<'_, (StatusCode, Value)> {
-        Box::pin(self.rooms_now(namespace))
+    fn call(&self, call: Call) -> BoxFuture<'_, Reply> {
+        Box::pin(async move {
+            let part = backend::answer(self.relay.shared(), &call).await;
+            crate::api::merge(&call, vec![part])
+        })
     }
-}
-
-fn json(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("static header is valid")
 }
 
 #[cfg(test)]

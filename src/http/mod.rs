@@ -8,6 +8,8 @@
 //! file.
 
 pub mod admin;
+pub mod api;
+pub mod control;
 pub mod files;
 pub mod forward;
 pub mod response;

@@ -7,8 +7,9 @@
 //! is logged and dropped.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -16,7 +17,7 @@ use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use tokio::task::AbortHandle;
 
-use super::shared::Shared;
+use super::shared::{Owner, Shared};
 use super::socket::{Socket, TokenBucket};
 use super::{control, events};
 use crate::engine::sid::random_id;
@@ -78,6 +79,10 @@ pub struct Conn {
     /// The `connect_timeout` task, cancelled once a namespace is joined or the session
     /// closes: neither a connected client nor a closed one keeps it (and its timer).
     deadline: Mutex<Option<AbortHandle>>,
+    /// The client's address, given to each of its sockets.
+    address: IpAddr,
+    /// Itself, handed to the server API's socket registry as each socket's owner.
+    me: Weak<Conn>,
 }
 
 #[derive(Default)]
@@ -96,13 +101,15 @@ impl std::fmt::Debug for Conn {
 
 impl Conn {
     /// Start serving Socket.IO on a new session.
-    pub fn open(relay: Arc<Shared>, session: Arc<Session>, _info: &HandshakeInfo) -> Arc<Conn> {
-        let conn = Arc::new(Conn {
+    pub fn open(relay: Arc<Shared>, session: Arc<Session>, info: &HandshakeInfo) -> Arc<Conn> {
+        let conn = Arc::new_cyclic(|me| Conn {
             relay,
             session,
             state: Mutex::new(State::default()),
             connected_once: AtomicBool::new(false),
             deadline: Mutex::new(None),
+            address: info.remote.ip(),
+            me: me.clone(),
         });
         let weak = Arc::downgrade(&conn);
         let timeout = conn.relay.connect_timeout();
@@ -245,6 +252,7 @@ impl Conn {
             auth,
             self.session.clone(),
             TokenBucket::new(limits.events_per_second, limits.burst, Instant::now()),
+            self.address,
         ));
         self.state
             .lock()
@@ -254,6 +262,8 @@ impl Conn {
         self.end_deadline();
         socket.send_text(&sio::encode_connect(&nsp, &id));
         self.relay.bus.add_socket(&nsp, socket.recipient.clone());
+        let me: Weak<dyn Owner> = self.me.clone();
+        self.relay.hold(&socket, me);
         if self.session.is_closed() {
             // The session closed while this CONNECT was handled: its close has run
             // already, so leave the bus here.
@@ -317,8 +327,24 @@ impl Connection for Conn {
     }
 }
 
+impl Owner for Conn {
+    fn disconnect(&self, nsp: &str) -> BoxFuture<'_, bool> {
+        let removed = self.state.lock().sockets.remove(nsp);
+        Box::pin(async move {
+            let Some(socket) = removed else {
+                return false;
+            };
+            tracing::debug!(sid = %self.session.sid, nsp = %socket.nsp, socket = %socket.id(), "socket disconnected by the server API");
+            socket.send_text(&sio::encode_disconnect(&socket.nsp));
+            depart(&self.relay, &socket).await;
+            true
+        })
+    }
+}
+
 /// Take a socket out of the bus and announce its leaves where presence is on.
 async fn depart(relay: &Shared, socket: &Arc<Socket>) {
+    relay.release(socket.id());
     let left = relay.bus.remove_socket(&socket.nsp, socket.id()).await;
     let counted = std::mem::take(&mut *socket.counted_as.lock());
     if !counted.is_empty() {

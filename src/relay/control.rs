@@ -61,23 +61,7 @@ async fn join(
 ) -> Result<Value, Refusal> {
     let room = room_arg(args)?;
     policy.may_join(&room)?;
-    let count = if socket.is_in(&room) {
-        relay.bus.count(&socket.nsp, &room).await
-    } else {
-        {
-            let rooms = socket.rooms.lock();
-            if rooms.len() >= policy.config.limits.max_rooms {
-                return Err(Refusal::TooManyRooms);
-            }
-        }
-        let count = relay.bus.join(&socket.nsp, &room, socket.id()).await;
-        relay.count_rooms(&socket.nsp);
-        socket.rooms.lock().insert(Arc::from(room.as_str()));
-        if policy.config.presence {
-            announce(relay, socket, &room, "join", count);
-        }
-        count
-    };
+    let count = enter(relay, policy, socket, &room).await?;
     Ok(json!({ "ok": true, "room": room, "count": count }))
 }
 
@@ -89,18 +73,47 @@ async fn leave(
 ) -> Result<Value, Refusal> {
     let room = room_arg(args)?;
     policy.check_room_name(&room)?;
-    let was_in = socket.rooms.lock().remove(room.as_str());
-    let count = if was_in {
-        let count = relay.bus.leave(&socket.nsp, &room, socket.id()).await;
-        relay.count_rooms(&socket.nsp);
-        if policy.config.presence {
-            announce(relay, socket, &room, "leave", count);
-        }
-        count
-    } else {
-        relay.bus.count(&socket.nsp, &room).await
-    };
+    let count = exit(relay, policy, socket, &room).await;
     Ok(json!({ "ok": true, "room": room, "count": count }))
+}
+
+/// Put `socket` in `room` — on the bus, in its own list, announced where presence is on
+/// — unless it is there already; the room's member count afterwards. `$join` and the
+/// server API's join both come here (the join policy is the caller's to check).
+pub async fn enter(
+    relay: &Shared,
+    policy: &Policy,
+    socket: &Arc<Socket>,
+    room: &str,
+) -> Result<usize, Refusal> {
+    if socket.is_in(room) {
+        return Ok(relay.bus.count(&socket.nsp, room).await);
+    }
+    if socket.rooms.lock().len() >= policy.config.limits.max_rooms {
+        return Err(Refusal::TooManyRooms);
+    }
+    let count = relay.bus.join(&socket.nsp, room, socket.id()).await;
+    relay.count_rooms(&socket.nsp);
+    socket.rooms.lock().insert(Arc::from(room));
+    if policy.config.presence {
+        announce(relay, socket, room, "join", count);
+    }
+    Ok(count)
+}
+
+/// Take `socket` out of `room` (announced where presence is on) if it is in it; the
+/// room's member count afterwards.
+pub async fn exit(relay: &Shared, policy: &Policy, socket: &Arc<Socket>, room: &str) -> usize {
+    let was_in = socket.rooms.lock().remove(room);
+    if !was_in {
+        return relay.bus.count(&socket.nsp, room).await;
+    }
+    let count = relay.bus.leave(&socket.nsp, room, socket.id()).await;
+    relay.count_rooms(&socket.nsp);
+    if policy.config.presence {
+        announce(relay, socket, room, "leave", count);
+    }
+    count
 }
 
 async fn members(

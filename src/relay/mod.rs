@@ -8,6 +8,7 @@
 //!
 //! - [`connection`]: one Engine.IO session's Socket.IO side (packets, namespaces).
 //! - [`events`]: application events → targets and acks.
+//! - [`backend`]: the server API's calls, answered for this process's sockets.
 //! - [`control`]: the `$join`, `$leave`, `$rooms`, `$members` control events and presence.
 //! - [`reply`]: what the relay sends on its own account (refusals, `$error`) and the
 //!   one packet → queue item encoding that replies and fan-out share.
@@ -16,10 +17,11 @@
 //! - [`socket`]: one socket's state.
 //! - [`meters`]: the relay's instruments.
 //!
-//! Imports inside the relay point one way, down this list: `connection` → `events` →
+//! Imports inside the relay point one way, down this list: `backend`, `connection` → `events` →
 //! `control` → `reply` → `shared`, `policy`, `socket`; this file composes them into the
 //! [`Relay`] handler, and none of them imports it.
 
+pub mod backend;
 pub mod connection;
 pub mod control;
 pub mod events;

@@ -6,15 +6,17 @@
 //! errors doing so) is [`Relay`](super::Relay)'s job.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::RwLock;
 
 use super::meters::Meters;
 use super::policy::Policy;
+use super::socket::Socket;
 use crate::adapter::Adapter;
+use crate::engine::BoxFuture;
 
 /// A declared namespace and its current policy.
 #[derive(Debug)]
@@ -52,6 +54,22 @@ impl Counters {
     }
 }
 
+/// What holds a socket: its connection, which can end it from the server's side.
+pub trait Owner: Send + Sync {
+    /// Disconnect the socket of namespace `nsp` as the server (the client hears a
+    /// DISCONNECT); false when it was no longer connected.
+    fn disconnect(&self, nsp: &str) -> BoxFuture<'_, bool>;
+}
+
+/// A socket of this process as the server API reaches it.
+#[derive(Clone)]
+pub struct Held {
+    /// The socket.
+    pub socket: Arc<Socket>,
+    /// Its connection.
+    pub owner: Weak<dyn Owner>,
+}
+
 /// State shared by every connection of the relay.
 pub struct Shared {
     /// Declared namespaces by name. Reload replaces the map; existing sockets keep their
@@ -66,6 +84,8 @@ pub struct Shared {
     /// The largest `max_attachments` of any namespace: the parser's bound before the
     /// packet's namespace is known.
     max_attachments: AtomicUsize,
+    /// This process's connected sockets by id, for the server API.
+    held: RwLock<HashMap<Arc<str>, Held>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -83,6 +103,7 @@ impl Shared {
             meters,
             connect_timeout_ms: AtomicUsize::new(0),
             max_attachments: AtomicUsize::new(0),
+            held: RwLock::new(HashMap::new()),
         }
     }
 
@@ -138,6 +159,35 @@ impl Shared {
     /// The parser's attachment bound.
     pub fn max_attachments(&self) -> usize {
         self.max_attachments.load(Ordering::Relaxed)
+    }
+
+    /// Keep a connected socket reachable by the server API until [`Shared::release`].
+    pub fn hold(&self, socket: &Arc<Socket>, owner: Weak<dyn Owner>) {
+        let held = Held {
+            socket: socket.clone(),
+            owner,
+        };
+        self.held.write().insert(socket.id().clone(), held);
+    }
+
+    /// Forget a socket that left.
+    pub fn release(&self, id: &str) {
+        self.held.write().remove(id);
+    }
+
+    /// A connected socket of this process.
+    pub fn held(&self, id: &str) -> Option<Held> {
+        self.held.read().get(id).cloned()
+    }
+
+    /// This process's connected sockets of `nsp` (of every namespace when `None`).
+    pub fn held_in(&self, nsp: Option<&str>) -> Vec<Held> {
+        self.held
+            .read()
+            .values()
+            .filter(|h| nsp.is_none_or(|n| *h.socket.nsp == *n))
+            .cloned()
+            .collect()
     }
 
     /// Refresh the rooms gauge of a namespace after its memberships changed.

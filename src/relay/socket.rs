@@ -2,8 +2,9 @@
 //! Holds what the relay needs per socket — identity, the rooms it joined, its rate limit.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
@@ -26,6 +27,10 @@ pub struct Socket {
     rate: Mutex<TokenBucket>,
     /// The `transport` label this socket is counted under in the connections gauge.
     pub counted_as: Mutex<&'static str>,
+    /// The client's address.
+    pub address: IpAddr,
+    /// When it connected.
+    pub since: SystemTime,
 }
 
 impl Socket {
@@ -37,6 +42,7 @@ impl Socket {
         auth: Box<RawValue>,
         session: Arc<Session>,
         rate: TokenBucket,
+        address: IpAddr,
     ) -> Socket {
         Socket {
             nsp,
@@ -45,6 +51,8 @@ impl Socket {
             rooms: Mutex::new(BTreeSet::new()),
             rate: Mutex::new(rate),
             counted_as: Mutex::new(""),
+            address,
+            since: SystemTime::now(),
         }
     }
 

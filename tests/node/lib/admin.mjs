@@ -10,7 +10,7 @@
 // wait is for a log line, an event, an exit or a metric value, with a deadline.
 import { spawn, execFile, spawnSync } from "node:child_process";
 import { writeFileSync, rmSync, readFileSync } from "node:fs";
-import { iorelayBin as bin, prepareConfig, relayEnv } from "./spawn.mjs";
+import { iorelayBin as bin, prepareConfig, relayEnv, TEST_TOKEN } from "./spawn.mjs";
 
 /** The iorelay binary under test. */
 export { iorelayBin } from "./spawn.mjs";
@@ -165,9 +165,13 @@ export function withLogs(daemon, fn) {
   };
 }
 
-/** GET a URL; resolves to { status, text, headers }. */
+/**
+ * GET a URL; resolves to { status, text, headers }. A server API URL (/api/v1/) gets the
+ * test profile's bearer token.
+ */
 export async function get(url) {
-  const res = await fetch(url, { signal: AbortSignal.timeout(WAIT_MS) });
+  const headers = url.includes("/api/v1/") ? { authorization: `Bearer ${TEST_TOKEN}` } : {};
+  const res = await fetch(url, { headers, signal: AbortSignal.timeout(WAIT_MS) });
   return { status: res.status, text: await res.text(), headers: res.headers };
 }
 
@@ -327,12 +331,14 @@ export async function stopDaemon(daemon) {
 }
 
 /**
- * Run the iorelay binary with `args` (an ops subcommand: status, reload, rooms …).
- * Resolves to { code, stdout, stderr }; bounded by `ms`.
+ * Run the iorelay binary with `args` (an ops subcommand: status, reload, rooms …), with
+ * the test profile's server API token in IORELAY_TOKEN (and `env` on top). Resolves to
+ * { code, stdout, stderr }; bounded by `ms`.
  */
-export function runCli(args, ms = WAIT_MS) {
+export function runCli(args, ms = WAIT_MS, env = {}) {
   return new Promise((resolveRun) => {
-    execFile(bin, args, { timeout: ms, encoding: "utf8", env: { ...process.env, NO_COLOR: "1" } }, (err, stdout, stderr) => {
+    const full = { ...process.env, NO_COLOR: "1", IORELAY_TOKEN: TEST_TOKEN, ...env };
+    execFile(bin, args, { timeout: ms, encoding: "utf8", env: full }, (err, stdout, stderr) => {
       resolveRun({ code: err ? (err.code ?? err.signal) : 0, stdout, stderr });
     });
   });

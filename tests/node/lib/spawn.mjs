@@ -13,6 +13,9 @@ import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const repoRoot = resolve(here, "..", "..", "..");
+/** The server API token of the test profile (config/test.toml, api.tokens). */
+export const TEST_TOKEN = "iorelay-test-token-0123456789";
+
 /** The iorelay binary under test. */
 export const iorelayBin = process.env.TEST_IORELAY_BIN || join(repoRoot, "target", "debug", "iorelay");
 
@@ -42,7 +45,8 @@ export function prepareConfig(prefix, configToml, configFile) {
 
 /**
  * The environment for the binary: the test profile, both listeners on 127.0.0.1:0, plain
- * text logs at info, `nobody` as server.user when running as root, then `extra` on top.
+ * text logs at info, the server API token TEST_TOKEN, `nobody` as server.user when
+ * running as root, then `extra` on top.
  */
 export function relayEnv(asRoot, extra = {}) {
   return {
@@ -54,6 +58,8 @@ export function relayEnv(asRoot, extra = {}) {
     // The lines the tests wait for ("listening", "configuration reloaded", the drain) are
     // logged at info.
     IORELAY_LOG__LEVEL: "info",
+    // The config files the tests write have no test profile beside them.
+    IORELAY_API__TOKENS: JSON.stringify([TEST_TOKEN]),
     NO_COLOR: "1",
     ...(asRoot ? { IORELAY_SERVER__USER: "nobody" } : {}),
     ...extra,

@@ -1,0 +1,374 @@
+//! The server API's HTTP side: every `/api/v1/` request of the admin listener comes
+//! through [`serve`], which refuses what a browser sends (any `Origin` header: 403, so
+//! that no web page can drive the API with a user's loopback access), checks the bearer
+//! token (401 with `WWW-Authenticate`), reads a bounded JSON body (413, 400 for
+//! unknown fields), and turns the route into an [`api::Call`] for the daemon's
+//! [`Control`], or into the ops routes (status, reload) and the OpenAPI document.
+//!
+//! The routes and their bodies are those of the committed OpenAPI document
+//! (`src/api/openapi.json`); `tests/node/test/api.test.mjs` runs schemathesis against it.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode, header};
+use parking_lot::RwLock;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::control::Control;
+use crate::api::{self, Call, Emit, Reply, Tokens};
+use crate::config::Config;
+
+/// Who may use the API and how much they may send: swapped on reload.
+#[derive(Debug, Default)]
+pub struct Access {
+    state: RwLock<(Tokens, usize)>,
+}
+
+impl Access {
+    /// The `[api]` section of `config`, its token file read now: checked before a
+    /// reload applies anything, put in force with [`Access::install`] after.
+    pub fn load(config: &Config) -> Result<Settings, api::tokens::Error> {
+        let tokens = Tokens::load(&config.api.tokens, config.api.token_file.as_deref())?;
+        let limit = usize::try_from(config.api.max_body.bytes()).unwrap_or(usize::MAX);
+        Ok(Settings(tokens, limit))
+    }
+
+    /// Access as `settings` say, from the next request on.
+    pub fn install(&self, settings: Settings) {
+        *self.state.write() = (settings.0, settings.1);
+    }
+
+    /// Access as `config` says (at start); logs what the API accepts.
+    pub fn configured(config: &Config) -> Result<Access, api::tokens::Error> {
+        let access = Access::default();
+        access.install(Access::load(config)?);
+        let tokens = access.tokens();
+        if tokens.is_empty() {
+            tracing::warn!(
+                "the server API has no tokens (api.tokens, api.token_file): every /api/v1/ request is refused"
+            );
+        } else if tokens.has_development_token() {
+            tracing::warn!(
+                token = api::tokens::DEVELOPMENT,
+                "the server API accepts the well-known development token; give production its own (api.token_file)"
+            );
+        }
+        Ok(access)
+    }
+
+    /// The tokens in force, for the start-up log.
+    pub fn tokens(&self) -> Tokens {
+        self.state.read().0.clone()
+    }
+}
+
+/// The `[api]` settings of a config, loaded and checked.
+#[derive(Debug)]
+pub struct Settings(Tokens, usize);
+
+/// `POST /api/v1/sockets/{id}/join|leave`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Placement {
+    #[serde(default = "root")]
+    namespace: String,
+    room: String,
+}
+
+/// `POST /api/v1/sockets/{id}/disconnect`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SocketRef {
+    #[serde(default = "root")]
+    namespace: String,
+}
+
+/// `POST /api/v1/disconnect`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoomsBody {
+    #[serde(default = "root")]
+    namespace: String,
+    #[serde(default)]
+    rooms: Vec<String>,
+}
+
+fn root() -> String {
+    "/".to_owned()
+}
+
+/// Longest room name a backend may use (the same bound as a client's).
+const MAX_ROOM: usize = 256;
+
+/// What a route asks for.
+enum Route {
+    Call(Call),
+    Status,
+    Reload,
+    OpenApi,
+}
+
+/// Serve one `/api/v1/` request.
+pub async fn serve(
+    control: &dyn Control,
+    access: &Access,
+    serving: bool,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let reply = match answer(control, access, serving, req).await {
+        Ok(response) => return response,
+        Err(reply) => reply,
+    };
+    respond(&reply)
+}
+
+async fn answer(
+    control: &dyn Control,
+    access: &Access,
+    serving: bool,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Reply> {
+    let (head, incoming) = req.into_parts();
+    let path = head.uri.path();
+    if head.headers.contains_key(header::ORIGIN) {
+        tracing::warn!(
+            path,
+            "server API request from a web page (Origin header) refused"
+        );
+        return Err(Reply::error(
+            403,
+            "requests from web pages (with an Origin header) are refused",
+        ));
+    }
+    let (admitted, limit) = {
+        let state = access.state.read();
+        let authorization = head.headers.get(header::AUTHORIZATION);
+        (state.0.admit(authorization.map(|v| v.as_bytes())), state.1)
+    };
+    if !admitted {
+        tracing::info!(path, "server API request without a valid token refused");
+        let reply = Reply::error(
+            401,
+            "a valid bearer token is required (Authorization: Bearer …)",
+        );
+        let mut response = respond(&reply);
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"iorelay\""),
+        );
+        return Ok(response);
+    }
+    let body = Body { incoming, limit };
+    let reply = match route(&head, body).await? {
+        Route::Call(call) => control.call(call).await,
+        Route::Status => {
+            let mut status = control.status().await;
+            status["ok"] = Value::Bool(true);
+            status["serving"] = Value::Bool(serving);
+            Reply {
+                status: 200,
+                body: status,
+            }
+        }
+        Route::Reload => {
+            let report = control.reload().await;
+            let status = if report["ok"] == Value::Bool(true) {
+                200
+            } else {
+                422
+            };
+            Reply {
+                status,
+                body: report,
+            }
+        }
+        Route::OpenApi => {
+            return Ok(Response::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from_static(api::OPENAPI.as_bytes())))
+                .expect("static response is valid"));
+        }
+    };
+    if reply.status >= 500 {
+        tracing::warn!(path, status = reply.status, error = %reply.body["error"], "server API request failed");
+    }
+    Ok(respond(&reply))
+}
+
+/// A request's body, read only by the routes that take one.
+struct Body {
+    incoming: Incoming,
+    limit: usize,
+}
+
+impl Body {
+    /// Read the JSON body (at most the configured size) and parse it. The content type
+    /// is not looked at: the body is JSON whatever it says (`curl -d` says form data).
+    async fn json<T: DeserializeOwned>(self) -> Result<T, Reply> {
+        let limit = self.limit;
+        let bytes = Limited::new(self.incoming, limit)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<LengthLimitError>() {
+                    Reply::error(
+                        413,
+                        format!("the body is over api.max_body ({limit} bytes)"),
+                    )
+                } else {
+                    Reply::error(400, format!("the body could not be read: {e}"))
+                }
+            })?
+            .to_bytes();
+        let bytes = if bytes.is_empty() {
+            Bytes::from_static(b"{}")
+        } else {
+            bytes
+        };
+        serde_json::from_slice(&bytes).map_err(|e| Reply::error(400, format!("invalid body: {e}")))
+    }
+}
+
+/// The call a request makes, its body read and checked.
+async fn route(head: &hyper::http::request::Parts, body: Body) -> Result<Route, Reply> {
+    let path = head.uri.path().strip_prefix("/api/v1/").unwrap_or("");
+    let segments: Vec<String> = path
+        .split('/')
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    let query = |name: &str| {
+        form_urlencoded::parse(head.uri.query().unwrap_or("").as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    let expect = |m: Method| {
+        if head.method == m {
+            Ok(())
+        } else {
+            Err(Reply::error(405, format!("use {m}")))
+        }
+    };
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    match segments.as_slice() {
+        ["status"] => expect(Method::GET).map(|()| Route::Status),
+        ["reload"] => expect(Method::POST).map(|()| Route::Reload),
+        ["openapi.json"] => expect(Method::GET).map(|()| Route::OpenApi),
+        ["rooms"] => {
+            expect(Method::GET)?;
+            Ok(Route::Call(Call::Rooms {
+                namespace: query("namespace"),
+            }))
+        }
+        ["rooms", room, "members"] if !room.is_empty() => {
+            expect(Method::GET)?;
+            Ok(Route::Call(Call::Members {
+                namespace: query("namespace").unwrap_or_else(root),
+                room: (*room).to_owned(),
+            }))
+        }
+        ["sockets"] => {
+            expect(Method::GET)?;
+            Ok(Route::Call(Call::Sockets {
+                namespace: query("namespace"),
+                room: query("room"),
+            }))
+        }
+        ["emit"] => {
+            expect(Method::POST)?;
+            let emit: Emit = body.json().await?;
+            check_emit(&emit)?;
+            Ok(Route::Call(Call::Emit(emit)))
+        }
+        ["sockets", id, action @ ("join" | "leave")] if !id.is_empty() => {
+            expect(Method::POST)?;
+            let p: Placement = body.json().await?;
+            check_room(&p.room)?;
+            let (socket, namespace, room) = ((*id).to_owned(), p.namespace, p.room);
+            Ok(Route::Call(if *action == "join" {
+                Call::Join {
+                    socket,
+                    namespace,
+                    room,
+                }
+            } else {
+                Call::Leave {
+                    socket,
+                    namespace,
+                    room,
+                }
+            }))
+        }
+        ["sockets", id, "disconnect"] if !id.is_empty() => {
+            expect(Method::POST)?;
+            let r: SocketRef = body.json().await?;
+            Ok(Route::Call(Call::Kick {
+                socket: (*id).to_owned(),
+                namespace: r.namespace,
+            }))
+        }
+        ["disconnect"] => {
+            expect(Method::POST)?;
+            let r: RoomsBody = body.json().await?;
+            for room in &r.rooms {
+                check_room(room)?;
+            }
+            Ok(Route::Call(Call::Disconnect {
+                namespace: r.namespace,
+                rooms: r.rooms,
+            }))
+        }
+        _ => Err(Reply::error(
+            404,
+            "no such route (the routes are in /api/v1/openapi.json)",
+        )),
+    }
+}
+
+fn check_room(room: &str) -> Result<(), Reply> {
+    if room.is_empty() || room.len() > MAX_ROOM {
+        return Err(Reply::error(
+            400,
+            format!("a room name has 1 to {MAX_ROOM} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_emit(emit: &Emit) -> Result<(), Reply> {
+    if emit.event.is_empty() {
+        return Err(Reply::error(400, "event must not be empty"));
+    }
+    if api::RESERVED_EVENTS.contains(&emit.event.as_str()) {
+        return Err(Reply::error(
+            400,
+            format!("{:?} is reserved by socket.io clients", emit.event),
+        ));
+    }
+    for room in &emit.rooms {
+        check_room(room)?;
+    }
+    for (i, data) in emit.binary.iter().enumerate() {
+        if base64::Engine::decode(&base64::engine::general_purpose::STANDARD, data).is_err() {
+            return Err(Reply::error(400, format!("binary[{i}] is not base64")));
+        }
+    }
+    Ok(())
+}
+
+/// The reply as an HTTP response.
+pub fn respond(reply: &Reply) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Full::new(Bytes::from(reply.body.to_string())))
+        .expect("static header is valid")
+}

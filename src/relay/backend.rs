@@ -1,0 +1,209 @@
+//! The server API on this process's side: a backend's [`Call`] answered for the sockets
+//! this process holds (every worker answers for its own, the admin listener merges the
+//! parts), or for the host where every process sees the same (rooms, members).
+//!
+//! A backend is trusted to place sockets where it likes: its joins skip the namespace's
+//! join policy but keep `max_rooms`, and go through the same [`control::enter`] as a
+//! client's `$join`, so presence is announced alike.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use super::control;
+use super::policy::Refusal;
+use super::reply::outgoing;
+use super::shared::{Held, Namespace, Shared};
+use crate::adapter::Pick;
+use crate::api::{Call, Emit, Failure, MemberInfo, Part, RoomInfo, SocketInfo};
+use crate::socketio::packet as sio;
+
+/// Answer `call` for this process.
+pub async fn answer(relay: &Shared, call: &Call) -> Part {
+    match answer_or_fail(relay, call).await {
+        Ok(part) => part,
+        Err(failure) => Part::Failed(failure),
+    }
+}
+
+async fn answer_or_fail(relay: &Shared, call: &Call) -> Result<Part, Failure> {
+    match call {
+        Call::Emit(emit) => emit_here(relay, emit),
+        Call::Rooms { namespace } => {
+            let names = match namespace {
+                Some(n) => vec![declared(relay, n)?.name.to_string()],
+                None => relay.namespace_names(),
+            };
+            let mut all = Vec::with_capacity(names.len());
+            for name in names {
+                let rooms = relay.bus.rooms(&name).await;
+                let rooms = rooms
+                    .into_iter()
+                    .map(|r| RoomInfo {
+                        room: r.room.to_string(),
+                        count: r.count,
+                    })
+                    .collect();
+                all.push((name, rooms));
+            }
+            Ok(Part::Rooms(all))
+        }
+        Call::Members { namespace, room } => {
+            declared(relay, namespace)?;
+            let members = relay.bus.members(namespace, room).await;
+            let mut members: Vec<MemberInfo> = members
+                .into_iter()
+                .map(|m| MemberInfo {
+                    id: m.id.to_string(),
+                    user: m.user.as_deref().map(str::to_owned),
+                })
+                .collect();
+            members.sort_by(|a, b| a.id.cmp(&b.id));
+            Ok(Part::Members(members))
+        }
+        Call::Sockets { namespace, room } => {
+            if let Some(n) = namespace {
+                declared(relay, n)?;
+            }
+            let sockets = relay
+                .held_in(namespace.as_deref())
+                .into_iter()
+                .filter(|h| room.as_ref().is_none_or(|r| h.socket.is_in(r)))
+                .map(|h| describe(&h))
+                .collect();
+            Ok(Part::Sockets(sockets))
+        }
+        Call::Join {
+            socket,
+            namespace,
+            room,
+        } => {
+            let ns = declared(relay, namespace)?;
+            let Some(held) = held_in(relay, socket, namespace) else {
+                return Ok(Part::NotHere);
+            };
+            let policy = ns.policy();
+            match control::enter(relay, &policy, &held.socket, room).await {
+                Ok(count) => Ok(Part::Moved(count)),
+                Err(Refusal::TooManyRooms) => {
+                    Err(Failure::TooManyRooms(policy.config.limits.max_rooms))
+                }
+                Err(other) => Err(Failure::Invalid(other.message().to_owned())),
+            }
+        }
+        Call::Leave {
+            socket,
+            namespace,
+            room,
+        } => {
+            let ns = declared(relay, namespace)?;
+            let Some(held) = held_in(relay, socket, namespace) else {
+                return Ok(Part::NotHere);
+            };
+            let count = control::exit(relay, &ns.policy(), &held.socket, room).await;
+            Ok(Part::Moved(count))
+        }
+        Call::Kick { socket, namespace } => {
+            declared(relay, namespace)?;
+            let Some(held) = held_in(relay, socket, namespace) else {
+                return Ok(Part::NotHere);
+            };
+            Ok(if kick(&held).await {
+                Part::Kicked
+            } else {
+                Part::NotHere
+            })
+        }
+        Call::Disconnect { namespace, rooms } => {
+            declared(relay, namespace)?;
+            let mut disconnected = 0;
+            for held in relay.held_in(Some(namespace)) {
+                let chosen = rooms.is_empty() || rooms.iter().any(|r| held.socket.is_in(r));
+                if chosen && kick(&held).await {
+                    disconnected += 1;
+                }
+            }
+            Ok(Part::Disconnected(disconnected))
+        }
+    }
+}
+
+/// The namespace, when the config declares it.
+fn declared(relay: &Shared, name: &str) -> Result<Arc<Namespace>, Failure> {
+    relay
+        .namespace(name)
+        .ok_or_else(|| Failure::NoNamespace(name.to_owned()))
+}
+
+/// The socket `id`, when this process holds it and it belongs to `nsp`.
+fn held_in(relay: &Shared, id: &str, nsp: &str) -> Option<Held> {
+    relay.held(id).filter(|h| *h.socket.nsp == *nsp)
+}
+
+async fn kick(held: &Held) -> bool {
+    match held.owner.upgrade() {
+        Some(owner) => owner.disconnect(&held.socket.nsp).await,
+        None => false,
+    }
+}
+
+fn describe(held: &Held) -> SocketInfo {
+    let socket = &held.socket;
+    SocketInfo {
+        id: socket.id().to_string(),
+        namespace: socket.nsp.to_string(),
+        user: socket.user().map(|u| u.to_string()),
+        rooms: socket.joined().iter().map(|r| r.to_string()).collect(),
+        transport: (*socket.counted_as.lock()).to_owned(),
+        address: socket.address.to_string(),
+        connected_at: humantime::format_rfc3339_millis(socket.since).to_string(),
+    }
+}
+
+/// Encode the event once and queue it for the chosen sockets of this process.
+fn emit_here(relay: &Shared, emit: &Emit) -> Result<Part, Failure> {
+    let ns = declared(relay, &emit.namespace)?;
+    let mut attachments = Vec::with_capacity(emit.binary.len());
+    for (i, data) in emit.binary.iter().enumerate() {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .map_err(|_| Failure::Invalid(format!("binary[{i}] is not base64")))?;
+        attachments.push(Bytes::from(bytes));
+    }
+    let mut args: Vec<Box<RawValue>> = Vec::with_capacity(emit.args.len() + attachments.len());
+    for arg in &emit.args {
+        args.push(raw(&arg.to_string()));
+    }
+    for num in 0..attachments.len() {
+        args.push(raw(&format!(r#"{{"_placeholder":true,"num":{num}}}"#)));
+    }
+    let args: Vec<&RawValue> = args.iter().map(AsRef::as_ref).collect();
+    let text = sio::encode_event(&ns.name, &emit.event, &args, None, attachments.len());
+    let size = text.len() + attachments.iter().map(Bytes::len).sum::<usize>();
+    let limit =
+        usize::try_from(ns.policy().config.limits.max_event_size.bytes()).unwrap_or(usize::MAX);
+    if size > limit {
+        return Err(Failure::TooLarge { size, limit });
+    }
+    let item = outgoing(&text, &attachments);
+    let pick = Pick {
+        rooms: names(&emit.rooms),
+        sockets: names(&emit.sockets),
+        except: names(&emit.except),
+    };
+    let delivered = relay.bus.deliver_local(&ns.name, &pick, &item);
+    ns.counters.delivered.inc_by(delivered as u64);
+    Ok(Part::Delivered(delivered))
+}
+
+fn names(list: &[String]) -> Vec<Arc<str>> {
+    let unique: HashSet<&str> = list.iter().map(String::as_str).collect();
+    unique.into_iter().map(Arc::from).collect()
+}
+
+fn raw(json: &str) -> Box<RawValue> {
+    RawValue::from_string(json.to_owned()).expect("serialized JSON is valid")
+}
