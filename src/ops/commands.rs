@@ -3,6 +3,7 @@
 //! the answer. `main.rs` hands a parsed [`Command`] to [`run`].
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::ExitCode;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -16,6 +17,10 @@ use crate::daemon::exit;
 /// The variable that carries the server API token for the ops subcommands.
 pub const TOKEN_VAR: &str = "IORELAY_TOKEN";
 
+/// The token file the deb generates, tried last (an operator's shell does not select the
+/// production profile that names it).
+pub const INSTALLED_TOKEN_FILE: &str = "/etc/iorelay/api-token";
+
 /// How to reach a running daemon.
 #[derive(Debug, Clone, clap::Args)]
 pub struct OpsArgs {
@@ -23,7 +28,7 @@ pub struct OpsArgs {
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<SocketAddr>,
     /// Server API token [default: $IORELAY_TOKEN, else the first of api.token_file (when
-    /// readable), else of api.tokens]
+    /// readable), of api.tokens, of /etc/iorelay/api-token (when readable)]
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
     /// Print the daemon's JSON answer as is.
@@ -161,23 +166,35 @@ fn json_or_string(arg: &str) -> Value {
 }
 
 /// The token to send: `--token`, else `IORELAY_TOKEN`, else the first token of the
-/// config's token file when this user can read it, else its first inline token.
+/// config's token file when this user can read it, else its first inline token, else the
+/// first of [`INSTALLED_TOKEN_FILE`] when readable.
 pub fn token(given: Option<String>, var: Option<String>, config: &Config) -> Option<String> {
+    token_from(given, var, config, Path::new(INSTALLED_TOKEN_FILE))
+}
+
+fn token_from(
+    given: Option<String>,
+    var: Option<String>,
+    config: &Config,
+    installed: &Path,
+) -> Option<String> {
     if let Some(token) = given.or(var).filter(|t| !t.is_empty()) {
         return Some(token);
     }
-    let from_file = config
+    let first_of = |file: &Path| {
+        let text = std::fs::read_to_string(file).ok()?;
+        text.lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_owned)
+    };
+    config
         .api
         .token_file
-        .as_ref()
-        .and_then(|f| std::fs::read_to_string(f).ok())
-        .and_then(|text| {
-            text.lines()
-                .map(str::trim)
-                .find(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_owned)
-        });
-    from_file.or_else(|| config.api.tokens.first().cloned())
+        .as_deref()
+        .and_then(first_of)
+        .or_else(|| config.api.tokens.first().cloned())
+        .or_else(|| first_of(installed))
 }
 
 /// Run an ops subcommand against the daemon the config (or `--admin`) names; exit 0 when
