@@ -379,6 +379,7 @@ mod tests {
             .expect("relay");
             let info = HandshakeInfo {
                 remote: "127.0.0.1:1".parse().expect("address"),
+                client: "127.0.0.1".parse().expect("address"),
                 headers: Default::default(),
                 query: Default::default(),
             };
