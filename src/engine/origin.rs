@@ -185,6 +185,22 @@ fn split_authority(authority: &str) -> Option<(String, Option<u16>)> {
     Some((host.to_ascii_lowercase(), port))
 }
 
+/// Most of a refused `Origin` written to the log: enough for any real origin, and a
+/// bound on what a hostile header puts in every line.
+const LOGGED_ORIGIN: usize = 200;
+
+/// The request's `Origin` for a log line: lossy UTF-8, cut at [`LOGGED_ORIGIN`] bytes.
+pub(super) fn for_log(headers: &HeaderMap) -> String {
+    let bytes = headers
+        .get(header::ORIGIN)
+        .map_or(&[][..], |v| v.as_bytes());
+    let mut text = String::from_utf8_lossy(&bytes[..bytes.len().min(LOGGED_ORIGIN)]).into_owned();
+    if bytes.len() > LOGGED_ORIGIN {
+        text.push('…');
+    }
+    text
+}
+
 /// Add the CORS headers for an allowed `origin` to an answer: the origin itself (never
 /// `*`, which credentials forbid), credentials, and `Vary: Origin` for caches.
 pub(super) fn add_cors(resp: &mut Response<Full<Bytes>>, origin: HeaderValue) {
@@ -359,6 +375,16 @@ mod tests {
         ] {
             assert!(Origins::parse(&[entry]).is_err(), "{entry:?}");
         }
+    }
+
+    #[test]
+    fn the_logged_origin_is_bounded() {
+        let long = format!("https://{}.example", "a".repeat(1000));
+        let logged = for_log(&headers(Some(&long), None));
+        assert!(logged.starts_with("https://aaa"));
+        assert_eq!(logged.len(), LOGGED_ORIGIN + '…'.len_utf8());
+        assert_eq!(for_log(&headers(Some("null"), None)), "null");
+        assert_eq!(for_log(&headers(None, None)), "");
     }
 
     #[test]

@@ -297,7 +297,7 @@ impl Engine {
                 self.meters.origin_refused.inc();
                 let client = settings.proxies.client(remote.ip(), req.headers());
                 tracing::info!(
-                    origin = ?req.headers().get(hyper::header::ORIGIN),
+                    origin = %origin::for_log(req.headers()),
                     %client,
                     %remote,
                     "engine.io request refused: origin not allowed"
