@@ -9,6 +9,8 @@
 // - the official socket.io-client in Node with `extraHeaders: { origin }` over each
 //   transport: connects from a listed origin, connect_error from another;
 // - a reload (SIGHUP) changes both keys for the next request;
+// - with two workers, each checks origins and answers with CORS, on requests forwarded
+//   to a session's owner too, and a reload reaches both;
 // - X-Forwarded-For names the client only when the peer is a trusted proxy, as the
 //   engine's "session opened" log line shows (client=…); a request from 127.0.0.2
 //   reaches the same loopback listener as an untrusted peer;
@@ -24,8 +26,9 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import WebSocket from "ws";
-import { scrape, startDaemon, stopDaemon, waitForMetric, withLogs } from "../lib/admin.mjs";
+import { apiStatus, bothWorkersLinked, scrape, startDaemon, stopDaemon, waitForMetric, withLogs } from "../lib/admin.mjs";
 import { ack, connected, openClient, WAIT_MS } from "../lib/clients.mjs";
+import { workerOf } from "../lib/workers.mjs";
 
 const APP = "http://app.example:8080";
 const OTHER = "https://other.example";
@@ -130,18 +133,18 @@ async function loggedClient(daemon, sid) {
   return m[1];
 }
 
+/** Write `text` as `daemon`'s config, SIGHUP, and wait until it is in force. */
+async function reload(daemon, text) {
+  const from = daemon.mark();
+  daemon.writeConfig(text);
+  daemon.signal("SIGHUP");
+  await daemon.waitForLog(/INFO.*configuration reloaded/, { from });
+}
+
 describe("server.allowed_origins and server.trusted_proxies", () => {
   let daemon;
   const sockets = [];
   const logs = (fn) => withLogs(() => daemon, fn);
-
-  /** Write `text` as the config, SIGHUP, and wait until it is in force. */
-  async function reload(text) {
-    const from = daemon.mark();
-    daemon.writeConfig(text);
-    daemon.signal("SIGHUP");
-    await daemon.waitForLog(/INFO.*configuration reloaded/, { from });
-  }
 
   before(async () => {
     daemon = await startDaemon(config({ origins: [APP] }), DEBUG_ENGINE);
@@ -244,14 +247,14 @@ describe("server.allowed_origins and server.trusted_proxies", () => {
   }));
 
   it("a reload changes the allowed origins for the next request", logs(async () => {
-    await reload(config({ origins: [OTHER, "loopback"] }));
+    await reload(daemon, config({ origins: [OTHER, "loopback"] }));
     assertForbidden((await handshake(daemon.url, { headers: { origin: APP } })).res, "no longer listed");
     for (const origin of [OTHER, "http://localhost:5173"]) {
       const { res } = await handshake(daemon.url, { headers: { origin } });
       assert.equal(res.status, 200, `${origin}: ${res.body}`);
       assertCors(res, origin, origin);
     }
-    await reload(config({ origins: [APP] }));
+    await reload(daemon, config({ origins: [APP] }));
     assertForbidden((await handshake(daemon.url, { headers: { origin: OTHER } })).res, "back to the first list");
   }));
 
@@ -261,7 +264,7 @@ describe("server.allowed_origins and server.trusted_proxies", () => {
     let { sid } = await handshake(daemon.url, { headers: spoofed });
     assert.equal(await loggedClient(daemon, sid), "127.0.0.1");
 
-    await reload(config({ origins: [APP], proxies: ["127.0.0.1/32", "10.0.0.0/8"] }));
+    await reload(daemon, config({ origins: [APP], proxies: ["127.0.0.1/32", "10.0.0.0/8"] }));
     ({ sid } = await handshake(daemon.url, { headers: spoofed }));
     assert.equal(await loggedClient(daemon, sid), "203.0.113.9", "from the trusted proxy");
     // The client's own claim (leftmost) is ignored; trusted hops are skipped.
@@ -278,6 +281,50 @@ describe("server.allowed_origins and server.trusted_proxies", () => {
     const open = await ws.ws.first;
     ws.ws.close();
     assert.equal(await loggedClient(daemon, JSON.parse(open.slice(1)).sid), "127.0.0.1", "WebSocket, no header");
+  }));
+});
+
+describe("in a multi-worker daemon", () => {
+  let daemon;
+  const logs = (fn) => withLogs(() => daemon, fn);
+
+  before(async () => {
+    daemon = await startDaemon(`${config({ origins: [APP] })}workers = 2\n`);
+    await bothWorkersLinked(daemon);
+  });
+
+  after(async () => {
+    await stopDaemon(daemon);
+  });
+
+  it("every worker checks origins and answers with CORS, forwarded requests included; a reload reaches them all", logs(async () => {
+    // Each request on a new connection: the kernel spreads them over both workers, and one
+    // that lands on the worker not owning its session is forwarded to the owner.
+    const owners = new Set();
+    for (let i = 0; i < 8 || (owners.size < 2 && i < 32); i++) {
+      const { res, sid } = await handshake(daemon.url, { headers: { origin: APP } });
+      assert.equal(res.status, 200, res.body);
+      assertCors(res, APP, "a handshake");
+      owners.add(workerOf(sid));
+      const path = `${HANDSHAKE}&sid=${encodeURIComponent(sid)}`;
+      const post = await request(daemon.url, "POST", path, { headers: { origin: APP }, body: "40" });
+      assert.equal(post.status, 200, post.body);
+      assertCors(post, APP, "a POST");
+      const poll = await request(daemon.url, "GET", path, { headers: { origin: APP } });
+      assert.match(poll.body, /^40\{"sid":/);
+      assertCors(poll, APP, "a poll");
+      assertForbidden(await request(daemon.url, "GET", path, { headers: { origin: EVIL } }), "another origin's poll");
+    }
+    assert.deepEqual([...owners].sort(), [0, 1], "both workers opened sessions");
+    await reload(daemon, config({ origins: [OTHER] }) + "workers = 2\n");
+    // The master hands the config to each worker on its control channel, then logs; a
+    // status report travels the same channel behind it, so once both workers answered
+    // it, both have applied the config.
+    assert.equal((await apiStatus(daemon)).workers.length, 2);
+    for (let i = 0; i < 8; i++) {
+      assertForbidden((await handshake(daemon.url, { headers: { origin: APP } })).res, "after the reload");
+      assert.equal((await handshake(daemon.url, { headers: { origin: OTHER } })).res.status, 200);
+    }
   }));
 });
 
