@@ -3,7 +3,9 @@
 //! `websocket`, `upgrade`).
 //!
 //! Owns the session table and the start of each session (the upper layer's connection,
-//! the heartbeat). Does not own routing (the `http` module decides which requests reach
+//! the heartbeat, the client's address behind trusted proxies), and applies the origin
+//! policy to every request before anything else (its rules and CORS answers are
+//! `origin`'s, the address resolution `proxy`'s). Does not own routing (the `http` module decides which requests reach
 //! it), the transports' work, nor anything above Engine.IO messages.
 
 use std::collections::HashMap;
