@@ -92,6 +92,7 @@ suites! {
     hostile => "hostile",
     memory => "memory",
     metrics => "metrics",
+    origins => "origins",
     privileges => "privileges",
     relay => "relay",
     signal_drain => "signal-drain",

@@ -114,6 +114,17 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Most concurrent Engine.IO sessions; further handshakes get 503. Default `100000`.
     pub max_connections: usize,
+    /// Pages besides the server's own that may connect (the `Origin` of handshakes,
+    /// WebSockets and polling; CORS for polling): exact origins
+    /// (`"https://app.example.com"`), `"loopback"` (http(s) on localhost, 127.0.0.1 or
+    /// [::1], any port) or `"*"`. Requests without `Origin` (non-browser clients) are
+    /// always allowed. Default `[]`: same-origin only (the development profile sets
+    /// `["loopback"]`).
+    pub allowed_origins: Vec<String>,
+    /// Peers (addresses or CIDR networks) whose `X-Forwarded-For` names the client, such
+    /// as `["127.0.0.1/32", "10.0.0.0/8"]`. Default `[]`: nobody's; the TCP peer is the
+    /// client.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -127,6 +138,8 @@ impl Default for ServerConfig {
             static_dir: None,
             shutdown_timeout: Duration::from_secs(10),
             max_connections: 100_000,
+            allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

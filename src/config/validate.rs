@@ -53,6 +53,7 @@ const MAX_ATTACHMENTS: usize = 1000;
 pub fn validate(c: &Config) -> Result<(), Vec<Problem>> {
     let mut problems = Vec::new();
     check_server(c, &mut problems);
+    check_origins_and_proxies(c, &mut problems);
     check_engine(c, &mut problems);
     check_api(c, &mut problems);
     for (name, ns) in &c.effective_namespaces() {
@@ -126,6 +127,27 @@ fn check_api(c: &Config, out: &mut Vec<Problem>) {
             "api.max_body",
             format!("must be between 1KB and 64MiB, found {}", c.api.max_body),
         ));
+    }
+}
+
+/// `server.allowed_origins` and `server.trusted_proxies`, read by the engine's own
+/// parsers so that what passes here is what the engine runs with.
+fn check_origins_and_proxies(c: &Config, out: &mut Vec<Problem>) {
+    for (i, entry) in c.server.allowed_origins.iter().enumerate() {
+        if let Err(e) = crate::engine::Origins::parse(std::slice::from_ref(entry)) {
+            out.push(Problem::new(
+                format!("server.allowed_origins[{i}]"),
+                e.to_string(),
+            ));
+        }
+    }
+    for (i, entry) in c.server.trusted_proxies.iter().enumerate() {
+        if let Err(e) = crate::engine::TrustedProxies::parse(std::slice::from_ref(entry)) {
+            out.push(Problem::new(
+                format!("server.trusted_proxies[{i}]"),
+                e.to_string(),
+            ));
+        }
     }
 }
 
@@ -568,6 +590,36 @@ mod tests {
         let err = check_pattern("(unclosed").unwrap_err();
         assert_eq!(err, "is not a valid regular expression: unclosed group");
         assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn origins_and_proxies_name_the_entry_that_is_wrong() {
+        let mut c = Config::default();
+        c.server.allowed_origins = vec![
+            "https://app.example.com".to_owned(),
+            "loopback".to_owned(),
+            "app.example.com".to_owned(),
+        ];
+        c.server.trusted_proxies = vec![
+            "10.0.0.0/8".to_owned(),
+            "::1".to_owned(),
+            "10.0.0.0/40".to_owned(),
+        ];
+        let problems = validate(&c).unwrap_err();
+        assert_eq!(
+            keys(&c),
+            ["server.allowed_origins[2]", "server.trusted_proxies[2]"]
+        );
+        assert!(
+            problems[0]
+                .reason
+                .contains("\"app.example.com\" is not an origin")
+        );
+        assert!(
+            problems[1]
+                .reason
+                .contains("\"10.0.0.0/40\" is not an address")
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::{Error, memory};
 use crate::adapter::Adapter;
 use crate::config::{Config, Transport};
 use crate::engine::echo::EchoHandler;
-use crate::engine::{CloseReason, Engine, Settings};
+use crate::engine::{CloseReason, Engine, Origins, Settings, TrustedProxies};
 use crate::http::Public;
 use crate::relay::Relay;
 use crate::telemetry::metrics::Metrics;
@@ -32,6 +32,10 @@ pub fn engine_settings(config: &Config) -> Settings {
             .max(4 << 20),
         max_sessions: config.server.max_connections,
         node: None,
+        // Validated with the same parsers (`config::validate`): a config that got here
+        // parses; should it not, the safe reading is the narrowest.
+        origins: Origins::parse(&config.server.allowed_origins).unwrap_or_default(),
+        proxies: TrustedProxies::parse(&config.server.trusted_proxies).unwrap_or_default(),
     }
 }
 

@@ -21,6 +21,8 @@ pub struct Meters {
     pub sent_bytes: IntCounterVec,
     /// Outgoing packets not queued because the client's queue was full.
     pub dropped_slow: IntCounter,
+    /// Engine.IO requests refused because of their `Origin`.
+    pub origin_refused: IntCounter,
     /// `received_bytes` and `sent_bytes` for WebSocket, resolved once: they count every
     /// message, and a label lookup hashes and locks.
     pub websocket: TransportBytes,
@@ -66,6 +68,8 @@ impl Default for Meters {
             received_bytes,
             sent_bytes,
             dropped_slow: IntCounter::new("unregistered", "unregistered")
+                .expect("static metric options are valid"),
+            origin_refused: IntCounter::new("unregistered", "unregistered")
                 .expect("static metric options are valid"),
         }
     }

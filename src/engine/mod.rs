@@ -7,6 +7,8 @@
 //!   ([`error`]).
 //! - The endpoint ([`server`]): the session table, each request parsed once and
 //!   dispatched with one match to a transport; the settings it runs with ([`settings`]).
+//! - Who may connect and from where: the origin policy and CORS answers ([`origin`]),
+//!   the client's address behind trusted proxies ([`proxy`]).
 //! - The transports: long-polling (`polling`), WebSocket (`websocket`, over a split
 //!   socket and the server's own frame writing in `wsio`), and the upgrade from one to
 //!   the other (`upgrade`).
@@ -23,11 +25,13 @@
 pub mod echo;
 pub mod error;
 pub mod meters;
+pub mod origin;
 mod outbox;
 mod outgoing;
 pub mod packet;
 pub mod payload;
 mod polling;
+pub mod proxy;
 mod queue;
 pub mod server;
 pub mod session;
@@ -40,8 +44,10 @@ mod wsio;
 
 pub use error::RequestError;
 pub use meters::{Meters, TransportBytes};
+pub use origin::Origins;
 pub use outgoing::{Outgoing, PACE};
 pub use packet::{Frame, Packet, PacketError};
+pub use proxy::TrustedProxies;
 pub use server::Engine;
 pub use session::{BoxFuture, CloseReason, Connection, Handler, HandshakeInfo, Message, Session};
 pub use settings::Settings;

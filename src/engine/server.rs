@@ -3,7 +3,9 @@
 //! `websocket`, `upgrade`).
 //!
 //! Owns the session table and the start of each session (the upper layer's connection,
-//! the heartbeat). Does not own routing (the `http` module decides which requests reach
+//! the heartbeat, the client's address behind trusted proxies), and applies the origin
+//! policy to every request before anything else (its rules and CORS answers are
+//! `origin`'s, the address resolution `proxy`'s). Does not own routing (the `http` module decides which requests reach
 //! it), the transports' work, nor anything above Engine.IO messages.
 
 use std::collections::HashMap;
@@ -21,6 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::error::RequestError;
 use super::meters::Meters;
+use super::origin::{self, Verdict};
 use super::session::{CloseReason, Handler, HandshakeInfo, Session, heartbeat};
 use super::settings::Settings;
 use super::sid::Sid;
@@ -280,38 +283,66 @@ impl Engine {
         ));
     }
 
-    /// Serve one request under the Engine.IO path.
+    /// Serve one request under the Engine.IO path: its origin checked first (a refused
+    /// one gets 403 whatever it asks), a preflight answered, the rest dispatched; an
+    /// allowed origin's answers carry the CORS headers.
     pub async fn handle(
         self: &Arc<Self>,
         req: Request<Incoming>,
         remote: SocketAddr,
     ) -> Response<Full<Bytes>> {
-        match self.dispatch(req, remote).await {
+        let settings = self.settings();
+        let origin = match settings.origins.check(req.headers()) {
+            Verdict::NoOrigin => None,
+            Verdict::Allowed(origin) => Some(origin),
+            Verdict::Refused => {
+                self.meters.origin_refused.inc();
+                let client = settings.proxies.client(remote.ip(), req.headers());
+                tracing::info!(
+                    origin = %origin::for_log(req.headers()),
+                    %client,
+                    %remote,
+                    "engine.io request refused: origin not allowed"
+                );
+                return RequestError::Forbidden.response();
+            }
+        };
+        if let Some(origin) = &origin
+            && req.method() == Method::OPTIONS
+        {
+            return origin::preflight(req.headers(), origin.clone());
+        }
+        let mut resp = match self.dispatch(req, remote, settings).await {
             Ok(resp) => resp,
             Err(err) => {
                 tracing::debug!(error = %err, "engine.io request refused");
                 err.response()
             }
+        };
+        if let Some(origin) = origin {
+            origin::add_cors(&mut resp, origin);
         }
+        resp
     }
 
     async fn dispatch(
         self: &Arc<Self>,
         req: Request<Incoming>,
         remote: SocketAddr,
+        settings: Arc<Settings>,
     ) -> Result<Response<Full<Bytes>>, RequestError> {
-        let settings = self.settings();
         match Call::parse(&req, &settings)? {
             Call::OpenPolling(query) => {
                 let session = self.create_session(TransportKind::Polling, &settings)?;
                 let open = settings.open_packet(&session.sid, Transport::Polling);
                 let info = HandshakeInfo {
                     remote,
+                    client: settings.proxies.client(remote.ip(), req.headers()),
                     headers: req.headers().clone(),
                     query,
                 };
                 self.start_session(&session, &info, &settings);
-                tracing::debug!(sid = %session.sid, %remote, transport = %Transport::Polling, "session opened");
+                tracing::debug!(sid = %session.sid, client = %info.client, %remote, transport = %Transport::Polling, "session opened");
                 Ok(polling::payload_response([&open]))
             }
             Call::OpenWebsocket(query, accept) => {
@@ -320,6 +351,7 @@ impl Engine {
                 let session = self.create_session(TransportKind::Websocket, &settings)?;
                 let info = HandshakeInfo {
                     remote,
+                    client: settings.proxies.client(remote.ip(), req.headers()),
                     headers: req.headers().clone(),
                     query,
                 };
@@ -411,7 +443,7 @@ impl Engine {
             return;
         }
         self.start_session(&session, &info, settings);
-        tracing::debug!(sid = %session.sid, remote = %info.remote, transport = %Transport::Websocket, "session opened");
+        tracing::debug!(sid = %session.sid, client = %info.client, remote = %info.remote, transport = %Transport::Websocket, "session opened");
         // Not kept for the connection's life: its header values are slices of hyper's
         // 8 KiB read buffer, which they would keep allocated.
         drop(info);

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
@@ -101,6 +101,9 @@ impl CloseReason {
 pub struct HandshakeInfo {
     /// Peer address of the handshake request.
     pub remote: SocketAddr,
+    /// The client's address: the peer's, or the one a trusted proxy's
+    /// `X-Forwarded-For` names. What logs, per-IP limits and the server API use.
+    pub client: IpAddr,
     /// Headers of the handshake request (origin, cookie, user agent, …).
     pub headers: HeaderMap,
     /// Query parameters of the handshake request.

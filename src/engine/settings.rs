@@ -14,7 +14,9 @@
 
 use std::time::Duration;
 
+use super::origin::Origins;
 use super::packet::{Frame, Packet};
+use super::proxy::TrustedProxies;
 use super::sid::Sid;
 use super::transport::Transport;
 
@@ -42,6 +44,11 @@ pub struct Settings {
     /// The worker this engine runs in (its id prefixes session ids), in a multi-worker
     /// daemon.
     pub node: Option<u32>,
+    /// Which pages besides the server's own may connect (handshakes, WebSockets, polling
+    /// with CORS).
+    pub origins: Origins,
+    /// The peers whose `X-Forwarded-For` names the client.
+    pub proxies: TrustedProxies,
 }
 
 impl Settings {
@@ -89,6 +96,8 @@ impl Default for Settings {
             write_budget: 4 << 20,
             max_sessions: 100_000,
             node: None,
+            origins: Origins::default(),
+            proxies: TrustedProxies::default(),
         }
     }
 }

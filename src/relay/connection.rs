@@ -108,7 +108,7 @@ impl Conn {
             state: Mutex::new(State::default()),
             connected_once: AtomicBool::new(false),
             deadline: Mutex::new(None),
-            address: info.remote.ip(),
+            address: info.client,
             me: me.clone(),
         });
         let weak = Arc::downgrade(&conn);
@@ -405,6 +405,7 @@ mod tests {
             .expect("relay");
             let info = HandshakeInfo {
                 remote: "127.0.0.1:1".parse().expect("address"),
+                client: "127.0.0.1".parse().expect("address"),
                 headers: Default::default(),
                 query: Default::default(),
             };

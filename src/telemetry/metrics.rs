@@ -102,6 +102,11 @@ impl Metrics {
             received_bytes,
             sent_bytes,
             dropped_slow: dropped.with_label_values(&["slow_consumer"]),
+            origin_refused: counter(
+                r,
+                "iorelay_origin_refused_total",
+                "Engine.IO requests (handshakes, WebSockets, polling) refused for their Origin.",
+            ),
         };
         let relay = relay::Meters {
             connections: gauge_vec(

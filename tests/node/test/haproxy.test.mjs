@@ -11,7 +11,10 @@
 //   other node, which answers 400 "Session ID unknown";
 // - the default transport (polling, then the upgrade to WebSocket) upgrades;
 // - a node that dies is marked DOWN by the /healthz check and new clients (one with the
-//   dead node's cookie included) all go to the other node.
+//   dead node's cookie included) all go to the other node;
+// - the nodes (trusted_proxies = HAProxy's loopback address) see a client's own address
+//   from HAProxy's X-Forwarded-For, not the one it claims in its own header; straight
+//   from an untrusted peer, the header is ignored.
 //
 // Which node serves a client: each node's namespace "/" greets every socket with an event
 // named after the node (`greet = "node1"`), the same name HAProxy's `server` line and
@@ -71,9 +74,15 @@ afterEach(async () => {
   nodes = [];
 });
 
-/** A node's config: "/" lets clients join any room and greets each socket with `name`. */
+/**
+ * A node's config: "/" lets clients join any room and greets each socket with `name`;
+ * HAProxy (on loopback, 127.0.0.1) is a trusted proxy, as the example tells a node to set.
+ */
 function nodeConfig(name) {
   return `
+[server]
+trusted_proxies = ["127.0.0.1/32"]
+
 [namespaces."/"]
 join = "any"
 route = "rooms"
@@ -240,7 +249,9 @@ async function ready(p, exit) {
 
 /** Two nodes and HAProxy in front of them. */
 async function startCluster() {
-  for (const name of NODES) nodes.push(await startDaemon(nodeConfig(name)));
+  // The engine at debug: its "session opened … client=…" line says where a client is.
+  const env = { IORELAY_LOG__LEVEL: "info,iorelay::engine=debug" };
+  for (const name of NODES) nodes.push(await startDaemon(nodeConfig(name), { env }));
   proxy = await startProxy(nodes);
 }
 
@@ -367,12 +378,13 @@ function upgraded(socket) {
 
 /**
  * One HTTP request through HAProxy on a new connection (as socket.io-client makes each
- * polling request); resolves to { status, headers, body }.
+ * polling request); resolves to { status, headers, body }. `to` sends it to another
+ * base URL (a node, bypassing HAProxy); `from` picks the loopback address it comes from.
  */
-function request(method, path, body, headers = {}) {
+function request(method, path, body, headers = {}, { to = proxy.url, from } = {}) {
   return within(
     new Promise((resolve, reject) => {
-      const req = http.request(`${proxy.url}${path}`, { method, headers, agent: false }, (res) => {
+      const req = http.request(`${to}${path}`, { method, headers, agent: false, localAddress: from }, (res) => {
         let text = "";
         res.setEncoding("utf8");
         res.on("data", (c) => (text += c));
@@ -466,6 +478,28 @@ describe(
       assertStillConnected(all, "websocket");
       await assertNodeConnections(byNode, "websocket");
       await assertNo4xx();
+    }));
+
+    it("the nodes see the client's address from HAProxy's X-Forwarded-For, never one the client claims", logs(async () => {
+      // The client connects from 127.0.0.2 and claims to be 203.0.113.9; HAProxy (from
+      // 127.0.0.1, which the nodes trust) appends the address it saw.
+      const spoofed = { "x-forwarded-for": "203.0.113.9" };
+      const handshake = "/socket.io/?EIO=4&transport=polling";
+      const hs = await request("GET", handshake, undefined, spoofed, { from: "127.0.0.2" });
+      assert.equal(hs.status, 200, hs.body);
+      const sid = JSON.parse(hs.body.slice(1)).sid;
+      const served = /^IORELAY=(node[12]);/.exec(hs.headers["set-cookie"]?.[0] ?? "");
+      assert.ok(served, `Set-Cookie: ${hs.headers["set-cookie"]}`);
+      const node = nodes[NODES.indexOf(served[1])];
+      const opened = (s) => new RegExp(`session opened.*sid=${s}.*client=(\\S+) remote=(\\S+)`);
+      const line = await node.waitForLog(opened(sid));
+      assert.equal(line[1], "127.0.0.2", `the client's address through HAProxy: ${line[0]}`);
+      assert.match(line[2], /^127\.0\.0\.1:/, "while the peer is HAProxy");
+      // Straight to a node from an address it does not trust: the header is ignored.
+      const direct = await request("GET", handshake, undefined, spoofed, { to: node.url, from: "127.0.0.2" });
+      assert.equal(direct.status, 200, direct.body);
+      const directLine = await node.waitForLog(opened(JSON.parse(direct.body.slice(1)).sid));
+      assert.equal(directLine[1], "127.0.0.2", `a spoofed header from an untrusted peer: ${directLine[0]}`);
     }));
 
     it("a node that dies is marked DOWN by the health check and new clients go to the other", logs(async (t) => {
