@@ -31,6 +31,19 @@ pub const RESERVED_EVENTS: &[&str] = &[
     "removeListener",
 ];
 
+/// A binary argument from its base64 (standard alphabet, padded; bits after the last
+/// byte are not checked, as most encoders and decoders do).
+pub fn decode_binary(text: &str) -> Option<Vec<u8>> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(DecodePaddingMode::RequireCanonical),
+    );
+    base64::Engine::decode(&LENIENT, text).ok()
+}
+
 /// `POST /api/v1/emit`: an event to the sockets of a namespace.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -365,6 +378,16 @@ mod tests {
         let err = serde_json::from_str::<Emit>(r#"{"event":"e","room":"r"}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field `room`"), "{err}");
         assert!(serde_json::from_str::<Emit>(r#"{"args":[]}"#).is_err());
+    }
+
+    #[test]
+    fn binary_arguments_are_padded_base64() {
+        assert_eq!(decode_binary("AAEC/w==").unwrap(), [0, 1, 2, 255]);
+        assert_eq!(decode_binary("EJEezH+HeFJ=").unwrap().len(), 8);
+        assert_eq!(decode_binary("").unwrap(), Vec::<u8>::new());
+        for bad in ["AAE", "not base64!", "AA-_", "AAE=="] {
+            assert!(decode_binary(bad).is_none(), "{bad}");
+        }
     }
 
     #[test]

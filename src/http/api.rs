@@ -92,7 +92,8 @@ struct SocketRef {
 struct RoomsBody {
     #[serde(default = "root")]
     namespace: String,
-    #[serde(default)]
+    /// Required, so that the whole namespace is never disconnected by accident: `[]`
+    /// says so.
     rooms: Vec<String>,
 }
 
@@ -162,7 +163,18 @@ async fn answer(
         return Ok(response);
     }
     let body = Body { incoming, limit };
-    let reply = match route(&head, body).await? {
+    let route = match route(&head, body).await {
+        Ok(route) => route,
+        Err(Refused::Reply(reply)) => return Err(reply),
+        Err(Refused::Method(allowed)) => {
+            let mut response = respond(&Reply::error(405, format!("use {allowed}")));
+            let allow = header::HeaderValue::from_str(allowed.as_str())
+                .expect("a method name is a valid header value");
+            response.headers_mut().insert(header::ALLOW, allow);
+            return Ok(response);
+        }
+    };
+    let reply = match route {
         Route::Call(call) => control.call(call).await,
         Route::Status => {
             let mut status = control.status().await;
@@ -223,17 +235,29 @@ impl Body {
                 }
             })?
             .to_bytes();
-        let bytes = if bytes.is_empty() {
-            Bytes::from_static(b"{}")
-        } else {
-            bytes
-        };
+        if bytes.is_empty() {
+            return Err(Reply::error(400, "a JSON body is required"));
+        }
         serde_json::from_slice(&bytes).map_err(|e| Reply::error(400, format!("invalid body: {e}")))
     }
 }
 
+/// Why a route was not taken.
+enum Refused {
+    /// Answered with this.
+    Reply(Reply),
+    /// The route takes only this method (405 with `Allow`).
+    Method(Method),
+}
+
+impl From<Reply> for Refused {
+    fn from(reply: Reply) -> Refused {
+        Refused::Reply(reply)
+    }
+}
+
 /// The call a request makes, its body read and checked.
-async fn route(head: &hyper::http::request::Parts, body: Body) -> Result<Route, Reply> {
+async fn route(head: &hyper::http::request::Parts, body: Body) -> Result<Route, Refused> {
     let path = head.uri.path().strip_prefix("/api/v1/").unwrap_or("");
     let segments: Vec<String> = path
         .split('/')
@@ -252,7 +276,7 @@ async fn route(head: &hyper::http::request::Parts, body: Body) -> Result<Route, 
         if head.method == m {
             Ok(())
         } else {
-            Err(Reply::error(405, format!("use {m}")))
+            Err(Refused::Method(m))
         }
     };
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
@@ -327,7 +351,8 @@ async fn route(head: &hyper::http::request::Parts, body: Body) -> Result<Route, 
         _ => Err(Reply::error(
             404,
             "no such route (the routes are in /api/v1/openapi.json)",
-        )),
+        )
+        .into()),
     }
 }
 
@@ -354,8 +379,16 @@ fn check_emit(emit: &Emit) -> Result<(), Reply> {
     for room in &emit.rooms {
         check_room(room)?;
     }
+    for (list, names) in [("sockets", &emit.sockets), ("except", &emit.except)] {
+        if names.iter().any(|n| n.is_empty() || n.len() > MAX_ROOM) {
+            return Err(Reply::error(
+                400,
+                format!("every entry of {list} has 1 to {MAX_ROOM} bytes"),
+            ));
+        }
+    }
     for (i, data) in emit.binary.iter().enumerate() {
-        if base64::Engine::decode(&base64::engine::general_purpose::STANDARD, data).is_err() {
+        if api::decode_binary(data).is_none() {
             return Err(Reply::error(400, format!("binary[{i}] is not base64")));
         }
     }

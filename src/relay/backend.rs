@@ -9,7 +9,6 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
@@ -168,9 +167,8 @@ fn emit_here(relay: &Shared, emit: &Emit) -> Result<Part, Failure> {
     let ns = declared(relay, &emit.namespace)?;
     let mut attachments = Vec::with_capacity(emit.binary.len());
     for (i, data) in emit.binary.iter().enumerate() {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(data)
-            .map_err(|_| Failure::Invalid(format!("binary[{i}] is not base64")))?;
+        let bytes = crate::api::decode_binary(data)
+            .ok_or_else(|| Failure::Invalid(format!("binary[{i}] is not base64")))?;
         attachments.push(Bytes::from(bytes));
     }
     let mut args: Vec<Box<RawValue>> = Vec::with_capacity(emit.args.len() + attachments.len());

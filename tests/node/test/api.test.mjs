@@ -12,11 +12,17 @@ import { writeFileSync, mkdtempSync, rmSync, chmodSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startDaemon, stopDaemon, withLogs, runCli } from "../lib/admin.mjs";
-import { spawnSync } from "node:child_process";
-import { TEST_TOKEN, iorelayBin, prepareConfig, relayEnv } from "../lib/spawn.mjs";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { io } from "socket.io-client";
+import { TEST_TOKEN, iorelayBin, prepareConfig, relayEnv, repoRoot } from "../lib/spawn.mjs";
 import { workerClient, received, ask, within } from "../lib/workers.mjs";
 
 const WAIT_MS = 5000;
+/** schemathesis's CLI, installed by scripts/test (a venv under target/). */
+const SCHEMATHESIS = process.env.TEST_SCHEMATHESIS || join(repoRoot, "target", "schemathesis", "bin", "st");
+/** How long one schemathesis run may take. */
+const SCHEMATHESIS_MS = 180000;
 /** Connections opened to get clients on both workers, at most. */
 const SPREAD_TRIES = 60;
 
@@ -363,3 +369,55 @@ for (const workers of [1, 2]) {
     }));
   });
 }
+
+describe("server API: the OpenAPI document is the contract (schemathesis)", () => {
+  /** Run schemathesis against the live daemon; resolves to { code, output }. */
+  function schemathesis(extra) {
+    const args = [
+      "run", join(repoRoot, "src", "api", "openapi.json"),
+      "--url", daemon.adminUrl,
+      "--checks", "all",
+      "--max-examples", "40",
+      "--workers", "1",
+      "--request-timeout", "5",
+      ...extra,
+    ];
+    return new Promise((resolve, reject) => {
+      const child = spawn(SCHEMATHESIS, args, { env: { ...process.env, NO_COLOR: "1", SCHEMATHESIS_TELEMETRY: "false" }, stdio: ["ignore", "pipe", "pipe"] });
+      let output = "";
+      child.stdout.setEncoding("utf8").on("data", (c) => (output += c));
+      child.stderr.setEncoding("utf8").on("data", (c) => (output += c));
+      const timer = setTimeout(() => {
+        child.kill("SIGKILL");
+        reject(new Error(`schemathesis ran past ${SCHEMATHESIS_MS}ms:\n${output}`));
+      }, SCHEMATHESIS_MS);
+      child.once("error", reject);
+      child.once("exit", (code) => {
+        clearTimeout(timer);
+        resolve({ code, output });
+      });
+    });
+  }
+
+  it("every route, with and without the token: no 5xx, every answer as documented", { timeout: 2 * SCHEMATHESIS_MS }, logs(async (t) => {
+    assert.ok(existsSync(SCHEMATHESIS), `schemathesis is not installed at ${SCHEMATHESIS}: run scripts/test (it installs it), or set TEST_SCHEMATHESIS`);
+    daemon = await startDaemon(config({ workers: 2 }));
+    // Sockets for the routes that take one (the document links them from GET sockets);
+    // they come back when schemathesis disconnects them.
+    const up = [];
+    for (let i = 0; i < 4; i++) {
+      const s = io(daemon.url, { forceNew: true, transports: ["websocket"], reconnectionDelay: 50 });
+      sockets.push(s);
+      s.on("connect", () => s.emit("$join", `room-${i}`));
+      up.push(within(new Promise((resolve) => s.once("connect", resolve)), WAIT_MS, "connect"));
+    }
+    await Promise.all(up);
+    const authorized = await schemathesis(["--header", `Authorization: Bearer ${TEST_TOKEN}`]);
+    t.diagnostic(authorized.output.split("\n").slice(-25).join("\n"));
+    assert.equal(authorized.code, 0, `schemathesis with the token found problems:\n${authorized.output}`);
+    assert.match(authorized.output, /passed/);
+    const anonymous = await schemathesis([]);
+    assert.equal(anonymous.code, 0, `schemathesis without a token found problems:\n${anonymous.output}`);
+    assert.doesNotMatch(daemon.logs(), /panicked/);
+  }));
+});
