@@ -45,6 +45,9 @@ pub mod exit {
     pub const UNAVAILABLE: u8 = 69;
     /// EX_SOFTWARE: anything else; restarting may well help.
     pub const SOFTWARE: u8 = 70;
+    /// EX_TEMPFAIL: a service the daemon depends on failed for now (the user database
+    /// could not be read); restarting may well help.
+    pub const TEMPFAIL: u8 = 75;
     /// EX_NOPERM: the process could not take on its identity.
     pub const NOPERM: u8 = 77;
     /// EX_CONFIG: the configuration cannot work as written.
@@ -65,7 +68,8 @@ pub enum Error {
     /// The listeners could not be bound or taken from systemd.
     #[error(transparent)]
     Bind(#[from] sockets::Error),
-    /// `server.user`/`server.group` name no usable identity.
+    /// `server.user`/`server.group` name no usable identity, or it could not be looked
+    /// up.
     #[error(transparent)]
     Identity(privileges::Error),
     /// The identity could not be taken on (or restricted, in a worker).
@@ -111,12 +115,12 @@ pub enum Error {
 
 impl Error {
     /// The process exit status this error means (see [`exit`]): configuration 78,
-    /// permission 77, binding 69, a fatal worker's own code, everything else 70 (worth a
-    /// restart).
+    /// permission 77, binding 69, an identity problem as [`privileges::Error::exit_code`]
+    /// says, a fatal worker's own code, everything else 70 (worth a restart).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Identity(_) | Error::Relay(_) => exit::CONFIG,
-            Error::Privileges(_) => exit::NOPERM,
+            Error::Identity(err) | Error::Privileges(err) => err.exit_code(),
+            Error::Relay(_) => exit::CONFIG,
             Error::Bind(_) => exit::UNAVAILABLE,
             Error::NotAWorker => exit::USAGE,
             Error::WorkerFatal(code) => *code,
@@ -170,8 +174,16 @@ mod tests {
         }
         let config = Error::Identity(privileges::Error::RootWithoutUser);
         assert_eq!(config.exit_code(), exit::CONFIG);
-        let perm = Error::Privileges(privileges::Error::RootWithoutUser);
+        let perm = Error::Privileges(privileges::Error::NotDropped("root could be regained"));
         assert_eq!(perm.exit_code(), exit::NOPERM);
+        // A user database that cannot be read is no configuration error: restarted.
+        let lookup = Error::Identity(privileges::Error::Lookup {
+            key: "server.user",
+            name: "relay".into(),
+            source: nix::errno::Errno::EIO,
+        });
+        assert_eq!(lookup.exit_code(), exit::TEMPFAIL);
+        assert!(!exit::is_fatal(lookup.exit_code().into()));
         assert!(exit::is_fatal(config.exit_code().into()));
         assert!(exit::is_fatal(perm.exit_code().into()));
         assert_eq!(Error::WorkerFatal(78).exit_code(), 78);
