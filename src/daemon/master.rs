@@ -4,7 +4,7 @@
 //!
 //! The loop follows nginx's: signals become intents, worker exits become events, and the
 //! `Master` acts on each with one method — respawning a dead worker as the
-//! [`RestartPolicy`] says (never one that exited with a fatal code), killing one that
+//! [`restart::Policy`] says (never one that exited with a fatal code), killing one that
 //! misses its [`heartbeat`], forwarding a validated config on reload,
 //! and shutting the workers down in order. The admin routes ask the workers through
 //! `MasterControl`.
@@ -22,7 +22,7 @@ use super::control::ToWorker;
 use super::heartbeat::{self, HEARTBEAT, Heartbeat};
 use super::listener::Serving;
 use super::reload::{self, reloader};
-use super::restart::{Decision, RETRY_START, RestartPolicy};
+use super::restart::{self, Decision, RETRY_START};
 use super::signals::{self, Intent};
 use super::spawn::{self, WorkerArgs};
 use super::workers::{Event, Generation, WorkerId, Workers};
@@ -67,7 +67,7 @@ struct Master {
     events: mpsc::UnboundedSender<Event>,
     /// The last generation handed out.
     generation: Generation,
-    restarts: RestartPolicy,
+    restarts: restart::Policy,
     heartbeat: Heartbeat,
     /// Whether READY was said (once every worker first got ready).
     announced: bool,
@@ -150,7 +150,7 @@ impl Master {
             }
             slots.remove(&id);
         }
-        match self.restarts.on_exit(id, code, std::time::Instant::now()) {
+        match self.restarts.on_exit(id, code, tokio::time::Instant::now()) {
             Decision::GiveUp(code) => {
                 tracing::error!(worker = %id, code, "worker exited with a fatal code; not restarting it, stopping the daemon");
                 notify::status(&format!(
@@ -305,7 +305,7 @@ pub async fn run(
         workers,
         events: event_tx,
         generation: Generation::default(),
-        restarts: RestartPolicy::default(),
+        restarts: restart::Policy::default(),
         heartbeat: Heartbeat::new(tokio::time::Instant::now()),
         announced: false,
         fatal: None,
@@ -465,7 +465,7 @@ mod tests {
             workers: Arc::new(Workers::default()),
             events,
             generation: Generation::default(),
-            restarts: RestartPolicy::default(),
+            restarts: restart::Policy::default(),
             heartbeat: Heartbeat::new(tokio::time::Instant::now()),
             announced: false,
             fatal: None,
