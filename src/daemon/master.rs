@@ -24,8 +24,8 @@ use super::listener::Serving;
 use super::reload::{self, reloader};
 use super::restart::{self, Decision, RETRY_START};
 use super::signals::{self, Intent};
-use super::spawn::{self, WorkerArgs};
-use super::workers::{Event, Generation, WorkerId, Workers};
+use super::spawn::{self, WorkerArgs, WorkerId};
+use super::workers::{Event, Generation, Workers};
 use super::{Error, about, notify, sockets};
 use crate::config::{Config, LoadOptions, Loaded};
 use crate::engine::BoxFuture;
@@ -80,7 +80,7 @@ impl Master {
     fn start(&mut self, id: WorkerId) -> Result<(), Error> {
         self.generation = self.generation.next();
         let args = WorkerArgs {
-            id: id.0,
+            id,
             workers: self.count,
             listener_fd: -1,
             control_fd: -1,
@@ -310,8 +310,8 @@ pub async fn run(
         announced: false,
         fatal: None,
     };
-    for id in 0..count {
-        master.start(WorkerId(id))?;
+    for id in WorkerId::all(count) {
+        master.start(id)?;
     }
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::exit;
-use super::workers::WorkerId;
+use super::spawn::WorkerId;
 
 /// Exits within this window count towards a crash loop.
 pub const CRASH_WINDOW: Duration = Duration::from_secs(60);

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use super::spawn::WorkerId;
 use super::{Error, memory};
 use crate::adapter::Adapter;
 use crate::config::{Config, Transport};
@@ -47,7 +48,7 @@ pub struct Stack {
     /// The public listener's site.
     pub public: Arc<Public>,
     /// This worker's id, in a multi-worker daemon.
-    pub node: Option<u32>,
+    pub node: Option<WorkerId>,
 }
 
 impl Stack {
@@ -57,12 +58,12 @@ impl Stack {
         config: &Config,
         bus: Arc<dyn Adapter>,
         metrics: &Metrics,
-        forward: Option<(u32, crate::http::forward::Forwarder)>,
+        forward: Option<(WorkerId, crate::http::forward::Forwarder)>,
     ) -> Result<Stack, Error> {
         let relay = Relay::new(config, bus, metrics.relay.clone())?;
         let node = forward.as_ref().map(|(n, _)| *n);
         let mut settings = engine_settings(config);
-        settings.node = node;
+        settings.node = node.map(|n| n.0);
         let engine = Engine::new(
             settings.clone(),
             Arc::new(relay.clone()),
@@ -78,7 +79,7 @@ impl Stack {
             engine_path: config.engine.path.clone(),
             echo: echo.clone(),
             static_dir: config.server.static_dir.clone(),
-            forward,
+            forward: forward.map(|(node, forwarder)| (node.0, forwarder)),
         });
         Ok(Stack {
             relay,
@@ -93,7 +94,7 @@ impl Stack {
     pub fn reconfigure(&self, config: &Config) -> Result<(), Error> {
         self.relay.reconfigure(config)?;
         let mut settings = engine_settings(config);
-        settings.node = self.node;
+        settings.node = self.node.map(|n| n.0);
         self.engine.reconfigure(settings.clone());
         if let Some((_, echo)) = &self.echo {
             echo.reconfigure(settings);
