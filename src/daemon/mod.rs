@@ -102,9 +102,12 @@ pub enum Error {
     /// A worker could not take the descriptors its master handed over.
     #[error("inherited sockets unusable: {0}")]
     Inherited(std::io::Error),
-    /// A worker's control channel failed or did not start with the config.
+    /// A worker's control channel failed.
     #[error("control channel: {0}")]
     Control(std::io::Error),
+    /// A worker's control channel did not start with the config.
+    #[error("control channel: {0}")]
+    FirstMessage(#[from] bootstrap::FirstMessage),
     /// A worker could not listen for its siblings' bus links.
     #[error("cannot listen for links from sibling workers: {0}")]
     Link(std::io::Error),
@@ -132,6 +135,7 @@ impl Error {
             | Error::Spawn(_)
             | Error::Inherited(_)
             | Error::Control(_)
+            | Error::FirstMessage(_)
             | Error::Link(_) => exit::SOFTWARE,
         }
     }
@@ -167,6 +171,7 @@ mod tests {
             Error::Inherited(io()),
             Error::Control(io()),
             Error::Link(io()),
+            Error::FirstMessage(bootstrap::FirstMessage::NotConfig),
         ];
         for err in restartable {
             assert_eq!(err.exit_code(), exit::SOFTWARE, "{err}");

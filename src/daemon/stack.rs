@@ -91,7 +91,7 @@ impl Stack {
     }
 
     /// Apply a reloaded config (already validated).
-    pub fn reconfigure(&self, config: &Config) -> Result<(), Error> {
+    pub fn reconfigure(&self, config: &Config) -> Result<(), crate::relay::Error> {
         self.relay.reconfigure(config)?;
         let mut settings = engine_settings(config);
         settings.node = self.node.map(|n| n.0);
