@@ -52,22 +52,36 @@ struct Master {
     count: u32,
     /// The host's bus name, handed to every worker.
     bus: String,
-    /// The public listeners (one per slot with `SO_REUSEPORT`, or one shared).
+    /// The public listeners (one per slot with `SO_REUSEPORT`, or one shared). The
+    /// master only holds them for its workers: kept open across a worker's restart so
+    /// that the connections the kernel queues on them wait instead of failing.
     public: Vec<std::net::TcpListener>,
+    /// The public address, for the "listening" log line and systemd's STATUS.
     public_addr: SocketAddr,
+    /// The admin address, for the "listening" log line.
     admin_addr: SocketAddr,
+    /// Whether systemd handed over the listeners (socket activation), for the log.
     activated: bool,
     /// The config in force (workers get it on start and on reload).
     config: Config,
+    /// How the config was loaded (file, environment): a reload loads it the same way.
     options: LoadOptions,
+    /// The master's own metrics (reloads, worker restarts); the admin routes merge the
+    /// workers' into them.
     metrics: Metrics,
+    /// What `/readyz` and systemd's watchdog say: serving once every worker first got
+    /// ready, draining once the shutdown starts.
     health: Arc<Health>,
+    /// The live workers, shared with the admin routes that ask them for reports.
     workers: Arc<Workers>,
     /// Where workers' news (and the restart timers) go.
     events: mpsc::UnboundedSender<Event>,
     /// The last generation handed out.
     generation: Generation,
+    /// Each slot's recent exits: whether and when a dead worker is restarted.
     restarts: restart::Policy,
+    /// The heartbeat's ping numbers and the master's own pauses (a frozen master must
+    /// not take its workers' silence for a hang).
     heartbeat: Heartbeat,
     /// Whether READY was said (once every worker first got ready).
     announced: bool,
@@ -285,7 +299,7 @@ pub async fn run(
             workers: workers.clone(),
             metrics: metrics.clone(),
             reload: reloader(intent_tx.clone()),
-            about: about(&loaded, bound.activated),
+            about: about::facts(&loaded, bound.activated),
             started: std::time::Instant::now(),
         }),
     });

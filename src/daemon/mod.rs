@@ -8,13 +8,15 @@
 //! systemd hears READY, RELOADING, STOPPING, STATUS and WATCHDOG ([`notify`]); the
 //! accept loop lives in [`listener`], the ordered shutdown in [`shutdown`]; what serves
 //! clients is built in [`stack`]; [`memory`] gives freed memory back after a connection
-//! peak. The only modules with `unsafe` are `sockets` (adopting systemd's descriptors),
-//! `spawn` (descriptor inheritance) and `memory` (`malloc_trim`): five blocks, none with a
-//! safe wrapper in std or nix.
+//! peak; [`about`] holds the daemon's own facts for the status document. The only
+//! modules with `unsafe` are `sockets` (adopting systemd's descriptors), `spawn`
+//! (descriptor inheritance) and `memory` (`malloc_trim`): five blocks, none with a safe
+//! wrapper in std or nix.
 //!
 //! This file is the map and the one error type of the layer, with the exit code each
 //! error means ([`Error::exit_code`]).
 
+pub mod about;
 pub mod bootstrap;
 pub mod control;
 pub mod heartbeat;
@@ -139,16 +141,6 @@ impl Error {
             | Error::Link(_) => exit::SOFTWARE,
         }
     }
-}
-
-/// Static facts for the status document.
-pub fn about(loaded: &crate::config::Loaded, activated: bool) -> serde_json::Value {
-    serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "environment": loaded.environment.name(),
-        "config_files": loaded.sources,
-        "socket_activated": activated,
-    })
 }
 
 #[cfg(test)]
