@@ -489,18 +489,18 @@ mod tests {
 
     /// Put a worker in slot `id` as if it had been started; returns its generation and
     /// what the master sends it.
-    fn place(m: &mut Master, id: u32) -> (Generation, mpsc::UnboundedReceiver<ToWorker>) {
+    fn place(m: &mut Master, id: WorkerId) -> (Generation, mpsc::UnboundedReceiver<ToWorker>) {
         m.generation = m.generation.next();
         let (slot, rx) = Slot::detached(m.generation);
-        m.workers.slots.lock().insert(WorkerId(id), slot);
+        m.workers.slots.lock().insert(id, slot);
         (m.generation, rx)
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_worker_that_fails_is_restarted_after_its_backoff_and_the_daemon_stays_up() {
         let (mut m, mut events) = master(2);
-        let (g0, _c0) = place(&mut m, 0);
-        let (g1, _c1) = place(&mut m, 1);
+        let (g0, _c0) = place(&mut m, WorkerId(0));
+        let (g1, _c1) = place(&mut m, WorkerId(1));
         m.on_ready(WorkerId(0), g0);
         assert!(!m.health.is_serving(), "ready only once every worker is");
         m.on_ready(WorkerId(1), g1);
@@ -519,8 +519,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn news_from_a_replaced_worker_is_ignored() {
         let (mut m, mut events) = master(1);
-        let (old, _c) = place(&mut m, 0);
-        let (new, _c) = place(&mut m, 0);
+        let (old, _c) = place(&mut m, WorkerId(0));
+        let (new, _c) = place(&mut m, WorkerId(0));
         assert_ne!(old, new);
         assert_eq!(m.on_exited(WorkerId(0), old, Some(78)), Flow::Continue);
         assert!(m.workers.slots.lock().contains_key(&WorkerId(0)));
@@ -533,8 +533,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_fatal_exit_stops_the_daemon_with_its_code() {
         let (mut m, mut events) = master(2);
-        let (g0, _c0) = place(&mut m, 0);
-        place(&mut m, 1);
+        let (g0, _c0) = place(&mut m, WorkerId(0));
+        place(&mut m, WorkerId(1));
         assert_eq!(
             m.on_exited(WorkerId(0), g0, Some(78)),
             Flow::Stop { graceful: false }
@@ -547,7 +547,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn heartbeats_ping_every_worker_and_a_paused_master_forgives_silence() {
         let (mut m, _events) = master(1);
-        let (_, mut control) = place(&mut m, 0);
+        let (_, mut control) = place(&mut m, WorkerId(0));
         m.on_heartbeat();
         assert!(matches!(control.try_recv(), Ok(ToWorker::Ping(1))));
         tokio::time::advance(Duration::from_secs(10)).await;
@@ -561,8 +561,8 @@ mod tests {
     #[tokio::test]
     async fn intents_reload_every_worker_or_stop() {
         let (mut m, _events) = master(2);
-        let (_, mut c0) = place(&mut m, 0);
-        let (_, mut c1) = place(&mut m, 1);
+        let (_, mut c0) = place(&mut m, WorkerId(0));
+        let (_, mut c1) = place(&mut m, WorkerId(1));
         let (tx, rx) = tokio::sync::oneshot::channel();
         assert_eq!(m.on_intent(Some(Intent::Reload(Some(tx)))), Flow::Continue);
         assert!(rx.await.unwrap().ok);
