@@ -156,7 +156,7 @@ mod tests {
     /// client of the Socket.IO endpoint.
     #[tokio::test]
     async fn the_echo_endpoint_is_counted_and_drained() {
-        use super::super::listener::Serving;
+        use crate::daemon::listener::Serving;
         let mut config = Config::default();
         config.engine.echo_path = Some("/engine.io/".into());
         let stack = Stack::build(
