@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::header::{ACCEPT, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
@@ -57,9 +57,6 @@ pub enum Error {
     /// The body was larger than [`MAX_RESPONSE`].
     #[error("unexpected answer from the daemon: body over {MAX_RESPONSE} bytes")]
     TooLarge,
-    /// The body could not be read for another reason.
-    #[error("unexpected answer from the daemon: body: {0}")]
-    Body(Box<dyn std::error::Error + Send + Sync>),
     /// The body was not JSON.
     #[error("unexpected answer from the daemon: status {status}, body is not JSON: {source}")]
     NotJson {
@@ -150,19 +147,19 @@ async fn exchange(stream: TcpStream, request: Request<Full<Bytes>>) -> Result<An
     tokio::spawn(connection);
     let response = sender.send_request(request).await?;
     let status = response.status().as_u16();
-    let body = Limited::new(response.into_body(), MAX_RESPONSE)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<LengthLimitError>() {
-                return Error::TooLarge;
-            }
-            match e.downcast::<hyper::Error>() {
-                Ok(e) => Error::Http(*e),
-                Err(e) => Error::Body(e),
-            }
-        })?
-        .to_bytes();
+    // Read frame by frame, so that the bound and the connection's failure are told
+    // apart by type, not by downcasting a boxed error.
+    let mut incoming = response.into_body();
+    let mut body = Vec::new();
+    while let Some(frame) = incoming.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue; // trailers
+        };
+        if body.len() + data.len() > MAX_RESPONSE {
+            return Err(Error::TooLarge);
+        }
+        body.extend_from_slice(&data);
+    }
     let body = serde_json::from_slice(&body).map_err(|source| Error::NotJson { status, source })?;
     Ok(Answer { status, body })
 }
@@ -274,6 +271,38 @@ mod tests {
         ));
         let err = request(addr, &get("/api/v1/status")).unwrap_err();
         assert!(matches!(err, Error::NotJson { status: 502, .. }), "{err:?}");
+    }
+
+    #[test]
+    fn an_answer_cut_short_is_an_http_error() {
+        let (addr, _server) = daemon(Some(
+            "HTTP/1.1 200 OK\r\ncontent-length: 100\r\nconnection: close\r\n\r\n{\"ok\"",
+        ));
+        let err = request(addr, &get("/api/v1/status")).unwrap_err();
+        assert!(matches!(err, Error::Http(_)), "{err:?}");
+    }
+
+    #[test]
+    fn an_answer_over_the_bound_is_refused() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            // The request first: closing with it unread would reset the connection.
+            let mut request = [0u8; 1024];
+            let _ = std::io::Read::read(&mut stream, &mut request);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+                2 * MAX_RESPONSE
+            );
+            let chunk = vec![b' '; 64 << 10];
+            // Twice the bound, or until the client stops reading.
+            let _ = stream.write_all(head.as_bytes()).and_then(|()| {
+                (0..2 * MAX_RESPONSE / chunk.len()).try_for_each(|_| stream.write_all(&chunk))
+            });
+        });
+        let err = request(addr, &get("/api/v1/status")).unwrap_err();
+        assert!(matches!(err, Error::TooLarge), "{err:?}");
     }
 
     #[test]

@@ -10,7 +10,21 @@ use std::os::unix::net::UnixStream;
 
 use super::control::ToWorker;
 use super::{Error, master, privileges, single, sockets, spawn, worker};
-use crate::config::{LoadOptions, Loaded};
+use crate::config::{Config, LoadOptions, Loaded};
+
+/// Why a worker did not get its config from the master's first control message.
+#[derive(Debug, thiserror::Error)]
+pub enum FirstMessage {
+    /// The channel failed, or the master closed it before the message was complete.
+    #[error("cannot read the first message: {0}")]
+    Read(std::io::Error),
+    /// It is not a control message this worker understands (another version's?).
+    #[error("the first message is unreadable: {0}")]
+    Unreadable(serde_json::Error),
+    /// It is a control message, but not the config.
+    #[error("the first message is not the config")]
+    NotConfig,
+}
 
 /// Run the daemon with `loaded`, until it is told to stop.
 pub fn daemon(loaded: Loaded, options: LoadOptions) -> Result<(), Error> {
@@ -46,27 +60,21 @@ pub fn daemon(loaded: Loaded, options: LoadOptions) -> Result<(), Error> {
 pub fn worker(argv: &[String]) -> Result<(), Error> {
     let args = spawn::parse(argv).ok_or(Error::NotAWorker)?;
     let (listener, control) = spawn::adopt(&args).map_err(Error::Inherited)?;
-    // The first control message is the config; read it before anything else, byte by
-    // byte, so that nothing the master sent after it (a reload) is read ahead and lost.
-    let first = read_line_unbuffered(&control).map_err(Error::Control)?;
-    let config = match serde_json::from_str(&first) {
-        Ok(ToWorker::Config(config)) => *config,
-        Ok(_) => {
-            return Err(Error::Control(std::io::Error::other(
-                "the first message is not the config",
-            )));
-        }
-        Err(err) => {
-            return Err(Error::Control(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                err,
-            )));
-        }
-    };
+    let config = first_config(&control)?;
     let log = crate::telemetry::init(&config.log);
     privileges::apply(None).map_err(Error::Privileges)?;
     let runtime = runtime()?;
     runtime.block_on(worker::run(args, listener, control, config, log))
+}
+
+/// The config the master sends first. Read before anything else, byte by byte, so that
+/// nothing the master sent after it (a reload) is read ahead and lost.
+fn first_config(control: &UnixStream) -> Result<Config, FirstMessage> {
+    let line = read_line_unbuffered(control).map_err(FirstMessage::Read)?;
+    match serde_json::from_str(&line).map_err(FirstMessage::Unreadable)? {
+        ToWorker::Config(config) => Ok(*config),
+        _ => Err(FirstMessage::NotConfig),
+    }
 }
 
 /// One line from a stream without reading past its end.
@@ -111,5 +119,34 @@ mod tests {
         drop(a);
         assert_eq!(read_line_unbuffered(&b).unwrap(), "second");
         assert!(read_line_unbuffered(&b).is_err(), "end of stream, no line");
+    }
+
+    #[test]
+    fn the_first_message_must_be_the_config() {
+        let first = |bytes: &[u8]| {
+            let (mut a, b) = UnixStream::pair().unwrap();
+            a.write_all(bytes).unwrap();
+            drop(a);
+            first_config(&b)
+        };
+        let config = crate::daemon::control::encode(&ToWorker::Config(Box::default()));
+        assert_eq!(first(config.as_bytes()).unwrap(), Config::default());
+        let ping = crate::daemon::control::encode(&ToWorker::Ping(1));
+        assert!(matches!(
+            first(ping.as_bytes()),
+            Err(FirstMessage::NotConfig)
+        ));
+        assert!(matches!(
+            first(b"{\"nonsense\n"),
+            Err(FirstMessage::Unreadable(_))
+        ));
+        assert!(matches!(first(b""), Err(FirstMessage::Read(_))));
+        // Each is a restartable failure of the worker, not a configuration error.
+        let err = Error::from(FirstMessage::NotConfig);
+        assert_eq!(
+            err.to_string(),
+            "control channel: the first message is not the config"
+        );
+        assert_eq!(err.exit_code(), crate::daemon::exit::SOFTWARE);
     }
 }

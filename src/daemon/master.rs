@@ -4,7 +4,7 @@
 //!
 //! The loop follows nginx's: signals become intents, worker exits become events, and the
 //! `Master` acts on each with one method — respawning a dead worker as the
-//! [`RestartPolicy`] says (never one that exited with a fatal code), killing one that
+//! [`restart::Policy`] says (never one that exited with a fatal code), killing one that
 //! misses its [`heartbeat`], forwarding a validated config on reload,
 //! and shutting the workers down in order. The admin routes ask the workers through
 //! `MasterControl`.
@@ -21,10 +21,10 @@ use super::control::ToWorker;
 use super::heartbeat::{self, HEARTBEAT, Heartbeat};
 use super::listener::Serving;
 use super::reload::{self, reloader};
-use super::restart::{Decision, RETRY_START, RestartPolicy};
+use super::restart::{self, Decision, RETRY_START};
 use super::signals::{self, Intent};
-use super::spawn::{self, WorkerArgs};
-use super::workers::{Event, Generation, WorkerId, Workers};
+use super::spawn::{self, WorkerArgs, WorkerId};
+use super::workers::{Event, Generation, Workers};
 use super::{Error, about, notify, sockets};
 use crate::api::{self, Call, Reply};
 use crate::config::{Config, LoadOptions, Loaded};
@@ -54,24 +54,38 @@ struct Master {
     count: u32,
     /// The host's bus name, handed to every worker.
     bus: String,
-    /// The public listeners (one per slot with `SO_REUSEPORT`, or one shared).
+    /// The public listeners (one per slot with `SO_REUSEPORT`, or one shared). The
+    /// master only holds them for its workers: kept open across a worker's restart so
+    /// that the connections the kernel queues on them wait instead of failing.
     public: Vec<std::net::TcpListener>,
+    /// The public address, for the "listening" log line and systemd's STATUS.
     public_addr: SocketAddr,
+    /// The admin address, for the "listening" log line.
     admin_addr: SocketAddr,
+    /// Whether systemd handed over the listeners (socket activation), for the log.
     activated: bool,
     /// The config in force (workers get it on start and on reload).
     config: Config,
+    /// How the config was loaded (file, environment): a reload loads it the same way.
     options: LoadOptions,
+    /// The master's own metrics (reloads, worker restarts); the admin routes merge the
+    /// workers' into them.
     metrics: Metrics,
+    /// What `/readyz` and systemd's watchdog say: serving once every worker first got
+    /// ready, draining once the shutdown starts.
     health: Arc<Health>,
     /// The server API's tokens, swapped on reload.
     access: Arc<Access>,
+    /// The live workers, shared with the admin routes that ask them for reports.
     workers: Arc<Workers>,
     /// Where workers' news (and the restart timers) go.
     events: mpsc::UnboundedSender<Event>,
     /// The last generation handed out.
     generation: Generation,
-    restarts: RestartPolicy,
+    /// Each slot's recent exits: whether and when a dead worker is restarted.
+    restarts: restart::Policy,
+    /// The heartbeat's ping numbers and the master's own pauses (a frozen master must
+    /// not take its workers' silence for a hang).
     heartbeat: Heartbeat,
     /// Whether READY was said (once every worker first got ready).
     announced: bool,
@@ -84,7 +98,7 @@ impl Master {
     fn start(&mut self, id: WorkerId) -> Result<(), Error> {
         self.generation = self.generation.next();
         let args = WorkerArgs {
-            id: id.0,
+            id,
             workers: self.count,
             listener_fd: -1,
             control_fd: -1,
@@ -156,7 +170,7 @@ impl Master {
             }
             slots.remove(&id);
         }
-        match self.restarts.on_exit(id, code, std::time::Instant::now()) {
+        match self.restarts.on_exit(id, code, tokio::time::Instant::now()) {
             Decision::GiveUp(code) => {
                 tracing::error!(worker = %id, code, "worker exited with a fatal code; not restarting it, stopping the daemon");
                 notify::status(&format!(
@@ -293,7 +307,7 @@ pub async fn run(
             workers: workers.clone(),
             metrics: metrics.clone(),
             reload: reloader(intent_tx.clone()),
-            about: about(&loaded, bound.activated),
+            about: about::facts(&loaded, bound.activated),
             started: std::time::Instant::now(),
         }),
     });
@@ -314,13 +328,13 @@ pub async fn run(
         workers,
         events: event_tx,
         generation: Generation::default(),
-        restarts: RestartPolicy::default(),
+        restarts: restart::Policy::default(),
         heartbeat: Heartbeat::new(tokio::time::Instant::now()),
         announced: false,
         fatal: None,
     };
-    for id in 0..count {
-        master.start(WorkerId(id))?;
+    for id in WorkerId::all(count) {
+        master.start(id)?;
     }
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -451,7 +465,7 @@ mod tests {
             workers: Arc::new(Workers::default()),
             events,
             generation: Generation::default(),
-            restarts: RestartPolicy::default(),
+            restarts: restart::Policy::default(),
             heartbeat: Heartbeat::new(tokio::time::Instant::now()),
             announced: false,
             fatal: None,
@@ -461,18 +475,18 @@ mod tests {
 
     /// Put a worker in slot `id` as if it had been started; returns its generation and
     /// what the master sends it.
-    fn place(m: &mut Master, id: u32) -> (Generation, mpsc::UnboundedReceiver<ToWorker>) {
+    fn place(m: &mut Master, id: WorkerId) -> (Generation, mpsc::UnboundedReceiver<ToWorker>) {
         m.generation = m.generation.next();
         let (slot, rx) = Slot::detached(m.generation);
-        m.workers.slots.lock().insert(WorkerId(id), slot);
+        m.workers.slots.lock().insert(id, slot);
         (m.generation, rx)
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_worker_that_fails_is_restarted_after_its_backoff_and_the_daemon_stays_up() {
         let (mut m, mut events) = master(2);
-        let (g0, _c0) = place(&mut m, 0);
-        let (g1, _c1) = place(&mut m, 1);
+        let (g0, _c0) = place(&mut m, WorkerId(0));
+        let (g1, _c1) = place(&mut m, WorkerId(1));
         m.on_ready(WorkerId(0), g0);
         assert!(!m.health.is_serving(), "ready only once every worker is");
         m.on_ready(WorkerId(1), g1);
@@ -491,8 +505,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn news_from_a_replaced_worker_is_ignored() {
         let (mut m, mut events) = master(1);
-        let (old, _c) = place(&mut m, 0);
-        let (new, _c) = place(&mut m, 0);
+        let (old, _c) = place(&mut m, WorkerId(0));
+        let (new, _c) = place(&mut m, WorkerId(0));
         assert_ne!(old, new);
         assert_eq!(m.on_exited(WorkerId(0), old, Some(78)), Flow::Continue);
         assert!(m.workers.slots.lock().contains_key(&WorkerId(0)));
@@ -505,8 +519,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_fatal_exit_stops_the_daemon_with_its_code() {
         let (mut m, mut events) = master(2);
-        let (g0, _c0) = place(&mut m, 0);
-        place(&mut m, 1);
+        let (g0, _c0) = place(&mut m, WorkerId(0));
+        place(&mut m, WorkerId(1));
         assert_eq!(
             m.on_exited(WorkerId(0), g0, Some(78)),
             Flow::Stop { graceful: false }
@@ -519,7 +533,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn heartbeats_ping_every_worker_and_a_paused_master_forgives_silence() {
         let (mut m, _events) = master(1);
-        let (_, mut control) = place(&mut m, 0);
+        let (_, mut control) = place(&mut m, WorkerId(0));
         m.on_heartbeat();
         assert!(matches!(control.try_recv(), Ok(ToWorker::Ping(1))));
         tokio::time::advance(Duration::from_secs(10)).await;
@@ -533,8 +547,8 @@ mod tests {
     #[tokio::test]
     async fn intents_reload_every_worker_or_stop() {
         let (mut m, _events) = master(2);
-        let (_, mut c0) = place(&mut m, 0);
-        let (_, mut c1) = place(&mut m, 1);
+        let (_, mut c0) = place(&mut m, WorkerId(0));
+        let (_, mut c1) = place(&mut m, WorkerId(1));
         let (tx, rx) = tokio::sync::oneshot::channel();
         assert_eq!(m.on_intent(Some(Intent::Reload(Some(tx)))), Flow::Continue);
         assert!(rx.await.unwrap().ok);

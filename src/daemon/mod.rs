@@ -8,13 +8,15 @@
 //! systemd hears READY, RELOADING, STOPPING, STATUS and WATCHDOG ([`notify`]); the
 //! accept loop lives in [`listener`], the ordered shutdown in [`shutdown`]; what serves
 //! clients is built in [`stack`]; [`memory`] gives freed memory back after a connection
-//! peak. The only modules with `unsafe` are `sockets` (adopting systemd's descriptors),
-//! `spawn` (descriptor inheritance) and `memory` (`malloc_trim`): five blocks, none with a
-//! safe wrapper in std or nix.
+//! peak; [`about`] holds the daemon's own facts for the status document. The only
+//! modules with `unsafe` are `sockets` (adopting systemd's descriptors), `spawn`
+//! (descriptor inheritance) and `memory` (`malloc_trim`): five blocks, none with a safe
+//! wrapper in std or nix.
 //!
 //! This file is the map and the one error type of the layer, with the exit code each
 //! error means ([`Error::exit_code`]).
 
+pub mod about;
 pub mod bootstrap;
 pub mod control;
 pub mod heartbeat;
@@ -45,6 +47,9 @@ pub mod exit {
     pub const UNAVAILABLE: u8 = 69;
     /// EX_SOFTWARE: anything else; restarting may well help.
     pub const SOFTWARE: u8 = 70;
+    /// EX_TEMPFAIL: a service the daemon depends on failed for now (the user database
+    /// could not be read); restarting may well help.
+    pub const TEMPFAIL: u8 = 75;
     /// EX_NOPERM: the process could not take on its identity.
     pub const NOPERM: u8 = 77;
     /// EX_CONFIG: the configuration cannot work as written.
@@ -65,7 +70,8 @@ pub enum Error {
     /// The listeners could not be bound or taken from systemd.
     #[error(transparent)]
     Bind(#[from] sockets::Error),
-    /// `server.user`/`server.group` name no usable identity.
+    /// `server.user`/`server.group` name no usable identity, or it could not be looked
+    /// up.
     #[error(transparent)]
     Identity(privileges::Error),
     /// The identity could not be taken on (or restricted, in a worker).
@@ -101,9 +107,12 @@ pub enum Error {
     /// A worker could not take the descriptors its master handed over.
     #[error("inherited sockets unusable: {0}")]
     Inherited(std::io::Error),
-    /// A worker's control channel failed or did not start with the config.
+    /// A worker's control channel failed.
     #[error("control channel: {0}")]
     Control(std::io::Error),
+    /// A worker's control channel did not start with the config.
+    #[error("control channel: {0}")]
+    FirstMessage(#[from] bootstrap::FirstMessage),
     /// A worker could not listen for its siblings' bus links.
     #[error("cannot listen for links from sibling workers: {0}")]
     Link(std::io::Error),
@@ -114,12 +123,12 @@ pub enum Error {
 
 impl Error {
     /// The process exit status this error means (see [`exit`]): configuration 78,
-    /// permission 77, binding 69, a fatal worker's own code, everything else 70 (worth a
-    /// restart).
+    /// permission 77, binding 69, an identity problem as [`privileges::Error::exit_code`]
+    /// says, a fatal worker's own code, everything else 70 (worth a restart).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Identity(_) | Error::Relay(_) | Error::ApiTokens(_) => exit::CONFIG,
-            Error::Privileges(_) => exit::NOPERM,
+            Error::Identity(err) | Error::Privileges(err) => err.exit_code(),
+            Error::Relay(_) | Error::ApiTokens(_) => exit::CONFIG,
             Error::Bind(_) => exit::UNAVAILABLE,
             Error::NotAWorker => exit::USAGE,
             Error::WorkerFatal(code) => *code,
@@ -131,19 +140,10 @@ impl Error {
             | Error::Spawn(_)
             | Error::Inherited(_)
             | Error::Control(_)
+            | Error::FirstMessage(_)
             | Error::Link(_) => exit::SOFTWARE,
         }
     }
-}
-
-/// Static facts for the status document.
-pub fn about(loaded: &crate::config::Loaded, activated: bool) -> serde_json::Value {
-    serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "environment": loaded.environment.name(),
-        "config_files": loaded.sources,
-        "socket_activated": activated,
-    })
 }
 
 #[cfg(test)]
@@ -166,6 +166,7 @@ mod tests {
             Error::Inherited(io()),
             Error::Control(io()),
             Error::Link(io()),
+            Error::FirstMessage(bootstrap::FirstMessage::NotConfig),
         ];
         for err in restartable {
             assert_eq!(err.exit_code(), exit::SOFTWARE, "{err}");
@@ -173,8 +174,16 @@ mod tests {
         }
         let config = Error::Identity(privileges::Error::RootWithoutUser);
         assert_eq!(config.exit_code(), exit::CONFIG);
-        let perm = Error::Privileges(privileges::Error::RootWithoutUser);
+        let perm = Error::Privileges(privileges::Error::NotDropped("root could be regained"));
         assert_eq!(perm.exit_code(), exit::NOPERM);
+        // A user database that cannot be read is no configuration error: restarted.
+        let lookup = Error::Identity(privileges::Error::Lookup {
+            key: "server.user",
+            name: "relay".into(),
+            source: nix::errno::Errno::EIO,
+        });
+        assert_eq!(lookup.exit_code(), exit::TEMPFAIL);
+        assert!(!exit::is_fatal(lookup.exit_code().into()));
         assert!(exit::is_fatal(config.exit_code().into()));
         assert!(exit::is_fatal(perm.exit_code().into()));
         assert_eq!(Error::WorkerFatal(78).exit_code(), 78);

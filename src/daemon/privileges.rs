@@ -12,6 +12,8 @@
 use nix::errno::Errno;
 use nix::unistd::{self, Gid, Group, Uid, User};
 
+use super::exit;
+
 /// Why the process could not take on its configured identity.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -47,6 +49,21 @@ pub enum Error {
     /// After dropping, root could be regained or the ids are not what we set.
     #[error("privilege drop did not stick: {0}")]
     NotDropped(&'static str),
+}
+
+impl Error {
+    /// The exit status this failure means (see [`exit`]). The config names no usable
+    /// identity: 78, fatal. The user or group database could not be read (an unreachable
+    /// LDAP or NSS service): 75, a temporary failure that a restart may well get past,
+    /// and that the operator must not mistake for a bug (70). The switch itself failed or
+    /// did not stick: 77, fatal.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::RootWithoutUser | Error::NoSuchUser(_) | Error::NoSuchGroup(_) => exit::CONFIG,
+            Error::Lookup { .. } => exit::TEMPFAIL,
+            Error::Call { .. } | Error::NotDropped(_) => exit::NOPERM,
+        }
+    }
 }
 
 /// The identity to switch to.
@@ -219,5 +236,42 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("no such user"), "{text}");
+    }
+
+    /// Each error says once which exit status it means: the config names no usable
+    /// identity (78, fatal), the user database could not be read (75, worth a restart),
+    /// the switch itself failed (77, fatal).
+    #[test]
+    fn each_error_has_its_exit_code() {
+        use crate::daemon::exit;
+        let config = [
+            Error::RootWithoutUser,
+            Error::NoSuchUser("relay".into()),
+            Error::NoSuchGroup("relay".into()),
+        ];
+        for err in config {
+            assert_eq!(err.exit_code(), exit::CONFIG, "{err}");
+        }
+        let lookup = Error::Lookup {
+            key: "server.group",
+            name: "relay".into(),
+            source: Errno::EIO,
+        };
+        assert_eq!(lookup.exit_code(), exit::TEMPFAIL);
+        assert!(!exit::is_fatal(lookup.exit_code().into()));
+        let refused = [
+            Error::Call {
+                call: "setgroups",
+                source: Errno::EPERM,
+            },
+            Error::Call {
+                call: "setuid",
+                source: Errno::EAGAIN,
+            },
+            Error::NotDropped("root could be regained"),
+        ];
+        for err in refused {
+            assert_eq!(err.exit_code(), exit::NOPERM, "{err}");
+        }
     }
 }

@@ -5,11 +5,36 @@
 
 use std::sync::Arc;
 
+use super::notify;
 use super::signals::{Intent, ReloadReport};
-use super::{Error, notify};
-use crate::config::{self, Config, LoadOptions, diff};
+use crate::config::{self, Config, ConfigError, LoadOptions, diff};
 use crate::http::control::Reloader;
 use crate::telemetry::metrics::Metrics;
+
+/// Why a reload was rejected; the previous configuration stays in force either way.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The config could not be read, or it is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// It is valid, but the relay cannot take it on.
+    #[error(transparent)]
+    Apply(#[from] crate::relay::Error),
+    /// The server API's token file cannot be read, or holds an unusable token.
+    #[error(transparent)]
+    Tokens(#[from] crate::api::tokens::Error),
+}
+
+impl Error {
+    /// The problems, one line each, for the log and the report.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            Error::Config(err) => err.lines(),
+            Error::Apply(err) => vec![err.to_string()],
+            Error::Tokens(err) => vec![err.to_string()],
+        }
+    }
+}
 
 /// Load the config again; when valid, `apply` puts it in force and `current` becomes it.
 pub fn reload(
@@ -20,14 +45,15 @@ pub fn reload(
 ) -> ReloadReport {
     notify::reloading();
     let applied = config::load(options)
-        .map_err(|err| err.lines())
+        .map_err(Error::from)
         .and_then(|loaded| {
-            apply(&loaded.config).map_err(|e| vec![e.to_string()])?;
+            apply(&loaded.config)?;
             Ok(loaded.config)
         });
     let next = match applied {
         Ok(next) => next,
-        Err(errors) => {
+        Err(err) => {
+            let errors = err.lines();
             metrics.reload_failures.inc();
             let file = options.describe();
             for line in &errors {
@@ -84,4 +110,83 @@ pub fn reloader(intents: tokio::sync::mpsc::UnboundedSender<Intent>) -> Reloader
             serde_json::to_value(report).expect("a reload report always serializes")
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The built-in defaults and `vars`: no file.
+    fn options(vars: &[(&str, &str)]) -> LoadOptions {
+        LoadOptions {
+            file: None,
+            env_name: None,
+            vars: vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            search: Vec::new(),
+        }
+    }
+
+    /// A config in force that differs from the defaults, to see whether it was replaced.
+    fn in_force() -> Config {
+        let mut config = Config::default();
+        config.server.shutdown_timeout = Duration::from_secs(7);
+        config
+    }
+
+    #[test]
+    fn an_invalid_config_is_rejected_with_its_lines_and_the_old_one_stays() {
+        let metrics = Metrics::new();
+        let mut current = in_force();
+        let options = options(&[("IORELAY_SERVER__SHUTDOWN_TIMEOUT", "banana")]);
+        let report = reload(&options, &mut current, &metrics, |_| {
+            panic!("an invalid config is never applied")
+        });
+        assert!(!report.ok);
+        assert!(
+            report.errors.iter().any(|l| l.contains("shutdown_timeout")),
+            "{:?}",
+            report.errors
+        );
+        assert_eq!(current, in_force());
+        assert_eq!(metrics.reload_failures.get(), 1);
+    }
+
+    #[test]
+    fn a_config_the_relay_refuses_is_rejected_with_its_reason() {
+        let metrics = Metrics::new();
+        let mut current = in_force();
+        let refusal = || crate::relay::Error::Pattern {
+            namespace: "/chat".into(),
+            source: regex::Error::Syntax("unclosed group".into()),
+        };
+        let report = reload(&options(&[]), &mut current, &metrics, |_| {
+            Err(refusal().into())
+        });
+        assert!(!report.ok);
+        assert_eq!(report.errors, [refusal().to_string()]);
+        assert_eq!(current, in_force());
+        assert_eq!(metrics.reloads.get(), 0);
+    }
+
+    #[test]
+    fn a_valid_config_is_put_in_force_and_its_changes_named() {
+        let metrics = Metrics::new();
+        let mut current = in_force();
+        let report = reload(&options(&[]), &mut current, &metrics, |_| Ok(()));
+        assert!(report.ok, "{:?}", report.errors);
+        assert_eq!(current, Config::default());
+        assert!(
+            report
+                .changed
+                .iter()
+                .any(|k| k == "server.shutdown_timeout"),
+            "{:?}",
+            report.changed
+        );
+        assert_eq!(metrics.reloads.get(), 1);
+    }
 }

@@ -7,13 +7,17 @@
 //! exits within a window; more than a few within it is reported as a crash loop (and
 //! still restarted, ever more slowly).
 //!
-//! Time is passed in, never read, so that the tests say exactly when each exit happens.
+//! Time is passed in, never read, so that the tests say exactly when each exit happens;
+//! it is tokio's clock, the one the master's timers run on, so the tests can run on a
+//! paused clock and move it forward.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::exit;
-use super::workers::WorkerId;
+use super::spawn::WorkerId;
 
 /// Exits within this window count towards a crash loop.
 pub const CRASH_WINDOW: Duration = Duration::from_secs(60);
@@ -50,11 +54,11 @@ impl Decision {
 
 /// The recent exits of each worker slot.
 #[derive(Debug, Default)]
-pub struct RestartPolicy {
+pub struct Policy {
     exits: HashMap<WorkerId, VecDeque<Instant>>,
 }
 
-impl RestartPolicy {
+impl Policy {
     /// Worker `id` exited at `now` with `code` (`None`: killed by a signal).
     pub fn on_exit(&mut self, id: WorkerId, code: Option<i32>, now: Instant) -> Decision {
         if let Some(code) = code.filter(|c| exit::is_fatal(*c)) {
@@ -92,45 +96,62 @@ mod tests {
         }
     }
 
-    #[test]
-    fn restartable_exits_back_off_exponentially_up_to_a_cap() {
-        let mut p = RestartPolicy::default();
-        let t = Instant::now();
-        let waits: Vec<u64> = (0..9)
-            .map(|i| after(p.on_exit(A, Some(70), t + Duration::from_secs(i))).as_millis() as u64)
-            .collect();
+    /// Worker `id` exits with `code` now, on the test's paused clock.
+    fn exit_now(p: &mut Policy, id: WorkerId, code: Option<i32>) -> Decision {
+        p.on_exit(id, code, Instant::now())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn restartable_exits_back_off_exponentially_up_to_a_cap() {
+        let mut p = Policy::default();
+        let mut waits = Vec::new();
+        for _ in 0..9 {
+            waits.push(after(exit_now(&mut p, A, Some(70))).as_millis());
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
         assert_eq!(
             waits,
             [200, 400, 800, 1600, 3200, 6400, 12800, 12800, 12800]
         );
     }
 
-    #[test]
-    fn signals_and_software_errors_are_restarted_fatal_codes_are_not() {
-        let mut p = RestartPolicy::default();
-        let t = Instant::now();
-        for code in [None, Some(0), Some(1), Some(70), Some(101), Some(137)] {
-            assert!(matches!(p.on_exit(B, code, t), Decision::Restart { .. }));
+    #[tokio::test(start_paused = true)]
+    async fn signals_and_software_errors_are_restarted_fatal_codes_are_not() {
+        let mut p = Policy::default();
+        for code in [
+            None,
+            Some(0),
+            Some(1),
+            Some(70),
+            Some(75),
+            Some(101),
+            Some(137),
+        ] {
+            assert!(matches!(
+                exit_now(&mut p, B, code),
+                Decision::Restart { .. }
+            ));
         }
-        assert_eq!(p.on_exit(A, Some(78), t), Decision::GiveUp(78));
-        assert_eq!(p.on_exit(A, Some(77), t), Decision::GiveUp(77));
+        assert_eq!(exit_now(&mut p, A, Some(78)), Decision::GiveUp(78));
+        assert_eq!(exit_now(&mut p, A, Some(77)), Decision::GiveUp(77));
     }
 
-    #[test]
-    fn the_window_forgets_old_exits_and_slots_are_independent() {
-        let mut p = RestartPolicy::default();
-        let t = Instant::now();
-        for i in 0..6 {
-            p.on_exit(A, Some(70), t + Duration::from_secs(i));
+    #[tokio::test(start_paused = true)]
+    async fn the_window_forgets_old_exits_and_slots_are_independent() {
+        let mut p = Policy::default();
+        for _ in 0..6 {
+            exit_now(&mut p, A, Some(70));
+            tokio::time::advance(Duration::from_secs(1)).await;
         }
-        let looping = p.on_exit(A, Some(70), t + Duration::from_secs(6));
+        let looping = exit_now(&mut p, A, Some(70));
         assert!(looping.is_crash_loop(), "{looping:?}");
         // Another slot starts from scratch.
-        let other = p.on_exit(B, Some(70), t + Duration::from_secs(6));
+        let other = exit_now(&mut p, B, Some(70));
         assert_eq!(after(other), Duration::from_millis(200));
         assert!(!other.is_crash_loop());
         // Once the window has passed, the slot's history is forgotten.
-        let later = p.on_exit(A, Some(70), t + CRASH_WINDOW + Duration::from_secs(7));
+        tokio::time::advance(CRASH_WINDOW + Duration::from_secs(1)).await;
+        let later = exit_now(&mut p, A, Some(70));
         assert_eq!(after(later), Duration::from_millis(200));
         assert!(!later.is_crash_loop());
     }

@@ -19,35 +19,34 @@ pub enum Stop {
     Now,
 }
 
-/// Stop `public`, close `stack`'s transports and drain as `stop` says; `hurry` resolving
-/// ends the wait early. Returns whether every client had gone.
+/// Stop `public`, close the transports of every endpoint of `stack` and drain as `stop`
+/// says; `hurry` resolving ends the wait early. How it went is logged.
 pub async fn serve_out(
     public: &mut Serving,
     stack: &Stack,
     stop: Stop,
     hurry: impl Future<Output = ()>,
-) -> bool {
+) {
     public.stop_accepting().await;
     tracing::info!(
-        sessions = stack.engine.session_count(),
+        open = stack.open(),
         "shutting down: closing client transports"
     );
     stack.close_all();
     let Stop::Drain(timeout) = stop else {
-        return stack.open() == 0 && !public.busy();
+        let drained = stack.open() == 0 && !public.busy();
+        tracing::info!(drained, "shutting down: transports closed, not waiting");
+        return;
     };
     let everyone_gone = async {
-        tokio::join!(public.drained(), stack.engine.until_idle());
+        tokio::join!(public.drained(), stack.until_idle());
     };
     tokio::select! {
         gone = tokio::time::timeout(timeout, everyone_gone) => {
-            let drained = gone.is_ok();
-            tracing::info!(drained, timeout = ?timeout, "shutting down: drain finished");
-            drained
+            tracing::info!(drained = gone.is_ok(), timeout = ?timeout, "shutting down: drain finished");
         }
         () = hurry => {
-            tracing::info!("shutting down: drain cut short");
-            false
+            tracing::info!(open = stack.open(), "shutting down: drain cut short");
         }
     }
 }

@@ -51,7 +51,7 @@ pub async fn run(
         relay: stack.relay.clone(),
         engine: stack.engine.clone(),
         reload: reloader(intent_tx.clone()),
-        about: about(&loaded, bound.activated),
+        about: about::facts(&loaded, bound.activated),
         started: std::time::Instant::now(),
     };
     let access = Arc::new(Access::configured(&loaded.config)?);

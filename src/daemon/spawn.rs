@@ -16,11 +16,30 @@ use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
+/// A worker slot, 0-based: also the worker's node id on the bus. It travels as this type
+/// everywhere in the daemon, and as its number only where it leaves it (the command
+/// line, the bus, log fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkerId(pub u32);
+
+impl WorkerId {
+    /// The slots of a daemon with `count` workers, in order.
+    pub fn all(count: u32) -> impl Iterator<Item = WorkerId> {
+        (0..count).map(WorkerId)
+    }
+}
+
+impl std::fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// What a worker is told on its command line.
 #[derive(Debug, Clone)]
 pub struct WorkerArgs {
-    /// Its slot, 0-based; also its node id on the bus.
-    pub id: u32,
+    /// Its slot.
+    pub id: WorkerId,
     /// How many workers the master runs.
     pub workers: u32,
     /// The inherited public listener.
@@ -91,7 +110,7 @@ pub const BUS_VAR: &str = "IORELAYD_BUS";
 pub fn parse(args: &[String]) -> Option<WorkerArgs> {
     match args {
         [id, workers, listener, control] => Some(WorkerArgs {
-            id: id.parse().ok()?,
+            id: WorkerId(id.parse().ok()?),
             workers: workers.parse().ok()?,
             listener_fd: listener.parse().ok()?,
             control_fd: control.parse().ok()?,
@@ -102,7 +121,7 @@ pub fn parse(args: &[String]) -> Option<WorkerArgs> {
 }
 
 /// The abstract Unix address worker `id` of bus `bus` listens on for peer links.
-pub fn bus_address(bus: &str, id: u32) -> std::io::Result<std::os::unix::net::SocketAddr> {
+pub fn bus_address(bus: &str, id: WorkerId) -> std::io::Result<std::os::unix::net::SocketAddr> {
     use std::os::linux::net::SocketAddrExt;
     std::os::unix::net::SocketAddr::from_abstract_name(format!("iorelay-{bus}-{id}").as_bytes())
 }
@@ -155,7 +174,7 @@ mod tests {
         fcntl(&control, FcntlArg::F_SETFD(FdFlag::empty())).unwrap();
         let (listener_fd, control_fd) = (listener.into_raw_fd(), control.into_raw_fd());
         let args = WorkerArgs {
-            id: 0,
+            id: WorkerId(0),
             workers: 1,
             listener_fd,
             control_fd,
@@ -176,6 +195,25 @@ mod tests {
         let mut byte = [0];
         other.read_exact(&mut byte).unwrap();
         assert_eq!(&byte, b"x");
+    }
+
+    #[test]
+    fn worker_ids_are_the_slots_in_order_and_print_as_their_number() {
+        let ids: Vec<WorkerId> = WorkerId::all(3).collect();
+        assert_eq!(ids, [WorkerId(0), WorkerId(1), WorkerId(2)]);
+        assert_eq!(WorkerId::all(0).count(), 0);
+        // On the command line and in the bus address, as the worker parses it back.
+        assert_eq!(WorkerId(7).to_string(), "7");
+        use std::os::linux::net::SocketAddrExt;
+        let name = |id| {
+            bus_address("b", id)
+                .unwrap()
+                .as_abstract_name()
+                .unwrap()
+                .to_vec()
+        };
+        assert_eq!(name(WorkerId(1)), b"iorelay-b-1");
+        assert_ne!(name(WorkerId(1)), name(WorkerId(2)));
     }
 
     #[test]

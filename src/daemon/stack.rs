@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use super::spawn::WorkerId;
 use super::{Error, memory};
 use crate::adapter::Adapter;
 use crate::config::{Config, Transport};
@@ -51,7 +52,7 @@ pub struct Stack {
     /// The public listener's site.
     pub public: Arc<Public>,
     /// This worker's id, in a multi-worker daemon.
-    pub node: Option<u32>,
+    pub node: Option<WorkerId>,
 }
 
 impl Stack {
@@ -61,12 +62,12 @@ impl Stack {
         config: &Config,
         bus: Arc<dyn Adapter>,
         metrics: &Metrics,
-        forward: Option<(u32, crate::http::forward::Forwarder)>,
+        forward: Option<(WorkerId, crate::http::forward::Forwarder)>,
     ) -> Result<Stack, Error> {
         let relay = Relay::new(config, bus, metrics.relay.clone())?;
         let node = forward.as_ref().map(|(n, _)| *n);
         let mut settings = engine_settings(config);
-        settings.node = node;
+        settings.node = node.map(|n| n.0);
         let engine = Engine::new(
             settings.clone(),
             Arc::new(relay.clone()),
@@ -82,7 +83,7 @@ impl Stack {
             engine_path: config.engine.path.clone(),
             echo: echo.clone(),
             static_dir: config.server.static_dir.clone(),
-            forward,
+            forward: forward.map(|(node, forwarder)| (node.0, forwarder)),
         });
         Ok(Stack {
             relay,
@@ -94,10 +95,10 @@ impl Stack {
     }
 
     /// Apply a reloaded config (already validated).
-    pub fn reconfigure(&self, config: &Config) -> Result<(), Error> {
+    pub fn reconfigure(&self, config: &Config) -> Result<(), crate::relay::Error> {
         self.relay.reconfigure(config)?;
         let mut settings = engine_settings(config);
-        settings.node = self.node;
+        settings.node = self.node.map(|n| n.0);
         self.engine.reconfigure(settings.clone());
         if let Some((_, echo)) = &self.echo {
             echo.reconfigure(settings);
@@ -107,15 +108,27 @@ impl Stack {
 
     /// Tell every client of every endpoint that the server is going away.
     pub fn close_all(&self) {
-        self.engine.close_all(CloseReason::Shutdown);
-        if let Some((_, echo)) = &self.echo {
-            echo.close_all(CloseReason::Shutdown);
+        for engine in self.engines() {
+            engine.close_all(CloseReason::Shutdown);
         }
+    }
+
+    /// The endpoints: the Socket.IO one, then the echo one when configured.
+    fn engines(&self) -> impl Iterator<Item = &Arc<Engine>> {
+        std::iter::once(&self.engine).chain(self.echo.as_ref().map(|(_, echo)| echo))
     }
 
     /// Sessions and WebSockets still open on the endpoints (none once the drain is done).
     pub fn open(&self) -> usize {
-        self.engine.session_count() + self.engine.open_websockets()
+        self.engines()
+            .map(|e| e.session_count() + e.open_websockets())
+            .sum()
+    }
+
+    /// Resolves once no endpoint has a session or a WebSocket writer left: what a
+    /// graceful shutdown waits for.
+    pub async fn until_idle(&self) {
+        futures_util::future::join_all(self.engines().map(|e| e.until_idle())).await;
     }
 }
 
@@ -128,5 +141,58 @@ mod tests {
     #[test]
     fn the_engine_tests_run_with_the_config_defaults() {
         assert_eq!(engine_settings(&Config::default()), Settings::default());
+    }
+
+    /// Open a polling session on `path` of the site listening at `addr`.
+    async fn handshake(addr: std::net::SocketAddr, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "GET {path}?EIO=4&transport=polling HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
+    /// A client of the echo endpoint counts as open, and the drain waits for it, as for a
+    /// client of the Socket.IO endpoint.
+    #[tokio::test]
+    async fn the_echo_endpoint_is_counted_and_drained() {
+        use crate::daemon::listener::Serving;
+        let mut config = Config::default();
+        config.engine.echo_path = Some("/engine.io/".into());
+        let stack = Stack::build(
+            &config,
+            Arc::new(crate::adapter::LocalAdapter::new()),
+            &Metrics::new(),
+            None,
+        )
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut serving = Serving::start(listener, stack.public.clone());
+        let answer = handshake(addr, "/engine.io/").await;
+        assert!(answer.contains("\"sid\""), "{answer}");
+        assert_eq!(stack.engine.session_count(), 0);
+        assert_eq!(stack.open(), 1, "the echo client is open");
+
+        let stack = Arc::new(stack);
+        let idle = tokio::spawn({
+            let stack = stack.clone();
+            async move { stack.until_idle().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!idle.is_finished(), "the echo client is still there");
+        stack.close_all();
+        // Bounded so that a regression fails instead of hanging; the session goes once
+        // its polling linger has passed.
+        tokio::time::timeout(std::time::Duration::from_secs(10), idle)
+            .await
+            .expect("idle once the echo client is gone")
+            .unwrap();
+        assert_eq!(stack.open(), 0);
+        serving.stop_accepting().await;
     }
 }

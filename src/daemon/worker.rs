@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, UnixListener, UnixStream};
 use super::control::{self, ToMaster, ToWorker};
 use super::listener::Serving;
 use super::shutdown::{self, Stop};
-use super::spawn::{self, WorkerArgs};
+use super::spawn::{self, WorkerArgs, WorkerId};
 use super::{Error, Stack};
 use crate::adapter::PeerAdapter;
 use crate::config::Config;
@@ -35,7 +35,7 @@ pub async fn run(
     config: Config,
     log: LogHandle,
 ) -> Result<(), Error> {
-    let bus = PeerAdapter::new(args.id);
+    let bus = PeerAdapter::new(args.id.0);
     let metrics = Metrics::new();
     let forwarder = crate::http::forward::Forwarder {
         prefix: format!("iorelay-{}-http-", args.bus),
@@ -60,7 +60,11 @@ pub async fn run(
     let mut lines = BufReader::new(read).lines();
     let send = |msg: ToMaster| control::encode(&msg);
     let _ = write.write_all(send(ToMaster::Ready).as_bytes()).await;
-    tracing::info!(worker = args.id, pid = std::process::id(), "worker serving");
+    tracing::info!(
+        worker = args.id.0,
+        pid = std::process::id(),
+        "worker serving"
+    );
     let mut config = config;
     let drain = loop {
         let line = match lines.next_line().await {
@@ -88,7 +92,7 @@ pub async fn run(
             },
             Ok(ToWorker::Report(id)) => {
                 let mut status = Status::of(&stack.relay, &stack.engine, RoomDetail::List).await;
-                status.worker = Some(args.id);
+                status.worker = Some(args.id.0);
                 status.peers = Some(bus.peers());
                 ToMaster::Report {
                     id,
@@ -117,14 +121,14 @@ pub async fn run(
     };
     // The master decides when to give up waiting (it kills what is left).
     shutdown::serve_out(&mut public, &stack, stop, std::future::pending()).await;
-    tracing::info!(worker = args.id, "worker stopped");
+    tracing::info!(worker = args.id.0, "worker stopped");
     Ok(())
 }
 
 /// Serve requests other workers forward to this one (sessions it owns).
 async fn accept_forwarded(
     forwarder: crate::http::forward::Forwarder,
-    id: u32,
+    id: WorkerId,
     site: Arc<crate::http::Public>,
 ) {
     use hyper::server::conn::http1;
@@ -132,14 +136,14 @@ async fn accept_forwarded(
     use hyper_util::rt::TokioIo;
     let me = spawn::own_uid();
     let bound = forwarder
-        .address(id)
+        .address(id.0)
         .and_then(|addr| std::os::unix::net::UnixListener::bind_addr(&addr))
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .and_then(UnixListener::from_std);
     let incoming = match bound {
         Ok(l) => l,
         Err(err) => {
-            tracing::error!(worker = id, error = %err, "cannot listen for forwarded requests");
+            tracing::error!(worker = id.0, error = %err, "cannot listen for forwarded requests");
             return;
         }
     };
@@ -189,7 +193,7 @@ fn link_siblings(bus: &Arc<PeerAdapter>, args: &WorkerArgs) -> std::io::Result<(
             tokio::spawn(async move { bus.run_inbound(stream).await });
         }
     });
-    for peer in (0..args.workers).filter(|p| *p != args.id) {
+    for peer in WorkerId::all(args.workers).filter(|p| *p != args.id) {
         let bus = bus.clone();
         let addr = spawn::bus_address(&args.bus, peer)?;
         tokio::spawn(async move {
@@ -200,7 +204,7 @@ fn link_siblings(bus: &Arc<PeerAdapter>, args: &WorkerArgs) -> std::io::Result<(
                     Ok(stream) if spawn::peer_uid(&stream) == Some(me) => {
                         backoff = Duration::from_millis(10);
                         bus.run_outbound(stream).await;
-                        tracing::debug!(peer, "bus link to sibling ended, relinking");
+                        tracing::debug!(peer = peer.0, "bus link to sibling ended, relinking");
                     }
                     _ => {}
                 }

@@ -20,23 +20,13 @@ use tokio::time::Instant;
 
 use super::Error;
 use super::control::{self, ToMaster, ToWorker};
-use super::spawn::{self, WorkerArgs};
+use super::spawn::{self, WorkerArgs, WorkerId};
 use crate::api::{Call, Part, Scope};
 use crate::config::Config;
 
 /// How long a request to the workers (a report, a server API call) waits for them, all
 /// together.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// A worker slot, 0-based: also the worker's node id on the bus.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct WorkerId(pub u32);
-
-impl std::fmt::Display for WorkerId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
 
 /// Which start of a slot: every start (first or restart) gets the next one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -192,7 +182,7 @@ impl Workers {
         generation: Generation,
         events: &mpsc::UnboundedSender<Event>,
     ) -> Result<(), Error> {
-        let id = WorkerId(args.id);
+        let id = args.id;
         let (ours, theirs) =
             std::os::unix::net::UnixStream::pair().map_err(Error::ControlChannel)?;
         let theirs: OwnedFd = theirs.into();

@@ -124,7 +124,8 @@ fn unwrap_upgraded(upgraded: hyper::upgrade::Upgraded) -> Option<(WsSocket, Vec<
 }
 
 /// What the engine's WebSocket sessions share: the flusher that writes their outboxes,
-/// and the count of writer tasks still running.
+/// and the count of writer tasks still running (kept by a drop guard each task owns, so
+/// that a task that panics is uncounted too).
 pub(super) struct Writers {
     /// Writes the WebSocket sessions' outboxes (started with the first WebSocket).
     flusher: Arc<Flusher>,
@@ -157,16 +158,42 @@ impl Writers {
         sink: WriteSide,
         carrier: Carrier,
     ) {
-        let (running, idle) = (self.running.clone(), self.idle.clone());
         let writer = write_websocket(session.clone(), sink, carrier, self.flusher.clone());
-        running.fetch_add(1, Ordering::AcqRel);
+        self.spawn_writer(writer);
+        read_websocket(session, stream).await;
+    }
+
+    /// Run `writer` as a task counted in [`running`](Writers::running) until it ends —
+    /// returns, panics, or is dropped with the runtime: the count is held by a guard the
+    /// task owns, so no way out of it leaves the drain waiting.
+    fn spawn_writer(&self, writer: impl Future<Output = ()> + Send + 'static) {
+        let running = Running::enter(self.running.clone(), self.idle.clone());
         tokio::spawn(async move {
             writer.await;
-            if running.fetch_sub(1, Ordering::AcqRel) == 1 {
-                idle.notify_waiters();
-            }
+            drop(running);
         });
-        read_websocket(session, stream).await;
+    }
+}
+
+/// One writer task in the count: counted when made, uncounted when dropped (the last one
+/// wakes the engine's idle waiters).
+struct Running {
+    count: Arc<AtomicUsize>,
+    idle: Arc<Notify>,
+}
+
+impl Running {
+    fn enter(count: Arc<AtomicUsize>, idle: Arc<Notify>) -> Running {
+        count.fetch_add(1, Ordering::AcqRel);
+        Running { count, idle }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
     }
 }
 
@@ -324,6 +351,28 @@ mod tests {
     use crate::engine::meters::Meters;
     use crate::engine::sid::Sid;
     use crate::engine::transport::TransportKind;
+
+    /// A writer task that panics still ends its count and wakes the idle waiter (the
+    /// drain), as a writer that returns does.
+    #[tokio::test(start_paused = true)]
+    async fn a_writer_that_panics_still_wakes_the_idle_waiter() {
+        let idle = Arc::new(Notify::new());
+        let writers = Writers::new(Meters::default().websocket, idle.clone());
+        let woken = idle.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let (go, wait) = tokio::sync::oneshot::channel::<()>();
+        writers.spawn_writer(async move {
+            let _ = wait.await;
+            panic!("a writer that panics (expected in this test)");
+        });
+        assert_eq!(writers.running(), 1);
+        let _ = go.send(());
+        tokio::time::timeout(Duration::from_secs(1), woken)
+            .await
+            .expect("woken by the writer's unwinding, not by a timer");
+        assert_eq!(writers.running(), 0);
+    }
 
     /// The reader's and the writer's futures are kept for every connection's whole life,
     /// so whatever they hold across an await counts per idle connection (a 4 KiB array
