@@ -6,6 +6,7 @@
 //! route's room is a valid name, limits within `max_payload`, …) live in [`validate`].
 //! Nothing here knows about sockets or rooms; the relay reads these values.
 
+pub mod auth;
 pub mod diff;
 pub mod load;
 pub mod units;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use auth::{AuthConfig, JwtConfig, UserFrom};
 pub use load::{ConfigError, Environment, LoadOptions, Loaded, load};
 pub use units::Size;
 
@@ -226,6 +228,9 @@ pub struct NamespaceConfig {
     pub limits: Limits,
     /// Per-event rules that override the namespace defaults, keyed by event name.
     pub events: BTreeMap<String, EventRule>,
+    /// Who may connect and where the identity comes from. Default: anyone, the user
+    /// from the CONNECT `auth` payload.
+    pub auth: AuthConfig,
 }
 
 impl Default for NamespaceConfig {
@@ -239,6 +244,7 @@ impl Default for NamespaceConfig {
             greet: None,
             limits: Limits::default(),
             events: BTreeMap::new(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -253,6 +259,9 @@ pub enum JoinPolicy {
     Any,
     /// Names matching this regular expression (anchored: the whole name must match).
     Pattern(String),
+    /// The rooms the socket's verified JWT allows (`auth.jwt.rooms_claim`); none
+    /// without a token.
+    Claims,
 }
 
 /// Where an application event goes.

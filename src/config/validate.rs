@@ -194,6 +194,10 @@ fn check_namespace(c: &Config, name: &str, ns: &NamespaceConfig, out: &mut Vec<P
         check_event_name(&format!("{key}.greet"), greet, out);
     }
     check_limits(c, &key, &ns.limits, out);
+    let claims_join = ns.join == JoinPolicy::Claims;
+    let mut auth = Vec::new();
+    super::auth::check(&format!("{key}.auth"), &ns.auth, claims_join, &mut auth);
+    out.extend(auth.into_iter().map(|p| Problem::new(p.key, p.reason)));
     for (event, rule) in &ns.events {
         check_rule(&key, event, rule, &ns.limits, out);
     }
@@ -330,7 +334,7 @@ fn check_limits(c: &Config, ns_key: &str, l: &Limits, out: &mut Vec<Problem>) {
 /// matches any one key (a namespace name, say). Add the key here in the same change that
 /// adds a secret to the config tree (a JWT key, a Redis password, the API token); the
 /// `redaction_*` tests check that the walk finds nested keys.
-pub const SECRET_KEYS: &[&str] = &[];
+pub const SECRET_KEYS: &[&str] = &["namespaces.*.auth.jwt.secret"];
 
 /// What [`render`] prints in place of a secret.
 pub const REDACTED: &str = "<redacted>";

@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use tokio::task::AbortHandle;
 
+use super::auth::{Credentials, Identity, clean_name};
 use super::shared::Shared;
 use super::socket::{Socket, TokenBucket};
 use super::{control, events};
@@ -26,9 +27,6 @@ use crate::engine::{
 use crate::socketio::binary::{Complete, ReassemblyError};
 use crate::socketio::packet::{self as sio, PacketKind};
 use crate::socketio::{Packet, PacketError, Reassembler};
-
-/// Longest display name kept from the auth payload, in characters.
-const MAX_USER_CHARS: usize = 128;
 
 /// Why a client's packet was not acted on.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +68,8 @@ impl Error {
 pub struct Conn {
     relay: Arc<Shared>,
     session: Arc<Session>,
+    /// The handshake's cookies and authorization, for namespaces with `auth`.
+    credentials: Credentials,
     /// Parser state and connected namespaces; only the session's (serialised) inbound
     /// path and its close touch it, never across an await.
     state: Mutex<State>,
@@ -96,10 +96,11 @@ impl std::fmt::Debug for Conn {
 
 impl Conn {
     /// Start serving Socket.IO on a new session.
-    pub fn open(relay: Arc<Shared>, session: Arc<Session>, _info: &HandshakeInfo) -> Arc<Conn> {
+    pub fn open(relay: Arc<Shared>, session: Arc<Session>, info: &HandshakeInfo) -> Arc<Conn> {
         let conn = Arc::new(Conn {
             relay,
             session,
+            credentials: Credentials::from_headers(&info.headers),
             state: Mutex::new(State::default()),
             connected_once: AtomicBool::new(false),
             deadline: Mutex::new(None),
@@ -171,7 +172,7 @@ impl Conn {
             attachments,
         } = complete;
         match packet.kind {
-            PacketKind::Connect => self.connect(packet),
+            PacketKind::Connect => self.connect(packet).await,
             PacketKind::Disconnect => {
                 let socket = self.state.lock().sockets.remove(&packet.nsp);
                 if let Some(socket) = socket {
@@ -220,7 +221,7 @@ impl Conn {
         Ok(())
     }
 
-    fn connect(&self, packet: Packet) -> Result<(), Error> {
+    async fn connect(&self, packet: Packet) -> Result<(), Error> {
         let nsp = packet.nsp;
         let Some(ns) = self.relay.namespace(&nsp) else {
             self.session
@@ -235,7 +236,30 @@ impl Conn {
         }
         let policy = ns.policy();
         let auth = packet.data.unwrap_or_else(empty_object);
-        let user = display_name(&auth, &policy.config.user_field);
+        let identity = match policy.gate.admit(&auth, &self.credentials) {
+            Ok(identity) => identity,
+            Err(reason) => {
+                tracing::info!(sid = %self.session.sid, %nsp, reason = reason.label(), "connection refused by auth");
+                self.relay
+                    .meters
+                    .auth_refused
+                    .with_label_values(&[&nsp, reason.label()])
+                    .inc();
+                self.session
+                    .send_frame(crate::engine::Frame::message(&sio::encode_connect_error(
+                        &nsp,
+                        reason.message(),
+                    )));
+                return Ok(());
+            }
+        };
+        let Identity {
+            user,
+            verified,
+            grants,
+            join,
+        } = identity;
+        let user = user.or_else(|| display_name(&auth, &policy.config.user_field));
         let limits = &policy.config.limits;
         let id: Arc<str> = Arc::from(random_id());
         let socket = Arc::new(Socket::new(
@@ -243,6 +267,7 @@ impl Conn {
             id.clone(),
             user,
             auth,
+            grants,
             self.session.clone(),
             TokenBucket::new(limits.events_per_second, limits.burst, Instant::now()),
         ));
@@ -276,7 +301,10 @@ impl Conn {
             self.session
                 .send(Outgoing::Paced(crate::engine::Frame::message(&text)));
         }
-        tracing::debug!(sid = %self.session.sid, %nsp, socket = %id, "socket connected");
+        if !join.is_empty() {
+            control::join_at_connect(&self.relay, &policy, &socket, &join).await;
+        }
+        tracing::debug!(sid = %self.session.sid, %nsp, socket = %id, user = ?socket.user(), verified, "socket connected");
         Ok(())
     }
 }
@@ -350,8 +378,7 @@ fn empty_object() -> Box<RawValue> {
 fn display_name(auth: &RawValue, field: &str) -> Option<Arc<str>> {
     let map: HashMap<String, &RawValue> = serde_json::from_str(auth.get()).ok()?;
     let value: String = serde_json::from_str(map.get(field)?.get()).ok()?;
-    let trimmed: String = value.trim().chars().take(MAX_USER_CHARS).collect();
-    (!trimmed.is_empty()).then(|| Arc::from(trimmed))
+    clean_name(&value)
 }
 
 #[cfg(test)]
@@ -515,7 +542,7 @@ mod tests {
         let auth = RawValue::from_string(long).expect("json");
         assert_eq!(
             display_name(&auth, "name").map(|n| n.chars().count()),
-            Some(MAX_USER_CHARS)
+            Some(super::super::auth::MAX_USER_CHARS)
         );
     }
 }

@@ -60,25 +60,56 @@ async fn join(
     args: &[&RawValue],
 ) -> Result<Value, Refusal> {
     let room = room_arg(args)?;
-    policy.may_join(&room)?;
-    let count = if socket.is_in(&room) {
-        relay.bus.count(&socket.nsp, &room).await
-    } else {
-        {
-            let rooms = socket.rooms.lock();
-            if rooms.len() >= policy.config.limits.max_rooms {
-                return Err(Refusal::TooManyRooms);
-            }
-        }
-        let count = relay.bus.join(&socket.nsp, &room, socket.id()).await;
-        relay.count_rooms(&socket.nsp);
-        socket.rooms.lock().insert(Arc::from(room.as_str()));
-        if policy.config.presence {
-            announce(relay, socket, &room, "join", count);
-        }
-        count
-    };
+    policy.may_join(&room, &socket.grants)?;
+    let count = enter(relay, policy, socket, &room).await?;
     Ok(json!({ "ok": true, "room": room, "count": count }))
+}
+
+/// Put `socket` in `room` (already allowed) within `max_rooms`, announcing it where
+/// presence is on; the room's count after.
+async fn enter(
+    relay: &Shared,
+    policy: &Policy,
+    socket: &Arc<Socket>,
+    room: &str,
+) -> Result<usize, Refusal> {
+    if socket.is_in(room) {
+        return Ok(relay.bus.count(&socket.nsp, room).await);
+    }
+    {
+        let rooms = socket.rooms.lock();
+        if rooms.len() >= policy.config.limits.max_rooms {
+            return Err(Refusal::TooManyRooms);
+        }
+    }
+    let count = relay.bus.join(&socket.nsp, room, socket.id()).await;
+    relay.count_rooms(&socket.nsp);
+    socket.rooms.lock().insert(Arc::from(room));
+    if policy.config.presence {
+        announce(relay, socket, room, "join", count);
+    }
+    Ok(count)
+}
+
+/// The rooms a verified token puts a new socket in (its `join` claim), each as a
+/// `$join` would (names checked, `max_rooms`, presence), but not subject to the
+/// namespace's join policy: the token's issuer chose them. A room that fails a check
+/// is skipped with a log line; the connection stays.
+pub async fn join_at_connect(
+    relay: &Shared,
+    policy: &Policy,
+    socket: &Arc<Socket>,
+    rooms: &[String],
+) {
+    for room in rooms {
+        let entered = match policy.check_room_name(room) {
+            Ok(()) => enter(relay, policy, socket, room).await.map(|_| ()),
+            Err(refusal) => Err(refusal),
+        };
+        if let Err(refusal) = entered {
+            tracing::info!(nsp = %socket.nsp, socket = %socket.id(), reason = refusal.label(), "room of the token's join claim skipped");
+        }
+    }
 }
 
 async fn leave(
@@ -111,7 +142,7 @@ async fn members(
 ) -> Result<Value, Refusal> {
     let room = room_arg(args)?;
     if !socket.is_in(&room) {
-        policy.may_join(&room)?;
+        policy.may_join(&room, &socket.grants)?;
     }
     let members: Vec<Value> = relay
         .bus

@@ -8,6 +8,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
 
+use super::auth::Grants;
 use crate::adapter::Recipient;
 use crate::engine::{Frame, Session};
 
@@ -20,6 +21,8 @@ pub struct Socket {
     pub recipient: Arc<Recipient>,
     /// The CONNECT auth payload, kept verbatim (for `greet`).
     pub auth: Box<RawValue>,
+    /// The rooms its verified JWT lets it `$join` (`join = "claims"`); empty without one.
+    pub grants: Grants,
     /// Rooms this socket joined (this process's view; the bus has the shared one).
     pub rooms: Mutex<BTreeSet<Arc<str>>>,
     /// Events allowed per second.
@@ -29,12 +32,14 @@ pub struct Socket {
 }
 
 impl Socket {
-    /// A new socket on `session`.
+    /// A new socket on `session`, with the identity it was admitted with (`user`,
+    /// `grants`), which it keeps for its life.
     pub fn new(
         nsp: Arc<str>,
         id: Arc<str>,
         user: Option<Arc<str>>,
         auth: Box<RawValue>,
+        grants: Grants,
         session: Arc<Session>,
         rate: TokenBucket,
     ) -> Socket {
@@ -42,6 +47,7 @@ impl Socket {
             nsp,
             recipient: Arc::new(Recipient { id, user, session }),
             auth,
+            grants,
             rooms: Mutex::new(BTreeSet::new()),
             rate: Mutex::new(rate),
             counted_as: Mutex::new(""),
