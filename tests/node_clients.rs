@@ -83,6 +83,7 @@ macro_rules! suites {
 }
 
 suites! {
+    auth => "auth",
     browser_demo => "browser-demo",
     bundle => "bundle",
     chat_book => "chat-book",

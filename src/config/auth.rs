@@ -45,9 +45,9 @@ pub struct UserFrom {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JwtConfig {
-    /// Accepted signature algorithms, all of one family (`HS256`/`HS384`/`HS512` with a
-    /// secret; `RS*`/`PS*`, `ES256`/`ES384` or `EdDSA` with a public key or JWKS). A token
-    /// whose header names another one is refused. Default `["HS256"]`.
+    /// Accepted signature algorithms: `HS256`/`HS384`/`HS512` with a secret; one family
+    /// of `RS*`/`PS*`, `ES256`/`ES384` or `EdDSA` with a public key; any of those with a
+    /// JWKS. A token whose header names another one is refused. Default `["HS256"]`.
     pub algorithms: Vec<Algorithm>,
     /// The HMAC secret, at least as long as the hash (32 bytes for HS256). Default: none.
     pub secret: Option<String>,
@@ -329,14 +329,23 @@ fn check_jwt(key: &str, jwt: &JwtConfig, out: &mut Vec<Problem>) {
         return;
     };
     let fam = family(*first);
-    if jwt.algorithms.iter().any(|a| family(*a) != fam) {
+    let hmac_key = jwt.secret.is_some() || jwt.secret_file.is_some();
+    if jwt.jwks_file.is_some() && sources == 1 {
+        // A key set holds keys of several families; each token's `kid` picks one.
+        if jwt.algorithms.iter().any(|a| family(*a) == Family::Hmac) {
+            out.push(Problem::new(
+                format!("{key}.algorithms"),
+                "HS256/HS384/HS512 need `secret` or `secret_file`, not a JWKS",
+            ));
+            return;
+        }
+    } else if jwt.algorithms.iter().any(|a| family(*a) != fam) {
         out.push(Problem::new(
             format!("{key}.algorithms"),
             "must all be of one family (HS*, RS*/PS*, ES*, EdDSA): one key verifies them",
         ));
         return;
     }
-    let hmac_key = jwt.secret.is_some() || jwt.secret_file.is_some();
     if sources == 1 && hmac_key != (fam == Family::Hmac) {
         out.push(Problem::new(
             format!("{key}.algorithms"),
@@ -447,6 +456,15 @@ mod tests {
         confused.algorithms = vec![Algorithm::RS256];
         assert_eq!(
             problems(&auth(confused), false),
+            ["namespaces./x.auth.jwt.algorithms"]
+        );
+        let jwks = JwtConfig {
+            algorithms: vec![Algorithm::RS256, Algorithm::ES256, Algorithm::HS256],
+            jwks_file: Some("/nonexistent".into()),
+            ..JwtConfig::default()
+        };
+        assert_eq!(
+            problems(&auth(jwks), false),
             ["namespaces./x.auth.jwt.algorithms"]
         );
         let mut no_algs = hs(&"k".repeat(32));

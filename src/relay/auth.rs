@@ -223,7 +223,9 @@ pub struct Gate {
 
 struct Jwt {
     keys: Vec<(Option<String>, DecodingKey)>,
-    validation: Validation,
+    /// One validation per allowed algorithm (jsonwebtoken wants every algorithm of a
+    /// validation to be of its key's family, and a JWKS mixes families).
+    validations: Vec<Validation>,
     token_cookie: Option<String>,
     user_claim: Option<String>,
     rooms_claim: String,
@@ -236,7 +238,7 @@ impl std::fmt::Debug for Gate {
         f.debug_struct("Gate")
             .field("required", &self.required)
             .field("user_cookie", &self.user_cookie)
-            .field("jwt", &self.jwt.as_ref().map(|j| &j.validation.algorithms))
+            .field("jwt", &self.jwt.as_ref().map(|j| j.validations.len()))
             .finish()
     }
 }
@@ -248,9 +250,7 @@ impl Gate {
             None => None,
             Some(cfg) => {
                 let keys = load_keys(cfg)?.keys;
-                let first = cfg.algorithms.first().copied().unwrap_or(Algorithm::HS256);
-                let mut validation = Validation::new(first);
-                validation.algorithms = cfg.algorithms.clone();
+                let mut validation = Validation::new(Algorithm::HS256);
                 validation.leeway = cfg.leeway.as_secs();
                 validation.validate_nbf = true;
                 let mut required: HashSet<String> = HashSet::from(["exp".to_owned()]);
@@ -264,9 +264,18 @@ impl Gate {
                     required.insert("aud".to_owned());
                 }
                 validation.required_spec_claims = required;
+                let validations = cfg
+                    .algorithms
+                    .iter()
+                    .map(|alg| {
+                        let mut v = validation.clone();
+                        v.algorithms = vec![*alg];
+                        v
+                    })
+                    .collect();
                 Some(Jwt {
                     keys,
-                    validation,
+                    validations,
                     token_cookie: cfg.token_cookie.clone(),
                     user_claim: cfg.user_claim.clone(),
                     rooms_claim: cfg.rooms_claim.clone(),
@@ -345,10 +354,10 @@ impl Jwt {
             .get("alg")
             .and_then(Value::as_str)
             .ok_or(Reason::Malformed)?;
-        match Algorithm::from_str(alg) {
-            Ok(alg) if self.validation.algorithms.contains(&alg) => {}
-            _ => return Err(Reason::Algorithm),
-        }
+        let validation = Algorithm::from_str(alg)
+            .ok()
+            .and_then(|alg| self.validations.iter().find(|v| v.algorithms == [alg]))
+            .ok_or(Reason::Algorithm)?;
         let kid = header.get("kid").and_then(Value::as_str);
         let key = match kid {
             Some(kid) => self
@@ -365,7 +374,7 @@ impl Jwt {
         }
         .map(|(_, key)| key)
         .ok_or(Reason::Key)?;
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation)
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, validation)
             .map_err(|e| reason_of(e.kind()))?;
         self.identity(&data.claims)
     }
@@ -641,7 +650,7 @@ mod tests {
     #[test]
     fn jwks_picks_the_key_by_kid() {
         let g = gate(JwtConfig {
-            algorithms: vec![Algorithm::RS256],
+            algorithms: vec![Algorithm::RS256, Algorithm::ES256],
             jwks_file: Some(fixture("jwks.json")),
             ..JwtConfig::default()
         });
@@ -654,6 +663,11 @@ mod tests {
             admit(&g, &encode(&header, &claims(json!({})), &key).unwrap()).unwrap_err(),
             Reason::Key
         );
+        // The set mixes families: an ES256 token picks the EC key by its kid.
+        let mut es = Header::new(Algorithm::ES256);
+        es.kid = Some("ec-1".to_owned());
+        let ec_key = EncodingKey::from_ec_pem(&pem("ec-private.pem")).unwrap();
+        assert!(admit(&g, &encode(&es, &claims(json!({})), &ec_key).unwrap()).is_ok());
         header.kid = Some("nobody".to_owned());
         assert_eq!(
             admit(&g, &encode(&header, &claims(json!({})), &key).unwrap()).unwrap_err(),

@@ -239,7 +239,7 @@ impl Conn {
         let identity = match policy.gate.admit(&auth, &self.credentials) {
             Ok(identity) => identity,
             Err(reason) => {
-                tracing::info!(sid = %self.session.sid, %nsp, reason = reason.label(), "connection refused by auth");
+                tracing::info!(sid = %self.session.sid, %nsp, reason = %reason.label(), "connection refused by auth");
                 self.relay
                     .meters
                     .auth_refused
