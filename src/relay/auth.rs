@@ -35,8 +35,9 @@ pub const MAX_TOKEN: usize = 8192;
 pub const MAX_CLAIM_ROOMS: usize = 256;
 /// Longest display name kept, in characters.
 pub const MAX_USER_CHARS: usize = 128;
-/// Most bytes of `Cookie` headers kept from a handshake.
-const MAX_COOKIE_BYTES: usize = 16 * 1024;
+/// Most bytes of `Cookie` headers kept from a handshake (RFC 6265 asks browsers for
+/// 4096 bytes per cookie; a token cookie fits).
+const MAX_COOKIE_BYTES: usize = 8 * 1024;
 
 /// Why a CONNECT was refused: [`Reason::message`] goes to the client in the
 /// CONNECT_ERROR, [`Reason::label`] is the `reason` of `iorelay_auth_refused_total`.
@@ -292,7 +293,12 @@ impl Gate {
 
     /// Whether this gate looks at anything at all (most namespaces: no).
     pub fn is_open(&self) -> bool {
-        !self.required && self.user_cookie.is_none() && self.jwt.is_none()
+        !self.required && !self.reads_handshake()
+    }
+
+    /// Whether it reads the handshake's cookies or `Authorization` header.
+    pub fn reads_handshake(&self) -> bool {
+        self.user_cookie.is_some() || self.jwt.is_some()
     }
 
     /// Admit or refuse a CONNECT with this `auth` payload on a connection whose

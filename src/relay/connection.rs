@@ -97,10 +97,15 @@ impl std::fmt::Debug for Conn {
 impl Conn {
     /// Start serving Socket.IO on a new session.
     pub fn open(relay: Arc<Shared>, session: Arc<Session>, info: &HandshakeInfo) -> Arc<Conn> {
+        let credentials = if relay.reads_handshake() {
+            Credentials::from_headers(&info.headers)
+        } else {
+            Credentials::default()
+        };
         let conn = Arc::new(Conn {
             relay,
             session,
-            credentials: Credentials::from_headers(&info.headers),
+            credentials,
             state: Mutex::new(State::default()),
             connected_once: AtomicBool::new(false),
             deadline: Mutex::new(None),
@@ -530,6 +535,43 @@ mod tests {
             "a session that joined a namespace stays"
         );
         joined.close(CloseReason::ClientClose);
+    }
+
+    /// A CONNECT that its namespace's auth refuses costs only itself: no socket, the
+    /// refusal counted by reason, the session and its other namespaces untouched.
+    #[tokio::test]
+    async fn an_auth_refusal_leaves_the_session_alone() {
+        let config: Config = toml::from_str(
+            r#"
+            [namespaces."/"]
+            [namespaces."/private".auth.jwt]
+            secret = "a-secret-of-at-least-32-bytes-long"
+            [namespaces."/private".auth]
+            required = true
+            "#,
+        )
+        .expect("config");
+        let relay = Harness::new(&config);
+        assert!(relay.shared().reads_handshake());
+        let (session, conn) = relay.open("a");
+        conn.message(Message::Text("0".into())).await;
+        conn.message(Message::Text(r#"0/private,{"token":"x.y.z"}"#.into()))
+            .await;
+        conn.message(Message::Text("0/private,".into())).await;
+        assert!(!session.is_closed());
+        assert!(conn.socket("/").is_some());
+        assert!(conn.socket("/private").is_none());
+        let refused = &relay.shared().meters.auth_refused;
+        assert_eq!(
+            refused.with_label_values(&["/private", "malformed"]).get(),
+            1
+        );
+        assert_eq!(refused.with_label_values(&["/private", "missing"]).get(), 1);
+        session.close(CloseReason::ClientClose);
+
+        // Without auth that reads them, a connection keeps no handshake headers.
+        let open = Harness::new(&Config::default());
+        assert!(!open.shared().reads_handshake());
     }
 
     #[test]

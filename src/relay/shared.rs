@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::RwLock;
@@ -66,6 +66,10 @@ pub struct Shared {
     /// The largest `max_attachments` of any namespace: the parser's bound before the
     /// packet's namespace is known.
     max_attachments: AtomicUsize,
+    /// Whether any namespace's `auth` reads the handshake's cookies or `Authorization`:
+    /// only then does a connection keep them (up to 8 KiB each), so that a relay
+    /// without such auth spends nothing per connection on them.
+    reads_handshake: AtomicBool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -83,7 +87,14 @@ impl Shared {
             meters,
             connect_timeout_ms: AtomicUsize::new(0),
             max_attachments: AtomicUsize::new(0),
+            reads_handshake: AtomicBool::new(false),
         }
+    }
+
+    /// Whether new connections must keep their handshake's cookies and `Authorization`
+    /// (a reload that adds such auth applies to connections made after it).
+    pub fn reads_handshake(&self) -> bool {
+        self.reads_handshake.load(Ordering::Relaxed)
     }
 
     /// Put compiled policies in force: a namespace declared before keeps its identity
@@ -95,6 +106,8 @@ impl Shared {
         max_attachments: usize,
         connect_timeout: Duration,
     ) {
+        let reads = policies.values().any(|p| p.gate.reads_handshake());
+        self.reads_handshake.store(reads, Ordering::Relaxed);
         let old = self.namespaces.read().clone();
         let mut next = HashMap::with_capacity(policies.len());
         for (name, policy) in policies {
