@@ -593,6 +593,34 @@ mod tests {
             ns.events.insert("bare".to_owned(), EventRule::default());
             c.namespaces.insert(format!("/ns{i}"), ns);
         }
+        let jwt = crate::config::JwtConfig {
+            algorithms: vec![
+                jsonwebtoken::Algorithm::RS256,
+                jsonwebtoken::Algorithm::PS256,
+            ],
+            public_key_file: Some(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/fixtures/jwt/rsa-public.pem"),
+            ),
+            leeway: Duration::from_secs(5),
+            issuer: Some("https://idp.example".to_owned()),
+            audience: Some("iorelay".to_owned()),
+            token_cookie: Some("io_token".to_owned()),
+            user_claim: Some("nick".to_owned()),
+            ..crate::config::JwtConfig::default()
+        };
+        let auth = NamespaceConfig {
+            join: JoinPolicy::Claims,
+            auth: crate::config::AuthConfig {
+                required: true,
+                user_from: Some(crate::config::UserFrom {
+                    cookie: "nickname".to_owned(),
+                }),
+                jwt: Some(jwt),
+            },
+            ..NamespaceConfig::default()
+        };
+        c.namespaces.insert("/auth".to_owned(), auth);
         c
     }
 

@@ -308,6 +308,11 @@ impl Gate {
             if let Some(token) = jwt.find_token(auth, creds)? {
                 return jwt.verify(&token);
             }
+            if self.required {
+                // Where tokens are verified, the credential is a token; a name cookie
+                // anyone can set is not one.
+                return Err(Reason::Missing);
+            }
         }
         if let Some(name) = &self.user_cookie {
             match creds.cookie(name) {
@@ -973,6 +978,27 @@ mod tests {
             Reason::Missing
         );
         assert!(admit(&g, &hs256(&claims(json!({})))).is_ok());
+        // With a token required, the name cookie is no credential.
+        let both = Gate::compile(&AuthConfig {
+            required: true,
+            user_from: Some(UserFrom {
+                cookie: "nickname".to_owned(),
+            }),
+            jwt: Some(JwtConfig {
+                secret: Some(SECRET.to_owned()),
+                ..JwtConfig::default()
+            }),
+        })
+        .unwrap();
+        let cookie = creds(&[("cookie", "nickname=Eve")]);
+        assert_eq!(
+            both.admit(&no_auth(), &cookie).unwrap_err(),
+            Reason::Missing
+        );
+        let id = both
+            .admit(&auth(&hs256(&claims(json!({ "name": "Ann" })))), &cookie)
+            .unwrap();
+        assert_eq!(id.user.as_deref(), Some("Ann"), "the token's user wins");
         // Not required: no token is fine, a bad one is not.
         let h = hs_gate();
         assert!(
