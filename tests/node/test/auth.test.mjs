@@ -294,3 +294,30 @@ describe("user_from: the nickname from a cookie (the book's shared session)", ()
     await waitForMetric(daemon, "iorelay_auth_refused_total", { namespace: "/chat", reason: "missing" }, (v) => v >= 3);
   }));
 });
+
+// Last: these rewrite the daemon's config.
+describe("keys are read at reload", () => {
+  async function reload(text, verdict) {
+    const from = daemon.mark();
+    daemon.writeConfig(text);
+    daemon.signal("SIGHUP");
+    await daemon.waitForLog(verdict, { from });
+  }
+
+  it("a missing key file refuses the reload, naming the key; the old keys stay", logs(async () => {
+    const broken = config(keyDir).replace(`secret = "${SECRET}"`, `secret_file = ${JSON.stringify(join(keyDir, "gone.secret"))}`);
+    await reload(broken, /ERROR.*reload rejected.*auth\.jwt\.secret_file.*gone\.secret/);
+    await connected(client("/hs", { auth: { token: hs256(hsClaims()) } }));
+  }));
+
+  it("a new secret applies to the next connections: the old secret's tokens are forged now", logs(async () => {
+    const next = "the-next-secret-of-at-least-32-bytes!";
+    const connectedBefore = client("/hs", { auth: { token: hs256(hsClaims({ join: ["lobby"] })) } });
+    await connected(connectedBefore);
+    await reload(config(keyDir).replace(`secret = "${SECRET}"`, `secret = "${next}"`), /configuration reloaded/);
+    await connected(client("/hs", { auth: { token: hs256(hsClaims(), next) } }));
+    assert.equal(await refusal(client("/hs", { auth: { token: hs256(hsClaims()) } })), "invalid token signature");
+    assert.equal(connectedBefore.connected, true, "an admitted socket keeps its identity across a reload");
+    assert.deepEqual((await ack(connectedBefore, "$rooms")).ok, true);
+  }));
+});
