@@ -3,7 +3,9 @@
 //! This module owns the *shape* of the config (serde structs with `deny_unknown_fields`)
 //! and the built-in defaults. Loading the layers (defaults → file → profile → `IORELAY_*`
 //! variables) lives in [`mod@load`]; checks that need more than a type (patterns compile, a
-//! route's room is a valid name, limits within `max_payload`, …) live in [`validate`].
+//! route's room is a valid name, limits within `max_payload`, …) live in [`validate`];
+//! the `auth` tables of namespaces, their checks and reading their key files, in
+//! [`auth`].
 //! Nothing here knows about sockets or rooms; the relay reads these values.
 
 pub mod auth;

@@ -1,5 +1,6 @@
 //! A namespace's policy, compiled from its config once per (re)load: the join pattern is
-//! a compiled regex, per-event rules are resolved on look-up.
+//! a compiled regex, `auth` a [`Gate`] with its keys read, per-event rules are resolved
+//! on look-up.
 
 use std::sync::Arc;
 
