@@ -84,6 +84,7 @@ macro_rules! suites {
 
 suites! {
     api => "api",
+    auth => "auth",
     browser_demo => "browser-demo",
     bundle => "bundle",
     chat_book => "chat-book",

@@ -3,9 +3,12 @@
 //! This module owns the *shape* of the config (serde structs with `deny_unknown_fields`)
 //! and the built-in defaults. Loading the layers (defaults → file → profile → `IORELAY_*`
 //! variables) lives in [`mod@load`]; checks that need more than a type (patterns compile, a
-//! route's room is a valid name, limits within `max_payload`, …) live in [`validate`].
+//! route's room is a valid name, limits within `max_payload`, …) live in [`validate`];
+//! the `auth` tables of namespaces, their checks and reading their key files, in
+//! [`auth`].
 //! Nothing here knows about sockets or rooms; the relay reads these values.
 
+pub mod auth;
 pub mod diff;
 pub mod load;
 pub mod units;
@@ -18,6 +21,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use auth::{AuthConfig, JwtConfig, UserFrom};
 pub use load::{ConfigError, Environment, LoadOptions, Loaded, load};
 pub use units::Size;
 
@@ -264,6 +268,9 @@ pub struct NamespaceConfig {
     pub limits: Limits,
     /// Per-event rules that override the namespace defaults, keyed by event name.
     pub events: BTreeMap<String, EventRule>,
+    /// Who may connect and where the identity comes from. Default: anyone, the user
+    /// from the CONNECT `auth` payload.
+    pub auth: AuthConfig,
 }
 
 impl Default for NamespaceConfig {
@@ -277,6 +284,7 @@ impl Default for NamespaceConfig {
             greet: None,
             limits: Limits::default(),
             events: BTreeMap::new(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -291,6 +299,9 @@ pub enum JoinPolicy {
     Any,
     /// Names matching this regular expression (anchored: the whole name must match).
     Pattern(String),
+    /// The rooms the socket's verified JWT allows (`auth.jwt.rooms_claim`); none
+    /// without a token.
+    Claims,
 }
 
 /// Where an application event goes.

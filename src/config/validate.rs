@@ -237,6 +237,10 @@ fn check_namespace(c: &Config, name: &str, ns: &NamespaceConfig, out: &mut Vec<P
         check_event_name(&format!("{key}.greet"), greet, out);
     }
     check_limits(c, &key, &ns.limits, out);
+    let claims_join = ns.join == JoinPolicy::Claims;
+    let mut auth = Vec::new();
+    super::auth::check(&format!("{key}.auth"), &ns.auth, claims_join, &mut auth);
+    out.extend(auth.into_iter().map(|p| Problem::new(p.key, p.reason)));
     for (event, rule) in &ns.events {
         check_rule(&key, event, rule, &ns.limits, out);
     }
@@ -373,7 +377,7 @@ fn check_limits(c: &Config, ns_key: &str, l: &Limits, out: &mut Vec<Problem>) {
 /// matches any one key (a namespace name, say). Add the key here in the same change that
 /// adds a secret to the config tree (a JWT key, a Redis password, the API token); the
 /// `redaction_*` tests check that the walk finds nested keys.
-pub const SECRET_KEYS: &[&str] = &["api.tokens"];
+pub const SECRET_KEYS: &[&str] = &["api.tokens", "namespaces.*.auth.jwt.secret"];
 
 /// What [`render`] prints in place of a secret.
 pub const REDACTED: &str = "<redacted>";
@@ -674,6 +678,34 @@ mod tests {
             ns.events.insert("bare".to_owned(), EventRule::default());
             c.namespaces.insert(format!("/ns{i}"), ns);
         }
+        let jwt = crate::config::JwtConfig {
+            algorithms: vec![
+                jsonwebtoken::Algorithm::RS256,
+                jsonwebtoken::Algorithm::PS256,
+            ],
+            public_key_file: Some(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/fixtures/jwt/rsa-public.pem"),
+            ),
+            leeway: Duration::from_secs(5),
+            issuer: Some("https://idp.example".to_owned()),
+            audience: Some("iorelay".to_owned()),
+            token_cookie: Some("io_token".to_owned()),
+            user_claim: Some("nick".to_owned()),
+            ..crate::config::JwtConfig::default()
+        };
+        let auth = NamespaceConfig {
+            join: JoinPolicy::Claims,
+            auth: crate::config::AuthConfig {
+                required: true,
+                user_from: Some(crate::config::UserFrom {
+                    cookie: "nickname".to_owned(),
+                }),
+                jwt: Some(jwt),
+            },
+            ..NamespaceConfig::default()
+        };
+        c.namespaces.insert("/auth".to_owned(), auth);
         c
     }
 

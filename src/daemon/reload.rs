@@ -159,9 +159,9 @@ mod tests {
     fn a_config_the_relay_refuses_is_rejected_with_its_reason() {
         let metrics = Metrics::new();
         let mut current = in_force();
-        let refusal = || crate::relay::Error::Pattern {
+        let refusal = || crate::relay::Error::Policy {
             namespace: "/chat".into(),
-            source: regex::Error::Syntax("unclosed group".into()),
+            source: regex::Error::Syntax("unclosed group".into()).into(),
         };
         let report = reload(&options(&[]), &mut current, &metrics, |_| {
             Err(refusal().into())

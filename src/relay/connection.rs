@@ -17,8 +17,9 @@ use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use tokio::task::AbortHandle;
 
+use super::auth::{Credentials, Identity, clean_name};
 use super::shared::{Owner, Shared};
-use super::socket::{Socket, TokenBucket};
+use super::socket::{Admitted, Socket, TokenBucket};
 use super::{control, events};
 use crate::engine::sid::random_id;
 use crate::engine::{
@@ -27,9 +28,6 @@ use crate::engine::{
 use crate::socketio::binary::{Complete, ReassemblyError};
 use crate::socketio::packet::{self as sio, PacketKind};
 use crate::socketio::{Packet, PacketError, Reassembler};
-
-/// Longest display name kept from the auth payload, in characters.
-const MAX_USER_CHARS: usize = 128;
 
 /// Why a client's packet was not acted on.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +69,8 @@ impl Error {
 pub struct Conn {
     relay: Arc<Shared>,
     session: Arc<Session>,
+    /// The handshake's cookies and authorization, for namespaces with `auth`.
+    credentials: Credentials,
     /// Parser state and connected namespaces; only the session's (serialised) inbound
     /// path and its close touch it, never across an await.
     state: Mutex<State>,
@@ -102,9 +102,15 @@ impl std::fmt::Debug for Conn {
 impl Conn {
     /// Start serving Socket.IO on a new session.
     pub fn open(relay: Arc<Shared>, session: Arc<Session>, info: &HandshakeInfo) -> Arc<Conn> {
+        let credentials = if relay.reads_handshake() {
+            Credentials::from_headers(&info.headers)
+        } else {
+            Credentials::default()
+        };
         let conn = Arc::new_cyclic(|me| Conn {
             relay,
             session,
+            credentials,
             state: Mutex::new(State::default()),
             connected_once: AtomicBool::new(false),
             deadline: Mutex::new(None),
@@ -178,7 +184,7 @@ impl Conn {
             attachments,
         } = complete;
         match packet.kind {
-            PacketKind::Connect => self.connect(packet),
+            PacketKind::Connect => self.connect(packet).await,
             PacketKind::Disconnect => {
                 let socket = self.state.lock().sockets.remove(&packet.nsp);
                 if let Some(socket) = socket {
@@ -227,7 +233,7 @@ impl Conn {
         Ok(())
     }
 
-    fn connect(&self, packet: Packet) -> Result<(), Error> {
+    async fn connect(&self, packet: Packet) -> Result<(), Error> {
         let nsp = packet.nsp;
         let Some(ns) = self.relay.namespace(&nsp) else {
             self.session
@@ -242,17 +248,44 @@ impl Conn {
         }
         let policy = ns.policy();
         let auth = packet.data.unwrap_or_else(empty_object);
-        let user = display_name(&auth, &policy.config.user_field);
+        let identity = match policy.gate.admit(&auth, &self.credentials) {
+            Ok(identity) => identity,
+            Err(reason) => {
+                tracing::info!(sid = %self.session.sid, %nsp, reason = %reason.label(), "connection refused by auth");
+                self.relay
+                    .meters
+                    .auth_refused
+                    .with_label_values(&[&nsp, reason.label()])
+                    .inc();
+                self.session
+                    .send_frame(crate::engine::Frame::message(&sio::encode_connect_error(
+                        &nsp,
+                        reason.message(),
+                    )));
+                return Ok(());
+            }
+        };
+        let Identity {
+            user,
+            verified,
+            grants,
+            join,
+        } = identity;
+        let user = user.or_else(|| display_name(&auth, &policy.config.user_field));
         let limits = &policy.config.limits;
         let id: Arc<str> = Arc::from(random_id());
+        let admitted = Admitted {
+            user,
+            auth,
+            grants,
+            address: self.address,
+        };
         let socket = Arc::new(Socket::new(
             ns.name.clone(),
             id.clone(),
-            user,
-            auth,
+            admitted,
             self.session.clone(),
             TokenBucket::new(limits.events_per_second, limits.burst, Instant::now()),
-            self.address,
         ));
         self.state
             .lock()
@@ -286,7 +319,10 @@ impl Conn {
             self.session
                 .send(Outgoing::Paced(crate::engine::Frame::message(&text)));
         }
-        tracing::debug!(sid = %self.session.sid, %nsp, socket = %id, "socket connected");
+        if !join.is_empty() {
+            control::join_at_connect(&self.relay, &policy, &socket, &join).await;
+        }
+        tracing::debug!(sid = %self.session.sid, %nsp, socket = %id, user = ?socket.user(), verified, "socket connected");
         Ok(())
     }
 }
@@ -376,8 +412,7 @@ fn empty_object() -> Box<RawValue> {
 fn display_name(auth: &RawValue, field: &str) -> Option<Arc<str>> {
     let map: HashMap<String, &RawValue> = serde_json::from_str(auth.get()).ok()?;
     let value: String = serde_json::from_str(map.get(field)?.get()).ok()?;
-    let trimmed: String = value.trim().chars().take(MAX_USER_CHARS).collect();
-    (!trimmed.is_empty()).then(|| Arc::from(trimmed))
+    clean_name(&value)
 }
 
 #[cfg(test)]
@@ -532,6 +567,43 @@ mod tests {
         joined.close(CloseReason::ClientClose);
     }
 
+    /// A CONNECT that its namespace's auth refuses costs only itself: no socket, the
+    /// refusal counted by reason, the session and its other namespaces untouched.
+    #[tokio::test]
+    async fn an_auth_refusal_leaves_the_session_alone() {
+        let config: Config = toml::from_str(
+            r#"
+            [namespaces."/"]
+            [namespaces."/private".auth.jwt]
+            secret = "a-secret-of-at-least-32-bytes-long"
+            [namespaces."/private".auth]
+            required = true
+            "#,
+        )
+        .expect("config");
+        let relay = Harness::new(&config);
+        assert!(relay.shared().reads_handshake());
+        let (session, conn) = relay.open("a");
+        conn.message(Message::Text("0".into())).await;
+        conn.message(Message::Text(r#"0/private,{"token":"x.y.z"}"#.into()))
+            .await;
+        conn.message(Message::Text("0/private,".into())).await;
+        assert!(!session.is_closed());
+        assert!(conn.socket("/").is_some());
+        assert!(conn.socket("/private").is_none());
+        let refused = &relay.shared().meters.auth_refused;
+        assert_eq!(
+            refused.with_label_values(&["/private", "malformed"]).get(),
+            1
+        );
+        assert_eq!(refused.with_label_values(&["/private", "missing"]).get(), 1);
+        session.close(CloseReason::ClientClose);
+
+        // Without auth that reads them, a connection keeps no handshake headers.
+        let open = Harness::new(&Config::default());
+        assert!(!open.shared().reads_handshake());
+    }
+
     #[test]
     fn display_name_from_auth() {
         let auth = RawValue::from_string(r#"{"name":"  Ann ","x":1}"#.into()).expect("json");
@@ -542,7 +614,7 @@ mod tests {
         let auth = RawValue::from_string(long).expect("json");
         assert_eq!(
             display_name(&auth, "name").map(|n| n.chars().count()),
-            Some(MAX_USER_CHARS)
+            Some(super::super::auth::MAX_USER_CHARS)
         );
     }
 }

@@ -60,9 +60,30 @@ async fn join(
     args: &[&RawValue],
 ) -> Result<Value, Refusal> {
     let room = room_arg(args)?;
-    policy.may_join(&room)?;
+    policy.may_join(&room, &socket.grants)?;
     let count = enter(relay, policy, socket, &room).await?;
     Ok(json!({ "ok": true, "room": room, "count": count }))
+}
+
+/// The rooms a verified token puts a new socket in (its `join` claim), each as a
+/// `$join` would (names checked, `max_rooms`, presence), but not subject to the
+/// namespace's join policy: the token's issuer chose them. A room that fails a check
+/// is skipped with a log line; the connection stays.
+pub async fn join_at_connect(
+    relay: &Shared,
+    policy: &Policy,
+    socket: &Arc<Socket>,
+    rooms: &[String],
+) {
+    for room in rooms {
+        let entered = match policy.check_room_name(room) {
+            Ok(()) => enter(relay, policy, socket, room).await.map(|_| ()),
+            Err(refusal) => Err(refusal),
+        };
+        if let Err(refusal) = entered {
+            tracing::info!(nsp = %socket.nsp, socket = %socket.id(), reason = refusal.label(), "room of the token's join claim skipped");
+        }
+    }
 }
 
 async fn leave(
@@ -78,8 +99,9 @@ async fn leave(
 }
 
 /// Put `socket` in `room` — on the bus, in its own list, announced where presence is on
-/// — unless it is there already; the room's member count afterwards. `$join` and the
-/// server API's join both come here (the join policy is the caller's to check).
+/// — unless it is there already, within `max_rooms`; the room's member count
+/// afterwards. `$join`, the token's `join` claim and the server API's join all come
+/// here (the join policy is the caller's to check).
 pub async fn enter(
     relay: &Shared,
     policy: &Policy,
@@ -124,7 +146,7 @@ async fn members(
 ) -> Result<Value, Refusal> {
     let room = room_arg(args)?;
     if !socket.is_in(&room) {
-        policy.may_join(&room)?;
+        policy.may_join(&room, &socket.grants)?;
     }
     let members: Vec<Value> = relay
         .bus

@@ -17,6 +17,8 @@ pub struct Meters {
     pub refused: IntCounterVec,
     /// Rooms with at least one member, by `namespace`.
     pub rooms: IntGaugeVec,
+    /// CONNECTs refused by a namespace's `auth`, by `namespace` and `reason`.
+    pub auth_refused: IntCounterVec,
 }
 
 impl Default for Meters {
@@ -35,6 +37,7 @@ impl Default for Meters {
             delivered: counter(&["namespace"]),
             refused: counter(&["namespace", "reason"]),
             rooms: gauge(&["namespace"]),
+            auth_refused: counter(&["namespace", "reason"]),
         }
     }
 }

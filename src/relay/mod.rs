@@ -14,13 +14,15 @@
 //!   one packet → queue item encoding that replies and fan-out share.
 //! - [`shared`]: the state every connection shares (namespaces, bus, meters).
 //! - [`policy`]: a namespace's config compiled for use.
+//! - [`auth`]: who may connect (JWT, cookies) and the identity a socket keeps.
 //! - [`socket`]: one socket's state.
 //! - [`meters`]: the relay's instruments.
 //!
-//! Imports inside the relay point one way, down this list: `backend`, `connection` → `events` →
-//! `control` → `reply` → `shared`, `policy`, `socket`; this file composes them into the
-//! [`Relay`] handler, and none of them imports it.
+//! Imports inside the relay point one way, down this list: `backend`, `connection` →
+//! `events` → `control` → `reply` → `shared`, `policy`, `socket` → `auth`; this file
+//! composes them into the [`Relay`] handler, and none of them imports it.
 
+pub mod auth;
 pub mod backend;
 pub mod connection;
 pub mod control;
@@ -45,13 +47,14 @@ pub use shared::{Counters, Namespace, Shared};
 /// Errors building a relay from config.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A namespace's join pattern does not compile (validation should catch this first).
-    #[error("namespaces.{namespace}.join: {source}")]
-    Pattern {
+    /// A namespace's policy does not compile: its join pattern, or a key file of its
+    /// `auth.jwt` (validation catches these first; a file can change in between).
+    #[error("namespaces.{namespace}.{source}")]
+    Policy {
         /// The namespace.
         namespace: String,
-        /// The regex error.
-        source: regex::Error,
+        /// What did not compile.
+        source: policy::CompileError,
     },
 }
 
@@ -86,7 +89,7 @@ impl Relay {
         let declared = config.effective_namespaces();
         let mut compiled = HashMap::new();
         for (name, ns) in &declared {
-            let policy = Policy::compile(ns).map_err(|source| Error::Pattern {
+            let policy = Policy::compile(ns).map_err(|source| Error::Policy {
                 namespace: name.clone(),
                 source,
             })?;

@@ -1,11 +1,26 @@
 //! A namespace's policy, compiled from its config once per (re)load: the join pattern is
-//! a compiled regex, per-event rules are resolved on look-up.
+//! a compiled regex, `auth` a [`Gate`] with its keys read, per-event rules are resolved
+//! on look-up.
 
 use std::sync::Arc;
 
 use regex::Regex;
 
+use super::auth::{Gate, Grants};
+use crate::config::auth::KeyError;
 use crate::config::{AckReply, JoinPolicy, NamespaceConfig, Route};
+
+/// Why a namespace config did not compile (validation catches both first; a key file
+/// can still change between validation and compilation).
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// The join pattern.
+    #[error("join.pattern: {0}")]
+    Pattern(#[from] regex::Error),
+    /// A key of `auth.jwt`.
+    #[error("auth.jwt.{}: {}", .0.key, .0.reason)]
+    Key(KeyError),
+}
 
 /// Why a client's request was refused: [`Refusal::message`] goes to the client in
 /// `error`, [`Refusal::label`] is the `reason` of `iorelay_events_refused_total`.
@@ -88,6 +103,8 @@ pub struct Policy {
     pub config: NamespaceConfig,
     /// `join = { pattern = … }`, anchored to the whole room name.
     join_pattern: Option<Regex>,
+    /// `auth`: who may connect.
+    pub gate: Gate,
 }
 
 /// How one application event is handled, after per-event rules.
@@ -106,23 +123,28 @@ pub struct Resolved<'a> {
 impl Policy {
     /// Compile a namespace config. Fails only on a pattern that validation should have
     /// caught already.
-    pub fn compile(config: &NamespaceConfig) -> Result<Arc<Policy>, regex::Error> {
+    pub fn compile(config: &NamespaceConfig) -> Result<Arc<Policy>, CompileError> {
         let join_pattern = match &config.join {
             JoinPolicy::Pattern(p) => Some(Regex::new(&format!("^(?:{p})$"))?),
             _ => None,
         };
+        let gate = Gate::compile(&config.auth).map_err(CompileError::Key)?;
         Ok(Arc::new(Policy {
             config: config.clone(),
             join_pattern,
+            gate,
         }))
     }
 
-    /// Whether a client may put itself in `room` (name checks included).
-    pub fn may_join(&self, room: &str) -> Result<(), Refusal> {
+    /// Whether a client whose token granted `grants` may put itself in `room` (name
+    /// checks included).
+    pub fn may_join(&self, room: &str, grants: &Grants) -> Result<(), Refusal> {
         self.check_room_name(room)?;
         match &self.config.join {
             JoinPolicy::None => Err(Refusal::JoinDisabled),
             JoinPolicy::Any => Ok(()),
+            JoinPolicy::Claims if grants.allows(room) => Ok(()),
+            JoinPolicy::Claims => Err(Refusal::RoomNotAllowed),
             JoinPolicy::Pattern(_) => match &self.join_pattern {
                 Some(re) if re.is_match(room) => Ok(()),
                 _ => Err(Refusal::RoomNotAllowed),
@@ -174,10 +196,11 @@ mod tests {
             ..NamespaceConfig::default()
         };
         let p = Policy::compile(&cfg).expect("valid pattern");
-        assert!(p.may_join("room-abc").is_ok());
-        assert!(p.may_join("xroom-abc").is_err());
-        assert!(p.may_join("room-abc1").is_err());
-        assert!(p.may_join("$room").is_err());
+        let none = Grants::default();
+        assert!(p.may_join("room-abc", &none).is_ok());
+        assert!(p.may_join("xroom-abc", &none).is_err());
+        assert!(p.may_join("room-abc1", &none).is_err());
+        assert!(p.may_join("$room", &none).is_err());
     }
 
     #[test]

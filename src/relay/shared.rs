@@ -6,7 +6,7 @@
 //! errors doing so) is [`Relay`](super::Relay)'s job.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -86,6 +86,10 @@ pub struct Shared {
     max_attachments: AtomicUsize,
     /// This process's connected sockets by id, for the server API.
     held: RwLock<HashMap<Arc<str>, Held>>,
+    /// Whether any namespace's `auth` reads the handshake's cookies or `Authorization`:
+    /// only then does a connection keep them (up to 8 KiB each), so that a relay
+    /// without such auth spends nothing per connection on them.
+    reads_handshake: AtomicBool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -104,7 +108,14 @@ impl Shared {
             connect_timeout_ms: AtomicUsize::new(0),
             max_attachments: AtomicUsize::new(0),
             held: RwLock::new(HashMap::new()),
+            reads_handshake: AtomicBool::new(false),
         }
+    }
+
+    /// Whether new connections must keep their handshake's cookies and `Authorization`
+    /// (a reload that adds such auth applies to connections made after it).
+    pub fn reads_handshake(&self) -> bool {
+        self.reads_handshake.load(Ordering::Relaxed)
     }
 
     /// Put compiled policies in force: a namespace declared before keeps its identity
@@ -116,6 +127,8 @@ impl Shared {
         max_attachments: usize,
         connect_timeout: Duration,
     ) {
+        let reads = policies.values().any(|p| p.gate.reads_handshake());
+        self.reads_handshake.store(reads, Ordering::Relaxed);
         let old = self.namespaces.read().clone();
         let mut next = HashMap::with_capacity(policies.len());
         for (name, policy) in policies {

@@ -9,8 +9,22 @@ use std::time::{Instant, SystemTime};
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
 
+use super::auth::Grants;
 use crate::adapter::Recipient;
 use crate::engine::{Frame, Session};
+
+/// Who a socket is, as its CONNECT was admitted.
+#[derive(Debug)]
+pub struct Admitted {
+    /// The display name.
+    pub user: Option<Arc<str>>,
+    /// The CONNECT auth payload, verbatim.
+    pub auth: Box<RawValue>,
+    /// The rooms its token lets it join.
+    pub grants: Grants,
+    /// The client's address.
+    pub address: IpAddr,
+}
 
 /// A connected socket.
 #[derive(Debug)]
@@ -21,6 +35,8 @@ pub struct Socket {
     pub recipient: Arc<Recipient>,
     /// The CONNECT auth payload, kept verbatim (for `greet`).
     pub auth: Box<RawValue>,
+    /// The rooms its verified JWT lets it `$join` (`join = "claims"`); empty without one.
+    pub grants: Grants,
     /// Rooms this socket joined (this process's view; the bus has the shared one).
     pub rooms: Mutex<BTreeSet<Arc<str>>>,
     /// Events allowed per second.
@@ -34,20 +50,26 @@ pub struct Socket {
 }
 
 impl Socket {
-    /// A new socket on `session`.
+    /// A new socket on `session`, with the identity it was admitted with, which it keeps
+    /// for its life.
     pub fn new(
         nsp: Arc<str>,
         id: Arc<str>,
-        user: Option<Arc<str>>,
-        auth: Box<RawValue>,
+        admitted: Admitted,
         session: Arc<Session>,
         rate: TokenBucket,
-        address: IpAddr,
     ) -> Socket {
+        let Admitted {
+            user,
+            auth,
+            grants,
+            address,
+        } = admitted;
         Socket {
             nsp,
             recipient: Arc::new(Recipient { id, user, session }),
             auth,
+            grants,
             rooms: Mutex::new(BTreeSet::new()),
             rate: Mutex::new(rate),
             counted_as: Mutex::new(""),

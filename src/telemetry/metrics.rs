@@ -139,6 +139,12 @@ impl Metrics {
                 "Rooms with at least one member, by namespace.",
                 &["namespace"],
             ),
+            auth_refused: counter_vec(
+                r,
+                "iorelay_auth_refused_total",
+                "Connections to a namespace refused by its auth, by namespace and reason.",
+                &["namespace", "reason"],
+            ),
         };
         let build = gauge_vec(
             r,

@@ -7,6 +7,12 @@
   var roomName = new URLSearchParams(location.search).get("room");
   var nickname = localStorage.getItem("nickname") || "";
 
+  // The book's shared session: the relay names us on both namespaces from this cookie.
+  function rememberNickname(nick) {
+    localStorage.setItem("nickname", nick);
+    document.cookie = "nickname=" + encodeURIComponent(nick) + "; path=/; SameSite=Lax";
+  }
+
   function append(cls, text, name) {
     var log = $("messages");
     var div = document.createElement("div");
@@ -33,6 +39,7 @@
     $("room_title").textContent = "— " + roomName;
     document.title = "Awesome Chat — " + roomName;
 
+    rememberNickname(nickname);
     // One connection, two namespaces: the client multiplexes them over the same Manager.
     var chatInfra = io("/chat_infra", { auth: { name: nickname } });
     var chatCom = io("/chat_com", { auth: { name: nickname } });
@@ -100,7 +107,6 @@
       ev.preventDefault();
       nickname = $("nickname").value.trim();
       if (!nickname) return;
-      localStorage.setItem("nickname", nickname);
       start();
     });
   }

@@ -2,6 +2,12 @@
 (function () {
   "use strict";
 
+  // The book's shared session: the relay names us on both namespaces from this cookie.
+  function rememberNickname(nick) {
+    localStorage.setItem("nickname", nick);
+    document.cookie = "nickname=" + encodeURIComponent(nick) + "; path=/; SameSite=Lax";
+  }
+
   var $ = function (id) { return document.getElementById(id); };
   var chatInfra = io("/chat_infra", { auth: { name: localStorage.getItem("nickname") || null } });
 
@@ -45,14 +51,14 @@
   $("nameform").addEventListener("submit", function (ev) {
     ev.preventDefault();
     var nick = $("nickname").value.trim();
-    if (nick) localStorage.setItem("nickname", nick);
+    if (nick) rememberNickname(nick);
     $("status").textContent = nick ? "Nickname saved: " + nick : "";
   });
 
   $("new_room").addEventListener("submit", function (ev) {
     ev.preventDefault();
     var nick = $("nickname").value.trim();
-    if (nick) localStorage.setItem("nickname", nick);
+    if (nick) rememberNickname(nick);
     var room = $("new_room_name").value.trim();
     if (room) location.href = roomUrl(room);
   });

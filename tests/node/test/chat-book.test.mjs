@@ -113,6 +113,28 @@ describe("the book's chat on examples/chat/iorelay.toml", () => {
     assert.equal(refused.ok, false, JSON.stringify(refused));
   }));
 
+  it("the nickname cookie is the shared session of both namespaces (auth.user_from)", withLogs(async () => {
+    // What the pages do: the nickname in a cookie, sent with the handshake of the one
+    // connection both namespaces share; no name in the auth payload at all.
+    const manager = new Manager(relay.url, { reconnection: false, extraHeaders: { cookie: "nickname=Zo%C3%A9" } });
+    managers.push(manager);
+    const [infra, com] = ["/chat_infra", "/chat_com"].map((nsp) => {
+      const socket = attachInbox(manager.socket(nsp));
+      sockets.push(socket);
+      return socket;
+    });
+    await Promise.all([connected(infra), connected(com)]);
+    const room = new URL(chatUrl("cookie")).searchParams.get("room");
+    const watcher = await openChatPage("Watcher", `http://127.0.0.1:3000/index.html?room=${room}`);
+    const joined = watcher.infra.inbox.next("$presence", (p) => p.action === "join" && p.room === room);
+    await Promise.all([ack(infra, "$join", room), ack(com, "$join", room)]);
+    assert.equal((await joined)[0].user, "Zoé", "'Zoé has joined' on /chat_infra");
+    for (const socket of [infra, com]) {
+      const reply = await ack(socket, "$members", room);
+      assert.deepEqual(reply.members.map((m) => m.user).sort(), ["Watcher", "Zoé"], socket.nsp);
+    }
+  }));
+
   it("a room from the URL: 'X has joined', messages to the others in the room plus the sender's copy", withLogs(async () => {
     const url1 = chatUrl("test");
     const url2 = chatUrl("test");
