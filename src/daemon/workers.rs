@@ -51,7 +51,29 @@ pub enum Event {
 }
 
 /// Report requests waiting for their answer, by request number.
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<ToMaster>>>>;
+type Pending = Arc<Mutex<Waiting>>;
+
+/// One worker's requests waiting for their answer.
+#[derive(Default)]
+struct Waiting {
+    /// By request number.
+    by_id: HashMap<u64, oneshot::Sender<ToMaster>>,
+    /// The worker's control channel closed: nothing more is answered, so nothing more is
+    /// waited for (its slot may linger until the master hears of the exit).
+    closed: bool,
+}
+
+impl Waiting {
+    /// Wait for request `id`'s answer, unless the worker is gone.
+    fn wait(&mut self, id: u64) -> Option<oneshot::Receiver<ToMaster>> {
+        if self.closed {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.by_id.insert(id, tx);
+        Some(rx)
+    }
+}
 
 /// A live worker.
 pub struct Slot {
@@ -149,14 +171,17 @@ impl Workers {
             ready.sort_by_key(|(id, slot)| (!slot.ready, **id));
             ready
                 .into_iter()
-                .take(how_many)
-                .map(|(_, slot)| {
+                .filter_map(|(_, slot)| {
                     let id = self.next_request.fetch_add(1, Ordering::Relaxed);
-                    let (tx, rx) = oneshot::channel();
-                    slot.pending.lock().insert(id, tx);
-                    let _ = slot.tx.send(make(id));
-                    (id, slot.pending.clone(), rx)
+                    let rx = slot.pending.lock().wait(id)?;
+                    if slot.tx.send(make(id)).is_err() {
+                        // Its control writer is gone (the worker died): no answer comes.
+                        slot.pending.lock().by_id.remove(&id);
+                        return None;
+                    }
+                    Some((id, slot.pending.clone(), rx))
                 })
+                .take(how_many)
                 .collect()
         };
         let deadline = Instant::now() + ASK_TIMEOUT;
@@ -165,7 +190,7 @@ impl Workers {
             match tokio::time::timeout_at(deadline, wait).await {
                 Ok(Ok(answer)) => out.push(answer),
                 _ => {
-                    pending.lock().remove(&id);
+                    pending.lock().by_id.remove(&id);
                 }
             }
         }
@@ -282,7 +307,7 @@ async fn read_control(
                 else {
                     continue;
                 };
-                if let Some(tx) = pending.lock().remove(req) {
+                if let Some(tx) = pending.lock().by_id.remove(req) {
                     let _ = tx.send(answer);
                 }
             }
@@ -292,5 +317,59 @@ async fn read_control(
             Ok(ToMaster::Applied { .. }) => {}
             Err(err) => tracing::warn!(worker = %id, error = %err, "unreadable control message"),
         }
+    }
+    // The worker is gone: whoever waits for its answers stops waiting now, and nobody
+    // waits for it from here on.
+    let mut waiting = pending.lock();
+    waiting.closed = true;
+    waiting.by_id.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A worker whose control channel closed (it died; the master has not yet heard of
+    /// the exit) is not waited for: a status request answers at once with the others.
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_that_is_gone_is_not_waited_for() {
+        let workers = Workers::default();
+        let (gone, mut gone_rx) = Slot::detached(Generation::default());
+        gone.pending.lock().closed = true;
+        workers.slots.lock().insert(WorkerId(0), gone);
+        let (alive, mut alive_rx) = Slot::detached(Generation::default().next());
+        let answers = alive.pending.clone();
+        workers.slots.lock().insert(WorkerId(1), alive);
+        let start = Instant::now();
+        let answering = async {
+            let Some(ToWorker::Report(id)) = alive_rx.recv().await else {
+                panic!("the live worker is asked")
+            };
+            let tx = answers.lock().by_id.remove(&id).expect("waited for");
+            let report = ToMaster::Report {
+                id,
+                metrics: String::new(),
+                status: serde_json::json!({"worker": 1}),
+            };
+            tx.send(report).expect("still waited for");
+        };
+        let (reports, ()) = tokio::join!(workers.reports(), answering);
+        assert_eq!(reports.len(), 1);
+        assert_eq!(Instant::now(), start, "nobody waited for the dead worker");
+        assert!(gone_rx.try_recv().is_err(), "nothing was sent to it");
+    }
+
+    /// A worker that does not answer costs one deadline for the whole request, and its
+    /// request is forgotten.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_worker_costs_one_deadline_and_is_forgotten() {
+        let workers = Workers::default();
+        let (silent, _rx) = Slot::detached(Generation::default());
+        let waiting = silent.pending.clone();
+        workers.slots.lock().insert(WorkerId(0), silent);
+        let start = Instant::now();
+        assert!(workers.reports().await.is_empty());
+        assert_eq!(Instant::now() - start, ASK_TIMEOUT);
+        assert!(waiting.lock().by_id.is_empty(), "no leaked request");
     }
 }
