@@ -8,9 +8,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::bus::{
-    Adapter, Departures, Member, Pick, Recipient, RoomCount, Target, is_listed,
-};
+use super::bus::{Adapter, Departures, Member, Pick, Recipient, RoomCount, Target, is_listed};
 use crate::engine::{BoxFuture, Outgoing};
 
 /// One namespace's sockets and rooms.

@@ -616,12 +616,17 @@ mod tests {
         };
         let big = serde_json::Value::String("x".repeat(MAX_WELCOME_ARGS));
         let mut c = Config::default();
-        c.namespaces.insert("/a".to_owned(), welcome("connect", vec![]));
-        c.namespaces.insert("/b".to_owned(), welcome("$presence", vec![]));
-        c.namespaces.insert("/c".to_owned(), welcome("", vec![]));
-        c.namespaces.insert("/d".to_owned(), welcome("hi", vec![big]));
         c.namespaces
-            .insert("/e".to_owned(), welcome("message", vec![1.into(), "x".into()]));
+            .insert("/a".to_owned(), welcome("connect", vec![]));
+        c.namespaces
+            .insert("/b".to_owned(), welcome("$presence", vec![]));
+        c.namespaces.insert("/c".to_owned(), welcome("", vec![]));
+        c.namespaces
+            .insert("/d".to_owned(), welcome("hi", vec![big]));
+        c.namespaces.insert(
+            "/e".to_owned(),
+            welcome("message", vec![1.into(), "x".into()]),
+        );
         assert_eq!(
             keys(&c),
             [

@@ -34,7 +34,9 @@ pub fn welcome(policy: &Policy, socket: &Socket) {
     };
     let args: Vec<&RawValue> = policy.welcome_args.iter().map(AsRef::as_ref).collect();
     let text = sio::encode_event(&socket.nsp, &welcome.event, &args, None, 0);
-    socket.session().send(Outgoing::Paced(Frame::message(&text)));
+    socket
+        .session()
+        .send(Outgoing::Paced(Frame::message(&text)));
 }
 
 /// Count a connected socket in its namespace and, with `announce`, tell the others.
