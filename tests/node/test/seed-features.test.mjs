@@ -15,6 +15,7 @@
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { bothWorkersLinked, startDaemon, stopDaemon, withLogs } from "../lib/admin.mjs";
+import { TEST_TOKEN } from "../lib/spawn.mjs";
 import { ack, connected, openClient, WAIT_MS } from "../lib/clients.mjs";
 import { workerOf } from "../lib/workers.mjs";
 
@@ -109,6 +110,21 @@ describe("one worker", () => {
     assert.deepEqual(left, [{ room: null, action: "leave", id: bId, user: "Bob", count: 1 }]);
     // Not a room: $rooms does not list the relay's own.
     assert.deepEqual(await ack(a, "$rooms"), { ok: true, rooms: [] });
+    // Nor does the server API, and a backend cannot put a socket in it.
+    const api = async (method, path, body) => {
+      const res = await fetch(`${daemon.adminUrl}/api/v1${path}`, {
+        method,
+        headers: { authorization: `Bearer ${TEST_TOKEN}`, "content-type": "application/json" },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(WAIT_MS),
+      });
+      return { status: res.status, body: await res.json() };
+    };
+    const rooms = await api("GET", "/rooms?namespace=%2Flive");
+    assert.equal(rooms.status, 200, JSON.stringify(rooms.body));
+    assert.equal(JSON.stringify(rooms.body).includes("$"), false, JSON.stringify(rooms.body));
+    const joined$ = await api("POST", `/sockets/${a.id}/join`, { namespace: "/live", room: "$namespace" });
+    assert.equal(joined$.status, 400, JSON.stringify(joined$.body));
     a.close();
   }));
 
