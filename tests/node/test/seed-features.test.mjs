@@ -9,12 +9,13 @@
 // - `meta = [...]`: the relay appends {"id","user","ip","time","origin"} to each relayed
 //   event, text and binary, with ip from a trusted proxy's X-Forwarded-For; a per-event
 //   `meta` overrides the namespace's; acks and `$` control replies carry none;
-// - a reload (SIGHUP) that turns announce on: sockets connected before it count.
+// - a reload (SIGHUP) that turns announce on: sockets connected before it count;
+// - a worker killed with SIGKILL: the survivor announces its sockets' leaves.
 //
 // Every wait is for an event, an ack or a log line, bounded.
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { bothWorkersLinked, startDaemon, stopDaemon, withLogs } from "../lib/admin.mjs";
+import { bothWorkersLinked, startDaemon, stopDaemon, withLogs, workerSlots } from "../lib/admin.mjs";
 import { TEST_TOKEN } from "../lib/spawn.mjs";
 import { ack, connected, openClient, WAIT_MS } from "../lib/clients.mjs";
 import { workerOf } from "../lib/workers.mjs";
@@ -217,14 +218,18 @@ describe("two workers", () => {
     await stopDaemon(daemon);
   });
 
-  it("counts and announces across workers, and relays metadata from the other worker", logs(async () => {
+  // WebSocket only: a connection then stays on the worker that accepted it (a polling
+  // session's upgrade may pass through the other worker, which the kill below would cut).
+  const live2 = (d, list, name) => live(d, list, name, { transports: ["websocket"] });
+
+  it("counts and announces across workers, relays metadata from the other worker, announces a dead worker's sockets as gone", logs(async () => {
     // Connections spread over both workers; keep connecting until one is on the other.
-    const first = await live(daemon, sockets, "Ann");
+    const first = await live2(daemon, sockets, "Ann");
     const firstWorker = workerOf(first.io.engine.id);
     const open = [first];
     let other;
     for (let i = 0; i < 32 && !other; i++) {
-      const s = await live(daemon, sockets, `Bob${i}`);
+      const s = await live2(daemon, sockets, `Bob${i}`);
       open.push(s);
       if (workerOf(s.io.engine.id) !== firstWorker) other = s;
     }
@@ -243,7 +248,7 @@ describe("two workers", () => {
     await other.inbox.next("hit", (u) => u === "/back");
 
     // Now the count is exact on either worker: every socket of the host.
-    const third = await live(daemon, sockets, "Cid");
+    const third = await live2(daemon, sockets, "Cid");
     open.push(third);
     const [seen] = await announced(first, "join", third.id);
     const [seenThere] = await announced(other, "join", third.id);
@@ -256,5 +261,27 @@ describe("two workers", () => {
     other.close();
     const [left] = await announced(first, "leave", otherId);
     assert.equal(left.count, open.length - 1, JSON.stringify(left));
+    open.splice(open.indexOf(other), 1);
+
+    // A worker that dies says nothing: the survivor announces the leaves of its sockets.
+    const victimWorker = 1 - firstWorker;
+    let victim;
+    for (let i = 0; i < 32 && !victim; i++) {
+      const s = await live2(daemon, sockets, `Dee${i}`);
+      open.push(s);
+      if (workerOf(s.io.engine.id) === victimWorker) victim = s;
+    }
+    assert.ok(victim, "a connection on the other worker within 32 tries");
+    victim.emit("hit", "/last");
+    await first.inbox.next("hit", (u) => u === "/last");
+    const onVictim = open.filter((s) => workerOf(s.io.engine.id) === victimWorker);
+    const victimIds = onVictim.map((s) => s.id);
+    const slot = workerSlots(daemon).find((w) => w.worker === victimWorker);
+    assert.ok(slot, JSON.stringify(workerSlots(daemon)));
+    process.kill(slot.pid, "SIGKILL");
+    const leaves = await Promise.all(victimIds.map((id) => announced(first, "leave", id)));
+    const survivors = open.length - onVictim.length;
+    const last = Math.min(...leaves.map(([p]) => p.count));
+    assert.equal(last, survivors, JSON.stringify(leaves));
   }));
 });
