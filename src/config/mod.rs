@@ -307,6 +307,7 @@ impl Default for NamespaceConfig {
 #[serde(deny_unknown_fields)]
 pub struct Welcome {
     /// The event name (not `$…`, not one the client reserves such as `connect`).
+    /// Required.
     pub event: String,
     /// Its arguments, as JSON values (at most 16 KB once encoded). Default `[]`.
     #[serde(default)]
