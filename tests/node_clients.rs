@@ -99,6 +99,7 @@ suites! {
     signal_drain => "signal-drain",
     signal_reload => "signal-reload",
     socket_activation => "socket-activation",
+    seed_features => "seed-features",
     socketio_conformance => "socketio-conformance",
     transports => "transports",
     worker_heartbeat => "worker-heartbeat",

@@ -57,6 +57,14 @@ pub struct Pick {
     pub except: Vec<Arc<str>>,
 }
 
+/// Whether a room shows in listings ([`Adapter::rooms`], [`Adapter::room_count`]). Rooms
+/// named `$…` are the relay's own (clients can never join such a name): one holds every
+/// socket of a namespace so that its host-wide connection count is a room count. They are
+/// joined, replicated and counted like any room, but never listed.
+pub fn is_listed(room: &str) -> bool {
+    !room.starts_with('$')
+}
+
 /// The result of removing a socket: the rooms it left, with their remaining counts.
 pub type Departures = Vec<(Arc<str>, usize)>;
 
@@ -95,14 +103,15 @@ pub trait Adapter: Send + Sync + 'static {
     /// each worker), so it never crosses to other processes.
     fn deliver_local(&self, nsp: &str, pick: &Pick, item: &Outgoing) -> usize;
 
-    /// How many rooms of the namespace have members.
+    /// How many rooms of the namespace have members ([`is_listed`] ones).
     fn room_count(&self, nsp: &str) -> usize;
 
     /// Register what to do when members elsewhere vanish without saying so (their
     /// process died): called once per (namespace, member, room, remaining count).
     fn set_departure_hook(&self, _hook: DepartureHook) {}
 
-    /// The namespace's rooms with their member counts, sorted by name.
+    /// The namespace's rooms with their member counts, sorted by name ([`is_listed`]
+    /// ones).
     fn rooms(&self, nsp: &str) -> BoxFuture<'_, Vec<RoomCount>>;
 
     /// The members of a room.

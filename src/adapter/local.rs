@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::bus::{Adapter, Departures, Member, Pick, Recipient, RoomCount, Target};
+use super::bus::{Adapter, Departures, Member, Pick, Recipient, RoomCount, Target, is_listed};
 use crate::engine::{BoxFuture, Outgoing};
 
 /// One namespace's sockets and rooms.
@@ -256,13 +256,16 @@ impl Adapter for LocalAdapter {
     }
 
     fn room_count(&self, nsp: &str) -> usize {
-        self.space(nsp).read().rooms.len()
+        let space = self.space(nsp);
+        let s = space.read();
+        s.rooms.keys().filter(|r| is_listed(r)).count()
     }
 
     fn rooms(&self, nsp: &str) -> BoxFuture<'_, Vec<RoomCount>> {
         let list = self
             .rooms_now(nsp)
             .into_iter()
+            .filter(|(room, _)| is_listed(room))
             .map(|(room, count)| RoomCount { room, count })
             .collect();
         Box::pin(async move { list })
@@ -361,6 +364,21 @@ mod tests {
         let left = bus.remove_socket("/", "b").await;
         assert_eq!(left, vec![(Arc::from("r"), 0), (Arc::from("s"), 0)]);
         assert!(bus.rooms("/").await.is_empty(), "empty rooms disappear");
+    }
+
+    /// A `$…` room (the relay's own) is counted like any room but never listed.
+    #[tokio::test]
+    async fn dollar_rooms_count_but_are_not_listed() {
+        let bus = LocalAdapter::new();
+        let a = recipient("a", 8);
+        bus.add_socket("/", a.clone());
+        assert_eq!(bus.join("/", "$all", "a").await, 1);
+        assert_eq!(bus.join("/", "r", "a").await, 1);
+        assert_eq!(bus.count("/", "$all").await, 1);
+        assert_eq!(bus.room_count("/"), 1);
+        let rooms = bus.rooms("/").await;
+        assert_eq!(rooms.len(), 1);
+        assert_eq!(&*rooms[0].room, "r");
     }
 
     #[tokio::test]

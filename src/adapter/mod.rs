@@ -24,6 +24,8 @@ pub mod peer;
 pub mod replica;
 pub mod wire;
 
-pub use bus::{Adapter, DepartureHook, Departures, Member, Pick, Recipient, RoomCount, Target};
+pub use bus::{
+    Adapter, DepartureHook, Departures, Member, Pick, Recipient, RoomCount, Target, is_listed,
+};
 pub use local::LocalAdapter;
 pub use peer::PeerAdapter;

@@ -22,7 +22,9 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::bus::{Adapter, DepartureHook, Departures, Member, Pick, Recipient, RoomCount, Target};
+use super::bus::{
+    Adapter, DepartureHook, Departures, Member, Pick, Recipient, RoomCount, Target, is_listed,
+};
 use super::local::LocalAdapter;
 use super::replica::{Departed, Replicas};
 use super::wire::{Message, VERSION, WireError};
@@ -387,7 +389,7 @@ impl Adapter for PeerAdapter {
     fn room_count(&self, nsp: &str) -> usize {
         let mut names: HashSet<Arc<str>> = self.local.room_names(nsp).into_iter().collect();
         self.replicas.add_room_names(nsp, &mut names);
-        names.len()
+        names.iter().filter(|r| is_listed(r)).count()
     }
 
     fn set_departure_hook(&self, hook: DepartureHook) {
@@ -399,6 +401,7 @@ impl Adapter for PeerAdapter {
         self.replicas.add_room_counts(nsp, &mut all);
         let list: Vec<RoomCount> = all
             .into_iter()
+            .filter(|(room, _)| is_listed(room))
             .map(|(room, count)| RoomCount { room, count })
             .collect();
         Box::pin(async move { list })

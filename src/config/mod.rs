@@ -264,6 +264,16 @@ pub struct NamespaceConfig {
     /// When set, every socket receives this event right after it connects, carrying its
     /// own CONNECT `auth` payload (`{}` when none). Default: none.
     pub greet: Option<String>,
+    /// Whether the other sockets of the namespace receive `$presence` with `"room": null`
+    /// when a socket connects or leaves, with the namespace's host-wide connection count.
+    /// Default `false`.
+    pub announce: bool,
+    /// An event sent to each socket right after its CONNECT is answered, before anything
+    /// relayed (unlike `greet`, fixed arguments from the config). Default: none.
+    pub welcome: Option<Welcome>,
+    /// What the relay appends, as one object argument, to each relayed application event
+    /// (`"id"`, `"user"`, `"ip"`, `"time"`, `"origin"`). Default `[]` (nothing).
+    pub meta: Vec<MetaField>,
     /// Size, rate and membership limits.
     pub limits: Limits,
     /// Per-event rules that override the namespace defaults, keyed by event name.
@@ -282,11 +292,42 @@ impl Default for NamespaceConfig {
             echo: false,
             presence: true,
             greet: None,
+            announce: false,
+            welcome: None,
+            meta: Vec::new(),
             limits: Limits::default(),
             events: BTreeMap::new(),
             auth: AuthConfig::default(),
         }
     }
+}
+
+/// `welcome = { event = "…", args = [ … ] }`: the event each socket gets on connect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Welcome {
+    /// The event name (not `$…`, not one the client reserves such as `connect`).
+    /// Required.
+    pub event: String,
+    /// Its arguments, as JSON values (at most 16 KB once encoded). Default `[]`.
+    #[serde(default)]
+    pub args: Vec<serde_json::Value>,
+}
+
+/// One field of the metadata object the relay appends to relayed events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetaField {
+    /// The sender's socket id.
+    Id,
+    /// The sender's display name (`null` without one).
+    User,
+    /// The sender's address as the relay resolved it (`trusted_proxies` applied).
+    Ip,
+    /// When the relay received the event, in milliseconds since the Unix epoch.
+    Time,
+    /// The `Origin` header of the sender's handshake (`null` without one).
+    Origin,
 }
 
 /// Which rooms a client may join with `$join`.
@@ -345,6 +386,9 @@ pub struct EventRule {
     pub echo: Option<bool>,
     /// What the ack carries. Default `"status"`.
     pub ack: AckReply,
+    /// Metadata appended instead of the namespace's `meta` (`[]` for none). Default:
+    /// the namespace's.
+    pub meta: Option<Vec<MetaField>>,
 }
 
 impl Default for EventRule {
@@ -354,6 +398,7 @@ impl Default for EventRule {
             rename: None,
             echo: None,
             ack: AckReply::Status,
+            meta: None,
         }
     }
 }

@@ -236,6 +236,9 @@ fn check_namespace(c: &Config, name: &str, ns: &NamespaceConfig, out: &mut Vec<P
     if let Some(greet) = &ns.greet {
         check_event_name(&format!("{key}.greet"), greet, out);
     }
+    if let Some(welcome) = &ns.welcome {
+        check_welcome(&format!("{key}.welcome"), welcome, out);
+    }
     check_limits(c, &key, &ns.limits, out);
     let claims_join = ns.join == JoinPolicy::Claims;
     let mut auth = Vec::new();
@@ -299,6 +302,39 @@ fn check_event_name(key: &str, name: &str, out: &mut Vec<Problem>) {
         out.push(Problem::new(
             key,
             "must not start with '$' (reserved for the relay's control events)",
+        ));
+    }
+}
+
+/// The most a `welcome`'s arguments may take once encoded.
+pub const MAX_WELCOME_ARGS: usize = 16 * 1024;
+
+/// Event names the socket.io client keeps for itself: a listener for them never sees an
+/// emitted event of that name (or the client throws emitting one).
+const CLIENT_RESERVED: [&str; 6] = [
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+];
+
+fn check_welcome(key: &str, welcome: &super::Welcome, out: &mut Vec<Problem>) {
+    let event_key = format!("{key}.event");
+    if CLIENT_RESERVED.contains(&welcome.event.as_str()) {
+        out.push(Problem::new(
+            event_key,
+            format!("{:?} is reserved by the socket.io client", welcome.event),
+        ));
+    } else {
+        check_event_name(&event_key, &welcome.event, out);
+    }
+    let size = serde_json::to_string(&welcome.args).map_or(usize::MAX, |s| s.len());
+    if size > MAX_WELCOME_ARGS {
+        out.push(Problem::new(
+            format!("{key}.args"),
+            format!("take {size} bytes encoded, over {MAX_WELCOME_ARGS}"),
         ));
     }
 }
@@ -570,6 +606,39 @@ mod tests {
     }
 
     #[test]
+    fn a_welcome_is_no_reserved_event_and_bounded() {
+        let welcome = |event: &str, args: Vec<serde_json::Value>| NamespaceConfig {
+            welcome: Some(crate::config::Welcome {
+                event: event.to_owned(),
+                args,
+            }),
+            ..NamespaceConfig::default()
+        };
+        let big = serde_json::Value::String("x".repeat(MAX_WELCOME_ARGS));
+        let mut c = Config::default();
+        c.namespaces
+            .insert("/a".to_owned(), welcome("connect", vec![]));
+        c.namespaces
+            .insert("/b".to_owned(), welcome("$presence", vec![]));
+        c.namespaces.insert("/c".to_owned(), welcome("", vec![]));
+        c.namespaces
+            .insert("/d".to_owned(), welcome("hi", vec![big]));
+        c.namespaces.insert(
+            "/e".to_owned(),
+            welcome("message", vec![1.into(), "x".into()]),
+        );
+        assert_eq!(
+            keys(&c),
+            [
+                "namespaces./a.welcome.event",
+                "namespaces./b.welcome.event",
+                "namespaces./c.welcome.event",
+                "namespaces./d.welcome.args",
+            ]
+        );
+    }
+
+    #[test]
     fn route_room_must_fit_max_room_name() {
         let mut ns = NamespaceConfig {
             route: Route::Room("dashboard".to_owned()),
@@ -664,6 +733,17 @@ mod tests {
                 join: joins[i % joins.len()].clone(),
                 route: route.clone(),
                 greet: Some("hello".to_owned()),
+                announce: true,
+                welcome: Some(crate::config::Welcome {
+                    event: "hi".to_owned(),
+                    args: vec![serde_json::json!({"a": [1, "b"]})],
+                }),
+                meta: vec![
+                    crate::config::MetaField::Id,
+                    crate::config::MetaField::User,
+                    crate::config::MetaField::Time,
+                    crate::config::MetaField::Origin,
+                ],
                 ..NamespaceConfig::default()
             };
             ns.events.insert(
@@ -673,6 +753,7 @@ mod tests {
                     rename: Some("message-back".to_owned()),
                     echo: Some(true),
                     ack: AckReply::Echo,
+                    meta: Some(vec![crate::config::MetaField::Ip]),
                 },
             );
             ns.events.insert("bare".to_owned(), EventRule::default());

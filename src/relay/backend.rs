@@ -84,6 +84,10 @@ async fn answer_or_fail(relay: &Shared, call: &Call) -> Result<Part, Failure> {
             let Some(held) = held_in(relay, socket, namespace) else {
                 return Ok(Part::NotHere);
             };
+            if !crate::adapter::is_listed(room) {
+                // `$…` rooms are the relay's own (a namespace's connection count).
+                return Err(Failure::Invalid(Refusal::RoomReserved.message().to_owned()));
+            }
             let policy = ns.policy();
             match control::enter(relay, &policy, &held.socket, room).await {
                 Ok(count) => Ok(Part::Moved(count)),

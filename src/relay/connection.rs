@@ -20,7 +20,7 @@ use tokio::task::AbortHandle;
 use super::auth::{Credentials, Identity, clean_name};
 use super::shared::{Owner, Shared};
 use super::socket::{Admitted, Socket, TokenBucket};
-use super::{control, events};
+use super::{announce, control, events};
 use crate::engine::sid::random_id;
 use crate::engine::{
     BoxFuture, CloseReason, Connection, HandshakeInfo, Message, Outgoing, Session, Transport,
@@ -81,6 +81,8 @@ pub struct Conn {
     deadline: Mutex<Option<AbortHandle>>,
     /// The client's address, given to each of its sockets.
     address: IpAddr,
+    /// The handshake's `Origin`, kept only when some namespace's `meta` asks for it.
+    origin: Option<Arc<str>>,
     /// Itself, handed to the server API's socket registry as each socket's owner.
     me: Weak<Conn>,
 }
@@ -107,6 +109,11 @@ impl Conn {
         } else {
             Credentials::default()
         };
+        let origin = if relay.keeps_origin() {
+            kept_origin(&info.headers)
+        } else {
+            None
+        };
         let conn = Arc::new_cyclic(|me| Conn {
             relay,
             session,
@@ -115,6 +122,7 @@ impl Conn {
             connected_once: AtomicBool::new(false),
             deadline: Mutex::new(None),
             address: info.client,
+            origin,
             me: me.clone(),
         });
         let weak = Arc::downgrade(&conn);
@@ -279,6 +287,7 @@ impl Conn {
             auth,
             grants,
             address: self.address,
+            origin: self.origin.clone(),
         };
         let socket = Arc::new(Socket::new(
             ns.name.clone(),
@@ -294,6 +303,7 @@ impl Conn {
         self.connected_once.store(true, Ordering::Release);
         self.end_deadline();
         socket.send_text(&sio::encode_connect(&nsp, &id));
+        announce::welcome(&policy, &socket);
         self.relay.bus.add_socket(&nsp, socket.recipient.clone());
         let me: Weak<dyn Owner> = self.me.clone();
         self.relay.hold(&socket, me);
@@ -319,6 +329,7 @@ impl Conn {
             self.session
                 .send(Outgoing::Paced(crate::engine::Frame::message(&text)));
         }
+        announce::arrive(&self.relay, &policy, &socket).await;
         if !join.is_empty() {
             control::join_at_connect(&self.relay, &policy, &socket, &join).await;
         }
@@ -382,6 +393,13 @@ impl Owner for Conn {
 async fn depart(relay: &Shared, socket: &Arc<Socket>) {
     relay.release(socket.id());
     let left = relay.bus.remove_socket(&socket.nsp, socket.id()).await;
+    // The relay's own room (the namespace's count) is announced on its own terms.
+    let (namespace, left): (Vec<_>, Vec<_>) = left
+        .into_iter()
+        .partition(|(room, _)| &**room == announce::ROOM);
+    for (_, count) in namespace {
+        announce::leave(relay, socket, count);
+    }
     let counted = std::mem::take(&mut *socket.counted_as.lock());
     if !counted.is_empty() {
         relay
@@ -402,6 +420,15 @@ async fn depart(relay: &Shared, socket: &Arc<Socket>) {
             control::announce(relay, socket, &room, "leave", count);
         }
     }
+}
+
+/// The longest `Origin` kept (scheme, host and port fit easily).
+const MAX_ORIGIN: usize = 256;
+
+/// The handshake's `Origin`, when it is short printable text.
+fn kept_origin(headers: &hyper::HeaderMap) -> Option<Arc<str>> {
+    let value = headers.get(hyper::header::ORIGIN)?.to_str().ok()?;
+    (!value.is_empty() && value.len() <= MAX_ORIGIN).then(|| Arc::from(value))
 }
 
 fn empty_object() -> Box<RawValue> {

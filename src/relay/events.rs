@@ -2,15 +2,17 @@
 //! events go on to [`control`]; refusals are answered by
 //! [`reply::refuse`](super::reply::refuse).
 //!
-//! The delivered packet is encoded once and shared by every recipient.
+//! The delivered packet is encoded once and shared by every recipient; with `meta`, it
+//! carries one more argument, the sender's [`meta`](super::meta) object.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::control;
+use super::meta::Sender;
 use super::policy::{Policy, Refusal, Resolved};
 use super::reply::{outgoing, refuse};
 use super::shared::{Counters, Shared};
@@ -104,7 +106,22 @@ fn route(
         }
         Route::Room(room) => Some(vec![Arc::from(room.as_str())]),
     };
-    let text = sio::encode_event(&socket.nsp, how.name, args, None, announced);
+    let text = if how.meta.is_empty() {
+        sio::encode_event(&socket.nsp, how.name, args, None, announced)
+    } else {
+        // One more JSON argument after the others: binary placeholders keep their numbers.
+        let sender = Sender {
+            id: socket.id(),
+            user: socket.user().map(|u| &**u),
+            ip: socket.address,
+            origin: socket.origin.as_deref(),
+        };
+        let meta = how.meta.object(&sender, SystemTime::now());
+        let mut with_meta = Vec::with_capacity(args.len() + 1);
+        with_meta.extend_from_slice(args);
+        with_meta.push(&*meta);
+        sio::encode_event(&socket.nsp, how.name, &with_meta, None, announced)
+    };
     let item = outgoing(&text, attachments);
     let mut delivered = 0;
     if let Some(rooms) = rooms {

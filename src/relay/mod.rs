@@ -9,24 +9,29 @@
 //! - [`connection`]: one Engine.IO session's Socket.IO side (packets, namespaces).
 //! - [`events`]: application events → targets and acks.
 //! - [`backend`]: the server API's calls, answered for this process's sockets.
+//! - [`announce`]: the namespace's `welcome`, and `$presence` for connections.
 //! - [`control`]: the `$join`, `$leave`, `$rooms`, `$members` control events and presence.
 //! - [`reply`]: what the relay sends on its own account (refusals, `$error`) and the
 //!   one packet → queue item encoding that replies and fan-out share.
 //! - [`shared`]: the state every connection shares (namespaces, bus, meters).
 //! - [`policy`]: a namespace's config compiled for use.
+//! - [`meta`]: the sender's metadata appended to relayed events.
 //! - [`auth`]: who may connect (JWT, cookies) and the identity a socket keeps.
 //! - [`socket`]: one socket's state.
 //! - [`meters`]: the relay's instruments.
 //!
 //! Imports inside the relay point one way, down this list: `backend`, `connection` →
-//! `events` → `control` → `reply` → `shared`, `policy`, `socket` → `auth`; this file
-//! composes them into the [`Relay`] handler, and none of them imports it.
+//! `events`, `announce` → `control` → `reply` → `shared`, `policy`, `socket` → `meta`,
+//! `auth`; this file composes them into the [`Relay`] handler, and none of them imports
+//! it.
 
+pub mod announce;
 pub mod auth;
 pub mod backend;
 pub mod connection;
 pub mod control;
 pub mod events;
+pub mod meta;
 pub mod meters;
 pub mod policy;
 pub mod reply;
@@ -73,7 +78,11 @@ impl Relay {
             .bus
             .set_departure_hook(Box::new(move |nsp, member, room, count| {
                 if let Some(shared) = weak.upgrade() {
-                    control::announce_departed(&shared, nsp, member, room, count);
+                    if crate::adapter::is_listed(room) {
+                        control::announce_departed(&shared, nsp, member, room, count);
+                    } else {
+                        announce::departed(&shared, nsp, member, count);
+                    }
                     shared.count_rooms(nsp);
                 }
             }));

@@ -6,9 +6,12 @@ use std::sync::Arc;
 
 use regex::Regex;
 
+use serde_json::value::RawValue;
+
 use super::auth::{Gate, Grants};
+use super::meta::Meta;
 use crate::config::auth::KeyError;
-use crate::config::{AckReply, JoinPolicy, NamespaceConfig, Route};
+use crate::config::{AckReply, JoinPolicy, MetaField, NamespaceConfig, Route};
 
 /// Why a namespace config did not compile (validation catches both first; a key file
 /// can still change between validation and compilation).
@@ -105,6 +108,10 @@ pub struct Policy {
     join_pattern: Option<Regex>,
     /// `auth`: who may connect.
     pub gate: Gate,
+    /// `meta`: what relayed events carry about their sender by default.
+    meta: Meta,
+    /// `welcome`'s arguments, encoded once.
+    pub welcome_args: Vec<Box<RawValue>>,
 }
 
 /// How one application event is handled, after per-event rules.
@@ -118,6 +125,8 @@ pub struct Resolved<'a> {
     pub name: &'a str,
     /// What the ack carries.
     pub ack: AckReply,
+    /// The metadata appended to the relayed event.
+    pub meta: Meta,
 }
 
 impl Policy {
@@ -129,11 +138,32 @@ impl Policy {
             _ => None,
         };
         let gate = Gate::compile(&config.auth).map_err(CompileError::Key)?;
+        let welcome_args = config.welcome.as_ref().map_or_else(Vec::new, |w| {
+            w.args
+                .iter()
+                .map(|v| {
+                    RawValue::from_string(v.to_string()).expect("serde_json output is valid JSON")
+                })
+                .collect()
+        });
         Ok(Arc::new(Policy {
             config: config.clone(),
             join_pattern,
             gate,
+            meta: Meta::new(&config.meta),
+            welcome_args,
         }))
+    }
+
+    /// Whether some event of this namespace carries the sender's `origin` (so that its
+    /// sockets must keep their handshake's `Origin`).
+    pub fn wants_origin(&self) -> bool {
+        self.meta.has(MetaField::Origin)
+            || self.config.events.values().any(|rule| {
+                rule.meta
+                    .as_ref()
+                    .is_some_and(|m| m.contains(&MetaField::Origin))
+            })
     }
 
     /// Whether a client whose token granted `grants` may put itself in `room` (name
@@ -173,12 +203,14 @@ impl Policy {
                 echo: rule.echo.unwrap_or(self.config.echo),
                 name: rule.rename.as_deref().unwrap_or(name),
                 ack: rule.ack,
+                meta: rule.meta.as_deref().map_or(self.meta, Meta::new),
             },
             None => Resolved {
                 route: &self.config.route,
                 echo: self.config.echo,
                 name,
                 ack: AckReply::Status,
+                meta: self.meta,
             },
         }
     }
@@ -221,5 +253,42 @@ mod tests {
         let d = p.resolve("other");
         assert_eq!(d.route, &Route::Rooms);
         assert_eq!(d.name, "other");
+    }
+
+    #[test]
+    fn per_event_meta_overrides_the_namespace() {
+        let mut cfg = NamespaceConfig {
+            meta: vec![MetaField::Id, MetaField::Ip],
+            ..NamespaceConfig::default()
+        };
+        cfg.events.insert(
+            "view".into(),
+            EventRule {
+                meta: Some(vec![MetaField::Time, MetaField::Origin]),
+                ..EventRule::default()
+            },
+        );
+        cfg.events.insert(
+            "quiet".into(),
+            EventRule {
+                meta: Some(Vec::new()),
+                ..EventRule::default()
+            },
+        );
+        cfg.events.insert("plain".into(), EventRule::default());
+        let p = Policy::compile(&cfg).expect("valid");
+        assert_eq!(
+            p.resolve("view").meta,
+            Meta::new(&[MetaField::Time, MetaField::Origin])
+        );
+        assert!(p.resolve("quiet").meta.is_empty());
+        assert_eq!(
+            p.resolve("plain").meta,
+            Meta::new(&[MetaField::Id, MetaField::Ip])
+        );
+        assert_eq!(p.resolve("other").meta, p.resolve("plain").meta);
+        assert!(p.wants_origin(), "an event asks for origin");
+        cfg.events.remove("view");
+        assert!(!Policy::compile(&cfg).expect("valid").wants_origin());
     }
 }

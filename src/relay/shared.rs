@@ -90,6 +90,9 @@ pub struct Shared {
     /// only then does a connection keep them (up to 8 KiB each), so that a relay
     /// without such auth spends nothing per connection on them.
     reads_handshake: AtomicBool,
+    /// Whether any namespace's `meta` asks for `origin`: only then does a socket keep its
+    /// handshake's `Origin`.
+    keeps_origin: AtomicBool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -109,6 +112,7 @@ impl Shared {
             max_attachments: AtomicUsize::new(0),
             held: RwLock::new(HashMap::new()),
             reads_handshake: AtomicBool::new(false),
+            keeps_origin: AtomicBool::new(false),
         }
     }
 
@@ -116,6 +120,12 @@ impl Shared {
     /// (a reload that adds such auth applies to connections made after it).
     pub fn reads_handshake(&self) -> bool {
         self.reads_handshake.load(Ordering::Relaxed)
+    }
+
+    /// Whether new connections must keep their handshake's `Origin` (for `meta`'s
+    /// `origin`; a reload that asks for it applies to connections made after it).
+    pub fn keeps_origin(&self) -> bool {
+        self.keeps_origin.load(Ordering::Relaxed)
     }
 
     /// Put compiled policies in force: a namespace declared before keeps its identity
@@ -129,6 +139,8 @@ impl Shared {
     ) {
         let reads = policies.values().any(|p| p.gate.reads_handshake());
         self.reads_handshake.store(reads, Ordering::Relaxed);
+        let origin = policies.values().any(|p| p.wants_origin());
+        self.keeps_origin.store(origin, Ordering::Relaxed);
         let old = self.namespaces.read().clone();
         let mut next = HashMap::with_capacity(policies.len());
         for (name, policy) in policies {

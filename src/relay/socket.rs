@@ -24,6 +24,8 @@ pub struct Admitted {
     pub grants: Grants,
     /// The client's address.
     pub address: IpAddr,
+    /// The handshake's `Origin`, kept only when some `meta` asks for it.
+    pub origin: Option<Arc<str>>,
 }
 
 /// A connected socket.
@@ -45,6 +47,9 @@ pub struct Socket {
     pub counted_as: Mutex<&'static str>,
     /// The client's address.
     pub address: IpAddr,
+    /// The handshake's `Origin`, kept only when some namespace's `meta` asks for it
+    /// (shared with the connection's other sockets).
+    pub origin: Option<Arc<str>>,
     /// When it connected.
     pub since: SystemTime,
 }
@@ -64,6 +69,7 @@ impl Socket {
             auth,
             grants,
             address,
+            origin,
         } = admitted;
         Socket {
             nsp,
@@ -74,6 +80,7 @@ impl Socket {
             rate: Mutex::new(rate),
             counted_as: Mutex::new(""),
             address,
+            origin,
             since: SystemTime::now(),
         }
     }
