@@ -383,7 +383,11 @@ describe("server API: the OpenAPI document is the contract (schemathesis)", () =
       ...extra,
     ];
     return new Promise((resolve, reject) => {
-      const child = spawn(SCHEMATHESIS, args, { env: { ...process.env, NO_COLOR: "1", SCHEMATHESIS_TELEMETRY: "false" }, stdio: ["ignore", "pipe", "pipe"] });
+      // Its working directory is a temp dir: schemathesis keeps a cache (.schemathesis/) there.
+      const cwd = mkdtempSync(join(tmpdir(), "iorelay-schemathesis-"));
+      dirs.push(cwd);
+      const env = { ...process.env, NO_COLOR: "1", SCHEMATHESIS_TELEMETRY: "false" };
+      const child = spawn(SCHEMATHESIS, args, { cwd, env, stdio: ["ignore", "pipe", "pipe"] });
       let output = "";
       child.stdout.setEncoding("utf8").on("data", (c) => (output += c));
       child.stderr.setEncoding("utf8").on("data", (c) => (output += c));
