@@ -42,7 +42,7 @@ use crate::engine::{Connection, Handler, HandshakeInfo, Session};
 
 pub use meters::Meters;
 pub use policy::Policy;
-pub use shared::{Counters, Namespace, Shared};
+pub use shared::{Counters, Membership, MembershipSink, Namespace, Shared};
 
 /// Errors building a relay from config.
 #[derive(Debug, thiserror::Error)]

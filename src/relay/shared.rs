@@ -70,6 +70,26 @@ pub struct Held {
     pub owner: Weak<dyn Owner>,
 }
 
+/// A socket entered or left a room: what the membership sink (the webhooks) hears.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    /// The namespace.
+    pub nsp: Arc<str>,
+    /// The room.
+    pub room: Arc<str>,
+    /// The socket.
+    pub socket: Arc<str>,
+    /// Its display name.
+    pub user: Option<Arc<str>>,
+    /// Entered (`true`) or left.
+    pub joined: bool,
+    /// The room's host-wide member count right after, as the bus returned it.
+    pub count: usize,
+}
+
+/// Where membership changes go; set once by the daemon.
+pub type MembershipSink = Box<dyn Fn(Membership) + Send + Sync>;
+
 /// State shared by every connection of the relay.
 pub struct Shared {
     /// Declared namespaces by name. Reload replaces the map; existing sockets keep their
@@ -90,6 +110,8 @@ pub struct Shared {
     /// only then does a connection keep them (up to 8 KiB each), so that a relay
     /// without such auth spends nothing per connection on them.
     reads_handshake: AtomicBool,
+    /// Hears every join and leave of this process's sockets (none: nobody listens).
+    membership: std::sync::OnceLock<MembershipSink>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -109,6 +131,26 @@ impl Shared {
             max_attachments: AtomicUsize::new(0),
             held: RwLock::new(HashMap::new()),
             reads_handshake: AtomicBool::new(false),
+            membership: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Tell `sink` of every join and leave from now on (the first sink set stays).
+    pub fn set_membership_sink(&self, sink: MembershipSink) {
+        let _ = self.membership.set(sink);
+    }
+
+    /// `socket` entered (`joined`) or left `room`, which has `count` members now.
+    pub fn report_membership(&self, socket: &Socket, room: &str, joined: bool, count: usize) {
+        if let Some(sink) = self.membership.get() {
+            sink(Membership {
+                nsp: socket.nsp.clone(),
+                room: Arc::from(room),
+                socket: socket.id().clone(),
+                user: socket.user().cloned(),
+                joined,
+                count,
+            });
         }
     }
 
