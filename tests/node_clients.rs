@@ -101,6 +101,7 @@ suites! {
     socket_activation => "socket-activation",
     socketio_conformance => "socketio-conformance",
     transports => "transports",
+    webhooks => "webhooks",
     worker_heartbeat => "worker-heartbeat",
     workers => "workers",
 }
