@@ -62,7 +62,7 @@ pub async fn run(
     let (read, mut write) = control.into_split();
     let mut lines = BufReader::new(read).lines();
     let send = |msg: ToMaster| control::encode(&msg);
-    let (hooks_on, mut hooks) = forward_webhooks(&stack, &config, &metrics);
+    let (hooks_on, mut hooks) = forward_webhooks(&stack, &bus, &config, &metrics);
     let _ = write.write_all(send(ToMaster::Ready).as_bytes()).await;
     tracing::info!(
         worker = args.id.0,
@@ -144,23 +144,27 @@ pub async fn run(
 const WEBHOOK_BACKLOG: usize = 1024;
 
 /// Make the relay's joins and leaves into webhook events for the master while webhooks
-/// are on (the flag, switched on reload); a full backlog drops them, counted here.
+/// are on (the flag, switched on reload); a full backlog drops them, counted here. The
+/// leaves of a dead sibling's members reach every survivor: only the lowest-numbered
+/// one reports them, so that the host sends them once.
 fn forward_webhooks(
     stack: &Stack,
+    bus: &Arc<PeerAdapter>,
     config: &Config,
     metrics: &Metrics,
 ) -> (Arc<AtomicBool>, mpsc::Receiver<Vec<Event>>) {
     let on = Arc::new(AtomicBool::new(config.webhooks.enabled()));
     let (tx, rx) = mpsc::channel(WEBHOOK_BACKLOG);
-    let (flag, dropped) = (
+    let (flag, bus, dropped) = (
         on.clone(),
+        bus.clone(),
         metrics.webhooks.dropped.with_label_values(&["queue_full"]),
     );
     stack
         .relay
         .shared()
         .set_membership_sink(Box::new(move |change| {
-            if !flag.load(Ordering::Relaxed) {
+            if !flag.load(Ordering::Relaxed) || (change.departed && !bus.lowest_linked()) {
                 return;
             }
             let events = events_of(&change);

@@ -74,6 +74,7 @@ impl Relay {
             .set_departure_hook(Box::new(move |nsp, member, room, count| {
                 if let Some(shared) = weak.upgrade() {
                     control::announce_departed(&shared, nsp, member, room, count);
+                    shared.report_departed(nsp, member, room, count);
                     shared.count_rooms(nsp);
                 }
             }));

@@ -15,7 +15,7 @@ use parking_lot::RwLock;
 use super::meters::Meters;
 use super::policy::Policy;
 use super::socket::Socket;
-use crate::adapter::Adapter;
+use crate::adapter::{Adapter, Member};
 use crate::engine::BoxFuture;
 
 /// A declared namespace and its current policy.
@@ -85,6 +85,8 @@ pub struct Membership {
     pub joined: bool,
     /// The room's host-wide member count right after, as the bus returned it.
     pub count: usize,
+    /// The member was on another process, which is gone (every survivor hears of it).
+    pub departed: bool,
 }
 
 /// Where membership changes go; set once by the daemon.
@@ -150,6 +152,22 @@ impl Shared {
                 user: socket.user().cloned(),
                 joined,
                 count,
+                departed: false,
+            });
+        }
+    }
+
+    /// `member` of another process, which is gone, left `room` (`count` members now).
+    pub fn report_departed(&self, nsp: &str, member: &Member, room: &str, count: usize) {
+        if let Some(sink) = self.membership.get() {
+            sink(Membership {
+                nsp: Arc::from(nsp),
+                room: Arc::from(room),
+                socket: member.id.clone(),
+                user: member.user.clone(),
+                joined: false,
+                count,
+                departed: true,
             });
         }
     }

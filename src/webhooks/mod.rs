@@ -6,9 +6,9 @@
 //! became occupied; 0 after a leave: vacated). The relay reports each change through its
 //! membership sink ([`crate::relay::Membership`]); [`events_of`] turns it into events.
 //! A worker forwards them to the master over its control channel; the master (or the
-//! single process) owns the one [`Webhooks`] sender of the host. Leaves that the bus
-//! reports for a dead worker's members are not sent (every survivor sees them; see the
-//! README's limits).
+//! single process) owns the one [`Webhooks`] sender of the host. When a worker dies,
+//! every survivor's bus reports its members' leaves; only the lowest-numbered survivor
+//! forwards them (`PeerAdapter::lowest_linked`), so they too are sent once.
 //!
 //! **Queue.** Events wait in one bounded queue (`queue`, live): when it is full a new
 //! event is dropped and counted (`iorelay_webhook_dropped_total{reason="queue_full"}`),
@@ -369,6 +369,7 @@ pub(crate) mod tests {
             user: Some(Arc::from("ann")),
             joined,
             count,
+            departed: false,
         }
     }
 

@@ -7,6 +7,7 @@
 //   signature and headers;
 // - two workers: a join on each worker, events once per host (the master sends, not each
 //   worker), counts host-wide, the master's webhook metrics in /metrics;
+// - a worker killed: its members leave, reported once (by the lowest-numbered survivor);
 // - a receiver that answers 500 then 200: retried and delivered;
 // - a receiver that is down: dropped after the retries, a log line and a metric, the
 //   clients unaffected;
@@ -20,7 +21,7 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import net from "node:net";
 import { createHmac, timingSafeEqual } from "node:crypto";
-import { startDaemon, stopDaemon, withLogs, waitForMetric, scrape } from "../lib/admin.mjs";
+import { startDaemon, stopDaemon, withLogs, waitForMetric, scrape, workerSlots } from "../lib/admin.mjs";
 import { TEST_TOKEN } from "../lib/spawn.mjs";
 import { workerClient, within, ask } from "../lib/workers.mjs";
 
@@ -257,6 +258,38 @@ describe("webhooks", () => {
       assert.ok(r.requests.every((q) => q.verified));
       await waitForMetric(daemon, "iorelay_webhook_events_total", { event: "member.joined" }, (v) => v === 4);
       await waitForMetric(daemon, "iorelay_webhook_deliveries_total", { outcome: "ok" }, (v) => v >= 1);
+    }),
+  );
+
+  it(
+    "a dead worker's members leave: member.left and room.vacated once, not once per survivor",
+    logs(async () => {
+      const r = await receiver();
+      daemon = await startDaemon(config({ url: r.url, workers: 3 }));
+      const [a, b, doomed] = [await clientOn(0), await clientOn(1), await clientOn(2)];
+      await joinRoom(a, "kept");
+      await joinRoom(doomed, "kept");
+      await joinRoom(doomed, "alone");
+      await r.event(is("member.joined", "alone", doomed.sid));
+      await r.event(is("member.joined", "kept", doomed.sid));
+      const mark = daemon.mark();
+      const victim = workerSlots(daemon).find((s) => s.worker === 2);
+      process.kill(victim.pid, "SIGKILL");
+      const gone = await r.event(is("member.left", "kept", doomed.sid), "member.left of the dead worker's member");
+      assert.equal(gone.count, 1);
+      await r.event(is("room.vacated", "alone"), "room.vacated of its room");
+      // Both survivors have dropped the dead worker's members (the hook runs right after
+      // this line); then a barrier per survivor, as above.
+      await daemon.waitForLog(/peer link down.*node=0.*peer=2|node=0.*peer=2.*peer link down/, { from: mark });
+      await daemon.waitForLog(/peer link down.*node=1.*peer=2|node=1.*peer=2.*peer link down/, { from: mark });
+      await joinRoom(a, "sentinel-0");
+      await joinRoom(b, "sentinel-1");
+      await r.event(is("member.joined", "sentinel-0", a.sid));
+      await r.event(is("member.joined", "sentinel-1", b.sid));
+      assert.equal(count(r, "member.left", "kept"), 1);
+      assert.equal(count(r, "member.left", "alone"), 1);
+      assert.equal(count(r, "room.vacated", "alone"), 1);
+      assert.equal(count(r, "room.vacated", "kept"), 0);
     }),
   );
 
