@@ -430,6 +430,8 @@ fn redact(table: &mut toml::Table, path: &[&str]) -> bool {
                             hit = true;
                         }
                     }
+                    // An empty secret (a key that is off) hides nothing and reads back.
+                    toml::Value::String(s) if s.is_empty() => {}
                     _ => {
                         *v = toml::Value::String(REDACTED.to_owned());
                         hit = true;

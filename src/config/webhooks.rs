@@ -211,6 +211,21 @@ mod tests {
     }
 
     #[test]
+    fn check_config_redacts_the_secret() {
+        let config = crate::config::Config {
+            webhooks: WebhooksConfig {
+                url: "http://127.0.0.1:8080/".into(),
+                secret: "hunter2-webhook".into(),
+                ..WebhooksConfig::default()
+            },
+            ..crate::config::Config::default()
+        };
+        let text = crate::config::validate::render(&config);
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("secret = \"<redacted>\""), "{text}");
+    }
+
+    #[test]
     fn unknown_events_and_zero_bounds_are_refused() {
         let w = WebhooksConfig {
             events: vec!["room.occupied".into(), "room.exploded".into()],
