@@ -100,9 +100,10 @@ pub async fn run(
             Some(Intent::Reload(reply)) => {
                 let report = reload::reload(&options, &mut current, &metrics, |next| {
                     let api = Access::load(next)?;
-                    webhooks.reconfigure(&next.webhooks)?;
+                    let hooks = crate::webhooks::Settings::resolve(&next.webhooks)?;
                     stack.reconfigure(next)?;
                     access.install(api);
+                    webhooks.install(hooks);
                     if let Err(err) = log.set_level(&next.log.level) {
                         tracing::warn!(error = %err, "log.level not applied");
                     }

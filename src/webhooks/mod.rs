@@ -261,9 +261,14 @@ impl Webhooks {
 
     /// Take on a new config (a reload); an error leaves the old settings in force.
     pub fn reconfigure(&self, config: &WebhooksConfig) -> Result<(), Error> {
-        let next = Settings::resolve(config)?;
-        *self.inner.settings.write() = Arc::new(next);
+        self.install(Settings::resolve(config)?);
         Ok(())
+    }
+
+    /// Put settings resolved earlier in force (a reload that resolves first and installs
+    /// once nothing else can fail).
+    pub fn install(&self, settings: Settings) {
+        *self.inner.settings.write() = Arc::new(settings);
     }
 
     /// The settings in force.
