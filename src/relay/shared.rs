@@ -1,6 +1,7 @@
 //! What every connection of the relay shares: the declared namespaces (each with its
-//! policy and counters), the bus, the instruments, and the limits that apply before a
-//! packet's namespace is known.
+//! policy and counters), the bus, the instruments, the limits that apply before a
+//! packet's namespace is known, and the membership sink that hears every join and leave
+//! (the daemon makes them webhooks; the relay knows nothing of those).
 //!
 //! Owns that state and its swap on reload; compiling the config into policies (and the
 //! errors doing so) is [`Relay`](super::Relay)'s job.

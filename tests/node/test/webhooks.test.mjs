@@ -12,7 +12,9 @@
 // - a receiver that is down: dropped after the retries, a log line and a metric, the
 //   clients unaffected;
 // - a slow receiver: the request times out (log line, metric);
-// - reload: a new url and secret take effect live.
+// - reload: a new url and secret take effect live;
+// - check-config: an https:// URL and a missing secret are refused with the key, the
+//   secret is redacted.
 //
 // Nothing sleeps: every wait is for a request, an ack, a log line or a metric, bounded.
 // Every process started is killed by pid (stopDaemon), every receiver closed.
@@ -21,7 +23,10 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import net from "node:net";
 import { createHmac, timingSafeEqual } from "node:crypto";
-import { startDaemon, stopDaemon, withLogs, waitForMetric, scrape, workerSlots } from "../lib/admin.mjs";
+import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { startDaemon, stopDaemon, withLogs, waitForMetric, scrape, workerSlots, runCli } from "../lib/admin.mjs";
 import { TEST_TOKEN } from "../lib/spawn.mjs";
 import { workerClient, within, ask } from "../lib/workers.mjs";
 
@@ -368,4 +373,23 @@ describe("webhooks", () => {
       assert.equal(first.events.filter((e) => e.room === "after").length, 0);
     }),
   );
+
+  it("check-config: https:// and a missing secret are refused by key, the secret is redacted", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "iorelay-webhooks-check-"));
+    try {
+      const file = join(dir, "iorelay.toml");
+      writeFileSync(file, `[webhooks]\nurl = "https://hooks.example/in"\n`);
+      let run = await runCli(["check-config", "--config", file]);
+      assert.equal(run.code, 78, run.stderr);
+      assert.match(run.stderr, /webhooks\.url.*https:\/\/ is not supported/);
+      assert.match(run.stderr, /webhooks\.secret.*required/);
+      writeFileSync(file, `[webhooks]\nurl = "http://127.0.0.1:9/in"\nsecret = "${SECRET}"\n`);
+      run = await runCli(["check-config", "--config", file]);
+      assert.equal(run.code, 0, run.stderr);
+      assert.match(run.stdout, /secret = "<redacted>"/);
+      assert.ok(!run.stdout.includes(SECRET));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
