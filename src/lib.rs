@@ -16,6 +16,8 @@
 //! - [`http`]: the hyper surface: public routing (Engine.IO, forwarding to the owning
 //!   worker, static files, the client bundle) and the admin listener (health, metrics,
 //!   ops API).
+//! - [`webhooks`]: room and membership events POSTed to a receiver in signed batches
+//!   (queue, batching, retries); the master or the single process owns the sender.
 //! - [`daemon`]: process-level concerns — listeners and socket activation, privilege
 //!   drop, master and workers, signals, sd_notify, reload, shutdown.
 //! - [`config`]: the config tree, layered loading and validation.
@@ -32,6 +34,7 @@ pub mod ops;
 pub mod relay;
 pub mod socketio;
 pub mod telemetry;
+pub mod webhooks;
 
 #[cfg(test)]
 mod testutil;

@@ -102,6 +102,7 @@ suites! {
     seed_features => "seed-features",
     socketio_conformance => "socketio-conformance",
     transports => "transports",
+    webhooks => "webhooks",
     worker_heartbeat => "worker-heartbeat",
     workers => "workers",
 }

@@ -117,6 +117,13 @@ impl PeerAdapter {
         nodes.len()
     }
 
+    /// Whether every peer we hear from has a higher node id than ours: then this process
+    /// is the one survivor that speaks for the host about a lost peer's members (its
+    /// webhooks), where every survivor announces them to its own sockets.
+    pub fn lowest_linked(&self) -> bool {
+        self.inbound.lock().values().all(|n| *n > self.node)
+    }
+
     /// Send-only link to a peer (between workers each direction has its own
     /// connection): `Hello`, this process's memberships, then live updates. Resolves
     /// when the link ends (the peer closed it or went away).

@@ -5,7 +5,7 @@
 //! variables) lives in [`mod@load`]; checks that need more than a type (patterns compile, a
 //! route's room is a valid name, limits within `max_payload`, …) live in [`validate`];
 //! the `auth` tables of namespaces, their checks and reading their key files, in
-//! [`auth`].
+//! [`auth`]; `[webhooks]` and its checks in [`webhooks`].
 //! Nothing here knows about sockets or rooms; the relay reads these values.
 
 pub mod auth;
@@ -13,6 +13,7 @@ pub mod diff;
 pub mod load;
 pub mod units;
 pub mod validate;
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 pub use auth::{AuthConfig, JwtConfig, UserFrom};
 pub use load::{ConfigError, Environment, LoadOptions, Loaded, load};
 pub use units::Size;
+pub use webhooks::WebhooksConfig;
 
 /// The whole effective configuration of one daemon.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -40,6 +42,8 @@ pub struct Config {
     pub namespaces: BTreeMap<String, NamespaceConfig>,
     /// The server API on the admin listener.
     pub api: ApiConfig,
+    /// Room and membership events POSTed to a receiver.
+    pub webhooks: WebhooksConfig,
 }
 
 /// `[api]`: the server API under `/api/v1/` on the admin listener.

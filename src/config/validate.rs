@@ -56,6 +56,9 @@ pub fn validate(c: &Config) -> Result<(), Vec<Problem>> {
     check_origins_and_proxies(c, &mut problems);
     check_engine(c, &mut problems);
     check_api(c, &mut problems);
+    for (key, reason) in super::webhooks::check(&c.webhooks) {
+        problems.push(Problem::new(key, reason));
+    }
     for (name, ns) in &c.effective_namespaces() {
         check_namespace(c, name, ns, &mut problems);
     }
@@ -413,7 +416,11 @@ fn check_limits(c: &Config, ns_key: &str, l: &Limits, out: &mut Vec<Problem>) {
 /// matches any one key (a namespace name, say). Add the key here in the same change that
 /// adds a secret to the config tree (a JWT key, a Redis password, the API token); the
 /// `redaction_*` tests check that the walk finds nested keys.
-pub const SECRET_KEYS: &[&str] = &["api.tokens", "namespaces.*.auth.jwt.secret"];
+pub const SECRET_KEYS: &[&str] = &[
+    "api.tokens",
+    "namespaces.*.auth.jwt.secret",
+    "webhooks.secret",
+];
 
 /// What [`render`] prints in place of a secret.
 pub const REDACTED: &str = "<redacted>";
@@ -459,6 +466,8 @@ fn redact(table: &mut toml::Table, path: &[&str]) -> bool {
                             hit = true;
                         }
                     }
+                    // An empty secret (a key that is off) hides nothing and reads back.
+                    toml::Value::String(s) if s.is_empty() => {}
                     _ => {
                         *v = toml::Value::String(REDACTED.to_owned());
                         hit = true;

@@ -1,6 +1,7 @@
 //! The control channel between the master and each worker: newline-delimited JSON over a
 //! Unix socket pair the master creates for each worker. Low rate, never on the message
-//! path: the config, heartbeats, metrics and status requests, server API calls, shutdown.
+//! path: the config, heartbeats, metrics and status requests, server API calls, webhook
+//! events (worker → master: one line per join or leave while webhooks are on), shutdown.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -53,6 +54,8 @@ pub enum ToMaster {
         /// This worker's part of the answer.
         part: Part,
     },
+    /// Webhook events of this worker's joins and leaves, for the master's sender.
+    Webhooks(Vec<crate::webhooks::Event>),
     /// A config was applied (`true`) or refused (`false`, with the reason).
     Applied {
         /// Whether it is in force.

@@ -34,6 +34,7 @@ use crate::http::api::Access;
 use crate::http::control::{Control, Reloader};
 use crate::telemetry::exposition;
 use crate::telemetry::metrics::Metrics;
+use crate::webhooks::Webhooks;
 
 /// Extra time the workers get beyond their own drain timeout before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(2);
@@ -76,6 +77,8 @@ struct Master {
     health: Arc<Health>,
     /// The server API's tokens, swapped on reload.
     access: Arc<Access>,
+    /// The host's one webhook sender: workers report their joins and leaves here.
+    webhooks: Webhooks,
     /// The live workers, shared with the admin routes that ask them for reports.
     workers: Arc<Workers>,
     /// Where workers' news (and the restart timers) go.
@@ -119,10 +122,11 @@ impl Master {
             Some(Intent::Reload(reply)) => {
                 // Validated here; every worker gets the new config over its control
                 // channel (a worker refusing it says so in the log).
-                let (workers, access) = (&self.workers, &self.access);
+                let (workers, access, webhooks) = (&self.workers, &self.access, &self.webhooks);
                 let report =
                     reload::reload(&self.options, &mut self.config, &self.metrics, |next| {
                         let api = Access::load(next)?;
+                        webhooks.reconfigure(&next.webhooks)?;
                         workers.broadcast(&ToWorker::Config(Box::new(next.clone())));
                         access.install(api);
                         Ok(())
@@ -300,6 +304,8 @@ pub async fn run(
     let workers = Arc::new(Workers::default());
     let health = Arc::new(Health::default());
     let access = Arc::new(Access::configured(&loaded.config)?);
+    let webhooks = Webhooks::new(&loaded.config.webhooks, metrics.webhooks.clone())?;
+    webhooks.spawn();
     let admin = Arc::new(Admin {
         health: health.clone(),
         access: access.clone(),
@@ -325,6 +331,7 @@ pub async fn run(
         metrics,
         health,
         access,
+        webhooks,
         workers,
         events: event_tx,
         generation: Generation::default(),
@@ -351,6 +358,10 @@ pub async fn run(
                 Event::Exited(id, generation, code) => master.on_exited(id, generation, code),
                 Event::Restart(id) => {
                     master.on_restart(id);
+                    Flow::Continue
+                }
+                Event::Webhooks(batch) => {
+                    master.webhooks.push(batch);
                     Flow::Continue
                 }
             },
@@ -462,6 +473,8 @@ mod tests {
             metrics: Metrics::new(),
             health: Arc::new(Health::default()),
             access: Arc::new(Access::default()),
+            webhooks: Webhooks::new(&Default::default(), Metrics::new().webhooks)
+                .expect("webhooks are off by default"),
             workers: Arc::new(Workers::default()),
             events,
             generation: Generation::default(),

@@ -95,6 +95,9 @@ pub enum Error {
     /// The server API's tokens could not be read (`api.token_file`) or are unusable.
     #[error(transparent)]
     ApiTokens(#[from] crate::api::tokens::Error),
+    /// The webhooks' secret file could not be read.
+    #[error(transparent)]
+    Webhooks(#[from] crate::webhooks::Error),
     /// The master could not create a worker's control socket pair.
     #[error("cannot create a worker's control channel: {0}")]
     ControlChannel(std::io::Error),
@@ -128,7 +131,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Identity(err) | Error::Privileges(err) => err.exit_code(),
-            Error::Relay(_) | Error::ApiTokens(_) => exit::CONFIG,
+            Error::Relay(_) | Error::ApiTokens(_) | Error::Webhooks(_) => exit::CONFIG,
             Error::Bind(_) => exit::UNAVAILABLE,
             Error::NotAWorker => exit::USAGE,
             Error::WorkerFatal(code) => *code,

@@ -23,6 +23,9 @@ pub enum Error {
     /// The server API's token file cannot be read, or holds an unusable token.
     #[error(transparent)]
     Tokens(#[from] crate::api::tokens::Error),
+    /// The webhooks' secret file cannot be read.
+    #[error(transparent)]
+    Webhooks(#[from] crate::webhooks::Error),
 }
 
 impl Error {
@@ -32,6 +35,7 @@ impl Error {
             Error::Config(err) => err.lines(),
             Error::Apply(err) => vec![err.to_string()],
             Error::Tokens(err) => vec![err.to_string()],
+            Error::Webhooks(err) => vec![err.to_string()],
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The daemon as one process (`server.workers = 1`): the relay on the in-process bus, the
-//! public and admin listeners, signals as intents, reloads, the systemd watchdog, and the
+//! webhook sender, the public and admin listeners, signals as intents, reloads, the systemd watchdog, and the
 //! ordered shutdown. The listeners were bound (and privileges dropped) before the runtime
 //! started; see `bootstrap`.
 
@@ -19,6 +19,7 @@ use crate::http::admin::{Admin, Health, Local};
 use crate::http::api::Access;
 use crate::telemetry::LogHandle;
 use crate::telemetry::metrics::Metrics;
+use crate::webhooks::{Webhooks, events_of};
 
 /// Run the daemon in this process until SIGTERM or SIGINT; SIGHUP reloads.
 pub async fn run(
@@ -55,6 +56,14 @@ pub async fn run(
         started: std::time::Instant::now(),
     };
     let access = Arc::new(Access::configured(&loaded.config)?);
+    // This process is the whole host: it owns the webhook sender.
+    let webhooks = Webhooks::new(&loaded.config.webhooks, metrics.webhooks.clone())?;
+    webhooks.spawn();
+    let sink = webhooks.clone();
+    stack
+        .relay
+        .shared()
+        .set_membership_sink(Box::new(move |change| sink.push(events_of(&change))));
     let admin = Arc::new(Admin {
         health: health.clone(),
         control: Arc::new(local),
@@ -91,8 +100,10 @@ pub async fn run(
             Some(Intent::Reload(reply)) => {
                 let report = reload::reload(&options, &mut current, &metrics, |next| {
                     let api = Access::load(next)?;
+                    let hooks = crate::webhooks::Settings::resolve(&next.webhooks)?;
                     stack.reconfigure(next)?;
                     access.install(api);
+                    webhooks.install(hooks);
                     if let Err(err) = log.set_level(&next.log.level) {
                         tracing::warn!(error = %err, "log.level not applied");
                     }

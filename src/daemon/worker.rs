@@ -1,6 +1,6 @@
 //! A worker process: serves the inherited public listener with the relay on the
 //! cross-worker bus, links to its sibling workers, and answers its master over the
-//! control channel (config, heartbeat, reports, shutdown). It never handles signals: the
+//! control channel (config, heartbeat, reports, webhook events, shutdown). It never handles signals: the
 //! master decides, the worker follows (and dies with it). How the process gets here —
 //! the inherited descriptors, the first config — is in `bootstrap`.
 //!
@@ -8,10 +8,12 @@
 //! restart can help (see [`Error::exit_code`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio::sync::mpsc;
 
 use super::control::{self, ToMaster, ToWorker};
 use super::listener::Serving;
@@ -23,6 +25,7 @@ use crate::config::Config;
 use crate::http::admin::{RoomDetail, Status};
 use crate::telemetry::LogHandle;
 use crate::telemetry::metrics::Metrics;
+use crate::webhooks::{Event, events_of};
 
 /// Longest pause between attempts to link to a sibling.
 const MAX_LINK_BACKOFF: Duration = Duration::from_secs(1);
@@ -59,6 +62,7 @@ pub async fn run(
     let (read, mut write) = control.into_split();
     let mut lines = BufReader::new(read).lines();
     let send = |msg: ToMaster| control::encode(&msg);
+    let (hooks_on, mut hooks) = forward_webhooks(&stack, &bus, &config, &metrics);
     let _ = write.write_all(send(ToMaster::Ready).as_bytes()).await;
     tracing::info!(
         worker = args.id.0,
@@ -67,7 +71,17 @@ pub async fn run(
     );
     let mut config = config;
     let drain = loop {
-        let line = match lines.next_line().await {
+        // `next_line` is cancel-safe: a webhook report in between loses no input.
+        let read = tokio::select! {
+            read = lines.next_line() => read,
+            Some(batch) = hooks.recv() => {
+                if write.write_all(send(ToMaster::Webhooks(batch)).as_bytes()).await.is_err() {
+                    break false;
+                }
+                continue;
+            }
+        };
+        let line = match read {
             Ok(Some(line)) => line,
             // The master is gone: stop at once.
             Ok(None) | Err(_) => break false,
@@ -79,6 +93,7 @@ pub async fn run(
                     if let Err(err) = log.set_level(&next.log.level) {
                         tracing::warn!(error = %err, "log.level not applied");
                     }
+                    hooks_on.store(next.webhooks.enabled(), Ordering::Relaxed);
                     config = *next;
                     ToMaster::Applied {
                         ok: true,
@@ -123,6 +138,42 @@ pub async fn run(
     shutdown::serve_out(&mut public, &stack, stop, std::future::pending()).await;
     tracing::info!(worker = args.id.0, "worker stopped");
     Ok(())
+}
+
+/// Reports of this worker's joins and leaves waiting for the control channel.
+const WEBHOOK_BACKLOG: usize = 1024;
+
+/// Make the relay's joins and leaves into webhook events for the master while webhooks
+/// are on (the flag, switched on reload); a full backlog drops them, counted here. The
+/// leaves of a dead sibling's members reach every survivor: only the lowest-numbered
+/// one reports them, so that the host sends them once.
+fn forward_webhooks(
+    stack: &Stack,
+    bus: &Arc<PeerAdapter>,
+    config: &Config,
+    metrics: &Metrics,
+) -> (Arc<AtomicBool>, mpsc::Receiver<Vec<Event>>) {
+    let on = Arc::new(AtomicBool::new(config.webhooks.enabled()));
+    let (tx, rx) = mpsc::channel(WEBHOOK_BACKLOG);
+    let (flag, bus, dropped) = (
+        on.clone(),
+        bus.clone(),
+        metrics.webhooks.dropped.with_label_values(&["queue_full"]),
+    );
+    stack
+        .relay
+        .shared()
+        .set_membership_sink(Box::new(move |change| {
+            if !flag.load(Ordering::Relaxed) || (change.departed && !bus.lowest_linked()) {
+                return;
+            }
+            let events = events_of(&change);
+            let n = events.len() as u64;
+            if tx.try_send(events).is_err() {
+                dropped.inc_by(n);
+            }
+        }));
+    (on, rx)
 }
 
 /// Serve requests other workers forward to this one (sessions it owns).

@@ -48,6 +48,8 @@ pub enum Event {
     Exited(WorkerId, Generation, Option<i32>),
     /// Its backoff is over: start it again.
     Restart(WorkerId),
+    /// It reports webhook events.
+    Webhooks(Vec<crate::webhooks::Event>),
 }
 
 /// Report requests waiting for their answer, by request number.
@@ -315,6 +317,9 @@ async fn read_control(
                 tracing::error!(worker = %id, error = ?error, "worker refused the new config");
             }
             Ok(ToMaster::Applied { .. }) => {}
+            Ok(ToMaster::Webhooks(batch)) => {
+                let _ = events.send(Event::Webhooks(batch));
+            }
             Err(err) => tracing::warn!(worker = %id, error = %err, "unreadable control message"),
         }
     }

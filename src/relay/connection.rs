@@ -412,6 +412,9 @@ async fn depart(relay: &Shared, socket: &Arc<Socket>) {
         relay.count_rooms(&socket.nsp);
     }
     socket.rooms.lock().clear();
+    for (room, count) in &left {
+        relay.report_membership(socket, room, false, *count);
+    }
     let presence = relay
         .namespace(&socket.nsp)
         .is_some_and(|ns| ns.policy().config.presence);

@@ -117,6 +117,7 @@ pub async fn enter(
     let count = relay.bus.join(&socket.nsp, room, socket.id()).await;
     relay.count_rooms(&socket.nsp);
     socket.rooms.lock().insert(Arc::from(room));
+    relay.report_membership(socket, room, true, count);
     if policy.config.presence {
         announce(relay, socket, room, "join", count);
     }
@@ -132,6 +133,7 @@ pub async fn exit(relay: &Shared, policy: &Policy, socket: &Arc<Socket>, room: &
     }
     let count = relay.bus.leave(&socket.nsp, room, socket.id()).await;
     relay.count_rooms(&socket.nsp);
+    relay.report_membership(socket, room, false, count);
     if policy.config.presence {
         announce(relay, socket, room, "leave", count);
     }

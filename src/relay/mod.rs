@@ -47,7 +47,7 @@ use crate::engine::{Connection, Handler, HandshakeInfo, Session};
 
 pub use meters::Meters;
 pub use policy::Policy;
-pub use shared::{Counters, Namespace, Shared};
+pub use shared::{Counters, Membership, MembershipSink, Namespace, Shared};
 
 /// Errors building a relay from config.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +80,7 @@ impl Relay {
                 if let Some(shared) = weak.upgrade() {
                     if crate::adapter::is_listed(room) {
                         control::announce_departed(&shared, nsp, member, room, count);
+                        shared.report_departed(nsp, member, room, count);
                     } else {
                         announce::departed(&shared, nsp, member, count);
                     }

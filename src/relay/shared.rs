@@ -1,6 +1,7 @@
 //! What every connection of the relay shares: the declared namespaces (each with its
-//! policy and counters), the bus, the instruments, and the limits that apply before a
-//! packet's namespace is known.
+//! policy and counters), the bus, the instruments, the limits that apply before a
+//! packet's namespace is known, and the membership sink that hears every join and leave
+//! (the daemon makes them webhooks; the relay knows nothing of those).
 //!
 //! Owns that state and its swap on reload; compiling the config into policies (and the
 //! errors doing so) is [`Relay`](super::Relay)'s job.
@@ -15,7 +16,7 @@ use parking_lot::RwLock;
 use super::meters::Meters;
 use super::policy::Policy;
 use super::socket::Socket;
-use crate::adapter::Adapter;
+use crate::adapter::{Adapter, Member};
 use crate::engine::BoxFuture;
 
 /// A declared namespace and its current policy.
@@ -70,6 +71,28 @@ pub struct Held {
     pub owner: Weak<dyn Owner>,
 }
 
+/// A socket entered or left a room: what the membership sink (the webhooks) hears.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    /// The namespace.
+    pub nsp: Arc<str>,
+    /// The room.
+    pub room: Arc<str>,
+    /// The socket.
+    pub socket: Arc<str>,
+    /// Its display name.
+    pub user: Option<Arc<str>>,
+    /// Entered (`true`) or left.
+    pub joined: bool,
+    /// The room's host-wide member count right after, as the bus returned it.
+    pub count: usize,
+    /// The member was on another process, which is gone (every survivor hears of it).
+    pub departed: bool,
+}
+
+/// Where membership changes go; set once by the daemon.
+pub type MembershipSink = Box<dyn Fn(Membership) + Send + Sync>;
+
 /// State shared by every connection of the relay.
 pub struct Shared {
     /// Declared namespaces by name. Reload replaces the map; existing sockets keep their
@@ -93,6 +116,8 @@ pub struct Shared {
     /// Whether any namespace's `meta` asks for `origin`: only then does a socket keep its
     /// handshake's `Origin`.
     keeps_origin: AtomicBool,
+    /// Hears every join and leave of this process's sockets (none: nobody listens).
+    membership: std::sync::OnceLock<MembershipSink>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -113,6 +138,42 @@ impl Shared {
             held: RwLock::new(HashMap::new()),
             reads_handshake: AtomicBool::new(false),
             keeps_origin: AtomicBool::new(false),
+            membership: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Tell `sink` of every join and leave from now on (the first sink set stays).
+    pub fn set_membership_sink(&self, sink: MembershipSink) {
+        let _ = self.membership.set(sink);
+    }
+
+    /// `socket` entered (`joined`) or left `room`, which has `count` members now.
+    pub fn report_membership(&self, socket: &Socket, room: &str, joined: bool, count: usize) {
+        if let Some(sink) = self.membership.get() {
+            sink(Membership {
+                nsp: socket.nsp.clone(),
+                room: Arc::from(room),
+                socket: socket.id().clone(),
+                user: socket.user().cloned(),
+                joined,
+                count,
+                departed: false,
+            });
+        }
+    }
+
+    /// `member` of another process, which is gone, left `room` (`count` members now).
+    pub fn report_departed(&self, nsp: &str, member: &Member, room: &str, count: usize) {
+        if let Some(sink) = self.membership.get() {
+            sink(Membership {
+                nsp: Arc::from(nsp),
+                room: Arc::from(room),
+                socket: member.id.clone(),
+                user: member.user.clone(),
+                joined: false,
+                count,
+                departed: true,
+            });
         }
     }
 

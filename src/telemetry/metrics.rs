@@ -6,10 +6,13 @@
 //! counters, labels only from bounded sets (namespace names from the config, transports,
 //! reasons) — never rooms or socket ids. The standard `process_*` metrics come unprefixed.
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use crate::engine;
 use crate::relay;
+use crate::webhooks;
 
 /// The daemon's registry and its instruments.
 #[derive(Debug, Clone)]
@@ -20,6 +23,9 @@ pub struct Metrics {
     pub engine: engine::Meters,
     /// Relay instruments.
     pub relay: relay::Meters,
+    /// Webhook instruments (the sender's are the master's; a worker counts what it could
+    /// not forward).
+    pub webhooks: webhooks::Meters,
     /// Worker processes restarted by the master.
     pub worker_restarts: IntCounter,
     /// Config reloads applied.
@@ -146,6 +152,37 @@ impl Metrics {
                 &["namespace", "reason"],
             ),
         };
+        let webhooks = webhooks::Meters {
+            events: counter_vec(
+                r,
+                "iorelay_webhook_events_total",
+                "Webhook events queued for delivery, by event.",
+                &["event"],
+            ),
+            deliveries: counter_vec(
+                r,
+                "iorelay_webhook_deliveries_total",
+                "Webhook POST attempts, by outcome (ok, status, timeout, error).",
+                &["outcome"],
+            ),
+            dropped: counter_vec(
+                r,
+                "iorelay_webhook_dropped_total",
+                "Webhook events not delivered, by reason (queue_full, retries_exhausted).",
+                &["reason"],
+            ),
+            queued: {
+                let g = IntGauge::new(
+                    "iorelay_webhook_queue_events",
+                    "Webhook events waiting for delivery.",
+                )
+                .expect("metric names here are valid");
+                r.register(Box::new(g.clone()))
+                    .expect("each metric is registered once");
+                g
+            },
+        };
+        webhooks.touch();
         let build = gauge_vec(
             r,
             "iorelay_build_info",
@@ -172,6 +209,7 @@ impl Metrics {
             registry,
             engine,
             relay,
+            webhooks,
         };
         let process = prometheus::process_collector::ProcessCollector::for_self();
         if let Err(err) = metrics.registry.register(Box::new(process)) {
