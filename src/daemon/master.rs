@@ -303,7 +303,10 @@ pub async fn run(
     let metrics = Metrics::new();
     let workers = Arc::new(Workers::default());
     let health = Arc::new(Health::default());
-    let access = Arc::new(Access::configured(&loaded.config)?);
+    let access = Arc::new(Access::configured(
+        &loaded.config,
+        metrics.api_requests.clone(),
+    )?);
     let webhooks = Webhooks::new(&loaded.config.webhooks, metrics.webhooks.clone())?;
     webhooks.spawn();
     let admin = Arc::new(Admin {

@@ -55,7 +55,10 @@ pub async fn run(
         about: about::facts(&loaded, bound.activated),
         started: std::time::Instant::now(),
     };
-    let access = Arc::new(Access::configured(&loaded.config)?);
+    let access = Arc::new(Access::configured(
+        &loaded.config,
+        metrics.api_requests.clone(),
+    )?);
     // This process is the whole host: it owns the webhook sender.
     let webhooks = Webhooks::new(&loaded.config.webhooks, metrics.webhooks.clone())?;
     webhooks.spawn();

@@ -21,10 +21,13 @@ use super::control::Control;
 use crate::api::{self, Call, Emit, Reply, Tokens};
 use crate::config::Config;
 
-/// Who may use the API and how much they may send: swapped on reload.
+/// Who may use the API and how much they may send (swapped on reload), and the count of
+/// what was asked.
 #[derive(Debug, Default)]
 pub struct Access {
     state: RwLock<(Tokens, usize)>,
+    /// `iorelay_api_requests_total{route,status}`, when registered.
+    requests: Option<prometheus::IntCounterVec>,
 }
 
 impl Access {
@@ -41,9 +44,16 @@ impl Access {
         *self.state.write() = (settings.0, settings.1);
     }
 
-    /// Access as `config` says (at start); logs what the API accepts.
-    pub fn configured(config: &Config) -> Result<Access, api::tokens::Error> {
-        let access = Access::default();
+    /// Access as `config` says (at start), counting requests in `requests`; logs what
+    /// the API accepts.
+    pub fn configured(
+        config: &Config,
+        requests: prometheus::IntCounterVec,
+    ) -> Result<Access, api::tokens::Error> {
+        let access = Access {
+            requests: Some(requests),
+            ..Access::default()
+        };
         access.install(Access::load(config)?);
         let tokens = access.tokens();
         if tokens.is_empty() {
@@ -119,11 +129,40 @@ pub async fn serve(
     serving: bool,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    let reply = match answer(control, access, serving, req).await {
-        Ok(response) => return response,
-        Err(reply) => reply,
+    let route = route_label(req.method(), req.uri().path());
+    let response = match answer(control, access, serving, req).await {
+        Ok(response) => response,
+        Err(reply) => respond(&reply),
     };
-    respond(&reply)
+    if let Some(requests) = &access.requests {
+        requests
+            .with_label_values(&[route, response.status().as_str()])
+            .inc();
+    }
+    response
+}
+
+/// The route's name for the requests metric: a bounded set (never an id or a room).
+fn route_label(method: &Method, path: &str) -> &'static str {
+    let segments: Vec<&str> = path
+        .strip_prefix("/api/v1/")
+        .unwrap_or("")
+        .split('/')
+        .collect();
+    match (method, segments.as_slice()) {
+        (_, ["emit"]) => "emit",
+        (_, ["rooms"]) => "rooms",
+        (_, ["rooms", _, "members"]) => "members",
+        (_, ["sockets"]) => "sockets",
+        (_, ["sockets", _, "join"]) => "join",
+        (_, ["sockets", _, "leave"]) => "leave",
+        (_, ["sockets", _, "disconnect"]) => "disconnect_socket",
+        (_, ["disconnect"]) => "disconnect",
+        (_, ["status"]) => "status",
+        (_, ["reload"]) => "reload",
+        (_, ["openapi.json"]) => "openapi",
+        _ => "other",
+    }
 }
 
 async fn answer(

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub reloads: IntCounter,
     /// Config reloads rejected (the old config stayed).
     pub reload_failures: IntCounter,
+    /// Server API requests by route and HTTP status.
+    pub api_requests: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -205,6 +207,12 @@ impl Metrics {
                 r,
                 "iorelay_config_reload_failures_total",
                 "Configuration reloads rejected; the previous configuration stayed in force.",
+            ),
+            api_requests: counter_vec(
+                r,
+                "iorelay_api_requests_total",
+                "Server API requests (/api/v1/), by route and HTTP status.",
+                &["route", "status"],
             ),
             registry,
             engine,

@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { writeFileSync, mkdtempSync, rmSync, chmodSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startDaemon, stopDaemon, withLogs, runCli } from "../lib/admin.mjs";
+import { startDaemon, stopDaemon, withLogs, runCli, scrape } from "../lib/admin.mjs";
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { io } from "socket.io-client";
@@ -138,6 +138,10 @@ describe("server API: tokens and browsers", () => {
     assert.equal(ok.body.ok, true);
     assert.equal(ok.body.serving, true);
     await daemon.waitForLog(/server API request without a valid token refused/);
+    const m = await scrape(daemon);
+    assert.equal(m.value("iorelay_api_requests_total", { route: "status", status: "401" }), 3);
+    assert.equal(m.value("iorelay_api_requests_total", { route: "status", status: "200" }), 1);
+    assert.equal(m.value("iorelay_api_requests_total", { route: "other", status: "401" }), 3);
   }));
 
   it("a request with an Origin header (a web page) is refused with 403, token or not", logs(async () => {
