@@ -374,6 +374,10 @@ pub struct Limits {
     pub max_attachments: usize,
     /// Longest room name, in bytes. Default `128`.
     pub max_room_name: usize,
+    /// Deepest nesting of arrays and objects in an event's arguments (the arguments
+    /// array itself is level 1): deeper events are refused, never relayed to clients
+    /// whose JSON parsers have recursion limits. Default `32`.
+    pub max_depth: usize,
 }
 
 impl Default for Limits {
@@ -385,6 +389,7 @@ impl Default for Limits {
             burst: 100,
             max_attachments: 10,
             max_room_name: 128,
+            max_depth: 32,
         }
     }
 }

@@ -44,6 +44,8 @@ const MIN_MAX_PAYLOAD: Size = Size(1_000);
 const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3600);
 /// The largest `limits.max_room_name` (bytes).
 const MAX_ROOM_NAME: usize = 1024;
+/// The largest `limits.max_depth`.
+const MAX_DEPTH: usize = 128;
 /// The largest `limits.max_attachments`.
 const MAX_ATTACHMENTS: usize = 1000;
 
@@ -371,6 +373,12 @@ fn check_limits(c: &Config, ns_key: &str, l: &Limits, out: &mut Vec<Problem>) {
             ),
         ));
     }
+    if !(2..=MAX_DEPTH).contains(&l.max_depth) {
+        out.push(Problem::new(
+            key("max_depth"),
+            format!("must be between 2 and {MAX_DEPTH}, found {}", l.max_depth),
+        ));
+    }
 }
 
 /// Dotted keys whose values are secrets, which [`render`] prints as [`REDACTED`]. A `*`
@@ -525,6 +533,7 @@ mod tests {
             burst: 0,
             max_room_name: 2000,
             max_attachments: 1001,
+            max_depth: 1,
             ..Limits::default()
         };
         bad.events.insert(String::new(), EventRule::default());
@@ -560,6 +569,7 @@ mod tests {
                 "namespaces.chat,x.limits.burst",
                 "namespaces.chat,x.limits.max_room_name",
                 "namespaces.chat,x.limits.max_attachments",
+                "namespaces.chat,x.limits.max_depth",
                 "namespaces.chat,x.events.\"\"",
                 "namespaces.chat,x.events.$join",
                 "namespaces.chat,x.events.$join.rename",

@@ -18,6 +18,7 @@ use serde_json::value::RawValue;
 use tokio::task::AbortHandle;
 
 use super::auth::{Credentials, Identity, clean_name};
+use super::policy::Refusal;
 use super::shared::{Owner, Shared};
 use super::socket::{Admitted, Socket, TokenBucket};
 use super::{control, events};
@@ -89,6 +90,10 @@ pub struct Conn {
 struct State {
     reassembler: Reassembler,
     sockets: HashMap<String, Arc<Socket>>,
+    /// The rate limit of each namespace this connection ever connected to, kept when it
+    /// leaves: the budget is the connection's, so leaving and joining again does not
+    /// refill it (issue 13, item 1). At most one per declared namespace.
+    rates: HashMap<String, Arc<Mutex<TokenBucket>>>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -247,6 +252,42 @@ impl Conn {
             return Err(Error::DuplicateConnect(nsp));
         }
         let policy = ns.policy();
+        let limits = &policy.config.limits;
+        // A CONNECT costs a token of the namespace's bucket, which outlives the socket:
+        // connect, `$join`, disconnect in a loop is bounded by `events_per_second`.
+        let now = Instant::now();
+        let rate = self
+            .state
+            .lock()
+            .rates
+            .entry(nsp.clone())
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(TokenBucket::new(
+                    limits.events_per_second,
+                    limits.burst,
+                    now,
+                )))
+            })
+            .clone();
+        let allowed = {
+            let mut bucket = rate.lock();
+            bucket.set_limits(limits.events_per_second, limits.burst);
+            bucket.take(now)
+        };
+        if !allowed {
+            tracing::debug!(sid = %self.session.sid, %nsp, "connect refused: rate limit");
+            self.relay
+                .meters
+                .refused
+                .with_label_values(&[&nsp, Refusal::RateLimited.label()])
+                .inc();
+            self.session
+                .send_frame(crate::engine::Frame::message(&sio::encode_connect_error(
+                    &nsp,
+                    Refusal::RateLimited.message(),
+                )));
+            return Ok(());
+        }
         let auth = packet.data.unwrap_or_else(empty_object);
         let identity = match policy.gate.admit(&auth, &self.credentials) {
             Ok(identity) => identity,
@@ -272,7 +313,6 @@ impl Conn {
             join,
         } = identity;
         let user = user.or_else(|| display_name(&auth, &policy.config.user_field));
-        let limits = &policy.config.limits;
         let id: Arc<str> = Arc::from(random_id());
         let admitted = Admitted {
             user,
@@ -285,7 +325,7 @@ impl Conn {
             id.clone(),
             admitted,
             self.session.clone(),
-            TokenBucket::new(limits.events_per_second, limits.burst, Instant::now()),
+            rate,
         ));
         self.state
             .lock()

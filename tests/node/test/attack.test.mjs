@@ -1,0 +1,223 @@
+// Attacks on the relay's bounds (issue 13): what one hostile client can make the relay do
+// or keep, measured where the bound shows (deliveries counted at a witness, sessions and
+// refusals from /metrics), with an honest socket.io-client beside the attacker that keeps
+// working.
+//
+// The attacker speaks raw Engine.IO (tests/node/lib/raw.mjs) where socket.io-client cannot
+// express the attack. Nothing sleeps and hopes: every step waits for a frame, an event or
+// a metric value, bounded by WAIT_MS.
+import { describe, it, before, after, afterEach } from "node:test";
+import assert from "node:assert/strict";
+import { io } from "socket.io-client";
+import { startDaemon, stopDaemon, scrape, waitForMetric } from "../lib/admin.mjs";
+import { rawEngineIO, withTimeout } from "../lib/raw.mjs";
+
+const WAIT_MS = 5000;
+
+const CONFIG = `
+[server]
+workers = 1
+
+[engine]
+# Long, so that a stalled upgrade cannot end by its own timeout within a test.
+upgrade_timeout = "60s"
+
+# Item 1: one event a second, three in a burst, every event to the whole namespace.
+[namespaces."/r"]
+route = "namespace"
+echo = false
+presence = false
+[namespaces."/r".limits]
+events_per_second = 1
+burst = 3
+
+# Item 9: the default depth limit (32).
+[namespaces."/d"]
+route = "namespace"
+echo = false
+presence = false
+`;
+
+let daemon;
+let raw;
+const sockets = [];
+
+before(async () => {
+  daemon = await startDaemon(CONFIG);
+  raw = rawEngineIO({ base: () => `${daemon.url}/socket.io/`, waitMs: WAIT_MS, handshake: {} });
+});
+
+after(async () => {
+  await stopDaemon(daemon);
+});
+
+afterEach(() => {
+  while (sockets.length) sockets.pop().disconnect();
+  raw.terminateAll();
+});
+
+/** A connected socket.io-client on `nsp`. */
+async function honest(nsp) {
+  const socket = io(daemon.url + nsp, { forceNew: true, reconnection: false });
+  sockets.push(socket);
+  await withTimeout(
+    new Promise((resolve, reject) => {
+      socket.once("connect", resolve);
+      socket.once("connect_error", reject);
+    }),
+    WAIT_MS,
+    `connect to ${nsp}`,
+  );
+  return socket;
+}
+
+/** Resolve with the arguments of the next `event` on `socket` matching `pred`. */
+function nextEvent(socket, event, pred = () => true) {
+  return withTimeout(
+    new Promise((resolve) => {
+      const listener = (...args) => {
+        if (!pred(...args)) return;
+        socket.off(event, listener);
+        resolve(args);
+      };
+      socket.on(event, listener);
+    }),
+    WAIT_MS,
+    `event ${event}`,
+  );
+}
+
+/** A raw WebSocket session (its OPEN packet consumed). */
+async function rawWs() {
+  const peer = new raw.Peer(`${daemon.url.replace(/^http/, "ws")}/socket.io/?EIO=4&transport=websocket`);
+  const open = await peer.nextPacket("the OPEN packet");
+  assert.match(open, /^0\{/);
+  return peer;
+}
+
+/** The next Socket.IO packet (text, "4" stripped) from `peer`, pings answered. */
+async function nextSio(peer, what) {
+  const frame = await peer.nextPacket(what);
+  assert.equal(typeof frame, "string", `${what}: ${frame}`);
+  assert.equal(frame[0], "4", `${what}: ${frame}`);
+  return frame.slice(1);
+}
+
+/**
+ * The reply to a CONNECT to `nsp` (CONNECT or CONNECT_ERROR, "4" stripped); the events
+ * before it (refusals of earlier events) are skipped.
+ */
+async function connectReply(peer, nsp, what) {
+  for (;;) {
+    const packet = await nextSio(peer, what);
+    if (packet.startsWith(`0${nsp},`) || packet.startsWith(`4${nsp},`)) return packet;
+  }
+}
+
+describe("item 1: reconnecting a namespace does not refill its rate limit", () => {
+  it("bounds the deliveries of a CONNECT, EVENT, DISCONNECT loop", async () => {
+    const witness = await honest("/r");
+    const sender = await honest("/r");
+    const seen = [];
+    witness.on("x", (v) => seen.push(v));
+    const before = (await scrape(daemon)).value("iorelay_events_refused_total", { namespace: "/r", reason: "rate_limited" });
+
+    const attacker = await rawWs();
+    const started = Date.now();
+    const LOOPS = 20;
+    let refusedConnects = 0;
+    for (let i = 0; i < LOOPS; i++) {
+      attacker.send("40/r,");
+      const reply = await connectReply(attacker, "/r", `CONNECT reply ${i}`);
+      if (reply.startsWith("4/r,")) {
+        assert.deepEqual(JSON.parse(reply.slice(4)), { message: "rate limit exceeded" });
+        refusedConnects++;
+        continue;
+      }
+      assert.match(reply, /^0\/r,\{/, `CONNECT reply ${i}`);
+      attacker.send(`42/r,["x",${i}]`);
+      attacker.send("41/r,");
+    }
+    // Everything the attacker sent was handled before this CONNECT's reply.
+    attacker.send("40/r,");
+    await connectReply(attacker, "/r", "the last CONNECT reply");
+    const elapsed = (Date.now() - started) / 1000;
+    // The honest sender has its own budget: its event arrives after the attacker's.
+    sender.emit("x", "honest");
+    await nextEvent(witness, "x", (v) => v === "honest");
+
+    const fromAttacker = seen.filter((v) => v !== "honest").length;
+    // Burst 3 (a CONNECT costs a token too) plus one a second.
+    const bound = 3 + Math.ceil(elapsed) + 1;
+    assert.ok(fromAttacker <= bound, `${fromAttacker} of ${LOOPS} attacker events delivered in ${elapsed}s (bound ${bound})`);
+    assert.ok(refusedConnects > 0, "no CONNECT was refused");
+    await waitForMetric(
+      daemon,
+      "iorelay_events_refused_total",
+      { namespace: "/r", reason: "rate_limited" },
+      (v) => v > before,
+      WAIT_MS,
+      "rate-limited refusals",
+    );
+  });
+});
+
+describe("item 9: deep JSON is not relayed", () => {
+  it("refuses an event nested deeper than max_depth and relays one at the limit", async () => {
+    const witness = await honest("/d");
+    const sender = await honest("/d");
+    const seen = [];
+    witness.on("x", (v) => seen.push(v));
+    const attacker = await rawWs();
+    attacker.send("40/d,");
+    assert.match(await nextSio(attacker, "CONNECT reply"), /^0\/d,\{/);
+
+    const deep = `${"[".repeat(10000)}${"]".repeat(10000)}`;
+    attacker.send(`42/d,["x",${deep}]`);
+    const reply = await nextSio(attacker, "the refusal");
+    assert.equal(reply.slice(0, 5), "2/d,[");
+    assert.deepEqual(JSON.parse(reply.slice(4)), ["$error", { event: "x", error: "event nested too deeply" }]);
+
+    // At the limit: the arguments array is level 1, so 31 more levels pass.
+    let atLimit = "end";
+    for (let i = 0; i < 31; i++) atLimit = [atLimit];
+    sender.emit("x", atLimit);
+    await nextEvent(witness, "x");
+    assert.equal(seen.length, 1, "only the honest event reached the witness");
+    assert.deepEqual(seen[0], atLimit);
+    const metrics = await scrape(daemon);
+    assert.ok(metrics.value("iorelay_events_refused_total", { namespace: "/d", reason: "too_deep" }) >= 1);
+  });
+});
+
+describe("item 4: a stalled upgrade ends with its session", () => {
+  it("closes the probing WebSocket when the polling session closes", async () => {
+    const witness = await honest("/d");
+    const sessions = () => scrape(daemon).then((m) => m.value("iorelay_engine_sessions"));
+    const baseline = await sessions();
+    const sid = await raw.openPollingSession();
+    const ws = new raw.Peer(
+      `${daemon.url.replace(/^http/, "ws")}/socket.io/?EIO=4&transport=websocket&sid=${encodeURIComponent(sid)}`,
+    );
+    await ws.opened;
+    ws.send("2probe");
+    assert.equal(await ws.next("the probe answer"), "3probe");
+    const closed = await raw.push(sid, "1");
+    assert.equal(closed.status, 200);
+    // The attacker keeps probing; the server must end the WebSocket all the same.
+    const prober = setInterval(() => {
+      if (!ws.closed) ws.send("2probe");
+    }, 50);
+    try {
+      await ws.waitClosed(WAIT_MS);
+    } finally {
+      clearInterval(prober);
+    }
+    await waitForMetric(daemon, "iorelay_engine_sessions", {}, (v) => v <= baseline, WAIT_MS, "sessions");
+    assert.ok((await sessions()) <= baseline);
+    // The honest client beside it still works.
+    const echo = await honest("/d");
+    echo.emit("x", "still here");
+    assert.deepEqual(await nextEvent(witness, "x"), ["still here"]);
+  });
+});
