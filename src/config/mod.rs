@@ -207,6 +207,14 @@ pub struct EngineConfig {
     /// How long a new connection may take to join its first namespace. Default `"45s"`.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// How long a binary packet may wait for its announced attachments before the
+    /// connection is closed. Default `"30s"`.
+    #[serde(with = "humantime_serde")]
+    pub attachment_timeout: Duration,
+    /// How long a polling POST body may take to arrive; only one POST per session is
+    /// read at a time. Default `"30s"`.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
     /// How long a polling → WebSocket upgrade may take once probed. Default `"10s"`.
     #[serde(with = "humantime_serde")]
     pub upgrade_timeout: Duration,
@@ -228,6 +236,8 @@ impl Default for EngineConfig {
             ping_timeout: Duration::from_secs(20),
             max_payload: Size(1_000_000),
             connect_timeout: Duration::from_secs(45),
+            attachment_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
             upgrade_timeout: Duration::from_secs(10),
             transports: vec![Transport::Polling, Transport::Websocket],
             write_queue: 1024,
@@ -378,6 +388,9 @@ pub struct Limits {
     /// array itself is level 1): deeper events are refused, never relayed to clients
     /// whose JSON parsers have recursion limits. Default `32`.
     pub max_depth: usize,
+    /// Largest CONNECT `auth` payload, which a socket keeps for its life (a token, a
+    /// name): a larger one is refused with CONNECT_ERROR. Default `"8KB"`.
+    pub max_auth_size: Size,
 }
 
 impl Default for Limits {
@@ -390,6 +403,7 @@ impl Default for Limits {
             max_attachments: 10,
             max_room_name: 128,
             max_depth: 32,
+            max_auth_size: Size(8_000),
         }
     }
 }

@@ -168,6 +168,8 @@ fn check_engine(c: &Config, out: &mut Vec<Problem>) {
         ));
     }
     positive("engine.connect_timeout", e.connect_timeout, out);
+    positive("engine.attachment_timeout", e.attachment_timeout, out);
+    positive("engine.body_timeout", e.body_timeout, out);
     positive("engine.upgrade_timeout", e.upgrade_timeout, out);
     if e.transports.is_empty() {
         out.push(Problem::new(

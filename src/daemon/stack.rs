@@ -23,6 +23,7 @@ pub fn engine_settings(config: &Config) -> Settings {
         ping_timeout: e.ping_timeout,
         max_payload: usize::try_from(e.max_payload.0).unwrap_or(usize::MAX),
         upgrade_timeout: e.upgrade_timeout,
+        body_timeout: e.body_timeout,
         polling: e.transports.contains(&Transport::Polling),
         websocket: e.transports.contains(&Transport::Websocket),
         write_queue: e.write_queue,

@@ -369,7 +369,7 @@ impl Engine {
                 if session.transport() == TransportKind::Websocket {
                     return Err(RequestError::BadRequest);
                 }
-                polling::post(session, req, settings.max_payload).await
+                polling::post(session, req, settings.max_payload, settings.body_timeout).await
             }
             Call::Upgrade(sid, accept) => {
                 let session = self.live_only(&sid)?;

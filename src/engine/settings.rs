@@ -31,6 +31,8 @@ pub struct Settings {
     pub max_payload: usize,
     /// Deadline for each step of a polling → WebSocket upgrade.
     pub upgrade_timeout: Duration,
+    /// Deadline for a polling POST body to arrive.
+    pub body_timeout: Duration,
     /// Whether HTTP long-polling is enabled.
     pub polling: bool,
     /// Whether WebSocket is enabled.
@@ -90,6 +92,7 @@ impl Default for Settings {
             ping_timeout: Duration::from_secs(20),
             max_payload: 1_000_000,
             upgrade_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
             polling: true,
             websocket: true,
             write_queue: 1024,

@@ -21,7 +21,7 @@ use super::auth::{Credentials, Identity, clean_name};
 use super::policy::Refusal;
 use super::shared::{Owner, Shared};
 use super::socket::{Admitted, Socket, TokenBucket};
-use super::{control, events};
+use super::{control, events, reply};
 use crate::engine::sid::random_id;
 use crate::engine::{
     BoxFuture, CloseReason, Connection, HandshakeInfo, Message, Outgoing, Session, Transport,
@@ -80,6 +80,9 @@ pub struct Conn {
     /// The `connect_timeout` task, cancelled once a namespace is joined or the session
     /// closes: neither a connected client nor a closed one keeps it (and its timer).
     deadline: Mutex<Option<AbortHandle>>,
+    /// The `attachment_timeout` task of the binary packet waiting for its attachments:
+    /// one that never gets its last attachment closes the session instead of being kept.
+    attachments_due: Mutex<Option<AbortHandle>>,
     /// The client's address, given to each of its sockets.
     address: IpAddr,
     /// Itself, handed to the server API's socket registry as each socket's owner.
@@ -119,6 +122,7 @@ impl Conn {
             state: Mutex::new(State::default()),
             connected_once: AtomicBool::new(false),
             deadline: Mutex::new(None),
+            attachments_due: Mutex::new(None),
             address: info.client,
             me: me.clone(),
         });
@@ -167,19 +171,62 @@ impl Conn {
 
     /// Decode one message and, once a packet is complete, act on it.
     async fn step(&self, msg: Message) -> Result<(), Error> {
-        let complete = {
-            let mut state = self.state.lock();
-            match msg {
-                Message::Text(text) => {
-                    let packet = sio::decode(&text, self.relay.max_attachments())?;
-                    state.reassembler.text(packet)?
-                }
-                Message::Binary(data) => state.reassembler.binary(data)?,
+        let (complete, started) = match msg {
+            Message::Text(text) => {
+                let packet = sio::decode(&text, self.relay.max_attachments())?;
+                // A binary packet may hold no more than its namespace lets an event be
+                // (an undeclared namespace: nothing), checked as its parts arrive.
+                let budget = self.relay.namespace(&packet.nsp).map_or(0, |ns| {
+                    usize::try_from(ns.policy().config.limits.max_event_size.0)
+                        .unwrap_or(usize::MAX)
+                });
+                let mut state = self.state.lock();
+                let complete = state.reassembler.text_within(packet, budget)?;
+                let started = complete.is_none().then(|| state.reassembler.started());
+                (complete, started)
             }
+            Message::Binary(data) => (self.state.lock().reassembler.binary(data)?, None),
         };
+        if let Some(generation) = started {
+            self.attachments_due(generation);
+        }
         match complete {
-            Some(complete) => self.dispatch(complete).await,
+            Some(complete) => {
+                self.end_attachments_due();
+                self.dispatch(complete).await
+            }
             None => Ok(()),
+        }
+    }
+
+    /// Close the session when the binary packet `generation` still waits for attachments
+    /// after `attachment_timeout`.
+    fn attachments_due(&self, generation: u64) {
+        let weak = self.me.clone();
+        let timeout = self.relay.attachment_timeout();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            let Some(conn) = weak.upgrade() else {
+                return;
+            };
+            let stalled = {
+                let state = conn.state.lock();
+                state.reassembler.is_waiting() && state.reassembler.started() == generation
+            };
+            if stalled && !conn.session.is_closed() {
+                tracing::info!(sid = %conn.session.sid, "binary packet incomplete after attachment_timeout, closing connection");
+                conn.session.close(CloseReason::ProtocolError);
+            }
+        });
+        if let Some(old) = self.attachments_due.lock().replace(task.abort_handle()) {
+            old.abort();
+        }
+    }
+
+    /// Cancel the `attachment_timeout` task, if one runs.
+    fn end_attachments_due(&self) {
+        if let Some(task) = self.attachments_due.lock().take() {
+            task.abort();
         }
     }
 
@@ -187,6 +234,7 @@ impl Conn {
         let Complete {
             packet,
             attachments,
+            oversized,
         } = complete;
         match packet.kind {
             PacketKind::Connect => self.connect(packet).await,
@@ -199,6 +247,22 @@ impl Conn {
                 Ok(())
             }
             PacketKind::Event | PacketKind::BinaryEvent => match self.socket(&packet.nsp) {
+                Some(socket) if oversized => {
+                    // Its attachments were dropped as they came; refused as any event
+                    // over max_event_size is.
+                    let event = packet.event()?;
+                    if let Some(ns) = self.relay.namespace(&socket.nsp) {
+                        ns.counters.received.inc();
+                    }
+                    reply::refuse(
+                        &self.relay,
+                        &socket,
+                        &event.name,
+                        packet.id,
+                        Refusal::TooLarge,
+                    );
+                    Ok(())
+                }
                 Some(socket) => self.event(&socket, packet, attachments).await,
                 None => Err(Error::NotJoined(packet.nsp)),
             },
@@ -289,6 +353,20 @@ impl Conn {
             return Ok(());
         }
         let auth = packet.data.unwrap_or_else(empty_object);
+        if auth.get().len() as u64 > limits.max_auth_size.0 {
+            tracing::info!(sid = %self.session.sid, %nsp, size = auth.get().len(), "connect refused: auth payload over max_auth_size");
+            self.relay
+                .meters
+                .refused
+                .with_label_values(&[&nsp, Refusal::TooLarge.label()])
+                .inc();
+            self.session
+                .send_frame(crate::engine::Frame::message(&sio::encode_connect_error(
+                    &nsp,
+                    "auth payload too large",
+                )));
+            return Ok(());
+        }
         let identity = match policy.gate.admit(&auth, &self.credentials) {
             Ok(identity) => identity,
             Err(reason) => {
@@ -387,6 +465,7 @@ impl Connection for Conn {
 
     fn close(&self, reason: CloseReason) {
         self.end_deadline();
+        self.end_attachments_due();
         let sockets: Vec<Arc<Socket>> = self.state.lock().sockets.drain().map(|(_, s)| s).collect();
         if sockets.is_empty() {
             return;

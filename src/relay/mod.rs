@@ -100,8 +100,12 @@ impl Relay {
             .map(|n| n.limits.max_attachments)
             .max()
             .unwrap_or(0);
-        self.shared
-            .install(compiled, max_attachments, config.engine.connect_timeout);
+        self.shared.install(
+            compiled,
+            max_attachments,
+            config.engine.connect_timeout,
+            config.engine.attachment_timeout,
+        );
         Ok(())
     }
 

@@ -81,6 +81,8 @@ pub struct Shared {
     pub meters: Meters,
     /// How long a session may go without joining a namespace, in milliseconds.
     connect_timeout_ms: AtomicUsize,
+    /// How long a binary packet may wait for its attachments, in milliseconds.
+    attachment_timeout_ms: AtomicUsize,
     /// The largest `max_attachments` of any namespace: the parser's bound before the
     /// packet's namespace is known.
     max_attachments: AtomicUsize,
@@ -106,6 +108,7 @@ impl Shared {
             bus,
             meters,
             connect_timeout_ms: AtomicUsize::new(0),
+            attachment_timeout_ms: AtomicUsize::new(0),
             max_attachments: AtomicUsize::new(0),
             held: RwLock::new(HashMap::new()),
             reads_handshake: AtomicBool::new(false),
@@ -126,6 +129,7 @@ impl Shared {
         policies: HashMap<String, Arc<Policy>>,
         max_attachments: usize,
         connect_timeout: Duration,
+        attachment_timeout: Duration,
     ) {
         let reads = policies.values().any(|p| p.gate.reads_handshake());
         self.reads_handshake.store(reads, Ordering::Relaxed);
@@ -149,6 +153,8 @@ impl Shared {
             .store(max_attachments, Ordering::Relaxed);
         let ms = usize::try_from(connect_timeout.as_millis()).unwrap_or(usize::MAX);
         self.connect_timeout_ms.store(ms, Ordering::Relaxed);
+        let ms = usize::try_from(attachment_timeout.as_millis()).unwrap_or(usize::MAX);
+        self.attachment_timeout_ms.store(ms, Ordering::Relaxed);
         *self.namespaces.write() = Arc::new(next);
     }
 
@@ -167,6 +173,11 @@ impl Shared {
     /// The connect timeout in force.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms.load(Ordering::Relaxed) as u64)
+    }
+
+    /// The attachment deadline in force.
+    pub fn attachment_timeout(&self) -> Duration {
+        Duration::from_millis(self.attachment_timeout_ms.load(Ordering::Relaxed) as u64)
     }
 
     /// The parser's attachment bound.
@@ -241,17 +252,24 @@ mod tests {
             policies(&[("/", false), ("/gone", false)]),
             2,
             Duration::from_secs(5),
+            Duration::from_secs(5),
         );
         let root = shared.namespace("/").expect("declared");
         assert!(!root.policy().config.echo);
         assert_eq!(shared.namespace_names(), vec!["/", "/gone"]);
 
-        shared.install(policies(&[("/", true)]), 7, Duration::from_millis(1500));
+        shared.install(
+            policies(&[("/", true)]),
+            7,
+            Duration::from_millis(1500),
+            Duration::from_millis(700),
+        );
         let again = shared.namespace("/").expect("still declared");
         assert!(Arc::ptr_eq(&root, &again), "the same namespace");
         assert!(root.policy().config.echo, "held copies see the new policy");
         assert!(shared.namespace("/gone").is_none());
         assert_eq!(shared.max_attachments(), 7);
         assert_eq!(shared.connect_timeout(), Duration::from_millis(1500));
+        assert_eq!(shared.attachment_timeout(), Duration::from_millis(700));
     }
 }

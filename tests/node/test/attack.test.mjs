@@ -8,6 +8,8 @@
 // a metric value, bounded by WAIT_MS.
 import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { connect as tcpConnect } from "node:net";
 import { io } from "socket.io-client";
 import { startDaemon, stopDaemon, scrape, waitForMetric } from "../lib/admin.mjs";
 import { rawEngineIO, withTimeout } from "../lib/raw.mjs";
@@ -30,6 +32,14 @@ presence = false
 [namespaces."/r".limits]
 events_per_second = 1
 burst = 3
+
+# Item 3: binary events up to 64 KB (the default), ten attachments at most.
+[namespaces."/b"]
+route = "namespace"
+echo = false
+presence = false
+[namespaces."/b".limits]
+max_attachments = 10
 
 # Item 9: the default depth limit (32).
 [namespaces."/d"]
@@ -219,5 +229,163 @@ describe("item 4: a stalled upgrade ends with its session", () => {
     const echo = await honest("/d");
     echo.emit("x", "still here");
     assert.deepEqual(await nextEvent(witness, "x"), ["still here"]);
+  });
+});
+
+/** The daemon's resident memory, in KiB (workers = 1: one process). */
+function rssKib(pid) {
+  const line = readFileSync(`/proc/${pid}/status`, "utf8").match(/^VmRSS:\s+(\d+) kB/m);
+  assert.ok(line, `no VmRSS for pid ${pid}`);
+  return Number(line[1]);
+}
+
+/** A binary event announcing `n` attachments on `nsp`. */
+function announce(nsp, n) {
+  const placeholders = Array.from({ length: n }, (_, i) => `{"_placeholder":true,"num":${i}}`).join(",");
+  return `45${n}-${nsp},["x",${placeholders}]`;
+}
+
+/** An open polling session and its sid, on `daemon`'s /socket.io/. */
+async function pollingSid(target) {
+  const res = await fetch(`${target.url}/socket.io/?EIO=4&transport=polling`);
+  const body = await res.text();
+  assert.equal(res.status, 200, body);
+  return JSON.parse(body.slice(1)).sid;
+}
+
+/**
+ * A polling POST on its own TCP connection that sends its headers (Content-Length
+ * `length`) and `first` bytes of the body, then stalls. `response` resolves with the
+ * status line's code once the server answers or closes (null when it closes silently).
+ */
+function stalledPost(target, sid, length, first) {
+  const socket = tcpConnect(Number(new URL(target.url).port), "127.0.0.1");
+  let text = "";
+  socket.setEncoding("utf8");
+  socket.on("data", (d) => (text += d));
+  socket.on("error", () => {});
+  const written = new Promise((resolve) => socket.once("connect", resolve)).then(
+    () =>
+      new Promise((resolve) =>
+        socket.write(
+          `POST /socket.io/?EIO=4&transport=polling&sid=${encodeURIComponent(sid)} HTTP/1.1\r\n` +
+            `Host: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: ${length}\r\n\r\n${"4".repeat(first)}`,
+          resolve,
+        ),
+      ),
+  );
+  const closed = new Promise((resolve) => socket.once("close", resolve));
+  const response = closed.then(() => {
+    const m = text.match(/^HTTP\/1\.1 (\d+)/);
+    return m ? Number(m[1]) : null;
+  });
+  return { written, response, answered: () => text.length > 0, destroy: () => socket.destroy() };
+}
+
+describe("item 3: memory a single client can pin", () => {
+  it("drops the attachments of a binary packet as soon as they exceed max_event_size", async () => {
+    const witness = await honest("/b");
+    const received = async () =>
+      (await scrape(daemon)).value("iorelay_received_bytes_total", { transport: "websocket" });
+    const ATTACKERS = 6;
+    const PART = 900_000;
+    const peers = [];
+    for (let i = 0; i < ATTACKERS; i++) {
+      const peer = await rawWs();
+      peer.send("40/b,");
+      assert.match(await connectReply(peer, "/b", "CONNECT reply"), /^0\/b,\{/);
+      peers.push(peer);
+    }
+    const baseline = rssKib(daemon.pid);
+    const bytesBefore = await received();
+    // Ten attachments announced, nine sent (8 MB per attacker), never the last.
+    for (const peer of peers) {
+      peer.send(announce("/b", 10));
+      for (let i = 0; i < 9; i++) peer.send(Buffer.alloc(PART, i + 1));
+    }
+    const sent = ATTACKERS * 9 * PART;
+    await waitForMetric(daemon, "iorelay_received_bytes_total", { transport: "websocket" }, (v) => v >= bytesBefore + sent, 20000, "the attachments read");
+    const grown = (rssKib(daemon.pid) - baseline) * 1024;
+    assert.ok(grown < sent / 2, `RSS grew by ${grown} bytes for ${sent} bytes of incomplete packets`);
+    // The last attachment completes the packet, refused as too large.
+    peers[0].send(Buffer.from([1]));
+    const refusal = await nextSio(peers[0], "the refusal");
+    assert.deepEqual(JSON.parse(refusal.slice(4)), ["$error", { event: "x", error: "event too large" }]);
+    // An honest binary event beside them still goes through.
+    const sender = await honest("/b");
+    sender.emit("x", Buffer.from([1, 2, 3]));
+    const [got] = await nextEvent(witness, "x");
+    assert.deepEqual(Buffer.from(got), Buffer.from([1, 2, 3]));
+  });
+
+  it("refuses a CONNECT whose auth payload is over max_auth_size", async () => {
+    const attacker = await rawWs();
+    attacker.send(`40/b,${JSON.stringify({ pad: "x".repeat(20_000) })}`);
+    const reply = await connectReply(attacker, "/b", "the CONNECT reply");
+    assert.equal(reply.slice(0, 4), "4/b,", `CONNECT_ERROR expected, got ${reply.slice(0, 80)}`);
+    assert.deepEqual(JSON.parse(reply.slice(4)), { message: "auth payload too large" });
+    // A token-sized auth is fine.
+    const socket = io(daemon.url + "/b", { forceNew: true, reconnection: false, auth: { token: "t".repeat(2000) } });
+    sockets.push(socket);
+    await withTimeout(new Promise((resolve, reject) => { socket.once("connect", resolve); socket.once("connect_error", reject); }), WAIT_MS, "an honest connect");
+  });
+
+  it("refuses a second POST while one is still being read, with 400, and ends the session", async () => {
+    const sid = await pollingSid(daemon);
+    const slow = stalledPost(daemon, sid, 100_000, 10);
+    await slow.written;
+    const overlap = await fetch(`${daemon.url}/socket.io/?EIO=4&transport=polling&sid=${encodeURIComponent(sid)}`, {
+      method: "POST",
+      body: "40",
+    });
+    assert.equal(overlap.status, 400, `the overlapping POST answered ${overlap.status}`);
+    const next = await fetch(`${daemon.url}/socket.io/?EIO=4&transport=polling&sid=${encodeURIComponent(sid)}`);
+    assert.equal(next.status, 400, "the session must be gone");
+    slow.destroy();
+  });
+});
+
+describe("item 3: deadlines (attachment_timeout, body_timeout)", () => {
+  let quick;
+  before(async () => {
+    quick = await startDaemon(`
+[server]
+workers = 1
+[engine]
+attachment_timeout = "1s"
+body_timeout = "1s"
+[namespaces."/"]
+`);
+  });
+  after(async () => {
+    await stopDaemon(quick);
+  });
+
+  it("closes a connection whose binary packet never gets its last attachment", async () => {
+    const quickRaw = rawEngineIO({ base: () => `${quick.url}/socket.io/`, waitMs: WAIT_MS, handshake: {} });
+    try {
+      const peer = new quickRaw.Peer(`${quick.url.replace(/^http/, "ws")}/socket.io/?EIO=4&transport=websocket`);
+      assert.match(await peer.nextPacket("OPEN"), /^0\{/);
+      peer.send("40");
+      assert.match(await peer.nextPacket("CONNECT reply"), /^40\{/);
+      peer.send(announce("", 2).replace("-,", "-"));
+      peer.send(Buffer.alloc(1000));
+      await peer.waitClosed(WAIT_MS, { pong: true });
+    } finally {
+      quickRaw.terminateAll();
+    }
+  });
+
+  it("ends a polling POST whose body does not arrive within body_timeout", async () => {
+    const sid = await pollingSid(quick);
+    const slow = stalledPost(quick, sid, 100_000, 10);
+    await slow.written;
+    try {
+      await withTimeout(slow.response, WAIT_MS, "the server to end the stalled POST");
+    } finally {
+      slow.destroy();
+    }
+    const next = await fetch(`${quick.url}/socket.io/?EIO=4&transport=polling&sid=${encodeURIComponent(sid)}`);
+    assert.equal(next.status, 400, "the session must be gone");
   });
 });
