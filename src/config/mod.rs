@@ -116,8 +116,16 @@ pub struct ServerConfig {
     /// How long SIGTERM waits for clients to drain. Default `"10s"`.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
-    /// Most concurrent Engine.IO sessions; further handshakes get 503. Default `100000`.
+    /// Most concurrent Engine.IO sessions on the host (shared out among the workers);
+    /// further handshakes get 503. Default `100000`.
     pub max_connections: usize,
+    /// Most concurrent sessions from one client address (IPv6: one /64), as read behind
+    /// `trusted_proxies`; further handshakes get 503. Default `1000`.
+    pub max_connections_per_ip: usize,
+    /// Sustained handshakes per second from one client address. Default `50`.
+    pub handshakes_per_ip_per_second: u32,
+    /// Handshakes one client address may make in a burst above that rate. Default `200`.
+    pub handshake_burst_per_ip: u32,
     /// Pages besides the server's own that may connect (the `Origin` of handshakes,
     /// WebSockets and polling; CORS for polling): exact origins
     /// (`"https://app.example.com"`), `"loopback"` (http(s) on localhost, 127.0.0.1 or
@@ -142,6 +150,9 @@ impl Default for ServerConfig {
             static_dir: None,
             shutdown_timeout: Duration::from_secs(10),
             max_connections: 100_000,
+            max_connections_per_ip: 1000,
+            handshakes_per_ip_per_second: 50,
+            handshake_burst_per_ip: 200,
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
         }

@@ -110,6 +110,24 @@ fn check_server(c: &Config, out: &mut Vec<Problem>) {
     if s.max_connections == 0 {
         out.push(Problem::new("server.max_connections", "must be at least 1"));
     }
+    if s.max_connections_per_ip == 0 {
+        out.push(Problem::new(
+            "server.max_connections_per_ip",
+            "must be at least 1",
+        ));
+    }
+    if s.handshakes_per_ip_per_second == 0 {
+        out.push(Problem::new(
+            "server.handshakes_per_ip_per_second",
+            "must be at least 1",
+        ));
+    }
+    if s.handshake_burst_per_ip == 0 {
+        out.push(Problem::new(
+            "server.handshake_burst_per_ip",
+            "must be at least 1",
+        ));
+    }
 }
 
 /// Largest `api.max_body`.
@@ -381,6 +399,12 @@ fn check_limits(c: &Config, ns_key: &str, l: &Limits, out: &mut Vec<Problem>) {
             format!("must be between 2 and {MAX_DEPTH}, found {}", l.max_depth),
         ));
     }
+    if l.max_auth_size.0 < 2 {
+        out.push(Problem::new(
+            key("max_auth_size"),
+            "must be at least 2 bytes (an empty `{}`)",
+        ));
+    }
 }
 
 /// Dotted keys whose values are secrets, which [`render`] prints as [`REDACTED`]. A `*`
@@ -487,6 +511,11 @@ mod tests {
         c.engine.upgrade_timeout = Duration::ZERO;
         c.server.shutdown_timeout = Duration::from_secs(3601);
         c.server.max_connections = 0;
+        c.server.max_connections_per_ip = 0;
+        c.server.handshakes_per_ip_per_second = 0;
+        c.server.handshake_burst_per_ip = 0;
+        c.engine.attachment_timeout = Duration::ZERO;
+        c.engine.body_timeout = Duration::ZERO;
         c.server.group = Some("iorelay".to_owned());
         assert_eq!(
             keys(&c),
@@ -494,11 +523,16 @@ mod tests {
                 "server.group",
                 "server.shutdown_timeout",
                 "server.max_connections",
+                "server.max_connections_per_ip",
+                "server.handshakes_per_ip_per_second",
+                "server.handshake_burst_per_ip",
                 "engine.path",
                 "engine.ping_interval",
                 "engine.ping_timeout",
                 "engine.max_payload",
                 "engine.connect_timeout",
+                "engine.attachment_timeout",
+                "engine.body_timeout",
                 "engine.upgrade_timeout",
                 "engine.transports",
                 "engine.write_queue",
@@ -536,6 +570,7 @@ mod tests {
             max_room_name: 2000,
             max_attachments: 1001,
             max_depth: 1,
+            max_auth_size: Size(1),
             ..Limits::default()
         };
         bad.events.insert(String::new(), EventRule::default());
@@ -572,6 +607,7 @@ mod tests {
                 "namespaces.chat,x.limits.max_room_name",
                 "namespaces.chat,x.limits.max_attachments",
                 "namespaces.chat,x.limits.max_depth",
+                "namespaces.chat,x.limits.max_auth_size",
                 "namespaces.chat,x.events.\"\"",
                 "namespaces.chat,x.events.$join",
                 "namespaces.chat,x.events.$join.rename",

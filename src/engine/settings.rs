@@ -14,6 +14,7 @@
 
 use std::time::Duration;
 
+pub use super::admission::Limits as PerIp;
 use super::origin::Origins;
 use super::packet::{Frame, Packet};
 use super::proxy::TrustedProxies;
@@ -43,6 +44,8 @@ pub struct Settings {
     pub write_budget: usize,
     /// Most concurrent sessions.
     pub max_sessions: usize,
+    /// Per client address: most sessions, handshake rate and burst.
+    pub per_ip: PerIp,
     /// The worker this engine runs in (its id prefixes session ids), in a multi-worker
     /// daemon.
     pub node: Option<u32>,
@@ -98,6 +101,11 @@ impl Default for Settings {
             write_queue: 1024,
             write_budget: 4 << 20,
             max_sessions: 100_000,
+            per_ip: PerIp {
+                sessions: 1000,
+                rate: 50,
+                burst: 200,
+            },
             node: None,
             origins: Origins::default(),
             proxies: TrustedProxies::default(),

@@ -389,3 +389,80 @@ body_timeout = "1s"
     assert.equal(next.status, 400, "the session must be gone");
   });
 });
+
+describe("item 2: handshake flood", () => {
+  let guarded;
+  before(async () => {
+    guarded = await startDaemon(`
+[server]
+workers = 1
+trusted_proxies = ["127.0.0.1/32"]
+max_connections_per_ip = 5
+handshakes_per_ip_per_second = 1
+handshake_burst_per_ip = 10
+[namespaces."/"]
+`);
+  });
+  after(async () => {
+    await stopDaemon(guarded);
+  });
+
+  /** A polling handshake as the client `ip` (through the trusted proxy); its status and sid. */
+  async function handshakeAs(ip) {
+    const res = await fetch(`${guarded.url}/socket.io/?EIO=4&transport=polling`, {
+      headers: { "X-Forwarded-For": ip },
+    });
+    const body = await res.text();
+    return { status: res.status, sid: res.status === 200 ? JSON.parse(body.slice(1)).sid : null, body };
+  }
+
+  it("caps the sessions of one client address; other addresses still connect", async () => {
+    const before = await scrape(guarded);
+    const logMark = guarded.logs().length;
+    const statuses = [];
+    for (let i = 0; i < 40; i++) statuses.push((await handshakeAs("10.0.0.1")).status);
+    assert.equal(statuses.filter((s) => s === 200).length, 5, `statuses ${statuses}`);
+    assert.ok(statuses.every((s) => s === 200 || s === 503), `statuses ${statuses}`);
+    const after = await scrape(guarded);
+    const refused = after.value("iorelay_connections_refused_total", { reason: "ip_sessions" }) -
+      before.value("iorelay_connections_refused_total", { reason: "ip_sessions" });
+    assert.equal(refused, 35);
+    assert.ok(after.value("iorelay_engine_sessions") - before.value("iorelay_engine_sessions") <= 5);
+    // The refusals do not flood the log: at most one line a second.
+    const lines = guarded.logs().slice(logMark).split("\n").filter((l) => l.includes("connection refused"));
+    assert.ok(lines.length <= 3, `${lines.length} refusal log lines:\n${lines.join("\n")}`);
+    // An honest client from another address connects and talks.
+    const socket = io(guarded.url, {
+      forceNew: true,
+      reconnection: false,
+      extraHeaders: { "X-Forwarded-For": "10.0.0.2" },
+    });
+    sockets.push(socket);
+    await withTimeout(new Promise((resolve, reject) => { socket.once("connect", resolve); socket.once("connect_error", reject); }), WAIT_MS, "an honest connect");
+  });
+
+  it("rate-limits the handshakes of one client address", async () => {
+    const before = await scrape(guarded);
+    const started = Date.now();
+    let accepted = 0;
+    for (let i = 0; i < 30; i++) {
+      const { status, sid } = await handshakeAs("10.0.0.3");
+      if (status !== 200) continue;
+      accepted++;
+      // Closed at once: only the rate can refuse the next one.
+      const closed = await fetch(`${guarded.url}/socket.io/?EIO=4&transport=polling&sid=${encodeURIComponent(sid)}`, {
+        method: "POST",
+        body: "1",
+        headers: { "X-Forwarded-For": "10.0.0.3" },
+      });
+      assert.equal(closed.status, 200);
+    }
+    const elapsed = (Date.now() - started) / 1000;
+    assert.ok(accepted <= 10 + Math.ceil(elapsed) + 1, `${accepted} handshakes accepted in ${elapsed}s`);
+    const after = await scrape(guarded);
+    assert.ok(
+      after.value("iorelay_connections_refused_total", { reason: "ip_rate" }) >
+        before.value("iorelay_connections_refused_total", { reason: "ip_rate" }),
+    );
+  });
+});
