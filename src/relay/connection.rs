@@ -93,10 +93,20 @@ pub struct Conn {
 struct State {
     reassembler: Reassembler,
     sockets: HashMap<String, Arc<Socket>>,
-    /// The rate limit of each namespace this connection ever connected to, kept when it
-    /// leaves: the budget is the connection's, so leaving and joining again does not
+    /// The rate limits of each namespace this connection ever connected to, kept when
+    /// it leaves: the budget is the connection's, so leaving and joining again does not
     /// refill it (issue 13, item 1). At most one per declared namespace.
-    rates: HashMap<String, Arc<Mutex<TokenBucket>>>,
+    rates: HashMap<String, Rates>,
+}
+
+/// A connection's rate limits in one namespace.
+struct Rates {
+    /// Events (shared with the namespace's socket of the moment).
+    events: Arc<Mutex<TokenBucket>>,
+    /// CONNECTs: a bucket of their own with the same rate and burst, so that connecting
+    /// costs no event (a namespace with `burst = 1` can still emit at once), yet a
+    /// connect/disconnect loop (announced connections, `join_claim` rooms) is bounded.
+    connects: TokenBucket,
 }
 
 impl std::fmt::Debug for Conn {
@@ -317,26 +327,23 @@ impl Conn {
         }
         let policy = ns.policy();
         let limits = &policy.config.limits;
-        // A CONNECT costs a token of the namespace's bucket, which outlives the socket:
-        // connect, `$join`, disconnect in a loop is bounded by `events_per_second`.
+        // The connection's buckets for the namespace outlive the socket: connect, `$join`,
+        // disconnect in a loop is bounded by `events_per_second`.
         let now = Instant::now();
-        let rate = self
-            .state
-            .lock()
-            .rates
-            .entry(nsp.clone())
-            .or_insert_with(|| {
-                Arc::new(Mutex::new(TokenBucket::new(
+        let (rate, allowed) = {
+            let mut state = self.state.lock();
+            let rates = state.rates.entry(nsp.clone()).or_insert_with(|| Rates {
+                events: Arc::new(Mutex::new(TokenBucket::new(
                     limits.events_per_second,
                     limits.burst,
                     now,
-                )))
-            })
-            .clone();
-        let allowed = {
-            let mut bucket = rate.lock();
-            bucket.set_limits(limits.events_per_second, limits.burst);
-            bucket.take(now)
+                ))),
+                connects: TokenBucket::new(limits.events_per_second, limits.burst, now),
+            });
+            rates
+                .connects
+                .set_limits(limits.events_per_second, limits.burst);
+            (rates.events.clone(), rates.connects.take(now))
         };
         if !allowed {
             tracing::debug!(sid = %self.session.sid, %nsp, "connect refused: rate limit");
@@ -721,6 +728,63 @@ mod tests {
         // Without auth that reads them, a connection keeps no handshake headers.
         let open = Harness::new(&Config::default());
         assert!(!open.shared().reads_handshake());
+    }
+
+    /// Issue 13, item 1: leaving a namespace and connecting again does not refill its
+    /// rate limit, and CONNECTs are limited by a bucket of their own.
+    #[tokio::test]
+    async fn reconnecting_a_namespace_keeps_its_rate_limit() {
+        let config: Config = toml::from_str(
+            r#"
+            [namespaces."/"]
+            route = "discard"
+            [namespaces."/".limits]
+            events_per_second = 1
+            burst = 2
+            "#,
+        )
+        .expect("config");
+        let relay = Harness::new(&config);
+        let (session, conn) = relay.open("a");
+        let refused = || {
+            relay
+                .shared()
+                .meters
+                .refused
+                .with_label_values(&["/", "rate_limited"])
+                .get()
+        };
+        for round in 0..2 {
+            conn.message(Message::Text("0".into())).await;
+            assert!(conn.socket("/").is_some(), "connect {round}");
+            conn.message(Message::Text(r#"2["x"]"#.into())).await;
+            conn.message(Message::Text("1".into())).await;
+        }
+        assert_eq!(refused(), 0, "two of each within the burst");
+        conn.message(Message::Text("0".into())).await;
+        assert!(
+            conn.socket("/").is_none(),
+            "a third CONNECT at once is over the burst"
+        );
+        assert_eq!(refused(), 1);
+        session.close(CloseReason::ClientClose);
+
+        // The events bucket is the connection's: a new socket finds it spent.
+        let (session, conn) = relay.open("b");
+        conn.message(Message::Text("0".into())).await;
+        for _ in 0..2 {
+            conn.message(Message::Text(r#"2["x"]"#.into())).await;
+        }
+        conn.message(Message::Text("1".into())).await;
+        conn.message(Message::Text("0".into())).await;
+        assert!(conn.socket("/").is_some());
+        conn.message(Message::Text(r#"2["x"]"#.into())).await;
+        assert_eq!(
+            refused(),
+            2,
+            "the reconnected socket's event was over the limit"
+        );
+        session.close(CloseReason::ClientClose);
     }
 
     #[test]
