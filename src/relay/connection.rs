@@ -1,6 +1,12 @@
 //! One Engine.IO session's Socket.IO side: decodes packets (reassembling binary ones),
 //! connects and disconnects namespaces, and hands events to [`events`].
 //!
+//! What one client can make it hold is bounded here: a binary packet's parts within its
+//! namespace's `max_event_size` as they arrive and within `attachment_timeout` in all;
+//! the CONNECT `auth` kept within `max_auth_size`; and the rate limits are the
+//! connection's per namespace (events, and CONNECTs in a bucket of their own), kept
+//! when a socket leaves, so reconnecting does not refill them.
+//!
 //! What goes wrong with a client's packet is an [`Error`], and [`Error::is_fatal`] decides
 //! in one place what it costs: a malformed packet closes the whole session (the protocol
 //! gives no way to recover the stream after one), a packet that is merely out of place

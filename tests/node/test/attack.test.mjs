@@ -306,6 +306,7 @@ describe("item 3: memory a single client can pin", () => {
     const sent = ATTACKERS * 9 * PART;
     await waitForMetric(daemon, "iorelay_received_bytes_total", { transport: "websocket" }, (v) => v >= bytesBefore + sent, 20000, "the attachments read");
     const grown = (rssKib(daemon.pid) - baseline) * 1024;
+    console.log(`RSS grew by ${grown} bytes while ${sent} bytes of incomplete packets were sent`);
     assert.ok(grown < sent / 2, `RSS grew by ${grown} bytes for ${sent} bytes of incomplete packets`);
     // The last attachment completes the packet, refused as too large.
     peers[0].send(Buffer.from([1]));
@@ -422,6 +423,7 @@ handshake_burst_per_ip = 10
   it("caps the sessions of one client address; other addresses still connect", async () => {
     const before = await scrape(guarded);
     const logMark = guarded.logs().length;
+    const started = Date.now();
     const statuses = [];
     for (let i = 0; i < 40; i++) statuses.push((await handshakeAs("10.0.0.1")).status);
     assert.equal(statuses.filter((s) => s === 200).length, 5, `statuses ${statuses}`);
@@ -432,8 +434,11 @@ handshake_burst_per_ip = 10
     assert.equal(refused, 35);
     assert.ok(after.value("iorelay_engine_sessions") - before.value("iorelay_engine_sessions") <= 5);
     // The refusals do not flood the log: at most one line a second.
+    const seconds = Math.ceil((Date.now() - started) / 1000);
     const lines = guarded.logs().slice(logMark).split("\n").filter((l) => l.includes("connection refused"));
-    assert.ok(lines.length <= 3, `${lines.length} refusal log lines:\n${lines.join("\n")}`);
+    assert.ok(lines.length >= 1, "the refusals are logged");
+    assert.ok(lines.length <= seconds + 1, `${lines.length} refusal log lines in ${seconds}s:\n${lines.join("\n")}`);
+    assert.match(lines[0], /reason="?ip_sessions/);
     // An honest client from another address connects and talks.
     const socket = io(guarded.url, {
       forceNew: true,
