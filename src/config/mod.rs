@@ -222,6 +222,10 @@ pub struct EngineConfig {
     /// connection is closed. Default `"30s"`.
     #[serde(with = "humantime_serde")]
     pub attachment_timeout: Duration,
+    /// Most bytes of incomplete binary packets (attachments waiting for the rest of
+    /// their packet) one worker holds for all its clients together; a client whose
+    /// attachment would go over it is disconnected. Default `"256MB"`.
+    pub pending_budget: Size,
     /// How long a polling POST body may take to arrive; only one POST per session is
     /// read at a time. Default `"30s"`.
     #[serde(with = "humantime_serde")]
@@ -248,6 +252,7 @@ impl Default for EngineConfig {
             max_payload: Size(1_000_000),
             connect_timeout: Duration::from_secs(45),
             attachment_timeout: Duration::from_secs(30),
+            pending_budget: Size(256_000_000),
             body_timeout: Duration::from_secs(30),
             upgrade_timeout: Duration::from_secs(10),
             transports: vec![Transport::Polling, Transport::Websocket],

@@ -187,6 +187,15 @@ fn check_engine(c: &Config, out: &mut Vec<Problem>) {
     }
     positive("engine.connect_timeout", e.connect_timeout, out);
     positive("engine.attachment_timeout", e.attachment_timeout, out);
+    if e.pending_budget < e.max_payload {
+        out.push(Problem::new(
+            "engine.pending_budget",
+            format!(
+                "is {}, under engine.max_payload ({}); one honest binary event could not arrive",
+                e.pending_budget, e.max_payload
+            ),
+        ));
+    }
     positive("engine.body_timeout", e.body_timeout, out);
     positive("engine.upgrade_timeout", e.upgrade_timeout, out);
     if e.transports.is_empty() {
@@ -515,6 +524,7 @@ mod tests {
         c.server.handshakes_per_ip_per_second = 0;
         c.server.handshake_burst_per_ip = 0;
         c.engine.attachment_timeout = Duration::ZERO;
+        c.engine.pending_budget = Size(998);
         c.engine.body_timeout = Duration::ZERO;
         c.server.group = Some("iorelay".to_owned());
         assert_eq!(
@@ -532,6 +542,7 @@ mod tests {
                 "engine.max_payload",
                 "engine.connect_timeout",
                 "engine.attachment_timeout",
+                "engine.pending_budget",
                 "engine.body_timeout",
                 "engine.upgrade_timeout",
                 "engine.transports",

@@ -57,6 +57,10 @@ pub enum Error {
     /// An event for a namespace the session did not join.
     #[error("event for the namespace {0:?}, which was not joined, ignored")]
     NotJoined(String),
+    /// An attachment that would take the worker's incomplete binary packets over
+    /// `engine.pending_budget`.
+    #[error("incomplete binary packets over the worker's pending_budget")]
+    OverBudget,
 }
 
 impl Error {
@@ -64,7 +68,7 @@ impl Error {
     /// cannot be trusted; one that is only out of place costs nothing but itself.
     pub fn is_fatal(&self) -> bool {
         match self {
-            Error::Packet(_) | Error::Attachment(_) | Error::ServerOnly => true,
+            Error::Packet(_) | Error::Attachment(_) | Error::ServerOnly | Error::OverBudget => true,
             Error::UndeclaredNamespace(_) | Error::DuplicateConnect(_) | Error::NotJoined(_) => {
                 false
             }
@@ -197,11 +201,40 @@ impl Conn {
                         .unwrap_or(usize::MAX)
                 });
                 let mut state = self.state.lock();
-                let complete = state.reassembler.text_within(packet, budget)?;
+                let before = state.reassembler.held();
+                let complete = state.reassembler.text_within(packet, budget);
+                // A text packet while waiting drops the pending one.
+                self.relay
+                    .release_pending(before.saturating_sub(state.reassembler.held()));
+                let complete = complete?;
                 let started = complete.is_none().then(|| state.reassembler.started());
                 (complete, started)
             }
-            Message::Binary(data) => (self.state.lock().reassembler.binary(data)?, None),
+            Message::Binary(data) => {
+                let mut state = self.state.lock();
+                let before = state.reassembler.held();
+                let len = data.len();
+                if state.reassembler.is_waiting() && !self.relay.hold_pending(len) {
+                    if let Some(nsp) = state.reassembler.pending_nsp() {
+                        self.relay
+                            .meters
+                            .refused
+                            .with_label_values(&[nsp, "memory_budget"])
+                            .inc();
+                    }
+                    return Err(Error::OverBudget);
+                }
+                let reserved = if state.reassembler.is_waiting() {
+                    len
+                } else {
+                    0
+                };
+                let complete = state.reassembler.binary(data);
+                // What was reserved and is not held (a completed or oversized packet).
+                self.relay
+                    .release_pending((before + reserved).saturating_sub(state.reassembler.held()));
+                (complete?, None)
+            }
         };
         if let Some(generation) = started {
             self.attachments_due(generation);
@@ -479,7 +512,12 @@ impl Connection for Conn {
     fn close(&self, reason: CloseReason) {
         self.end_deadline();
         self.end_attachments_due();
-        let sockets: Vec<Arc<Socket>> = self.state.lock().sockets.drain().map(|(_, s)| s).collect();
+        let sockets: Vec<Arc<Socket>> = {
+            let mut state = self.state.lock();
+            let pending = std::mem::take(&mut state.reassembler);
+            self.relay.release_pending(pending.held());
+            state.sockets.drain().map(|(_, s)| s).collect()
+        };
         if sockets.is_empty() {
             return;
         }
@@ -791,6 +829,58 @@ mod tests {
             "the reconnected socket's event was over the limit"
         );
         session.close(CloseReason::ClientClose);
+    }
+
+    /// Issue 13, item 3: the worker's incomplete binary packets stay within
+    /// `engine.pending_budget`; the client that would go over it is disconnected, and
+    /// what a packet held is given back when it completes or its connection closes.
+    #[tokio::test]
+    async fn incomplete_binary_packets_share_the_pending_budget() {
+        let mut config = Config::default();
+        config.engine.pending_budget = crate::config::Size(100);
+        let relay = Harness::new(&config);
+        let shared = relay.shared();
+        let announce = r#"452-["x",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#;
+        let (a, a_conn) = relay.open("a");
+        let (b, b_conn) = relay.open("b");
+        for conn in [&a_conn, &b_conn] {
+            conn.message(Message::Text("0".into())).await;
+            conn.message(Message::Text(announce[1..].to_owned().into()))
+                .await;
+        }
+        a_conn
+            .message(Message::Binary(Bytes::from(vec![0u8; 60])))
+            .await;
+        assert_eq!(shared.pending(), 60);
+        b_conn
+            .message(Message::Binary(Bytes::from(vec![0u8; 60])))
+            .await;
+        assert_eq!(b.close_reason(), Some(CloseReason::ProtocolError));
+        assert_eq!(
+            shared.pending(),
+            60,
+            "the refused attachment is not counted"
+        );
+        a_conn
+            .message(Message::Binary(Bytes::from(vec![0u8; 10])))
+            .await;
+        assert!(!a.is_closed());
+        assert_eq!(
+            shared.pending(),
+            0,
+            "a complete packet holds nothing pending"
+        );
+
+        // A connection closed mid-packet gives back what it held.
+        a_conn
+            .message(Message::Text(announce[1..].to_owned().into()))
+            .await;
+        a_conn
+            .message(Message::Binary(Bytes::from(vec![0u8; 40])))
+            .await;
+        assert_eq!(shared.pending(), 40);
+        a.close(CloseReason::ClientClose);
+        assert_eq!(shared.pending(), 0);
     }
 
     #[test]

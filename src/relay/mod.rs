@@ -100,6 +100,9 @@ impl Relay {
             .map(|n| n.limits.max_attachments)
             .max()
             .unwrap_or(0);
+        self.shared.set_pending_budget(
+            usize::try_from(config.engine.pending_budget.0).unwrap_or(usize::MAX),
+        );
         self.shared.install(
             compiled,
             max_attachments,

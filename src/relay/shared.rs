@@ -83,6 +83,10 @@ pub struct Shared {
     connect_timeout_ms: AtomicUsize,
     /// How long a binary packet may wait for its attachments, in milliseconds.
     attachment_timeout_ms: AtomicUsize,
+    /// `engine.pending_budget`: most bytes of incomplete binary packets held in all.
+    pending_budget: AtomicUsize,
+    /// Bytes of incomplete binary packets held now, by every connection of the process.
+    pending: AtomicUsize,
     /// The largest `max_attachments` of any namespace: the parser's bound before the
     /// packet's namespace is known.
     max_attachments: AtomicUsize,
@@ -109,6 +113,8 @@ impl Shared {
             meters,
             connect_timeout_ms: AtomicUsize::new(0),
             attachment_timeout_ms: AtomicUsize::new(0),
+            pending_budget: AtomicUsize::new(usize::MAX),
+            pending: AtomicUsize::new(0),
             max_attachments: AtomicUsize::new(0),
             held: RwLock::new(HashMap::new()),
             reads_handshake: AtomicBool::new(false),
@@ -173,6 +179,38 @@ impl Shared {
     /// The connect timeout in force.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms.load(Ordering::Relaxed) as u64)
+    }
+
+    /// Set `engine.pending_budget` (a reload applies to what arrives next).
+    pub fn set_pending_budget(&self, bytes: usize) {
+        self.pending_budget.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Account for a connection's incomplete binary packet growing by `grow` bytes;
+    /// false (and nothing counted) when growing would go over
+    /// the budget.
+    pub fn hold_pending(&self, grow: usize) -> bool {
+        let budget = self.pending_budget.load(Ordering::Relaxed);
+        self.pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(grow).filter(|&total| total <= budget)
+            })
+            .is_ok()
+    }
+
+    /// Bytes of a connection's incomplete binary packet no longer held.
+    pub fn release_pending(&self, bytes: usize) {
+        // Never below zero, whatever a caller gets wrong.
+        let _ = self
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                Some(held.saturating_sub(bytes))
+            });
+    }
+
+    /// Bytes of incomplete binary packets held now.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
     }
 
     /// The attachment deadline in force.

@@ -129,6 +129,11 @@ impl Reassembler {
         }))
     }
 
+    /// The namespace of the packet waiting for attachments.
+    pub fn pending_nsp(&self) -> Option<&str> {
+        self.pending.as_ref().map(|p| p.packet.nsp.as_str())
+    }
+
     /// Bytes the pending packet holds (its attachments so far), 0 when idle.
     pub fn held(&self) -> usize {
         self.pending

@@ -358,7 +358,11 @@ workers = 1
 [engine]
 attachment_timeout = "1s"
 body_timeout = "1s"
+pending_budget = "2MB"
 [namespaces."/"]
+route = "namespace"
+[namespaces."/".limits]
+max_event_size = "1MB"
 `);
   });
   after(async () => {
@@ -375,6 +379,46 @@ body_timeout = "1s"
       peer.send(announce("", 2).replace("-,", "-"));
       peer.send(Buffer.alloc(1000));
       await peer.waitClosed(WAIT_MS, { pong: true });
+    } finally {
+      quickRaw.terminateAll();
+    }
+  });
+
+  it("keeps the worker's incomplete binary packets within pending_budget", async () => {
+    const quickRaw = rawEngineIO({ base: () => `${quick.url}/socket.io/`, waitMs: WAIT_MS, handshake: {} });
+    try {
+      const witness = io(quick.url, { forceNew: true, reconnection: false });
+      sockets.push(witness);
+      await withTimeout(new Promise((resolve) => witness.once("connect", resolve)), WAIT_MS, "the witness");
+      const before = await scrape(quick);
+      const peers = [];
+      for (let i = 0; i < 3; i++) {
+        const peer = new quickRaw.Peer(`${quick.url.replace(/^http/, "ws")}/socket.io/?EIO=4&transport=websocket`);
+        assert.match(await peer.nextPacket("OPEN"), /^0\{/);
+        peer.send("40");
+        assert.match(await peer.nextPacket("CONNECT reply"), /^40\{/);
+        peers.push(peer);
+      }
+      // Each holds 900 KB of a two-attachment packet: the third would pass 2 MB.
+      for (const peer of peers) {
+        peer.send(announce("", 2).replace("-,", "-"));
+        peer.send(Buffer.alloc(900_000, 7));
+      }
+      // Whichever the server reads last is over the budget (the three race).
+      await Promise.any(peers.map((p) => p.waitClosed(WAIT_MS, { pong: true })));
+      const open = peers.filter((p) => !p.closed);
+      assert.equal(open.length, 2, "the two within the budget stay");
+      await waitForMetric(quick, "iorelay_events_refused_total", { namespace: "/", reason: "memory_budget" },
+        (v) => v > before.value("iorelay_events_refused_total", { namespace: "/", reason: "memory_budget" }),
+        WAIT_MS, "the refusal counted");
+      // An honest binary event still gets through once one attacker has finished.
+      open[0].send(Buffer.alloc(10));
+      const sender = io(quick.url, { forceNew: true, reconnection: false });
+      sockets.push(sender);
+      await withTimeout(new Promise((resolve) => sender.once("connect", resolve)), WAIT_MS, "the sender");
+      const got = nextEvent(witness, "y");
+      sender.emit("y", Buffer.alloc(1000, 1));
+      assert.equal(Buffer.from((await got)[0]).length, 1000);
     } finally {
       quickRaw.terminateAll();
     }
