@@ -845,8 +845,7 @@ mod tests {
         let (b, b_conn) = relay.open("b");
         for conn in [&a_conn, &b_conn] {
             conn.message(Message::Text("0".into())).await;
-            conn.message(Message::Text(announce[1..].to_owned().into()))
-                .await;
+            conn.message(Message::Text(announce[1..].to_owned())).await;
         }
         a_conn
             .message(Message::Binary(Bytes::from(vec![0u8; 60])))
@@ -873,7 +872,7 @@ mod tests {
 
         // A connection closed mid-packet gives back what it held.
         a_conn
-            .message(Message::Text(announce[1..].to_owned().into()))
+            .message(Message::Text(announce[1..].to_owned()))
             .await;
         a_conn
             .message(Message::Binary(Bytes::from(vec![0u8; 40])))
