@@ -84,6 +84,7 @@ macro_rules! suites {
 
 suites! {
     api => "api",
+    attack => "attack",
     auth => "auth",
     browser_demo => "browser-demo",
     bundle => "bundle",

@@ -120,8 +120,16 @@ pub struct ServerConfig {
     /// How long SIGTERM waits for clients to drain. Default `"10s"`.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
-    /// Most concurrent Engine.IO sessions; further handshakes get 503. Default `100000`.
+    /// Most concurrent Engine.IO sessions on the host (shared out among the workers);
+    /// further handshakes get 503. Default `100000`.
     pub max_connections: usize,
+    /// Most concurrent sessions from one client address (IPv6: one /64), as read behind
+    /// `trusted_proxies`; further handshakes get 503. Default `1000`.
+    pub max_connections_per_ip: usize,
+    /// Sustained handshakes per second from one client address. Default `50`.
+    pub handshakes_per_ip_per_second: u32,
+    /// Handshakes one client address may make in a burst above that rate. Default `200`.
+    pub handshake_burst_per_ip: u32,
     /// Pages besides the server's own that may connect (the `Origin` of handshakes,
     /// WebSockets and polling; CORS for polling): exact origins
     /// (`"https://app.example.com"`), `"loopback"` (http(s) on localhost, 127.0.0.1 or
@@ -146,6 +154,9 @@ impl Default for ServerConfig {
             static_dir: None,
             shutdown_timeout: Duration::from_secs(10),
             max_connections: 100_000,
+            max_connections_per_ip: 1000,
+            handshakes_per_ip_per_second: 50,
+            handshake_burst_per_ip: 200,
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
         }
@@ -211,6 +222,18 @@ pub struct EngineConfig {
     /// How long a new connection may take to join its first namespace. Default `"45s"`.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// How long a binary packet may wait for its announced attachments before the
+    /// connection is closed. Default `"30s"`.
+    #[serde(with = "humantime_serde")]
+    pub attachment_timeout: Duration,
+    /// Most bytes of incomplete binary packets (attachments waiting for the rest of
+    /// their packet) one worker holds for all its clients together; a client whose
+    /// attachment would go over it is disconnected. Default `"256MB"`.
+    pub pending_budget: Size,
+    /// How long a polling POST body may take to arrive; only one POST per session is
+    /// read at a time. Default `"30s"`.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
     /// How long a polling → WebSocket upgrade may take once probed. Default `"10s"`.
     #[serde(with = "humantime_serde")]
     pub upgrade_timeout: Duration,
@@ -232,6 +255,9 @@ impl Default for EngineConfig {
             ping_timeout: Duration::from_secs(20),
             max_payload: Size(1_000_000),
             connect_timeout: Duration::from_secs(45),
+            attachment_timeout: Duration::from_secs(30),
+            pending_budget: Size(256_000_000),
+            body_timeout: Duration::from_secs(30),
             upgrade_timeout: Duration::from_secs(10),
             transports: vec![Transport::Polling, Transport::Websocket],
             write_queue: 1024,
@@ -423,6 +449,13 @@ pub struct Limits {
     pub max_attachments: usize,
     /// Longest room name, in bytes. Default `128`.
     pub max_room_name: usize,
+    /// Deepest nesting of arrays and objects in an event's arguments (the arguments
+    /// array itself is level 1): deeper events are refused, never relayed to clients
+    /// whose JSON parsers have recursion limits. Default `32`.
+    pub max_depth: usize,
+    /// Largest CONNECT `auth` payload, which a socket keeps for its life (a token, a
+    /// name): a larger one is refused with CONNECT_ERROR. Default `"8KB"`.
+    pub max_auth_size: Size,
 }
 
 impl Default for Limits {
@@ -434,6 +467,8 @@ impl Default for Limits {
             burst: 100,
             max_attachments: 10,
             max_room_name: 128,
+            max_depth: 32,
+            max_auth_size: Size(8_000),
         }
     }
 }

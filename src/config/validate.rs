@@ -44,6 +44,8 @@ const MIN_MAX_PAYLOAD: Size = Size(1_000);
 const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3600);
 /// The largest `limits.max_room_name` (bytes).
 const MAX_ROOM_NAME: usize = 1024;
+/// The largest `limits.max_depth`.
+const MAX_DEPTH: usize = 128;
 /// The largest `limits.max_attachments`.
 const MAX_ATTACHMENTS: usize = 1000;
 
@@ -111,6 +113,24 @@ fn check_server(c: &Config, out: &mut Vec<Problem>) {
     if s.max_connections == 0 {
         out.push(Problem::new("server.max_connections", "must be at least 1"));
     }
+    if s.max_connections_per_ip == 0 {
+        out.push(Problem::new(
+            "server.max_connections_per_ip",
+            "must be at least 1",
+        ));
+    }
+    if s.handshakes_per_ip_per_second == 0 {
+        out.push(Problem::new(
+            "server.handshakes_per_ip_per_second",
+            "must be at least 1",
+        ));
+    }
+    if s.handshake_burst_per_ip == 0 {
+        out.push(Problem::new(
+            "server.handshake_burst_per_ip",
+            "must be at least 1",
+        ));
+    }
 }
 
 /// Largest `api.max_body`.
@@ -169,6 +189,17 @@ fn check_engine(c: &Config, out: &mut Vec<Problem>) {
         ));
     }
     positive("engine.connect_timeout", e.connect_timeout, out);
+    positive("engine.attachment_timeout", e.attachment_timeout, out);
+    if e.pending_budget < e.max_payload {
+        out.push(Problem::new(
+            "engine.pending_budget",
+            format!(
+                "is {}, under engine.max_payload ({}); one honest binary event could not arrive",
+                e.pending_budget, e.max_payload
+            ),
+        ));
+    }
+    positive("engine.body_timeout", e.body_timeout, out);
     positive("engine.upgrade_timeout", e.upgrade_timeout, out);
     if e.transports.is_empty() {
         out.push(Problem::new(
@@ -410,6 +441,18 @@ fn check_limits(c: &Config, ns_key: &str, l: &Limits, out: &mut Vec<Problem>) {
             ),
         ));
     }
+    if !(2..=MAX_DEPTH).contains(&l.max_depth) {
+        out.push(Problem::new(
+            key("max_depth"),
+            format!("must be between 2 and {MAX_DEPTH}, found {}", l.max_depth),
+        ));
+    }
+    if l.max_auth_size.0 < 2 {
+        out.push(Problem::new(
+            key("max_auth_size"),
+            "must be at least 2 bytes (an empty `{}`)",
+        ));
+    }
 }
 
 /// Dotted keys whose values are secrets, which [`render`] prints as [`REDACTED`]. A `*`
@@ -522,6 +565,12 @@ mod tests {
         c.engine.upgrade_timeout = Duration::ZERO;
         c.server.shutdown_timeout = Duration::from_secs(3601);
         c.server.max_connections = 0;
+        c.server.max_connections_per_ip = 0;
+        c.server.handshakes_per_ip_per_second = 0;
+        c.server.handshake_burst_per_ip = 0;
+        c.engine.attachment_timeout = Duration::ZERO;
+        c.engine.pending_budget = Size(998);
+        c.engine.body_timeout = Duration::ZERO;
         c.server.group = Some("iorelay".to_owned());
         assert_eq!(
             keys(&c),
@@ -529,11 +578,17 @@ mod tests {
                 "server.group",
                 "server.shutdown_timeout",
                 "server.max_connections",
+                "server.max_connections_per_ip",
+                "server.handshakes_per_ip_per_second",
+                "server.handshake_burst_per_ip",
                 "engine.path",
                 "engine.ping_interval",
                 "engine.ping_timeout",
                 "engine.max_payload",
                 "engine.connect_timeout",
+                "engine.attachment_timeout",
+                "engine.pending_budget",
+                "engine.body_timeout",
                 "engine.upgrade_timeout",
                 "engine.transports",
                 "engine.write_queue",
@@ -570,6 +625,8 @@ mod tests {
             burst: 0,
             max_room_name: 2000,
             max_attachments: 1001,
+            max_depth: 1,
+            max_auth_size: Size(1),
             ..Limits::default()
         };
         bad.events.insert(String::new(), EventRule::default());
@@ -605,6 +662,8 @@ mod tests {
                 "namespaces.chat,x.limits.burst",
                 "namespaces.chat,x.limits.max_room_name",
                 "namespaces.chat,x.limits.max_attachments",
+                "namespaces.chat,x.limits.max_depth",
+                "namespaces.chat,x.limits.max_auth_size",
                 "namespaces.chat,x.events.\"\"",
                 "namespaces.chat,x.events.$join",
                 "namespaces.chat,x.events.$join.rename",

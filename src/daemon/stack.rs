@@ -10,6 +10,7 @@ use super::{Error, memory};
 use crate::adapter::Adapter;
 use crate::config::{Config, Transport};
 use crate::engine::echo::EchoHandler;
+use crate::engine::settings::PerIp;
 use crate::engine::{CloseReason, Engine, Origins, Settings, TrustedProxies};
 use crate::http::Public;
 use crate::relay::Relay;
@@ -18,11 +19,13 @@ use crate::telemetry::metrics::Metrics;
 /// Engine settings from the config.
 pub fn engine_settings(config: &Config) -> Settings {
     let e = &config.engine;
+    let workers = config.server.workers.resolve().max(1);
     Settings {
         ping_interval: e.ping_interval,
         ping_timeout: e.ping_timeout,
         max_payload: usize::try_from(e.max_payload.0).unwrap_or(usize::MAX),
         upgrade_timeout: e.upgrade_timeout,
+        body_timeout: e.body_timeout,
         polling: e.transports.contains(&Transport::Polling),
         websocket: e.transports.contains(&Transport::Websocket),
         write_queue: e.write_queue,
@@ -31,7 +34,25 @@ pub fn engine_settings(config: &Config) -> Settings {
             .unwrap_or(usize::MAX)
             .saturating_mul(4)
             .max(4 << 20),
-        max_sessions: config.server.max_connections,
+        // Host-wide limits, shared out among the workers (each has its own table).
+        max_sessions: config.server.max_connections.div_ceil(workers).max(1),
+        per_ip: PerIp {
+            sessions: config
+                .server
+                .max_connections_per_ip
+                .div_ceil(workers)
+                .max(1),
+            rate: config
+                .server
+                .handshakes_per_ip_per_second
+                .div_ceil(workers as u32)
+                .max(1),
+            burst: config
+                .server
+                .handshake_burst_per_ip
+                .div_ceil(workers as u32)
+                .max(1),
+        },
         node: None,
         // Validated with the same parsers (`config::validate`): a config that got here
         // parses; should it not, the safe reading is the narrowest.

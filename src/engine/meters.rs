@@ -23,6 +23,9 @@ pub struct Meters {
     pub dropped_slow: IntCounter,
     /// Engine.IO requests refused because of their `Origin`.
     pub origin_refused: IntCounter,
+    /// Handshakes refused by a connection limit, by `reason` (`session_limit`,
+    /// `ip_sessions`, `ip_rate`).
+    pub refused: IntCounterVec,
     /// `received_bytes` and `sent_bytes` for WebSocket, resolved once: they count every
     /// message, and a label lookup hashes and locks.
     pub websocket: TransportBytes,
@@ -71,6 +74,7 @@ impl Default for Meters {
                 .expect("static metric options are valid"),
             origin_refused: IntCounter::new("unregistered", "unregistered")
                 .expect("static metric options are valid"),
+            refused: counter(&["reason"]),
         }
     }
 }

@@ -8,7 +8,8 @@
 //! - The endpoint ([`server`]): the session table, each request parsed once and
 //!   dispatched with one match to a transport; the settings it runs with ([`settings`]).
 //! - Who may connect and from where: the origin policy and CORS answers ([`origin`]),
-//!   the client's address behind trusted proxies ([`proxy`]).
+//!   the client's address behind trusted proxies ([`proxy`]), the per-address session
+//!   and handshake-rate limits ([`admission`]).
 //! - The transports: long-polling (`polling`), WebSocket (`websocket`, over a split
 //!   socket and the server's own frame writing in `wsio`), and the upgrade from one to
 //!   the other (`upgrade`).
@@ -22,6 +23,7 @@
 //! Dependencies inside point one way: `server` → the transports → `session` →
 //! `outbox`/`queue` → `outgoing`, `wsio` and the wire types.
 
+pub mod admission;
 pub mod echo;
 pub mod error;
 pub mod meters;

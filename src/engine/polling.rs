@@ -7,6 +7,7 @@
 //! WebSocket side (`upgrade`).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -164,13 +165,50 @@ impl Drop for AbandonedPoll {
     }
 }
 
-/// A polling POST: read the body within `limit` (`max_payload`), then handle its
-/// packets in order.
+/// A polling POST: read the body within `limit` (`max_payload`) and `timeout`, then
+/// handle its packets in order. A POST while another one's body is still being read is
+/// refused with 400 and ends the session, as the reference server does ("data request
+/// overlap"); a body that does not arrive within `timeout` ends it too.
 pub(super) async fn post(
     session: Arc<Session>,
     req: Request<Incoming>,
     limit: usize,
+    timeout: Duration,
 ) -> Result<Response<Full<Bytes>>, RequestError> {
+    if session.posting.swap(true, Ordering::AcqRel) {
+        tracing::info!(sid = %session.sid, "overlapping polling POST, closing session");
+        session.close(CloseReason::ProtocolError);
+        return Err(RequestError::BadRequest);
+    }
+    let reading = Posting(&session);
+    let body = tokio::time::timeout(timeout, read_post(&session, req, limit)).await;
+    drop(reading);
+    let body = match body {
+        Ok(body) => body?,
+        Err(_) => {
+            tracing::info!(sid = %session.sid, ?timeout, "polling POST body not read within body_timeout, closing session");
+            session.close(CloseReason::TransportError);
+            return Err(RequestError::BadRequest);
+        }
+    };
+    handle_post(&session, body).await
+}
+
+/// Clears [`Session::posting`] however the read ends.
+struct Posting<'a>(&'a Session);
+
+impl Drop for Posting<'_> {
+    fn drop(&mut self) {
+        self.0.posting.store(false, Ordering::Release);
+    }
+}
+
+/// Read a POST's body within `limit`.
+async fn read_post(
+    session: &Session,
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<Bytes, RequestError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -193,6 +231,14 @@ pub(super) async fn post(
             return Err(RequestError::BadRequest);
         }
     };
+    Ok(body)
+}
+
+/// Handle the packets of a POST body, in order.
+async fn handle_post(
+    session: &Session,
+    body: Bytes,
+) -> Result<Response<Full<Bytes>>, RequestError> {
     session
         .meters()
         .received_bytes

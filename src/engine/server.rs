@@ -9,7 +9,7 @@
 //! it), the transports' work, nor anything above Engine.IO messages.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -21,6 +21,7 @@ use parking_lot::RwLock;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use super::admission::{Admission, Refused};
 use super::error::RequestError;
 use super::meters::Meters;
 use super::origin::{self, Verdict};
@@ -46,6 +47,8 @@ pub struct Engine {
     meters: Arc<Meters>,
     /// What the WebSocket sessions share: the flusher and the count of their writers.
     writers: Writers,
+    /// Sessions and handshake rates per client address.
+    admission: Admission,
     /// Woken when the last session is forgotten or the last WebSocket writer ends, so a
     /// drain waits for [`Engine::until_idle`] instead of polling the counts.
     idle: Arc<Notify>,
@@ -136,6 +139,7 @@ impl Engine {
             meters: Arc::new(meters),
             writers,
             idle,
+            admission: Admission::default(),
         })
     }
 
@@ -231,7 +235,20 @@ impl Engine {
         self: &Arc<Self>,
         kind: TransportKind,
         settings: &Settings,
+        client: IpAddr,
     ) -> Result<Arc<Session>, RequestError> {
+        let now = std::time::Instant::now();
+        let refuse = |why: Refused| {
+            self.meters.refused.with_label_values(&[why.label()]).inc();
+            self.admission.log_refusal(why, client, now);
+            RequestError::Unavailable
+        };
+        if self.sessions.read().len() >= settings.max_sessions {
+            return Err(refuse(Refused::SessionLimit));
+        }
+        self.admission
+            .admit(client, settings.per_ip, now)
+            .map_err(refuse)?;
         let session = Session::new(
             Sid::random_for(settings.node),
             kind,
@@ -242,11 +259,8 @@ impl Engine {
         {
             let mut table = self.sessions.write();
             if table.len() >= settings.max_sessions {
-                tracing::warn!(
-                    limit = settings.max_sessions,
-                    "connection refused: session limit reached"
-                );
-                return Err(RequestError::Unavailable);
+                self.admission.release(client);
+                return Err(refuse(Refused::SessionLimit));
             }
             table.insert(session.sid.clone(), session.clone());
             self.session_peak.fetch_max(table.len(), Ordering::Relaxed);
@@ -259,6 +273,7 @@ impl Engine {
             let Some(engine) = engine.upgrade() else {
                 return;
             };
+            engine.admission.release(client);
             if session.linger.load(Ordering::Acquire) {
                 let sid = session.sid.clone();
                 tokio::spawn(async move {
@@ -333,11 +348,12 @@ impl Engine {
     ) -> Result<Response<Full<Bytes>>, RequestError> {
         match Call::parse(&req, &settings)? {
             Call::OpenPolling(query) => {
-                let session = self.create_session(TransportKind::Polling, &settings)?;
+                let client = settings.proxies.client(remote.ip(), req.headers());
+                let session = self.create_session(TransportKind::Polling, &settings, client)?;
                 let open = settings.open_packet(&session.sid, Transport::Polling);
                 let info = HandshakeInfo {
                     remote,
-                    client: settings.proxies.client(remote.ip(), req.headers()),
+                    client,
                     headers: req.headers().clone(),
                     query,
                 };
@@ -348,10 +364,11 @@ impl Engine {
             Call::OpenWebsocket(query, accept) => {
                 // Created before the 101 so that a full server refuses with an HTTP
                 // error the client can see.
-                let session = self.create_session(TransportKind::Websocket, &settings)?;
+                let client = settings.proxies.client(remote.ip(), req.headers());
+                let session = self.create_session(TransportKind::Websocket, &settings, client)?;
                 let info = HandshakeInfo {
                     remote,
-                    client: settings.proxies.client(remote.ip(), req.headers()),
+                    client,
                     headers: req.headers().clone(),
                     query,
                 };
@@ -369,7 +386,7 @@ impl Engine {
                 if session.transport() == TransportKind::Websocket {
                     return Err(RequestError::BadRequest);
                 }
-                polling::post(session, req, settings.max_payload).await
+                polling::post(session, req, settings.max_payload, settings.body_timeout).await
             }
             Call::Upgrade(sid, accept) => {
                 let session = self.live_only(&sid)?;
@@ -562,7 +579,11 @@ mod tests {
     async fn a_session_the_client_closed_over_polling_lingers_for_its_last_get() {
         let engine = engine();
         let session = engine
-            .create_session(TransportKind::Polling, &Settings::default())
+            .create_session(
+                TransportKind::Polling,
+                &Settings::default(),
+                IpAddr::from([127, 0, 0, 1]),
+            )
             .expect("room");
         // The client's CLOSE with no GET waiting.
         session.receive(Packet::Close).await;
@@ -577,7 +598,11 @@ mod tests {
     async fn a_lingering_session_answers_one_request_then_is_unknown() {
         let engine = engine();
         let session = engine
-            .create_session(TransportKind::Polling, &Settings::default())
+            .create_session(
+                TransportKind::Polling,
+                &Settings::default(),
+                IpAddr::from([127, 0, 0, 1]),
+            )
             .expect("room");
         session.receive(Packet::Close).await;
         let sid = session.sid.to_string();
@@ -590,10 +615,18 @@ mod tests {
         let engine = engine();
         engine.until_idle().await;
         let a = engine
-            .create_session(TransportKind::Polling, &Settings::default())
+            .create_session(
+                TransportKind::Polling,
+                &Settings::default(),
+                IpAddr::from([127, 0, 0, 1]),
+            )
             .expect("room");
         let b = engine
-            .create_session(TransportKind::Polling, &Settings::default())
+            .create_session(
+                TransportKind::Polling,
+                &Settings::default(),
+                IpAddr::from([127, 0, 0, 1]),
+            )
             .expect("room");
         let waiter = tokio::spawn({
             let engine = engine.clone();
@@ -614,7 +647,11 @@ mod tests {
     async fn a_session_closed_otherwise_is_forgotten_at_once() {
         let engine = engine();
         let session = engine
-            .create_session(TransportKind::Polling, &Settings::default())
+            .create_session(
+                TransportKind::Polling,
+                &Settings::default(),
+                IpAddr::from([127, 0, 0, 1]),
+            )
             .expect("room");
         // A GET is waiting (it holds the carrier): no linger needed.
         let carrier = session.carrier.clone().try_lock_owned().expect("free");
@@ -622,7 +659,11 @@ mod tests {
         drop(carrier);
         assert_eq!(engine.session_count(), 0);
         let session = engine
-            .create_session(TransportKind::Polling, &Settings::default())
+            .create_session(
+                TransportKind::Polling,
+                &Settings::default(),
+                IpAddr::from([127, 0, 0, 1]),
+            )
             .expect("room");
         session.close(CloseReason::PingTimeout);
         assert_eq!(engine.session_count(), 0);

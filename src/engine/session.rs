@@ -168,6 +168,10 @@ pub struct Session {
     created: Instant,
     /// Serialises inbound processing (POST bodies and WebSocket reads during an upgrade).
     pub(crate) inbound: tokio::sync::Mutex<()>,
+    /// Set while a polling POST body is being read: a second one at the same time is a
+    /// protocol error (as for the reference server), so one session never holds more
+    /// than one `max_payload` of unread body.
+    pub(crate) posting: AtomicBool,
     /// The upper layer's connection; taken on close to break the reference cycle.
     conn: Mutex<Option<Arc<dyn Connection>>>,
     /// The engine's instruments.
@@ -215,6 +219,7 @@ impl Session {
             created: Instant::now(),
             linger: AtomicBool::new(false),
             inbound: tokio::sync::Mutex::new(()),
+            posting: AtomicBool::new(false),
             conn: Mutex::new(None),
             meters,
             queued_bytes: AtomicUsize::new(0),

@@ -14,6 +14,7 @@
 
 use std::time::Duration;
 
+pub use super::admission::Limits as PerIp;
 use super::origin::Origins;
 use super::packet::{Frame, Packet};
 use super::proxy::TrustedProxies;
@@ -31,6 +32,8 @@ pub struct Settings {
     pub max_payload: usize,
     /// Deadline for each step of a polling → WebSocket upgrade.
     pub upgrade_timeout: Duration,
+    /// Deadline for a polling POST body to arrive.
+    pub body_timeout: Duration,
     /// Whether HTTP long-polling is enabled.
     pub polling: bool,
     /// Whether WebSocket is enabled.
@@ -41,6 +44,8 @@ pub struct Settings {
     pub write_budget: usize,
     /// Most concurrent sessions.
     pub max_sessions: usize,
+    /// Per client address: most sessions, handshake rate and burst.
+    pub per_ip: PerIp,
     /// The worker this engine runs in (its id prefixes session ids), in a multi-worker
     /// daemon.
     pub node: Option<u32>,
@@ -90,11 +95,17 @@ impl Default for Settings {
             ping_timeout: Duration::from_secs(20),
             max_payload: 1_000_000,
             upgrade_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
             polling: true,
             websocket: true,
             write_queue: 1024,
             write_budget: 4 << 20,
             max_sessions: 100_000,
+            per_ip: PerIp {
+                sessions: 1000,
+                rate: 50,
+                burst: 200,
+            },
             node: None,
             origins: Origins::default(),
             proxies: TrustedProxies::default(),

@@ -1,7 +1,10 @@
 //! The upgrade of a polling session to WebSocket, on the WebSocket's side: the client
 //! probes (`2probe`, answered `3probe`), the pending poll is released with a NOOP, the
 //! client sends UPGRADE (`5`), and the WebSocket takes the session's queue over. Each
-//! step has `upgrade_timeout`; a step that fails sends the session back to polling.
+//! step has `upgrade_timeout`, a deadline that repeated probes do not push back; a step
+//! that fails sends the session back to polling. A session that closes meanwhile (a
+//! polling `1`, its ping timeout) ends the upgrade at once: an upgrade never outlives its
+//! session, so it stays inside `max_connections` and the drain.
 //!
 //! The polling side of the same moment (a GET that arrives mid-upgrade) is in
 //! `polling`; the table's decision to start an upgrade is in `server`.
@@ -37,8 +40,11 @@ pub(super) async fn run(
     timeout: Duration,
     writers: &Writers,
 ) {
-    let probe = tokio::time::timeout(timeout, stream.next()).await;
-    let probed = matches!(&probe, Ok(Some(Ok(WsMessage::Text(t)))) if t.as_str() == "2probe");
+    let probe = tokio::select! {
+        probe = tokio::time::timeout(timeout, stream.next()) => Some(probe),
+        () = session.closed() => None,
+    };
+    let probed = matches!(&probe, Some(Ok(Some(Ok(WsMessage::Text(t))))) if t.as_str() == "2probe");
     if !probed {
         tracing::debug!(sid = %session.sid, "upgrade aborted: no probe");
         abandon(&session);
@@ -56,10 +62,15 @@ pub(super) async fn run(
     // Frees a GET the client left pending so that it can pause polling. Never queued:
     // a NOOP must not reach the WebSocket later.
     session.release_poll.notify_waiters();
+    let deadline = tokio::time::Instant::now() + timeout;
     let upgraded = loop {
-        match tokio::time::timeout(timeout, stream.next()).await {
+        let next = tokio::select! {
+            next = tokio::time::timeout_at(deadline, stream.next()) => next,
+            () = session.closed() => break false,
+        };
+        match next {
             Ok(Some(Ok(WsMessage::Text(t)))) if t.as_str() == "5" => break true,
-            // A repeated probe is harmless.
+            // A repeated probe is harmless, but does not buy time.
             Ok(Some(Ok(WsMessage::Text(t)))) if t.as_str() == "2probe" => continue,
             Ok(Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_)))) => continue,
             _ => break false,
@@ -167,5 +178,40 @@ mod tests {
         let msg = client.next().await.expect("a frame").expect("readable");
         assert_eq!(msg, WsMessage::text("4hi"));
         assert_eq!(session.transport(), TransportKind::Websocket);
+    }
+
+    /// Issue 13, item 4: a session closed mid-upgrade (a polling `1`) ends the upgrade
+    /// at once, however many probes the client keeps sending.
+    #[tokio::test(start_paused = true)]
+    async fn a_session_closed_mid_upgrade_ends_the_upgrade() {
+        let (session, mut client) = upgrading().await;
+        client.send(WsMessage::text("2probe")).await.expect("sent");
+        client.next().await.expect("a frame").expect("readable");
+        session.close(crate::engine::CloseReason::ClientClose);
+        client.send(WsMessage::text("2probe")).await.ok();
+        let msg = client.next().await.expect("a frame").expect("readable");
+        assert!(matches!(msg, WsMessage::Close(_)), "{msg:?}");
+
+        let (session, mut client) = upgrading().await;
+        session.close(crate::engine::CloseReason::ClientClose);
+        let msg = client.next().await.expect("a frame").expect("readable");
+        assert!(matches!(msg, WsMessage::Close(_)), "{msg:?}");
+    }
+
+    /// Repeated probes do not push the upgrade's deadline back.
+    #[tokio::test(start_paused = true)]
+    async fn repeated_probes_do_not_extend_the_deadline() {
+        let (session, mut client) = upgrading().await;
+        client.send(WsMessage::text("2probe")).await.expect("sent");
+        client.next().await.expect("a frame").expect("readable");
+        let probed = Instant::now();
+        for _ in 0..3 {
+            tokio::time::sleep(TIMEOUT / 2).await;
+            client.send(WsMessage::text("2probe")).await.ok();
+        }
+        let msg = client.next().await.expect("a frame").expect("readable");
+        assert!(matches!(msg, WsMessage::Close(_)), "{msg:?}");
+        assert!(probed.elapsed() < TIMEOUT * 2, "{:?}", probed.elapsed());
+        assert_eq!(session.transport(), TransportKind::Polling);
     }
 }

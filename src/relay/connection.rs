@@ -1,6 +1,12 @@
 //! One Engine.IO session's Socket.IO side: decodes packets (reassembling binary ones),
 //! connects and disconnects namespaces, and hands events to [`events`].
 //!
+//! What one client can make it hold is bounded here: a binary packet's parts within its
+//! namespace's `max_event_size` as they arrive and within `attachment_timeout` in all;
+//! the CONNECT `auth` kept within `max_auth_size`; and the rate limits are the
+//! connection's per namespace (events, and CONNECTs in a bucket of their own), kept
+//! when a socket leaves, so reconnecting does not refill them.
+//!
 //! What goes wrong with a client's packet is an [`Error`], and [`Error::is_fatal`] decides
 //! in one place what it costs: a malformed packet closes the whole session (the protocol
 //! gives no way to recover the stream after one), a packet that is merely out of place
@@ -18,9 +24,11 @@ use serde_json::value::RawValue;
 use tokio::task::AbortHandle;
 
 use super::auth::{Credentials, Identity, clean_name};
+use super::depart::depart;
+use super::policy::Refusal;
 use super::shared::{Owner, Shared};
 use super::socket::{Admitted, Socket, TokenBucket};
-use super::{announce, control, events};
+use super::{announce, control, events, reply};
 use crate::engine::sid::random_id;
 use crate::engine::{
     BoxFuture, CloseReason, Connection, HandshakeInfo, Message, Outgoing, Session, Transport,
@@ -50,6 +58,10 @@ pub enum Error {
     /// An event for a namespace the session did not join.
     #[error("event for the namespace {0:?}, which was not joined, ignored")]
     NotJoined(String),
+    /// An attachment that would take the worker's incomplete binary packets over
+    /// `engine.pending_budget`.
+    #[error("incomplete binary packets over the worker's pending_budget")]
+    OverBudget,
 }
 
 impl Error {
@@ -57,7 +69,7 @@ impl Error {
     /// cannot be trusted; one that is only out of place costs nothing but itself.
     pub fn is_fatal(&self) -> bool {
         match self {
-            Error::Packet(_) | Error::Attachment(_) | Error::ServerOnly => true,
+            Error::Packet(_) | Error::Attachment(_) | Error::ServerOnly | Error::OverBudget => true,
             Error::UndeclaredNamespace(_) | Error::DuplicateConnect(_) | Error::NotJoined(_) => {
                 false
             }
@@ -79,6 +91,9 @@ pub struct Conn {
     /// The `connect_timeout` task, cancelled once a namespace is joined or the session
     /// closes: neither a connected client nor a closed one keeps it (and its timer).
     deadline: Mutex<Option<AbortHandle>>,
+    /// The `attachment_timeout` task of the binary packet waiting for its attachments:
+    /// one that never gets its last attachment closes the session instead of being kept.
+    attachments_due: Mutex<Option<AbortHandle>>,
     /// The client's address, given to each of its sockets.
     address: IpAddr,
     /// The handshake's `Origin`, kept only when some namespace's `meta` asks for it.
@@ -91,6 +106,20 @@ pub struct Conn {
 struct State {
     reassembler: Reassembler,
     sockets: HashMap<String, Arc<Socket>>,
+    /// The rate limits of each namespace this connection ever connected to, kept when
+    /// it leaves: the budget is the connection's, so leaving and joining again does not
+    /// refill it (issue 13, item 1). At most one per declared namespace.
+    rates: HashMap<String, Rates>,
+}
+
+/// A connection's rate limits in one namespace.
+struct Rates {
+    /// Events (shared with the namespace's socket of the moment).
+    events: Arc<Mutex<TokenBucket>>,
+    /// CONNECTs: a bucket of their own with the same rate and burst, so that connecting
+    /// costs no event (a namespace with `burst = 1` can still emit at once), yet a
+    /// connect/disconnect loop (announced connections, `join_claim` rooms) is bounded.
+    connects: TokenBucket,
 }
 
 impl std::fmt::Debug for Conn {
@@ -121,6 +150,7 @@ impl Conn {
             state: Mutex::new(State::default()),
             connected_once: AtomicBool::new(false),
             deadline: Mutex::new(None),
+            attachments_due: Mutex::new(None),
             address: info.client,
             origin,
             me: me.clone(),
@@ -170,19 +200,91 @@ impl Conn {
 
     /// Decode one message and, once a packet is complete, act on it.
     async fn step(&self, msg: Message) -> Result<(), Error> {
-        let complete = {
-            let mut state = self.state.lock();
-            match msg {
-                Message::Text(text) => {
-                    let packet = sio::decode(&text, self.relay.max_attachments())?;
-                    state.reassembler.text(packet)?
+        let (complete, started) = match msg {
+            Message::Text(text) => {
+                let packet = sio::decode(&text, self.relay.max_attachments())?;
+                // A binary packet may hold no more than its namespace lets an event be
+                // (an undeclared namespace: nothing), checked as its parts arrive.
+                let budget = self.relay.namespace(&packet.nsp).map_or(0, |ns| {
+                    usize::try_from(ns.policy().config.limits.max_event_size.0)
+                        .unwrap_or(usize::MAX)
+                });
+                let mut state = self.state.lock();
+                let before = state.reassembler.held();
+                let complete = state.reassembler.text_within(packet, budget);
+                // A text packet while waiting drops the pending one.
+                self.relay
+                    .release_pending(before.saturating_sub(state.reassembler.held()));
+                let complete = complete?;
+                let started = complete.is_none().then(|| state.reassembler.started());
+                (complete, started)
+            }
+            Message::Binary(data) => {
+                let mut state = self.state.lock();
+                let before = state.reassembler.held();
+                let len = data.len();
+                if state.reassembler.is_waiting() && !self.relay.hold_pending(len) {
+                    if let Some(nsp) = state.reassembler.pending_nsp() {
+                        self.relay
+                            .meters
+                            .refused
+                            .with_label_values(&[nsp, "memory_budget"])
+                            .inc();
+                    }
+                    return Err(Error::OverBudget);
                 }
-                Message::Binary(data) => state.reassembler.binary(data)?,
+                let reserved = if state.reassembler.is_waiting() {
+                    len
+                } else {
+                    0
+                };
+                let complete = state.reassembler.binary(data);
+                // What was reserved and is not held (a completed or oversized packet).
+                self.relay
+                    .release_pending((before + reserved).saturating_sub(state.reassembler.held()));
+                (complete?, None)
             }
         };
+        if let Some(generation) = started {
+            self.attachments_due(generation);
+        }
         match complete {
-            Some(complete) => self.dispatch(complete).await,
+            Some(complete) => {
+                self.end_attachments_due();
+                self.dispatch(complete).await
+            }
             None => Ok(()),
+        }
+    }
+
+    /// Close the session when the binary packet `generation` still waits for attachments
+    /// after `attachment_timeout`.
+    fn attachments_due(&self, generation: u64) {
+        let weak = self.me.clone();
+        let timeout = self.relay.attachment_timeout();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            let Some(conn) = weak.upgrade() else {
+                return;
+            };
+            let stalled = {
+                let state = conn.state.lock();
+                state.reassembler.is_waiting() && state.reassembler.started() == generation
+            };
+            if stalled && !conn.session.is_closed() {
+                tracing::info!(sid = %conn.session.sid, "binary packet incomplete after attachment_timeout, closing connection");
+                conn.session.close(CloseReason::ProtocolError);
+            }
+        });
+        if let Some(old) = self.attachments_due.lock().replace(task.abort_handle()) {
+            old.abort();
+        }
+    }
+
+    /// Cancel the `attachment_timeout` task, if one runs.
+    fn end_attachments_due(&self) {
+        if let Some(task) = self.attachments_due.lock().take() {
+            task.abort();
         }
     }
 
@@ -190,6 +292,7 @@ impl Conn {
         let Complete {
             packet,
             attachments,
+            oversized,
         } = complete;
         match packet.kind {
             PacketKind::Connect => self.connect(packet).await,
@@ -202,6 +305,22 @@ impl Conn {
                 Ok(())
             }
             PacketKind::Event | PacketKind::BinaryEvent => match self.socket(&packet.nsp) {
+                Some(socket) if oversized => {
+                    // Its attachments were dropped as they came; refused as any event
+                    // over max_event_size is.
+                    let event = packet.event()?;
+                    if let Some(ns) = self.relay.namespace(&socket.nsp) {
+                        ns.counters.received.inc();
+                    }
+                    reply::refuse(
+                        &self.relay,
+                        &socket,
+                        &event.name,
+                        packet.id,
+                        Refusal::TooLarge,
+                    );
+                    Ok(())
+                }
                 Some(socket) => self.event(&socket, packet, attachments).await,
                 None => Err(Error::NotJoined(packet.nsp)),
             },
@@ -255,7 +374,54 @@ impl Conn {
             return Err(Error::DuplicateConnect(nsp));
         }
         let policy = ns.policy();
+        let limits = &policy.config.limits;
+        // The connection's buckets for the namespace outlive the socket: connect, `$join`,
+        // disconnect in a loop is bounded by `events_per_second`.
+        let now = Instant::now();
+        let (rate, allowed) = {
+            let mut state = self.state.lock();
+            let rates = state.rates.entry(nsp.clone()).or_insert_with(|| Rates {
+                events: Arc::new(Mutex::new(TokenBucket::new(
+                    limits.events_per_second,
+                    limits.burst,
+                    now,
+                ))),
+                connects: TokenBucket::new(limits.events_per_second, limits.burst, now),
+            });
+            rates
+                .connects
+                .set_limits(limits.events_per_second, limits.burst);
+            (rates.events.clone(), rates.connects.take(now))
+        };
+        if !allowed {
+            tracing::debug!(sid = %self.session.sid, %nsp, "connect refused: rate limit");
+            self.relay
+                .meters
+                .refused
+                .with_label_values(&[&nsp, Refusal::RateLimited.label()])
+                .inc();
+            self.session
+                .send_frame(crate::engine::Frame::message(&sio::encode_connect_error(
+                    &nsp,
+                    Refusal::RateLimited.message(),
+                )));
+            return Ok(());
+        }
         let auth = packet.data.unwrap_or_else(empty_object);
+        if auth.get().len() as u64 > limits.max_auth_size.0 {
+            tracing::info!(sid = %self.session.sid, %nsp, size = auth.get().len(), "connect refused: auth payload over max_auth_size");
+            self.relay
+                .meters
+                .refused
+                .with_label_values(&[&nsp, Refusal::TooLarge.label()])
+                .inc();
+            self.session
+                .send_frame(crate::engine::Frame::message(&sio::encode_connect_error(
+                    &nsp,
+                    "auth payload too large",
+                )));
+            return Ok(());
+        }
         let identity = match policy.gate.admit(&auth, &self.credentials) {
             Ok(identity) => identity,
             Err(reason) => {
@@ -280,7 +446,6 @@ impl Conn {
             join,
         } = identity;
         let user = user.or_else(|| display_name(&auth, &policy.config.user_field));
-        let limits = &policy.config.limits;
         let id: Arc<str> = Arc::from(random_id());
         let admitted = Admitted {
             user,
@@ -294,7 +459,7 @@ impl Conn {
             id.clone(),
             admitted,
             self.session.clone(),
-            TokenBucket::new(limits.events_per_second, limits.burst, Instant::now()),
+            rate,
         ));
         self.state
             .lock()
@@ -358,7 +523,13 @@ impl Connection for Conn {
 
     fn close(&self, reason: CloseReason) {
         self.end_deadline();
-        let sockets: Vec<Arc<Socket>> = self.state.lock().sockets.drain().map(|(_, s)| s).collect();
+        self.end_attachments_due();
+        let sockets: Vec<Arc<Socket>> = {
+            let mut state = self.state.lock();
+            let pending = std::mem::take(&mut state.reassembler);
+            self.relay.release_pending(pending.held());
+            state.sockets.drain().map(|(_, s)| s).collect()
+        };
         if sockets.is_empty() {
             return;
         }
@@ -386,42 +557,6 @@ impl Owner for Conn {
             depart(&self.relay, &socket).await;
             true
         })
-    }
-}
-
-/// Take a socket out of the bus and announce its leaves where presence is on.
-async fn depart(relay: &Shared, socket: &Arc<Socket>) {
-    relay.release(socket.id());
-    let left = relay.bus.remove_socket(&socket.nsp, socket.id()).await;
-    // The relay's own room (the namespace's count) is announced on its own terms.
-    let (namespace, left): (Vec<_>, Vec<_>) = left
-        .into_iter()
-        .partition(|(room, _)| &**room == announce::ROOM);
-    for (_, count) in namespace {
-        announce::leave(relay, socket, count);
-    }
-    let counted = std::mem::take(&mut *socket.counted_as.lock());
-    if !counted.is_empty() {
-        relay
-            .meters
-            .connections
-            .with_label_values(&[&socket.nsp, counted])
-            .dec();
-    }
-    if !left.is_empty() {
-        relay.count_rooms(&socket.nsp);
-    }
-    socket.rooms.lock().clear();
-    for (room, count) in &left {
-        relay.report_membership(socket, room, false, *count);
-    }
-    let presence = relay
-        .namespace(&socket.nsp)
-        .is_some_and(|ns| ns.policy().config.presence);
-    if presence {
-        for (room, count) in left {
-            control::announce(relay, socket, &room, "leave", count);
-        }
     }
 }
 
@@ -632,6 +767,114 @@ mod tests {
         // Without auth that reads them, a connection keeps no handshake headers.
         let open = Harness::new(&Config::default());
         assert!(!open.shared().reads_handshake());
+    }
+
+    /// Issue 13, item 1: leaving a namespace and connecting again does not refill its
+    /// rate limit, and CONNECTs are limited by a bucket of their own.
+    #[tokio::test]
+    async fn reconnecting_a_namespace_keeps_its_rate_limit() {
+        let config: Config = toml::from_str(
+            r#"
+            [namespaces."/"]
+            route = "discard"
+            [namespaces."/".limits]
+            events_per_second = 1
+            burst = 2
+            "#,
+        )
+        .expect("config");
+        let relay = Harness::new(&config);
+        let (session, conn) = relay.open("a");
+        let refused = || {
+            relay
+                .shared()
+                .meters
+                .refused
+                .with_label_values(&["/", "rate_limited"])
+                .get()
+        };
+        for round in 0..2 {
+            conn.message(Message::Text("0".into())).await;
+            assert!(conn.socket("/").is_some(), "connect {round}");
+            conn.message(Message::Text(r#"2["x"]"#.into())).await;
+            conn.message(Message::Text("1".into())).await;
+        }
+        assert_eq!(refused(), 0, "two of each within the burst");
+        conn.message(Message::Text("0".into())).await;
+        assert!(
+            conn.socket("/").is_none(),
+            "a third CONNECT at once is over the burst"
+        );
+        assert_eq!(refused(), 1);
+        session.close(CloseReason::ClientClose);
+
+        // The events bucket is the connection's: a new socket finds it spent.
+        let (session, conn) = relay.open("b");
+        conn.message(Message::Text("0".into())).await;
+        for _ in 0..2 {
+            conn.message(Message::Text(r#"2["x"]"#.into())).await;
+        }
+        conn.message(Message::Text("1".into())).await;
+        conn.message(Message::Text("0".into())).await;
+        assert!(conn.socket("/").is_some());
+        conn.message(Message::Text(r#"2["x"]"#.into())).await;
+        assert_eq!(
+            refused(),
+            2,
+            "the reconnected socket's event was over the limit"
+        );
+        session.close(CloseReason::ClientClose);
+    }
+
+    /// Issue 13, item 3: the worker's incomplete binary packets stay within
+    /// `engine.pending_budget`; the client that would go over it is disconnected, and
+    /// what a packet held is given back when it completes or its connection closes.
+    #[tokio::test]
+    async fn incomplete_binary_packets_share_the_pending_budget() {
+        let mut config = Config::default();
+        config.engine.pending_budget = crate::config::Size(100);
+        let relay = Harness::new(&config);
+        let shared = relay.shared();
+        let announce = r#"452-["x",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#;
+        let (a, a_conn) = relay.open("a");
+        let (b, b_conn) = relay.open("b");
+        for conn in [&a_conn, &b_conn] {
+            conn.message(Message::Text("0".into())).await;
+            conn.message(Message::Text(announce[1..].to_owned())).await;
+        }
+        a_conn
+            .message(Message::Binary(Bytes::from(vec![0u8; 60])))
+            .await;
+        assert_eq!(shared.pending(), 60);
+        b_conn
+            .message(Message::Binary(Bytes::from(vec![0u8; 60])))
+            .await;
+        assert_eq!(b.close_reason(), Some(CloseReason::ProtocolError));
+        assert_eq!(
+            shared.pending(),
+            60,
+            "the refused attachment is not counted"
+        );
+        a_conn
+            .message(Message::Binary(Bytes::from(vec![0u8; 10])))
+            .await;
+        assert!(!a.is_closed());
+        assert_eq!(
+            shared.pending(),
+            0,
+            "a complete packet holds nothing pending"
+        );
+
+        // A connection closed mid-packet gives back what it held.
+        a_conn
+            .message(Message::Text(announce[1..].to_owned()))
+            .await;
+        a_conn
+            .message(Message::Binary(Bytes::from(vec![0u8; 40])))
+            .await;
+        assert_eq!(shared.pending(), 40);
+        a.close(CloseReason::ClientClose);
+        assert_eq!(shared.pending(), 0);
     }
 
     #[test]

@@ -41,6 +41,14 @@ pub async fn handle(
         refuse(relay, socket, name, packet.id, Refusal::RateLimited);
         return Ok(());
     }
+    if packet
+        .data
+        .as_ref()
+        .is_some_and(|data| nested_deeper(data.get(), limits.max_depth))
+    {
+        refuse(relay, socket, name, packet.id, Refusal::TooDeep);
+        return Ok(());
+    }
     if name.starts_with('$') {
         control::handle(relay, policy, socket, name, &event.args, packet.id).await;
         return Ok(());
@@ -80,6 +88,39 @@ pub async fn handle(
         }
     }
     Ok(())
+}
+
+/// Whether the JSON text `json` nests arrays and objects deeper than `max` (the outer
+/// array is level 1). One pass over the bytes, no recursion: brackets inside strings do
+/// not count, and an escaped quote does not end a string.
+fn nested_deeper(json: &str, max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in json.as_bytes() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Deliver the event where its route says.
@@ -136,4 +177,24 @@ fn route(
     }
     counters.delivered.inc_by(delivered as u64);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nested_deeper;
+
+    #[test]
+    fn depth_counts_brackets_outside_strings() {
+        assert!(!nested_deeper(r#"["x",1]"#, 1));
+        assert!(nested_deeper(r#"["x",[1]]"#, 1));
+        assert!(!nested_deeper(r#"["x",[1],{"a":[2]}]"#, 3));
+        assert!(nested_deeper(r#"["x",{"a":[{}]}]"#, 3));
+        assert!(!nested_deeper(r#"["x","[[[[{{{{"]"#, 1));
+        assert!(!nested_deeper(r#"["x","\"[[[["]"#, 1));
+        assert!(nested_deeper(r#"["x","\\",[[]]]"#, 2));
+        let deep = format!(r#"["x",{}{}]"#, "[".repeat(10_000), "]".repeat(10_000));
+        assert!(nested_deeper(&deep, 32));
+        let ok = format!(r#"["x",{}{}]"#, "[".repeat(31), "]".repeat(31));
+        assert!(!nested_deeper(&ok, 32));
+    }
 }

@@ -10,6 +10,7 @@
 //! - [`events`]: application events → targets and acks.
 //! - [`backend`]: the server API's calls, answered for this process's sockets.
 //! - [`announce`]: the namespace's `welcome`, and `$presence` for connections.
+//! - [`depart`]: a socket leaving its namespace, and everyone told.
 //! - [`control`]: the `$join`, `$leave`, `$rooms`, `$members` control events and presence.
 //! - [`reply`]: what the relay sends on its own account (refusals, `$error`) and the
 //!   one packet → queue item encoding that replies and fan-out share.
@@ -21,7 +22,7 @@
 //! - [`meters`]: the relay's instruments.
 //!
 //! Imports inside the relay point one way, down this list: `backend`, `connection` →
-//! `events`, `announce` → `control` → `reply` → `shared`, `policy`, `socket` → `meta`,
+//! `events`, `depart` → `announce` → `control` → `reply` → `shared`, `policy`, `socket` → `meta`,
 //! `auth`; this file composes them into the [`Relay`] handler, and none of them imports
 //! it.
 
@@ -30,6 +31,7 @@ pub mod auth;
 pub mod backend;
 pub mod connection;
 pub mod control;
+pub mod depart;
 pub mod events;
 pub mod meta;
 pub mod meters;
@@ -110,8 +112,15 @@ impl Relay {
             .map(|n| n.limits.max_attachments)
             .max()
             .unwrap_or(0);
-        self.shared
-            .install(compiled, max_attachments, config.engine.connect_timeout);
+        self.shared.set_pending_budget(
+            usize::try_from(config.engine.pending_budget.0).unwrap_or(usize::MAX),
+        );
+        self.shared.install(
+            compiled,
+            max_attachments,
+            config.engine.connect_timeout,
+            config.engine.attachment_timeout,
+        );
         Ok(())
     }
 

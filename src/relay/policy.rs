@@ -35,6 +35,8 @@ pub enum Refusal {
     TooLarge,
     /// More binary attachments than `max_attachments`.
     TooManyAttachments,
+    /// Arguments nested deeper than `max_depth`.
+    TooDeep,
     /// The route is `none`.
     NotAllowed,
     /// Route `rooms` but the socket joined none.
@@ -66,6 +68,7 @@ impl Refusal {
             Refusal::RateLimited => "rate limit exceeded",
             Refusal::TooLarge => "event too large",
             Refusal::TooManyAttachments => "too many binary attachments",
+            Refusal::TooDeep => "event nested too deeply",
             Refusal::NotAllowed => "clients may not emit this event",
             Refusal::NoRoom => "join a room first",
             Refusal::JoinDisabled => "joining rooms is not allowed in this namespace",
@@ -85,6 +88,7 @@ impl Refusal {
         match self {
             Refusal::RateLimited => "rate_limited",
             Refusal::TooLarge | Refusal::TooManyAttachments => "too_large",
+            Refusal::TooDeep => "too_deep",
             Refusal::NotAllowed => "not_allowed",
             Refusal::NoRoom => "no_room",
             Refusal::JoinDisabled | Refusal::RoomNotAllowed => "room_forbidden",

@@ -104,6 +104,12 @@ pub struct Shared {
     pub meters: Meters,
     /// How long a session may go without joining a namespace, in milliseconds.
     connect_timeout_ms: AtomicUsize,
+    /// How long a binary packet may wait for its attachments, in milliseconds.
+    attachment_timeout_ms: AtomicUsize,
+    /// `engine.pending_budget`: most bytes of incomplete binary packets held in all.
+    pending_budget: AtomicUsize,
+    /// Bytes of incomplete binary packets held now, by every connection of the process.
+    pending: AtomicUsize,
     /// The largest `max_attachments` of any namespace: the parser's bound before the
     /// packet's namespace is known.
     max_attachments: AtomicUsize,
@@ -134,6 +140,9 @@ impl Shared {
             bus,
             meters,
             connect_timeout_ms: AtomicUsize::new(0),
+            attachment_timeout_ms: AtomicUsize::new(0),
+            pending_budget: AtomicUsize::new(usize::MAX),
+            pending: AtomicUsize::new(0),
             max_attachments: AtomicUsize::new(0),
             held: RwLock::new(HashMap::new()),
             reads_handshake: AtomicBool::new(false),
@@ -197,6 +206,7 @@ impl Shared {
         policies: HashMap<String, Arc<Policy>>,
         max_attachments: usize,
         connect_timeout: Duration,
+        attachment_timeout: Duration,
     ) {
         let reads = policies.values().any(|p| p.gate.reads_handshake());
         self.reads_handshake.store(reads, Ordering::Relaxed);
@@ -222,6 +232,8 @@ impl Shared {
             .store(max_attachments, Ordering::Relaxed);
         let ms = usize::try_from(connect_timeout.as_millis()).unwrap_or(usize::MAX);
         self.connect_timeout_ms.store(ms, Ordering::Relaxed);
+        let ms = usize::try_from(attachment_timeout.as_millis()).unwrap_or(usize::MAX);
+        self.attachment_timeout_ms.store(ms, Ordering::Relaxed);
         *self.namespaces.write() = Arc::new(next);
     }
 
@@ -240,6 +252,43 @@ impl Shared {
     /// The connect timeout in force.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms.load(Ordering::Relaxed) as u64)
+    }
+
+    /// Set `engine.pending_budget` (a reload applies to what arrives next).
+    pub fn set_pending_budget(&self, bytes: usize) {
+        self.pending_budget.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Account for a connection's incomplete binary packet growing by `grow` bytes;
+    /// false (and nothing counted) when growing would go over
+    /// the budget.
+    pub fn hold_pending(&self, grow: usize) -> bool {
+        let budget = self.pending_budget.load(Ordering::Relaxed);
+        self.pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(grow).filter(|&total| total <= budget)
+            })
+            .is_ok()
+    }
+
+    /// Bytes of a connection's incomplete binary packet no longer held.
+    pub fn release_pending(&self, bytes: usize) {
+        // Never below zero, whatever a caller gets wrong.
+        let _ = self
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                Some(held.saturating_sub(bytes))
+            });
+    }
+
+    /// Bytes of incomplete binary packets held now.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// The attachment deadline in force.
+    pub fn attachment_timeout(&self) -> Duration {
+        Duration::from_millis(self.attachment_timeout_ms.load(Ordering::Relaxed) as u64)
     }
 
     /// The parser's attachment bound.
@@ -314,17 +363,24 @@ mod tests {
             policies(&[("/", false), ("/gone", false)]),
             2,
             Duration::from_secs(5),
+            Duration::from_secs(5),
         );
         let root = shared.namespace("/").expect("declared");
         assert!(!root.policy().config.echo);
         assert_eq!(shared.namespace_names(), vec!["/", "/gone"]);
 
-        shared.install(policies(&[("/", true)]), 7, Duration::from_millis(1500));
+        shared.install(
+            policies(&[("/", true)]),
+            7,
+            Duration::from_millis(1500),
+            Duration::from_millis(700),
+        );
         let again = shared.namespace("/").expect("still declared");
         assert!(Arc::ptr_eq(&root, &again), "the same namespace");
         assert!(root.policy().config.echo, "held copies see the new policy");
         assert!(shared.namespace("/gone").is_none());
         assert_eq!(shared.max_attachments(), 7);
         assert_eq!(shared.connect_timeout(), Duration::from_millis(1500));
+        assert_eq!(shared.attachment_timeout(), Duration::from_millis(700));
     }
 }

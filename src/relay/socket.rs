@@ -41,8 +41,10 @@ pub struct Socket {
     pub grants: Grants,
     /// Rooms this socket joined (this process's view; the bus has the shared one).
     pub rooms: Mutex<BTreeSet<Arc<str>>>,
-    /// Events allowed per second.
-    rate: Mutex<TokenBucket>,
+    /// Events allowed per second: the connection's bucket for this namespace, shared
+    /// with the sockets it had there before and will have after (a reconnect of the
+    /// namespace does not refill it).
+    rate: Arc<Mutex<TokenBucket>>,
     /// The `transport` label this socket is counted under in the connections gauge.
     pub counted_as: Mutex<&'static str>,
     /// The client's address.
@@ -62,7 +64,7 @@ impl Socket {
         id: Arc<str>,
         admitted: Admitted,
         session: Arc<Session>,
-        rate: TokenBucket,
+        rate: Arc<Mutex<TokenBucket>>,
     ) -> Socket {
         let Admitted {
             user,
@@ -77,7 +79,7 @@ impl Socket {
             auth,
             grants,
             rooms: Mutex::new(BTreeSet::new()),
-            rate: Mutex::new(rate),
+            rate,
             counted_as: Mutex::new(""),
             address,
             origin,

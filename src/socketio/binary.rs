@@ -5,10 +5,17 @@
 //! protocol errors (text while waiting, binary when nothing waits), as in the reference
 //! `socket.io-parser` `Decoder.add`.
 //!
+//! Bounds what a pending packet holds as its parts arrive: given a byte budget (the
+//! event size limit of its namespace), attachments past it are counted but dropped at
+//! once, and the packet completes marked [`Complete::oversized`] for the caller to refuse.
+//! A client that announces ten attachments and sends nine large ones therefore pins no
+//! more than the budget; the deadline for the missing ones is the caller's (it owns the
+//! clock), helped by [`Reassembler::started`].
+//!
 //! Does not own: parsing the text packet (see [`super::packet`], which already caps the
-//! announced count at the configured maximum and checks every placeholder against it), or
-//! limits on attachment size (the transport bounds each Engine.IO message). Placeholders are
-//! not substituted: the relay forwards the packet text and the attachments as they came.
+//! announced count at the configured maximum and checks every placeholder against it).
+//! Placeholders are not substituted: the relay forwards the packet text and the
+//! attachments as they came.
 
 use bytes::Bytes;
 
@@ -19,13 +26,32 @@ use super::packet::Packet;
 pub struct Complete {
     pub packet: Packet,
     pub attachments: Vec<Bytes>,
+    /// The packet and its attachments were over the byte budget: `attachments` is empty
+    /// (they were dropped as they came) and the packet is to be refused, not acted on.
+    pub oversized: bool,
 }
 
 /// Collects the attachments of at most one pending binary packet per connection.
 #[derive(Debug, Default)]
 pub struct Reassembler {
     /// The binary packet waiting for its attachments; `None` when idle.
-    pending: Option<Complete>,
+    pending: Option<Pending>,
+    /// How many binary packets started waiting so far.
+    started: u64,
+}
+
+/// A binary packet waiting for its attachments.
+#[derive(Debug)]
+struct Pending {
+    packet: Packet,
+    /// The attachments kept (none once over budget).
+    attachments: Vec<Bytes>,
+    /// Attachments received, kept or not.
+    received: usize,
+    /// Bytes still allowed.
+    left: usize,
+    /// Over budget: attachments are dropped as they come.
+    oversized: bool,
 }
 
 /// Capacity reserved up front for attachments: the count is already bounded by the
@@ -38,25 +64,44 @@ impl Reassembler {
     /// when it starts waiting. A text packet while attachments are pending is an error,
     /// and drops the pending packet (the connection is to be closed anyway).
     pub fn text(&mut self, packet: Packet) -> Result<Option<Complete>, ReassemblyError> {
+        self.text_within(packet, usize::MAX)
+    }
+
+    /// [`Reassembler::text`], with a budget of `max_bytes` for the packet's data text and
+    /// its attachments together.
+    pub fn text_within(
+        &mut self,
+        packet: Packet,
+        max_bytes: usize,
+    ) -> Result<Option<Complete>, ReassemblyError> {
         if let Some(pending) = self.pending.take() {
             return Err(ReassemblyError::TextWhileWaiting {
-                missing: pending
-                    .packet
-                    .attachments
-                    .saturating_sub(pending.attachments.len()),
+                missing: pending.packet.attachments.saturating_sub(pending.received),
             });
         }
         if !packet.kind.is_binary() || packet.attachments == 0 {
             return Ok(Some(Complete {
                 packet,
                 attachments: Vec::new(),
+                oversized: false,
             }));
         }
-        self.pending = Some(Complete {
+        let text = packet.data.as_ref().map_or(0, |d| d.get().len());
+        self.started = self.started.wrapping_add(1);
+        self.pending = Some(Pending {
             attachments: Vec::with_capacity(packet.attachments.min(PREALLOCATE)),
+            received: 0,
+            left: max_bytes.saturating_sub(text),
+            oversized: text > max_bytes,
             packet,
         });
         Ok(None)
+    }
+
+    /// A number that changes each time a binary packet starts waiting: a deadline set
+    /// for one packet checks it to know that the same packet still waits.
+    pub fn started(&self) -> u64 {
+        self.started
     }
 
     /// One binary Engine.IO message: an attachment of the pending packet. `Some(Complete)`
@@ -66,11 +111,34 @@ impl Reassembler {
             .pending
             .as_mut()
             .ok_or(ReassemblyError::UnexpectedBinary)?;
-        pending.attachments.push(data);
-        if pending.attachments.len() < pending.packet.attachments {
+        pending.received += 1;
+        if !pending.oversized && data.len() <= pending.left {
+            pending.left -= data.len();
+            pending.attachments.push(data);
+        } else if !pending.oversized {
+            pending.oversized = true;
+            pending.attachments = Vec::new();
+        }
+        if pending.received < pending.packet.attachments {
             return Ok(None);
         }
-        Ok(self.pending.take())
+        Ok(self.pending.take().map(|p| Complete {
+            packet: p.packet,
+            attachments: p.attachments,
+            oversized: p.oversized,
+        }))
+    }
+
+    /// The namespace of the packet waiting for attachments.
+    pub fn pending_nsp(&self) -> Option<&str> {
+        self.pending.as_ref().map(|p| p.packet.nsp.as_str())
+    }
+
+    /// Bytes the pending packet holds (its attachments so far), 0 when idle.
+    pub fn held(&self) -> usize {
+        self.pending
+            .as_ref()
+            .map_or(0, |p| p.attachments.iter().map(Bytes::len).sum())
     }
 
     /// True while a binary packet waits for attachments.
@@ -190,6 +258,38 @@ mod tests {
         packet.attachments = 0;
         let mut r = Reassembler::default();
         assert!(r.text(packet).unwrap().is_some());
+    }
+
+    /// Issue 13, item 3: attachments over the budget are dropped as they arrive, not
+    /// kept until the packet completes; the packet completes marked oversized.
+    #[test]
+    fn attachments_over_the_budget_are_dropped_as_they_arrive() {
+        let mut r = Reassembler::default();
+        let text = r#"53-["a",{"_placeholder":true,"num":0}]"#;
+        let budget = 100;
+        let before = r.started();
+        assert!(r.text_within(text_packet(text), budget).unwrap().is_none());
+        assert_ne!(r.started(), before);
+        assert!(r.binary(Bytes::from(vec![0u8; 50])).unwrap().is_none());
+        assert_eq!(r.held(), 50);
+        assert!(r.binary(Bytes::from(vec![0u8; 60])).unwrap().is_none());
+        assert_eq!(r.held(), 0, "nothing kept once over budget");
+        let done = r.binary(Bytes::from(vec![0u8; 1])).unwrap().unwrap();
+        assert!(done.oversized);
+        assert!(done.attachments.is_empty());
+        // Within the budget, nothing changes.
+        assert!(r.text_within(text_packet(text), 1000).unwrap().is_none());
+        for _ in 0..3 {
+            r.binary(Bytes::from(vec![0u8; 50])).unwrap();
+        }
+        assert!(!r.is_waiting());
+        // A data text over the budget alone is oversized too.
+        assert!(
+            r.text_within(text_packet(r#"51-["a"]"#), 3)
+                .unwrap()
+                .is_none()
+        );
+        assert!(r.binary(Bytes::new()).unwrap().unwrap().oversized);
     }
 
     /// One Engine.IO message as the connection hands it over.

@@ -115,6 +115,12 @@ impl Metrics {
                 "iorelay_origin_refused_total",
                 "Engine.IO requests (handshakes, WebSockets, polling) refused for their Origin.",
             ),
+            refused: counter_vec(
+                r,
+                "iorelay_connections_refused_total",
+                "Engine.IO handshakes refused by a connection limit, by reason.",
+                &["reason"],
+            ),
         };
         let relay = relay::Meters {
             connections: gauge_vec(

@@ -13,6 +13,7 @@
 // with socketio-conformance).
 import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
+import { connect as tcpConnect } from "node:net";
 import { startConformanceServer } from "../lib/relay.mjs";
 import { rawEngineIO, withTimeout } from "../lib/raw.mjs";
 
@@ -147,6 +148,35 @@ describe("Engine.IO v4 conformance (/engine.io/ echo)", () => {
       assert.deepEqual(held, { status: 200, body: "1" }, "the pending poll is ended with a close packet");
       assert.equal(overlap.status, 400, `the overlapping poll answered ${JSON.stringify(overlap)}`);
       assert.equal((await poll(sid)).status, 400, "the session must be gone");
+    });
+
+    // Not in the official suite: the reference refuses a POST while another POST of the
+    // session is still being read ("data request overlap": 400, and the session closes).
+    it("refuses a POST while another POST's body is still being read, and closes the session", async () => {
+      const sid = await openPollingSession();
+      const url = new URL(`${base}?EIO=4&transport=polling&sid=${sid}`);
+      const slow = tcpConnect(Number(url.port), url.hostname);
+      slow.on("error", () => {});
+      try {
+        await new Promise((resolve) => slow.once("connect", resolve));
+        // Headers and the first bytes of a body that never completes.
+        await new Promise((resolve) =>
+          slow.write(
+            `POST ${url.pathname}${url.search} HTTP/1.1\r\nHost: ${url.host}\r\n` +
+              "Content-Type: text/plain;charset=UTF-8\r\nContent-Length: 1000\r\n\r\n4hel",
+            resolve,
+          ),
+        );
+        // Nothing on the wire says when the server has begun reading that body; a full
+        // request/response on another connection after it was written and accepted lets
+        // the server's accept loop reach it first (see "Arrival order" in CONFORMANCE.md).
+        await openPollingSession();
+        const overlap = await push(sid, "4hello");
+        assert.equal(overlap.status, 400, `the overlapping POST answered ${JSON.stringify(overlap)}`);
+        assert.equal((await poll(sid)).status, 400, "the session must be gone");
+      } finally {
+        slow.destroy();
+      }
     });
 
     it("closes the session when the client aborts its pending poll", {
