@@ -26,6 +26,7 @@ use tokio::task::AbortHandle;
 use super::auth::{Credentials, Identity, clean_name};
 use super::depart::depart;
 use super::policy::Refusal;
+use super::rates::Kept;
 use super::shared::{Owner, Shared};
 use super::socket::{Admitted, Socket, TokenBucket};
 use super::{announce, control, events, reply};
@@ -106,20 +107,19 @@ pub struct Conn {
 struct State {
     reassembler: Reassembler,
     sockets: HashMap<String, Arc<Socket>>,
-    /// The rate limits of each namespace this connection ever connected to, kept when
-    /// it leaves: the budget is the connection's, so leaving and joining again does not
-    /// refill it (issue 13, item 1). At most one per declared namespace.
-    rates: HashMap<String, Rates>,
+    /// The rate limits of each namespace this connection left, for its next CONNECT.
+    rates: Kept,
 }
 
-/// A connection's rate limits in one namespace.
-struct Rates {
-    /// Events (shared with the namespace's socket of the moment).
-    events: Arc<Mutex<TokenBucket>>,
-    /// CONNECTs: a bucket of their own with the same rate and burst, so that connecting
-    /// costs no event (a namespace with `burst = 1` can still emit at once), yet a
-    /// connect/disconnect loop (announced connections, `join_claim` rooms) is bounded.
-    connects: TokenBucket,
+impl State {
+    /// Take the socket of `nsp` out, keeping its rate limits for a later CONNECT.
+    fn leave(&mut self, nsp: &str, limits: Option<&crate::config::Limits>) -> Option<Arc<Socket>> {
+        let socket = self.sockets.remove(nsp)?;
+        if let Some(limits) = limits {
+            self.rates.keep(nsp, &socket, limits);
+        }
+        Some(socket)
+    }
 }
 
 impl std::fmt::Debug for Conn {
@@ -297,7 +297,9 @@ impl Conn {
         match packet.kind {
             PacketKind::Connect => self.connect(packet).await,
             PacketKind::Disconnect => {
-                let socket = self.state.lock().sockets.remove(&packet.nsp);
+                let policy = self.relay.namespace(&packet.nsp).map(|ns| ns.policy());
+                let limits = policy.as_ref().map(|p| &p.config.limits);
+                let socket = self.state.lock().leave(&packet.nsp, limits);
                 if let Some(socket) = socket {
                     tracing::debug!(sid = %self.session.sid, nsp = %packet.nsp, "client left namespace");
                     depart(&self.relay, &socket).await;
@@ -380,18 +382,22 @@ impl Conn {
         let now = Instant::now();
         let (rate, allowed) = {
             let mut state = self.state.lock();
-            let rates = state.rates.entry(nsp.clone()).or_insert_with(|| Rates {
-                events: Arc::new(Mutex::new(TokenBucket::new(
-                    limits.events_per_second,
-                    limits.burst,
-                    now,
-                ))),
-                connects: TokenBucket::new(limits.events_per_second, limits.burst, now),
-            });
-            rates
-                .connects
-                .set_limits(limits.events_per_second, limits.burst);
-            (rates.events.clone(), rates.connects.take(now))
+            match state.rates.get_mut(&nsp) {
+                // Connected here before: the buckets it left with.
+                Some(rates) => {
+                    rates
+                        .connects
+                        .set_limits(limits.events_per_second, limits.burst);
+                    (rates.events.clone(), rates.connects.take(now))
+                }
+                // The first connect is free, and its buckets are kept only once it
+                // leaves (`State::leave`): most connections never do, and a map
+                // per connection would cost every idle one a few hundred bytes.
+                None => {
+                    let events = TokenBucket::new(limits.events_per_second, limits.burst, now);
+                    (Arc::new(Mutex::new(events)), true)
+                }
+            }
         };
         if !allowed {
             tracing::debug!(sid = %self.session.sid, %nsp, "connect refused: rate limit");
@@ -547,7 +553,9 @@ impl Connection for Conn {
 
 impl Owner for Conn {
     fn disconnect(&self, nsp: &str) -> BoxFuture<'_, bool> {
-        let removed = self.state.lock().sockets.remove(nsp);
+        let policy = self.relay.namespace(nsp).map(|ns| ns.policy());
+        let limits = policy.as_ref().map(|p| &p.config.limits);
+        let removed = self.state.lock().leave(nsp, limits);
         Box::pin(async move {
             let Some(socket) = removed else {
                 return false;

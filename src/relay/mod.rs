@@ -19,6 +19,7 @@
 //! - [`meta`]: the sender's metadata appended to relayed events.
 //! - [`auth`]: who may connect (JWT, cookies) and the identity a socket keeps.
 //! - [`socket`]: one socket's state.
+//! - [`rates`]: a connection's rate limits, kept across namespace reconnects.
 //! - [`meters`]: the relay's instruments.
 //!
 //! Imports inside the relay point one way, down this list: `backend`, `connection` →
@@ -36,6 +37,7 @@ pub mod events;
 pub mod meta;
 pub mod meters;
 pub mod policy;
+pub mod rates;
 pub mod reply;
 pub mod shared;
 pub mod socket;

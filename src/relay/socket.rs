@@ -107,6 +107,11 @@ impl Socket {
         self.session().send_frame(Frame::message(text))
     }
 
+    /// The events bucket, for the connection to keep when the socket leaves.
+    pub fn rate_bucket(&self) -> Arc<Mutex<TokenBucket>> {
+        self.rate.clone()
+    }
+
     /// Take one event's worth from the rate limit in force (`rate` per second, `burst`
     /// above it, so that a reload applies to connected sockets too); false when over it.
     pub fn take_token(&self, now: Instant, rate: u32, burst: u32) -> bool {
