@@ -402,6 +402,12 @@ fn check_room(room: &str) -> Result<(), Reply> {
             format!("a room name has 1 to {MAX_ROOM} bytes"),
         ));
     }
+    if room.chars().any(char::is_control) {
+        return Err(Reply::error(
+            400,
+            "room names may not hold control characters",
+        ));
+    }
     Ok(())
 }
 

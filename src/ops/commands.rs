@@ -415,12 +415,26 @@ pub fn render_rooms(body: &Value) -> String {
                 out.push_str(&format!(
                     "  {:>6}  {}\n",
                     r["count"].as_u64().unwrap_or(0),
-                    r["room"].as_str().unwrap_or("?")
+                    printable(r["room"].as_str().unwrap_or("?"))
                 ));
             }
         }
     }
     out
+}
+
+/// A client-chosen name (room, user) as the terminal may see it: control characters
+/// (ANSI and OSC escapes, newlines) are shown escaped, never sent to the terminal.
+pub fn printable(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Human-readable `iorelay sockets`: one line each.
@@ -439,11 +453,11 @@ pub fn render_sockets(body: &Value) -> String {
             "  {}  {}  {}  {}  {}  since {}  rooms: {}\n",
             s["id"].as_str().unwrap_or("?"),
             s["namespace"].as_str().unwrap_or("?"),
-            s["user"].as_str().unwrap_or("-"),
+            printable(s["user"].as_str().unwrap_or("-")),
             s["transport"].as_str().unwrap_or("?"),
             s["address"].as_str().unwrap_or("?"),
             s["connected_at"].as_str().unwrap_or("?"),
-            rooms.join(", ")
+            printable(&rooms.join(", "))
         ));
     }
     out
@@ -457,6 +471,20 @@ mod tests {
     fn renders_rooms() {
         let body = json!({"ok":true,"namespaces":{"/":[{"room":"lobby","count":2}]}});
         assert_eq!(render_rooms(&body), "/ (1 rooms)\n       2  lobby\n");
+    }
+
+    #[test]
+    fn client_chosen_names_cannot_drive_the_terminal() {
+        let body =
+            json!({"ok":true,"namespaces":{"/":[{"room":"a\u{1b}]0;pwned\u{7}\nb","count":1}]}});
+        let out = render_rooms(&body);
+        assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{out:?}");
+        assert!(out.contains("a\\u{1b}]0;pwned\\u{7}\\nb"), "{out:?}");
+        assert_eq!(
+            out.lines().count(),
+            2,
+            "no line break from the name: {out:?}"
+        );
     }
 
     #[test]

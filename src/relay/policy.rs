@@ -57,6 +57,8 @@ pub enum Refusal {
     RoomTooLong,
     /// The room name starts with `$`.
     RoomReserved,
+    /// The room name holds control characters (terminal escapes, newlines).
+    RoomControl,
     /// A `$…` event the relay does not know.
     UnknownControl,
 }
@@ -79,6 +81,7 @@ impl Refusal {
             Refusal::RoomEmpty => "room name is empty",
             Refusal::RoomTooLong => "room name too long",
             Refusal::RoomReserved => "room names starting with $ are reserved",
+            Refusal::RoomControl => "room names may not hold control characters",
             Refusal::UnknownControl => "unknown control event",
         }
     }
@@ -97,7 +100,8 @@ impl Refusal {
             | Refusal::RoomNotString
             | Refusal::RoomEmpty
             | Refusal::RoomTooLong
-            | Refusal::RoomReserved => "bad_room_name",
+            | Refusal::RoomReserved
+            | Refusal::RoomControl => "bad_room_name",
             Refusal::UnknownControl => "unknown_control",
         }
     }
@@ -194,6 +198,8 @@ impl Policy {
             Err(Refusal::RoomTooLong)
         } else if room.starts_with('$') {
             Err(Refusal::RoomReserved)
+        } else if room.chars().any(char::is_control) {
+            Err(Refusal::RoomControl)
         } else {
             Ok(())
         }
@@ -224,6 +230,16 @@ impl Policy {
 mod tests {
     use super::*;
     use crate::config::EventRule;
+
+    #[test]
+    fn room_names_with_control_characters_are_refused() {
+        let p = Policy::compile(&NamespaceConfig::default()).expect("defaults compile");
+        for bad in ["a\u{1b}[31mred", "line\nbreak", "bell\u{7}", "\u{9b}csi"] {
+            assert_eq!(p.check_room_name(bad), Err(Refusal::RoomControl), "{bad:?}");
+        }
+        assert_eq!(p.check_room_name("café ☕ room"), Ok(()));
+        assert_eq!(Refusal::RoomControl.label(), "bad_room_name");
+    }
 
     #[test]
     fn pattern_matches_whole_name() {
