@@ -1,7 +1,9 @@
 //! A worker process: serves the inherited public listener with the relay on the
 //! cross-worker bus, links to its sibling workers, and answers its master over the
-//! control channel (config, heartbeat, reports, shutdown). It never handles signals: the
-//! master decides, the worker follows (and dies with it). How the process gets here —
+//! control channel (config, heartbeat, reports, shutdown). The master decides, the
+//! worker follows (and dies with it); a signal sent to the worker itself (`killall`,
+//! `systemctl kill`) does what it does to the master, except SIGHUP, which the worker
+//! ignores: reloading is the master's job and it hands the workers the new config. How the process gets here —
 //! the inherited descriptors, the first config — is in `bootstrap`.
 //!
 //! A failure to start serving is an [`Error`] whose exit code tells the master whether a
@@ -15,7 +17,9 @@ use tokio::net::{TcpListener, UnixListener, UnixStream};
 
 use super::control::{self, ToMaster, ToWorker};
 use super::listener::Serving;
+use super::rundir;
 use super::shutdown::{self, Stop};
+use super::signals::{self, Intent};
 use super::spawn::{self, WorkerArgs, WorkerId};
 use super::{Error, Stack};
 use crate::adapter::PeerAdapter;
@@ -35,10 +39,14 @@ pub async fn run(
     config: Config,
     log: LogHandle,
 ) -> Result<(), Error> {
+    // A HUP meant for the master (`systemctl kill`, `killall -HUP`, logrotate) must not
+    // kill the worker; TERM and INT stop it as they stop the master.
+    let (intent_tx, mut intents) = tokio::sync::mpsc::unbounded_channel();
+    signals::forward(intent_tx).map_err(Error::Signals)?;
     let bus = PeerAdapter::new(args.id.0);
     let metrics = Metrics::new();
     let forwarder = crate::http::forward::Forwarder {
-        prefix: format!("iorelay-{}-http-", args.bus),
+        dir: args.dir.clone(),
         uid: spawn::own_uid(),
     };
     let stack = Stack::build(
@@ -67,7 +75,24 @@ pub async fn run(
     );
     let mut config = config;
     let drain = loop {
-        let line = match lines.next_line().await {
+        let next = tokio::select! {
+            next = lines.next_line() => next,
+            Some(intent) = intents.recv() => match intent {
+                Intent::Reload(_) => {
+                    tracing::info!(worker = args.id.0, "SIGHUP to a worker ignored: the master reloads the config");
+                    continue;
+                }
+                Intent::Drain => {
+                    tracing::info!(worker = args.id.0, "SIGTERM: worker draining");
+                    break true;
+                }
+                Intent::Stop => {
+                    tracing::info!(worker = args.id.0, "SIGINT: worker stopping");
+                    break false;
+                }
+            },
+        };
+        let line = match next {
             Ok(Some(line)) => line,
             // The master is gone: stop at once.
             Ok(None) | Err(_) => break false,
@@ -135,11 +160,7 @@ async fn accept_forwarded(
     use hyper::service::service_fn;
     use hyper_util::rt::TokioIo;
     let me = spawn::own_uid();
-    let bound = forwarder
-        .address(id.0)
-        .and_then(|addr| std::os::unix::net::UnixListener::bind_addr(&addr))
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .and_then(UnixListener::from_std);
+    let bound = rundir::listen_at(&forwarder.address(id.0)).and_then(UnixListener::from_std);
     let incoming = match bound {
         Ok(l) => l,
         Err(err) => {
@@ -174,10 +195,9 @@ async fn accept_forwarded(
 /// pair has its own connection, so nothing is delivered twice).
 fn link_siblings(bus: &Arc<PeerAdapter>, args: &WorkerArgs) -> std::io::Result<()> {
     let me = spawn::own_uid();
-    let std_listener =
-        std::os::unix::net::UnixListener::bind_addr(&spawn::bus_address(&args.bus, args.id)?)?;
-    std_listener.set_nonblocking(true)?;
-    let incoming = UnixListener::from_std(std_listener)?;
+    let incoming = UnixListener::from_std(rundir::listen_at(&rundir::socket_path(
+        &args.dir, "bus", args.id.0,
+    ))?)?;
     let accepting = bus.clone();
     tokio::spawn(async move {
         loop {
@@ -195,11 +215,11 @@ fn link_siblings(bus: &Arc<PeerAdapter>, args: &WorkerArgs) -> std::io::Result<(
     });
     for peer in WorkerId::all(args.workers).filter(|p| *p != args.id) {
         let bus = bus.clone();
-        let addr = spawn::bus_address(&args.bus, peer)?;
+        let addr = rundir::socket_path(&args.dir, "bus", peer.0);
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(10);
             loop {
-                let linked = crate::http::forward::connect_abstract(addr.clone()).await;
+                let linked = crate::http::forward::connect(&addr).await;
                 match linked {
                     Ok(stream) if spawn::peer_uid(&stream) == Some(me) => {
                         backoff = Duration::from_millis(10);
