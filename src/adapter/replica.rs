@@ -148,6 +148,16 @@ impl Replicas {
         departed
     }
 
+    /// Whether `node`'s member `id` is in `room` of `nsp`.
+    pub fn contains(&self, node: u32, nsp: &str, room: &str, id: &str) -> bool {
+        self.by_node
+            .read()
+            .get(&node)
+            .and_then(|r| r.get(nsp))
+            .and_then(|ns| ns.rooms.get(room))
+            .is_some_and(|members| members.contains_key(id))
+    }
+
     /// How many members the peers have in `room`.
     pub fn count(&self, nsp: &str, room: &str) -> usize {
         self.by_node

@@ -45,6 +45,7 @@ pub async fn run(
     signals::forward(intent_tx).map_err(Error::Signals)?;
     let bus = PeerAdapter::new(args.id.0);
     let metrics = Metrics::new();
+    bus.count_drops_in(metrics.bus_dropped.clone());
     let forwarder = crate::http::forward::Forwarder {
         dir: args.dir.clone(),
         uid: spawn::own_uid(),

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub reloads: IntCounter,
     /// Config reloads rejected (the old config stayed).
     pub reload_failures: IntCounter,
+    /// Broadcasts not sent to a sibling worker whose bus link was over its byte bound.
+    pub bus_dropped: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -154,6 +156,7 @@ impl Metrics {
         );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let metrics = Metrics {
+            bus_dropped: dropped.with_label_values(&["bus_backlog"]),
             worker_restarts: counter(
                 r,
                 "iorelay_worker_restarts_total",
