@@ -406,7 +406,7 @@ impl Control for MasterControl {
     fn metrics(&self) -> BoxFuture<'_, String> {
         Box::pin(async move {
             let mut texts = vec![self.metrics.render()];
-            texts.extend(self.workers.reports().await.into_iter().map(|(m, _)| m));
+            texts.extend(self.workers.metrics().await);
             exposition::merge(&texts)
         })
     }

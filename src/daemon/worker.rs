@@ -126,6 +126,11 @@ pub async fn run(
                     status: status.to_json(),
                 }
             }
+            Ok(ToWorker::Metrics(id)) => ToMaster::Report {
+                id,
+                metrics: metrics.render(),
+                status: serde_json::Value::Null,
+            },
             Ok(ToWorker::Api { id, call }) => ToMaster::Api {
                 id,
                 part: crate::relay::backend::answer(stack.relay.shared(), &call).await,
