@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 
 use super::bus::{Adapter, DepartureHook, Departures, Member, Pick, Recipient, RoomCount, Target};
 use super::local::LocalAdapter;
+use super::occupancy::Occupancy;
 use super::replica::{Departed, Replicas};
 use super::wire::{Message, VERSION, WireError};
 use crate::engine::{BoxFuture, Outgoing};
@@ -42,6 +43,9 @@ const HARD_FACTOR: usize = 2;
 /// that relinks within it (a cut link, a restarted worker) is reconciled with its fresh
 /// snapshot instead, and only the members missing from it leave.
 const RELINK_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Departures announced between two yields to the runtime.
+const ANNOUNCE_BATCH: usize = 256;
 
 /// Largest batch of queued frames written to a link at once.
 const MAX_BATCH: usize = 1 << 20;
@@ -102,6 +106,8 @@ pub struct PeerAdapter {
     dropped: OnceLock<prometheus::IntCounter>,
     /// [`LINK_BYTES`] (smaller in tests).
     link_bytes: usize,
+    /// Rooms with members anywhere on the host, per namespace.
+    occupancy: Occupancy,
 }
 
 impl std::fmt::Debug for PeerAdapter {
@@ -132,6 +138,7 @@ impl PeerAdapter {
             resync: Mutex::new(HashMap::new()),
             dropped: OnceLock::new(),
             link_bytes,
+            occupancy: Occupancy::default(),
         })
     }
 
@@ -256,6 +263,7 @@ impl PeerAdapter {
                         self.hello(link, n);
                     }
                     (None, _) => return Err(LinkError::NoHello),
+                    (Some(n), Message::Synced) => self.synced(n).await,
                     (Some(n), msg) => self.apply(n, msg),
                 }
             }
@@ -278,7 +286,7 @@ impl PeerAdapter {
             .any(|(l, n)| *l != link && *n == node);
         let orphan = self.orphans.lock().remove(&node).is_some();
         if stale || orphan {
-            let before = self.replicas.remove(node);
+            let before = self.remove_replica(node);
             self.resync.lock().entry(node).or_default().extend(before);
         }
         self.inbound.lock().insert(link, node);
@@ -286,12 +294,13 @@ impl PeerAdapter {
     }
 
     /// `node`'s snapshot is complete: whoever it had before and no longer has leaves.
-    fn synced(&self, node: u32) {
+    async fn synced(&self, node: u32) {
         let before = self.resync.lock().remove(&node).unwrap_or_default();
-        let gone = before
+        let gone: Vec<Departed> = before
             .into_iter()
-            .filter(|d| !self.replicas.contains(node, &d.nsp, &d.room, &d.member.id));
-        self.announce(gone);
+            .filter(|d| !self.replicas.contains(node, &d.nsp, &d.room, &d.member.id))
+            .collect();
+        self.announce(gone).await;
     }
 
     fn apply(&self, node: u32, msg: Message) {
@@ -317,11 +326,23 @@ impl PeerAdapter {
                 room,
                 id,
                 user,
-            } => self.replicas.join(node, &nsp, room, id, user),
-            Message::Leave { nsp, room, id } => self.replicas.leave(node, &nsp, &room, &id),
-            Message::Gone { nsp, id } => self.replicas.gone(node, &nsp, &id),
-            Message::Synced => self.synced(node),
-            Message::Hello { .. } => {}
+            } => {
+                if let Some(room) = self.replicas.join(node, &nsp, room, id, user) {
+                    self.occupancy.up(&nsp, &room);
+                }
+            }
+            Message::Leave { nsp, room, id } => {
+                if let Some(room) = self.replicas.leave(node, &nsp, &room, &id) {
+                    self.occupancy.down(&nsp, &room);
+                }
+            }
+            Message::Gone { nsp, id } => {
+                for room in self.replicas.gone(node, &nsp, &id) {
+                    self.occupancy.down(&nsp, &room);
+                }
+            }
+            // Handled by the reader (it announces departures).
+            Message::Synced | Message::Hello { .. } => {}
         }
     }
 
@@ -355,26 +376,42 @@ impl PeerAdapter {
                 mine
             };
             if expired {
-                bus.drop_replica(node);
+                bus.drop_replica(node).await;
             }
         });
     }
 
     /// Forget a peer's members (those of a resync it did not finish too) and report each
     /// departure.
-    fn drop_replica(&self, node: u32) {
-        let mut departed = self.replicas.remove(node);
+    async fn drop_replica(&self, node: u32) {
+        let mut departed = self.remove_replica(node);
         departed.extend(self.resync.lock().remove(&node).unwrap_or_default());
-        self.announce(departed.into_iter());
+        self.announce(departed).await;
     }
 
-    /// Report departures to the hook, each (namespace, member, room) once.
-    fn announce(&self, departed: impl Iterator<Item = Departed>) {
+    /// Take `node`'s replica out, with its rooms out of the occupancy.
+    fn remove_replica(&self, node: u32) -> Vec<Departed> {
+        let departed = self.replicas.remove(node);
+        let rooms: HashSet<(&str, &Arc<str>)> =
+            departed.iter().map(|d| (d.nsp.as_str(), &d.room)).collect();
+        for (nsp, room) in rooms {
+            self.occupancy.down(nsp, room);
+        }
+        departed
+    }
+
+    /// Report departures to the hook, each (namespace, member, room) once, yielding to
+    /// the runtime every [`ANNOUNCE_BATCH`]: a dead peer's members × rooms must not hold
+    /// this process's thread (and its heartbeat answers) in one burst.
+    async fn announce(&self, departed: Vec<Departed>) {
         let Some(hook) = self.hook.get() else {
             return;
         };
         let mut seen = HashSet::new();
-        for Departed { nsp, member, room } in departed {
+        for (i, Departed { nsp, member, room }) in departed.into_iter().enumerate() {
+            if i > 0 && i % ANNOUNCE_BATCH == 0 {
+                tokio::task::yield_now().await;
+            }
             if !seen.insert((nsp.clone(), member.id.clone(), room.clone())) {
                 continue;
             }
@@ -447,6 +484,9 @@ impl Adapter for PeerAdapter {
 
     fn remove_socket(&self, nsp: &str, id: &str) -> BoxFuture<'_, Departures> {
         let left = self.local.remove_now(nsp, id);
+        for (room, _) in left.iter().filter(|(_, n)| *n == 0) {
+            self.occupancy.down(nsp, room);
+        }
         self.publish(&Message::Gone {
             nsp: nsp.to_owned(),
             id: id.to_owned(),
@@ -462,7 +502,10 @@ impl Adapter for PeerAdapter {
     }
 
     fn join(&self, nsp: &str, room: &str, id: &str) -> BoxFuture<'_, usize> {
-        let n = self.local.join_now(nsp, room, id);
+        let (n, created) = self.local.join_now(nsp, room, id);
+        if created {
+            self.occupancy.up(nsp, &Arc::from(room));
+        }
         self.publish(&Message::Join {
             nsp: nsp.to_owned(),
             room: room.to_owned(),
@@ -474,7 +517,10 @@ impl Adapter for PeerAdapter {
     }
 
     fn leave(&self, nsp: &str, room: &str, id: &str) -> BoxFuture<'_, usize> {
-        let n = self.local.leave_now(nsp, room, id);
+        let (n, emptied) = self.local.leave_now(nsp, room, id);
+        if emptied {
+            self.occupancy.down(nsp, &Arc::from(room));
+        }
         self.publish(&Message::Leave {
             nsp: nsp.to_owned(),
             room: room.to_owned(),
@@ -504,9 +550,7 @@ impl Adapter for PeerAdapter {
     }
 
     fn room_count(&self, nsp: &str) -> usize {
-        let mut names: HashSet<Arc<str>> = self.local.room_names(nsp).into_iter().collect();
-        self.replicas.add_room_names(nsp, &mut names);
-        names.len()
+        self.occupancy.count(nsp)
     }
 
     fn set_departure_hook(&self, hook: DepartureHook) {
@@ -805,6 +849,80 @@ mod tests {
             .sum::<usize>();
         assert!(after > queued, "the join was queued");
         drop(stuck);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn room_counts_follow_every_source_without_listing_rooms() {
+        use tokio::io::AsyncWriteExt;
+        let b = PeerAdapter::new(1);
+        b.add_socket("/", recipient("rb", 16));
+        b.join("/", "shared", "rb").await;
+        b.join("/", "mine", "rb").await;
+        b.join("/", "mine", "rb").await;
+        assert_eq!(b.room_count("/"), 2);
+        let mut peer = raw_peer(&b);
+        let joins = [("shared", "p1"), ("shared", "p2"), ("theirs", "p1")];
+        peer.write_all(&introduce(7, &joins, true)).await.unwrap();
+        until(|| b.replica_count("/", "theirs") == 1).await;
+        assert_eq!(b.room_count("/"), 3);
+        assert_eq!(b.room_count("/other"), 0);
+        b.leave("/", "shared", "rb").await;
+        assert_eq!(b.room_count("/"), 3, "the peer still has members in shared");
+        let mut buf = BytesMut::new();
+        Message::Gone {
+            nsp: "/".into(),
+            id: "p1".into(),
+        }
+        .encode(&mut buf);
+        peer.write_all(&buf).await.unwrap();
+        until(|| b.replica_count("/", "theirs") == 0).await;
+        assert_eq!(b.room_count("/"), 2);
+        drop(peer);
+        tokio::time::sleep(RELINK_GRACE * 2).await;
+        until(|| b.room_count("/") == 1).await;
+        b.remove_socket("/", "rb").await;
+        assert_eq!(b.room_count("/"), 0);
+    }
+
+    /// A dead peer's many departures are announced in batches: the runtime runs other
+    /// tasks (the control channel, the heartbeat answer) in between. On the real clock:
+    /// the busy neighbour task would keep a paused clock from ever advancing.
+    #[tokio::test]
+    async fn a_dead_peers_departures_do_not_hold_the_thread() {
+        use tokio::io::AsyncWriteExt;
+        let b = PeerAdapter::new(1);
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let seen: Arc<Mutex<Vec<usize>>> = Arc::default();
+        let (t, s) = (ticks.clone(), seen.clone());
+        b.set_departure_hook(Box::new(move |_, _, _, _| {
+            s.lock().push(t.load(Ordering::Relaxed));
+        }));
+        let ids: Vec<String> = (0..1000).map(|i| format!("m{i}")).collect();
+        let joins: Vec<(&str, &str)> = ids.iter().map(|id| ("r", id.as_str())).collect();
+        let mut peer = raw_peer(&b);
+        peer.write_all(&introduce(7, &joins, true)).await.unwrap();
+        until(|| b.replica_count("/", "r") == 1000).await;
+        let ticker = ticks.clone();
+        let other = tokio::spawn(async move {
+            loop {
+                ticker.fetch_add(1, Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        });
+        drop(peer);
+        for _ in 0..500 {
+            if seen.lock().len() == 1000 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        other.abort();
+        assert_eq!(seen.lock().len(), 1000);
+        let seen = seen.lock().clone();
+        assert!(
+            seen.first() < seen.last(),
+            "other tasks ran during the departures"
+        );
     }
 
     /// Each way a peer can break the link is told apart (the log says which).
