@@ -111,27 +111,27 @@ impl LocalAdapter {
         left
     }
 
-    pub(crate) fn join_now(&self, nsp: &str, room: &str, id: &str) -> usize {
+    /// Join; returns the room's count and whether the room was empty here before.
+    pub(crate) fn join_now(&self, nsp: &str, room: &str, id: &str) -> (usize, bool) {
         let space = self.space(nsp);
         let mut s = space.write();
         let Some(socket) = s.sockets.get(id).cloned() else {
-            return s.rooms.get(room).map_or(0, HashMap::len);
+            return (s.rooms.get(room).map_or(0, HashMap::len), false);
         };
-        let room: Arc<str> = s
-            .rooms
-            .get_key_value(room)
-            .map(|(k, _)| k.clone())
-            .unwrap_or_else(|| Arc::from(room));
+        let existing = s.rooms.get_key_value(room).map(|(k, _)| k.clone());
+        let created = existing.is_none();
+        let room: Arc<str> = existing.unwrap_or_else(|| Arc::from(room));
         s.memberships
             .entry(socket.id.clone())
             .or_default()
             .insert(room.clone());
         let members = s.rooms.entry(room).or_default();
         members.insert(socket.id.clone(), socket);
-        members.len()
+        (members.len(), created)
     }
 
-    pub(crate) fn leave_now(&self, nsp: &str, room: &str, id: &str) -> usize {
+    /// Leave; returns the room's remaining count and whether this emptied it here.
+    pub(crate) fn leave_now(&self, nsp: &str, room: &str, id: &str) -> (usize, bool) {
         let space = self.space(nsp);
         let mut s = space.write();
         if let Some(rooms) = s.memberships.get_mut(id) {
@@ -142,12 +142,12 @@ impl LocalAdapter {
                 members.remove(id);
                 members.len()
             }
-            None => return 0,
+            None => return (0, false),
         };
         if remaining == 0 {
             s.rooms.remove(room);
         }
-        remaining
+        (remaining, remaining == 0)
     }
 }
 
@@ -163,12 +163,12 @@ impl Adapter for LocalAdapter {
     }
 
     fn join(&self, nsp: &str, room: &str, id: &str) -> BoxFuture<'_, usize> {
-        let n = self.join_now(nsp, room, id);
+        let (n, _) = self.join_now(nsp, room, id);
         Box::pin(async move { n })
     }
 
     fn leave(&self, nsp: &str, room: &str, id: &str) -> BoxFuture<'_, usize> {
-        let n = self.leave_now(nsp, room, id);
+        let (n, _) = self.leave_now(nsp, room, id);
         Box::pin(async move { n })
     }
 

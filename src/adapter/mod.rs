@@ -20,6 +20,7 @@
 
 pub mod bus;
 pub mod local;
+pub mod occupancy;
 pub mod peer;
 pub mod replica;
 pub mod wire;

@@ -14,7 +14,7 @@
 //! between workers; in-memory pipes in tests).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
@@ -26,13 +26,28 @@ use super::bus::{
     Adapter, DepartureHook, Departures, Member, Pick, Recipient, RoomCount, Target, is_listed,
 };
 use super::local::LocalAdapter;
+use super::occupancy::Occupancy;
 use super::replica::{Departed, Replicas};
 use super::wire::{Message, VERSION, WireError};
 use crate::engine::{BoxFuture, Outgoing};
 
-/// Frames queued per link before the peer counts as stuck and the link is cut (the
-/// supervisor replaces a stuck worker; a live one relinks with a fresh snapshot).
-const LINK_QUEUE: usize = 16_384;
+/// Bytes queued per link past which broadcasts to that peer are dropped (and counted):
+/// a peer that does not keep up loses fan-out, not memberships.
+const LINK_BYTES: usize = 32 << 20;
+
+/// Twice [`LINK_BYTES`] queued on a link, even membership messages cannot wait: the
+/// peer is stuck and the link is cut (the supervisor replaces a stuck worker; a live one
+/// relinks with a fresh snapshot, and [`RELINK_GRACE`] keeps its members from leaving
+/// falsely).
+const HARD_FACTOR: usize = 2;
+
+/// How long a peer whose link ended keeps its members before they count as gone: a peer
+/// that relinks within it (a cut link, a restarted worker) is reconciled with its fresh
+/// snapshot instead, and only the members missing from it leave.
+const RELINK_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Departures announced between two yields to the runtime.
+const ANNOUNCE_BATCH: usize = 256;
 
 /// Largest batch of queued frames written to a link at once.
 const MAX_BATCH: usize = 1 << 20;
@@ -63,7 +78,9 @@ pub enum LinkError {
 #[derive(Debug)]
 struct Link {
     /// Encoded frames for the link's writer.
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::UnboundedSender<Bytes>,
+    /// Bytes queued and not yet written.
+    queued: Arc<AtomicUsize>,
 }
 
 /// The bus of a multi-process host.
@@ -82,6 +99,17 @@ pub struct PeerAdapter {
     hook: OnceLock<DepartureHook>,
     /// Link numbering.
     next_link: AtomicU64,
+    /// Peers whose links all ended, waiting out [`RELINK_GRACE`]: node → the number of
+    /// the wait (a later loss starts a new one).
+    orphans: Mutex<HashMap<u32, u64>>,
+    /// Relinked peers whose snapshot is arriving: node → the memberships it had before.
+    resync: Mutex<HashMap<u32, Vec<Departed>>>,
+    /// Broadcasts not sent to a peer whose link was over [`LINK_BYTES`].
+    dropped: OnceLock<prometheus::IntCounter>,
+    /// [`LINK_BYTES`] (smaller in tests).
+    link_bytes: usize,
+    /// Rooms with members anywhere on the host, per namespace.
+    occupancy: Occupancy,
 }
 
 impl std::fmt::Debug for PeerAdapter {
@@ -95,6 +123,11 @@ impl std::fmt::Debug for PeerAdapter {
 impl PeerAdapter {
     /// A bus for node `node` with no links yet.
     pub fn new(node: u32) -> Arc<PeerAdapter> {
+        PeerAdapter::bounded(node, LINK_BYTES)
+    }
+
+    /// A bus whose links drop broadcasts past `link_bytes` queued.
+    fn bounded(node: u32, link_bytes: usize) -> Arc<PeerAdapter> {
         Arc::new(PeerAdapter {
             node,
             local: LocalAdapter::new(),
@@ -103,7 +136,17 @@ impl PeerAdapter {
             replicas: Replicas::default(),
             hook: OnceLock::new(),
             next_link: AtomicU64::new(1),
+            orphans: Mutex::new(HashMap::new()),
+            resync: Mutex::new(HashMap::new()),
+            dropped: OnceLock::new(),
+            link_bytes,
+            occupancy: Occupancy::default(),
         })
+    }
+
+    /// Count the broadcasts dropped for a slow peer in `counter`.
+    pub fn count_drops_in(&self, counter: prometheus::IntCounter) {
+        let _ = self.dropped.set(counter);
     }
 
     /// This process's node id.
@@ -132,13 +175,20 @@ impl PeerAdapter {
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
         let link = self.next_link.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(LINK_QUEUE);
-        self.links.lock().insert(link, Link { tx });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        self.links.lock().insert(
+            link,
+            Link {
+                tx,
+                queued: queued.clone(),
+            },
+        );
         let (mut reader, writer) = tokio::io::split(stream);
         // The peer never writes on this connection: a read returns only when it closes.
         let mut scratch = [0u8; 64];
         tokio::select! {
-            written = self.write_link(writer, rx) => {
+            written = self.write_link(writer, rx, &queued) => {
                 if let Err(error) = written {
                     // The peer going away is the usual cause; the daemon relinks.
                     tracing::debug!(node = self.node, %error, "outbound peer link ended");
@@ -167,7 +217,8 @@ impl PeerAdapter {
     async fn write_link<W: AsyncWrite + Unpin>(
         &self,
         mut writer: W,
-        mut rx: mpsc::Receiver<Bytes>,
+        mut rx: mpsc::UnboundedReceiver<Bytes>,
+        queued: &AtomicUsize,
     ) -> Result<(), LinkError> {
         let mut buf = BytesMut::new();
         Message::Hello {
@@ -186,6 +237,7 @@ impl PeerAdapter {
                 .encode(&mut buf);
             }
         }
+        Message::Synced.encode(&mut buf);
         writer.write_all(&buf).await.map_err(LinkError::Write)?;
         while let Some(first) = rx.recv().await {
             let mut batch = BytesMut::from(&first[..]);
@@ -196,6 +248,7 @@ impl PeerAdapter {
                 }
             }
             writer.write_all(&batch).await.map_err(LinkError::Write)?;
+            queued.fetch_sub(batch.len(), Ordering::Relaxed);
         }
         Ok(())
     }
@@ -219,6 +272,7 @@ impl PeerAdapter {
                         self.hello(link, n);
                     }
                     (None, _) => return Err(LinkError::NoHello),
+                    (Some(n), Message::Synced) => self.synced(n).await,
                     (Some(n), msg) => self.apply(n, msg),
                 }
             }
@@ -230,18 +284,32 @@ impl PeerAdapter {
 
     fn hello(&self, link: u64, node: u32) {
         tracing::debug!(node = self.node, peer = node, "peer link up");
-        // A peer that comes back under the same id replaces its earlier self: whatever
-        // the old one had is gone.
+        // A peer that comes back under the same id (a relink, or a restarted worker
+        // while its predecessor's link was still open or in its grace): what it had is
+        // set aside, and once its fresh snapshot is in (`Synced`) only the members
+        // missing from it leave.
         let stale = self
             .inbound
             .lock()
             .iter()
             .any(|(l, n)| *l != link && *n == node);
-        if stale {
-            self.drop_replica(node);
+        let orphan = self.orphans.lock().remove(&node).is_some();
+        if stale || orphan {
+            let before = self.remove_replica(node);
+            self.resync.lock().entry(node).or_default().extend(before);
         }
         self.inbound.lock().insert(link, node);
         self.replicas.add_peer(node);
+    }
+
+    /// `node`'s snapshot is complete: whoever it had before and no longer has leaves.
+    async fn synced(&self, node: u32) {
+        let before = self.resync.lock().remove(&node).unwrap_or_default();
+        let gone: Vec<Departed> = before
+            .into_iter()
+            .filter(|d| !self.replicas.contains(node, &d.nsp, &d.room, &d.member.id))
+            .collect();
+        self.announce(gone).await;
     }
 
     fn apply(&self, node: u32, msg: Message) {
@@ -267,15 +335,29 @@ impl PeerAdapter {
                 room,
                 id,
                 user,
-            } => self.replicas.join(node, &nsp, room, id, user),
-            Message::Leave { nsp, room, id } => self.replicas.leave(node, &nsp, &room, &id),
-            Message::Gone { nsp, id } => self.replicas.gone(node, &nsp, &id),
-            Message::Hello { .. } => {}
+            } => {
+                if let Some(room) = self.replicas.join(node, &nsp, room, id, user) {
+                    self.occupancy.up(&nsp, &room);
+                }
+            }
+            Message::Leave { nsp, room, id } => {
+                if let Some(room) = self.replicas.leave(node, &nsp, &room, &id) {
+                    self.occupancy.down(&nsp, &room);
+                }
+            }
+            Message::Gone { nsp, id } => {
+                for room in self.replicas.gone(node, &nsp, &id) {
+                    self.occupancy.down(&nsp, &room);
+                }
+            }
+            // Handled by the reader (it announces departures).
+            Message::Synced | Message::Hello { .. } => {}
         }
     }
 
-    /// A link ended: forget it and, if it was the peer's only one, its members.
-    fn lost(&self, link: u64) {
+    /// A link ended: forget it and, if it was the peer's only one, its members once
+    /// [`RELINK_GRACE`] passed without the peer coming back.
+    fn lost(self: &Arc<Self>, link: u64) {
         self.links.lock().remove(&link);
         let node = self.inbound.lock().remove(&link);
         let Some(node) = node else {
@@ -283,24 +365,75 @@ impl PeerAdapter {
         };
         let still_linked = self.inbound.lock().values().any(|n| *n == node);
         tracing::info!(node = self.node, peer = node, "peer link down");
-        if !still_linked {
-            self.drop_replica(node);
+        if still_linked {
+            return;
         }
+        let wait = self.next_link.fetch_add(1, Ordering::Relaxed);
+        self.orphans.lock().insert(node, wait);
+        let bus = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(RELINK_GRACE).await;
+            let Some(bus) = bus.upgrade() else {
+                return;
+            };
+            let expired = {
+                let mut orphans = bus.orphans.lock();
+                let mine = orphans.get(&node) == Some(&wait);
+                if mine {
+                    orphans.remove(&node);
+                }
+                mine
+            };
+            if expired {
+                bus.drop_replica(node).await;
+            }
+        });
     }
 
-    /// Forget a peer's members and report each departure.
-    fn drop_replica(&self, node: u32) {
+    /// Forget a peer's members (those of a resync it did not finish too) and report each
+    /// departure.
+    async fn drop_replica(&self, node: u32) {
+        let mut departed = self.remove_replica(node);
+        departed.extend(self.resync.lock().remove(&node).unwrap_or_default());
+        self.announce(departed).await;
+    }
+
+    /// Take `node`'s replica out, with its rooms out of the occupancy.
+    fn remove_replica(&self, node: u32) -> Vec<Departed> {
         let departed = self.replicas.remove(node);
+        let rooms: HashSet<(&str, &Arc<str>)> =
+            departed.iter().map(|d| (d.nsp.as_str(), &d.room)).collect();
+        for (nsp, room) in rooms {
+            self.occupancy.down(nsp, room);
+        }
+        departed
+    }
+
+    /// Report departures to the hook, each (namespace, member, room) once, yielding to
+    /// the runtime every [`ANNOUNCE_BATCH`]: a dead peer's members × rooms must not hold
+    /// this process's thread (and its heartbeat answers) in one burst.
+    async fn announce(&self, departed: Vec<Departed>) {
         let Some(hook) = self.hook.get() else {
             return;
         };
-        for Departed { nsp, member, room } in departed {
+        let mut seen = HashSet::new();
+        for (i, Departed { nsp, member, room }) in departed.into_iter().enumerate() {
+            if i > 0 && i % ANNOUNCE_BATCH == 0 {
+                tokio::task::yield_now().await;
+            }
+            if !seen.insert((nsp.clone(), member.id.clone(), room.clone())) {
+                continue;
+            }
             let count = self.host_count(&nsp, &room);
             hook(&nsp, &member, &room, count);
         }
     }
 
-    /// Queue a message for every peer.
+    /// Queue a message for every peer. Past [`LINK_BYTES`] queued on a link, a
+    /// broadcast is dropped for that peer (and counted); a membership message is never
+    /// dropped (a lost one would leave the peer's replica wrong for good) unless the
+    /// link is over [`HARD_FACTOR`] times that: then the link is cut, the peer relinks and gets
+    /// a fresh snapshot.
     fn publish(&self, msg: &Message) {
         let mut links = self.links.lock();
         if links.is_empty() {
@@ -309,16 +442,39 @@ impl PeerAdapter {
         let mut buf = BytesMut::new();
         msg.encode(&mut buf);
         let frame = buf.freeze();
-        // A link that cannot take more is cut rather than skipped: a lost membership
-        // message would leave the peer's replica wrong for good, while a cut link makes
-        // the peer drop our members and get a fresh snapshot when we relink.
+        let droppable = matches!(msg, Message::Broadcast { .. });
+        let limit = match droppable {
+            true => self.link_bytes,
+            false => self.link_bytes * HARD_FACTOR,
+        };
+        let mut dropped = 0;
         links.retain(|_, link| {
-            let ok = link.tx.try_send(frame.clone()).is_ok();
-            if !ok {
-                tracing::warn!(node = self.node, "peer link backlog full, cutting the link");
+            let queued = link.queued.load(Ordering::Relaxed);
+            if queued + frame.len() > limit {
+                if droppable {
+                    dropped += 1;
+                    return true;
+                }
+                tracing::warn!(
+                    node = self.node,
+                    queued,
+                    "peer link backlog over its bound, cutting the link"
+                );
+                return false;
             }
-            ok
+            link.queued.fetch_add(frame.len(), Ordering::Relaxed);
+            link.tx.send(frame.clone()).is_ok()
         });
+        if dropped > 0 {
+            if let Some(counter) = self.dropped.get() {
+                counter.inc_by(dropped);
+            }
+            tracing::debug!(
+                node = self.node,
+                dropped,
+                "broadcast not sent to slow peers"
+            );
+        }
     }
 
     fn replica_count(&self, nsp: &str, room: &str) -> usize {
@@ -337,6 +493,9 @@ impl Adapter for PeerAdapter {
 
     fn remove_socket(&self, nsp: &str, id: &str) -> BoxFuture<'_, Departures> {
         let left = self.local.remove_now(nsp, id);
+        for (room, _) in left.iter().filter(|(_, n)| *n == 0) {
+            self.occupancy.down(nsp, room);
+        }
         self.publish(&Message::Gone {
             nsp: nsp.to_owned(),
             id: id.to_owned(),
@@ -352,7 +511,10 @@ impl Adapter for PeerAdapter {
     }
 
     fn join(&self, nsp: &str, room: &str, id: &str) -> BoxFuture<'_, usize> {
-        let n = self.local.join_now(nsp, room, id);
+        let (n, created) = self.local.join_now(nsp, room, id);
+        if created {
+            self.occupancy.up(nsp, &Arc::from(room));
+        }
         self.publish(&Message::Join {
             nsp: nsp.to_owned(),
             room: room.to_owned(),
@@ -364,7 +526,10 @@ impl Adapter for PeerAdapter {
     }
 
     fn leave(&self, nsp: &str, room: &str, id: &str) -> BoxFuture<'_, usize> {
-        let n = self.local.leave_now(nsp, room, id);
+        let (n, emptied) = self.local.leave_now(nsp, room, id);
+        if emptied {
+            self.occupancy.down(nsp, &Arc::from(room));
+        }
         self.publish(&Message::Leave {
             nsp: nsp.to_owned(),
             room: room.to_owned(),
@@ -394,9 +559,7 @@ impl Adapter for PeerAdapter {
     }
 
     fn room_count(&self, nsp: &str) -> usize {
-        let mut names: HashSet<Arc<str>> = self.local.room_names(nsp).into_iter().collect();
-        self.replicas.add_room_names(nsp, &mut names);
-        names.iter().filter(|r| is_listed(r)).count()
+        self.occupancy.count(nsp)
     }
 
     fn set_departure_hook(&self, hook: DepartureHook) {
@@ -520,7 +683,7 @@ mod tests {
         assert_eq!(b.peers(), 1);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_lost_peer_departs() {
         use tokio::io::AsyncWriteExt;
         let b = PeerAdapter::new(1);
@@ -549,6 +712,11 @@ mod tests {
         peer.write_all(&buf).await.unwrap();
         until(|| b.replica_count("/", "r2") == 1).await;
         drop(peer);
+        // Not at once: the peer may relink within the grace.
+        until(|| b.peers() == 0).await;
+        assert!(departed.lock().is_empty());
+        assert_eq!(b.count("/", "r1").await, 1);
+        tokio::time::sleep(RELINK_GRACE * 2).await;
         until(|| departed.lock().len() == 2).await;
         let mut got = departed.lock().clone();
         got.sort();
@@ -561,6 +729,210 @@ mod tests {
         );
         assert_eq!(b.count("/", "r1").await, 0);
         assert_eq!(b.peers(), 0);
+    }
+
+    /// Frames a peer sends on connecting: `Hello`, its memberships, maybe `Synced`.
+    fn introduce(node: u32, joins: &[(&str, &str)], synced: bool) -> BytesMut {
+        let mut buf = BytesMut::new();
+        Message::Hello {
+            version: VERSION,
+            node,
+        }
+        .encode(&mut buf);
+        for (room, id) in joins {
+            Message::Join {
+                nsp: "/".into(),
+                room: (*room).into(),
+                id: (*id).into(),
+                user: None,
+            }
+            .encode(&mut buf);
+        }
+        if synced {
+            Message::Synced.encode(&mut buf);
+        }
+        buf
+    }
+
+    type Seen = Arc<Mutex<Vec<(String, String, usize)>>>;
+
+    fn record_departures(b: &Arc<PeerAdapter>) -> Seen {
+        let departed: Seen = Arc::new(Mutex::new(Vec::new()));
+        let seen = departed.clone();
+        b.set_departure_hook(Box::new(move |_, m, room, count| {
+            seen.lock().push((m.id.to_string(), room.to_owned(), count));
+        }));
+        departed
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_relinks_loses_only_the_members_missing_from_its_snapshot() {
+        use tokio::io::AsyncWriteExt;
+        let b = PeerAdapter::new(1);
+        let departed = record_departures(&b);
+        let mut peer = raw_peer(&b);
+        let joins = [("r", "ra"), ("r", "rb"), ("s", "ra")];
+        peer.write_all(&introduce(7, &joins, true)).await.unwrap();
+        until(|| b.replica_count("/", "s") == 1).await;
+        // The link is cut (say its backlog was over the bound) and the peer relinks:
+        // ra is still there, rb left meanwhile.
+        drop(peer);
+        until(|| b.peers() == 0).await;
+        let mut again = raw_peer(&b);
+        again
+            .write_all(&introduce(7, &[("r", "ra"), ("s", "ra")], false))
+            .await
+            .unwrap();
+        until(|| b.peers() == 1).await;
+        // Until the snapshot is complete nobody leaves.
+        tokio::task::yield_now().await;
+        assert!(departed.lock().is_empty());
+        let mut buf = BytesMut::new();
+        Message::Synced.encode(&mut buf);
+        again.write_all(&buf).await.unwrap();
+        until(|| !departed.lock().is_empty()).await;
+        // Well past the grace: still only rb's leave, announced once.
+        tokio::time::sleep(RELINK_GRACE * 3).await;
+        assert_eq!(departed.lock().clone(), vec![("rb".into(), "r".into(), 1)]);
+        assert_eq!(b.count("/", "r").await, 1);
+        assert_eq!(b.count("/", "s").await, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restarted_peer_with_an_empty_snapshot_loses_everyone_once() {
+        use tokio::io::AsyncWriteExt;
+        let b = PeerAdapter::new(1);
+        let departed = record_departures(&b);
+        let mut peer = raw_peer(&b);
+        peer.write_all(&introduce(7, &[("r", "ra"), ("r", "rb")], true))
+            .await
+            .unwrap();
+        until(|| b.replica_count("/", "r") == 2).await;
+        // The restarted worker says hello while its predecessor's link is still open.
+        let mut next = raw_peer(&b);
+        next.write_all(&introduce(7, &[], true)).await.unwrap();
+        until(|| departed.lock().len() == 2).await;
+        drop(peer);
+        tokio::time::sleep(RELINK_GRACE * 3).await;
+        let mut got = departed.lock().clone();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![("ra".into(), "r".into(), 0), ("rb".into(), "r".into(), 0)]
+        );
+        assert_eq!(b.count("/", "r").await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_slow_link_drops_broadcasts_counted_and_keeps_memberships() {
+        let a = PeerAdapter::bounded(0, 4096);
+        let counter = prometheus::IntCounter::new("dropped", "test").unwrap();
+        a.count_drops_in(counter.clone());
+        // A peer that never reads: the link's pipe fills, then its queue.
+        let (x, stuck) = tokio::io::duplex(1024);
+        let linked = a.clone();
+        tokio::spawn(async move { linked.run_outbound(x).await });
+        until(|| a.links.lock().len() == 1).await;
+        let big = format!("2[\"e\",\"{}\"]", "x".repeat(1000));
+        for _ in 0..20 {
+            a.broadcast("/", &Target::default(), &item(&big));
+            tokio::task::yield_now().await;
+        }
+        let queued = a
+            .links
+            .lock()
+            .values()
+            .map(|l| l.queued.load(Ordering::Relaxed))
+            .sum::<usize>();
+        assert!(queued <= 4096, "queued {queued} bytes");
+        assert!(counter.get() >= 10, "dropped {}", counter.get());
+        // The link was not cut, and a membership change still goes out.
+        let ra = recipient("ra", 16);
+        a.add_socket("/", ra);
+        a.join("/", "room", "ra").await;
+        assert_eq!(a.links.lock().len(), 1);
+        let after = a
+            .links
+            .lock()
+            .values()
+            .map(|l| l.queued.load(Ordering::Relaxed))
+            .sum::<usize>();
+        assert!(after > queued, "the join was queued");
+        drop(stuck);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn room_counts_follow_every_source_without_listing_rooms() {
+        use tokio::io::AsyncWriteExt;
+        let b = PeerAdapter::new(1);
+        b.add_socket("/", recipient("rb", 16));
+        b.join("/", "shared", "rb").await;
+        b.join("/", "mine", "rb").await;
+        b.join("/", "mine", "rb").await;
+        assert_eq!(b.room_count("/"), 2);
+        let mut peer = raw_peer(&b);
+        let joins = [("shared", "p1"), ("shared", "p2"), ("theirs", "p1")];
+        peer.write_all(&introduce(7, &joins, true)).await.unwrap();
+        until(|| b.replica_count("/", "theirs") == 1).await;
+        assert_eq!(b.room_count("/"), 3);
+        assert_eq!(b.room_count("/other"), 0);
+        b.leave("/", "shared", "rb").await;
+        assert_eq!(b.room_count("/"), 3, "the peer still has members in shared");
+        let mut buf = BytesMut::new();
+        Message::Gone {
+            nsp: "/".into(),
+            id: "p1".into(),
+        }
+        .encode(&mut buf);
+        peer.write_all(&buf).await.unwrap();
+        until(|| b.replica_count("/", "theirs") == 0).await;
+        assert_eq!(b.room_count("/"), 2);
+        drop(peer);
+        tokio::time::sleep(RELINK_GRACE * 2).await;
+        until(|| b.room_count("/") == 1).await;
+        b.remove_socket("/", "rb").await;
+        assert_eq!(b.room_count("/"), 0);
+    }
+
+    /// A dead peer's many departures are announced in batches: the runtime runs other
+    /// tasks (the control channel, the heartbeat answer) in between. On the real clock:
+    /// the busy neighbour task would keep a paused clock from ever advancing.
+    #[tokio::test]
+    async fn a_dead_peers_departures_do_not_hold_the_thread() {
+        use tokio::io::AsyncWriteExt;
+        let b = PeerAdapter::new(1);
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let seen: Arc<Mutex<Vec<usize>>> = Arc::default();
+        let (t, s) = (ticks.clone(), seen.clone());
+        b.set_departure_hook(Box::new(move |_, _, _, _| {
+            s.lock().push(t.load(Ordering::Relaxed));
+        }));
+        let ids: Vec<String> = (0..1000).map(|i| format!("m{i}")).collect();
+        let joins: Vec<(&str, &str)> = ids.iter().map(|id| ("r", id.as_str())).collect();
+        let mut peer = raw_peer(&b);
+        peer.write_all(&introduce(7, &joins, true)).await.unwrap();
+        until(|| b.replica_count("/", "r") == 1000).await;
+        let ticker = ticks.clone();
+        let other = tokio::spawn(async move {
+            loop {
+                ticker.fetch_add(1, Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        });
+        drop(peer);
+        for _ in 0..500 {
+            if seen.lock().len() == 1000 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        other.abort();
+        assert_eq!(seen.lock().len(), 1000);
+        let seen = seen.lock().clone();
+        assert!(
+            seen.first() < seen.last(),
+            "other tasks ran during the departures"
+        );
     }
 
     /// Each way a peer can break the link is told apart (the log says which).

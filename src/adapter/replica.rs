@@ -29,38 +29,46 @@ struct NsReplica {
 }
 
 impl NsReplica {
-    fn join(&mut self, room: Arc<str>, id: Arc<str>, user: Option<Arc<str>>) {
+    /// Returns the room when it was empty before.
+    fn join(&mut self, room: Arc<str>, id: Arc<str>, user: Option<Arc<str>>) -> Option<Arc<str>> {
         self.memberships
             .entry(id.clone())
             .or_default()
             .insert(room.clone());
+        let created = (!self.rooms.contains_key(&room)).then(|| room.clone());
         self.rooms.entry(room).or_default().insert(id, user);
+        created
     }
 
-    fn leave(&mut self, room: &str, id: &str) {
+    /// Returns the room when this emptied it.
+    fn leave(&mut self, room: &str, id: &str) -> Option<Arc<str>> {
         if let Some(rooms) = self.memberships.get_mut(id) {
             rooms.remove(room);
             if rooms.is_empty() {
                 self.memberships.remove(id);
             }
         }
-        if let Some(members) = self.rooms.get_mut(room) {
-            members.remove(id);
-            if members.is_empty() {
-                self.rooms.remove(room);
-            }
+        let members = self.rooms.get_mut(room)?;
+        members.remove(id);
+        if !members.is_empty() {
+            return None;
         }
+        self.rooms.remove_entry(room).map(|(room, _)| room)
     }
 
-    fn gone(&mut self, id: &str) {
+    /// Returns the rooms this emptied.
+    fn gone(&mut self, id: &str) -> Vec<Arc<str>> {
+        let mut emptied = Vec::new();
         for room in self.memberships.remove(id).unwrap_or_default() {
             if let Some(members) = self.rooms.get_mut(&room) {
                 members.remove(id);
                 if members.is_empty() {
                     self.rooms.remove(&room);
+                    emptied.push(room);
                 }
             }
         }
+        emptied
     }
 }
 
@@ -91,30 +99,40 @@ impl Replicas {
         self.by_node.write().entry(node).or_default();
     }
 
-    /// `node`'s member `id` (named `user`) joined `room`.
-    pub fn join(&self, node: u32, nsp: &str, room: String, id: String, user: Option<String>) {
+    /// `node`'s member `id` (named `user`) joined `room`; returns the room when `node`
+    /// had no member in it before.
+    pub fn join(
+        &self,
+        node: u32,
+        nsp: &str,
+        room: String,
+        id: String,
+        user: Option<String>,
+    ) -> Option<Arc<str>> {
         self.with(node, nsp, |r| {
-            r.join(Arc::from(room), Arc::from(id), user.map(Arc::from));
-        });
+            r.join(Arc::from(room), Arc::from(id), user.map(Arc::from))
+        })
     }
 
-    /// `node`'s member `id` left `room`.
-    pub fn leave(&self, node: u32, nsp: &str, room: &str, id: &str) {
-        self.with(node, nsp, |r| r.leave(room, id));
+    /// `node`'s member `id` left `room`; returns the room when `node` has no member in
+    /// it any more.
+    pub fn leave(&self, node: u32, nsp: &str, room: &str, id: &str) -> Option<Arc<str>> {
+        self.with(node, nsp, |r| r.leave(room, id))
     }
 
-    /// `node`'s member `id` disconnected: it left all its rooms.
-    pub fn gone(&self, node: u32, nsp: &str, id: &str) {
-        self.with(node, nsp, |r| r.gone(id));
+    /// `node`'s member `id` disconnected: it left all its rooms; returns those `node`
+    /// has no member in any more.
+    pub fn gone(&self, node: u32, nsp: &str, id: &str) -> Vec<Arc<str>> {
+        self.with(node, nsp, |r| r.gone(id))
     }
 
-    fn with(&self, node: u32, nsp: &str, f: impl FnOnce(&mut NsReplica)) {
+    fn with<T>(&self, node: u32, nsp: &str, f: impl FnOnce(&mut NsReplica) -> T) -> T {
         let mut by_node = self.by_node.write();
         f(by_node
             .entry(node)
             .or_default()
             .entry(nsp.to_owned())
-            .or_default());
+            .or_default())
     }
 
     /// Forget `node`; returns each of its memberships, so that their leaves can be
@@ -146,6 +164,16 @@ impl Replicas {
             }
         }
         departed
+    }
+
+    /// Whether `node`'s member `id` is in `room` of `nsp`.
+    pub fn contains(&self, node: u32, nsp: &str, room: &str, id: &str) -> bool {
+        self.by_node
+            .read()
+            .get(&node)
+            .and_then(|r| r.get(nsp))
+            .and_then(|ns| ns.rooms.get(room))
+            .is_some_and(|members| members.contains_key(id))
     }
 
     /// How many members the peers have in `room`.

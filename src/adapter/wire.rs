@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use crate::engine::Frame;
 
 /// The version spoken in `Hello`.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Largest frame accepted.
 pub const MAX_FRAME: usize = 64 << 20;
 
@@ -75,6 +75,9 @@ pub enum Message {
         /// The encoded Engine.IO frames, in order.
         frames: Vec<Frame>,
     },
+    /// The memberships that followed `Hello` are all of the sender's: the receiver may
+    /// now tell who of a relinking peer's earlier members is really gone.
+    Synced,
 }
 
 /// A frame that cannot be decoded.
@@ -158,6 +161,7 @@ impl Message {
                     }
                 }
             }
+            Message::Synced => out.put_u8(6),
         }
         let len = u32::try_from(out.len() - start - 4).unwrap_or(u32::MAX);
         out[start..start + 4].copy_from_slice(&len.to_be_bytes());
@@ -235,6 +239,7 @@ fn decode_body(b: &mut Bytes) -> Result<Message, WireError> {
                 frames,
             }
         }
+        6 => Message::Synced,
         other => return Err(WireError::UnknownKind(other)),
     })
 }
@@ -336,6 +341,7 @@ mod tests {
                 nsp: "/".into(),
                 id: "x".into(),
             },
+            Message::Synced,
             Message::Broadcast {
                 nsp: "/".into(),
                 rooms: vec!["a".into(), "b".into()],
@@ -419,6 +425,7 @@ mod tests {
             }),
             (text(), text(), text()).prop_map(|(nsp, room, id)| Message::Leave { nsp, room, id }),
             (text(), text()).prop_map(|(nsp, id)| Message::Gone { nsp, id }),
+            Just(Message::Synced),
             (
                 text(),
                 vec(text(), 0..4),

@@ -19,6 +19,9 @@ pub enum ToWorker {
     Ping(u64),
     /// Send the metrics exposition and status.
     Report(u64),
+    /// Send the metrics exposition only (a `/metrics` scrape: no status document, which
+    /// lists every room of the host). Answered with a `Report` whose status is null.
+    Metrics(u64),
     /// Stop accepting, close clients' transports, drain (`true`) or not, exit.
     Shutdown(bool),
     /// A server API call to answer for this worker's sockets.

@@ -22,6 +22,7 @@ use super::heartbeat::{self, HEARTBEAT, Heartbeat};
 use super::listener::Serving;
 use super::reload::{self, reloader};
 use super::restart::{self, Decision, RETRY_START};
+use super::rundir::RunDir;
 use super::signals::{self, Intent};
 use super::spawn::{self, WorkerArgs, WorkerId};
 use super::workers::{Event, Generation, Workers};
@@ -53,8 +54,8 @@ enum Flow {
 struct Master {
     /// How many worker slots.
     count: u32,
-    /// The host's bus name, handed to every worker.
-    bus: String,
+    /// The workers' private runtime directory (their Unix sockets), handed to each.
+    dir: std::path::PathBuf,
     /// The public listeners (one per slot with `SO_REUSEPORT`, or one shared). The
     /// master only holds them for its workers: kept open across a worker's restart so
     /// that the connections the kernel queues on them wait instead of failing.
@@ -105,7 +106,7 @@ impl Master {
             workers: self.count,
             listener_fd: -1,
             control_fd: -1,
-            bus: self.bus.clone(),
+            dir: self.dir.clone(),
         };
         self.workers.start(
             &args,
@@ -322,9 +323,11 @@ pub async fn run(
     });
     let mut admin = Serving::start(admin_listener, admin);
     let (event_tx, mut events) = mpsc::unbounded_channel();
+    // Removed when the master returns, after its workers stopped.
+    let run_dir = RunDir::create().map_err(Error::RunDir)?;
     let mut master = Master {
         count,
-        bus: crate::engine::sid::random_id(),
+        dir: run_dir.path().to_owned(),
         public: bound.public,
         public_addr,
         admin_addr,
@@ -417,7 +420,7 @@ impl Control for MasterControl {
     fn metrics(&self) -> BoxFuture<'_, String> {
         Box::pin(async move {
             let mut texts = vec![self.metrics.render()];
-            texts.extend(self.workers.reports().await.into_iter().map(|(m, _)| m));
+            texts.extend(self.workers.metrics().await);
             exposition::merge(&texts)
         })
     }
@@ -460,7 +463,7 @@ mod tests {
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let master = Master {
             count,
-            bus: "test".into(),
+            dir: "/nonexistent".into(),
             public: Vec::new(),
             public_addr: addr,
             admin_addr: addr,

@@ -27,6 +27,7 @@ pub mod notify;
 pub mod privileges;
 pub mod reload;
 pub mod restart;
+pub mod rundir;
 pub mod shutdown;
 pub mod signals;
 pub mod single;
@@ -116,6 +117,9 @@ pub enum Error {
     /// A worker's control channel did not start with the config.
     #[error("control channel: {0}")]
     FirstMessage(#[from] bootstrap::FirstMessage),
+    /// The master could not make the workers' private runtime directory.
+    #[error("cannot create the runtime directory for the workers' sockets: {0}")]
+    RunDir(std::io::Error),
     /// A worker could not listen for its siblings' bus links.
     #[error("cannot listen for links from sibling workers: {0}")]
     Link(std::io::Error),
@@ -144,6 +148,7 @@ impl Error {
             | Error::Inherited(_)
             | Error::Control(_)
             | Error::FirstMessage(_)
+            | Error::RunDir(_)
             | Error::Link(_) => exit::SOFTWARE,
         }
     }

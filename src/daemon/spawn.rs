@@ -46,9 +46,9 @@ pub struct WorkerArgs {
     pub listener_fd: RawFd,
     /// The inherited control socket.
     pub control_fd: RawFd,
-    /// The host's bus name: workers find each other at abstract Unix addresses derived
-    /// from it.
-    pub bus: String,
+    /// The workers' private runtime directory (see `rundir`): their Unix sockets are
+    /// there.
+    pub dir: std::path::PathBuf,
 }
 
 /// Start a worker. `listener` and `control` stay open across `exec` in the child only.
@@ -64,9 +64,9 @@ pub fn worker(
         .arg(args.workers.to_string())
         .arg(keep[0].to_string())
         .arg(keep[1].to_string())
-        // The bus name keys the workers' abstract sockets: kept out of argv, which every
-        // local user can read in /proc.
-        .env(BUS_VAR, &args.bus)
+        // Kept out of argv, which every local user can read in /proc (the directory is
+        // private anyway).
+        .env(DIR_VAR, &args.dir)
         .kill_on_drop(false);
     // SAFETY: the closure runs in the forked child before exec and only makes
     // async-signal-safe calls (fcntl, prctl; nix's wrappers neither allocate nor lock)
@@ -101,12 +101,12 @@ pub fn adopt(args: &WorkerArgs) -> std::io::Result<(std::net::TcpListener, UnixS
     Ok((listener, control))
 }
 
-/// The environment variable that carries the bus name to a worker (not `IORELAY_`-prefixed:
-/// it is no config key).
-pub const BUS_VAR: &str = "IORELAYD_BUS";
+/// The environment variable that carries the runtime directory to a worker (not
+/// `IORELAY_`-prefixed: it is no config key).
+pub const DIR_VAR: &str = "IORELAYD_DIR";
 
-/// Parse `__worker ID WORKERS LISTENER_FD CONTROL_FD` (and the bus name from
-/// [`BUS_VAR`]).
+/// Parse `__worker ID WORKERS LISTENER_FD CONTROL_FD` (and the runtime directory from
+/// [`DIR_VAR`]).
 pub fn parse(args: &[String]) -> Option<WorkerArgs> {
     match args {
         [id, workers, listener, control] => Some(WorkerArgs {
@@ -114,16 +114,12 @@ pub fn parse(args: &[String]) -> Option<WorkerArgs> {
             workers: workers.parse().ok()?,
             listener_fd: listener.parse().ok()?,
             control_fd: control.parse().ok()?,
-            bus: std::env::var(BUS_VAR).ok().filter(|b| !b.is_empty())?,
+            dir: std::env::var_os(DIR_VAR)
+                .filter(|d| !d.is_empty())
+                .map(std::path::PathBuf::from)?,
         }),
         _ => None,
     }
-}
-
-/// The abstract Unix address worker `id` of bus `bus` listens on for peer links.
-pub fn bus_address(bus: &str, id: WorkerId) -> std::io::Result<std::os::unix::net::SocketAddr> {
-    use std::os::linux::net::SocketAddrExt;
-    std::os::unix::net::SocketAddr::from_abstract_name(format!("iorelay-{bus}-{id}").as_bytes())
 }
 
 /// The uid of the peer of a Unix stream, to refuse links from other users.
@@ -178,7 +174,7 @@ mod tests {
             workers: 1,
             listener_fd,
             control_fd,
-            bus: "test".into(),
+            dir: "/nonexistent".into(),
         };
         let (listener, control) = adopt(&args).unwrap();
         assert_eq!(listener.local_addr().unwrap(), addr);
@@ -202,18 +198,8 @@ mod tests {
         let ids: Vec<WorkerId> = WorkerId::all(3).collect();
         assert_eq!(ids, [WorkerId(0), WorkerId(1), WorkerId(2)]);
         assert_eq!(WorkerId::all(0).count(), 0);
-        // On the command line and in the bus address, as the worker parses it back.
+        // On the command line, as the worker parses it back.
         assert_eq!(WorkerId(7).to_string(), "7");
-        use std::os::linux::net::SocketAddrExt;
-        let name = |id| {
-            bus_address("b", id)
-                .unwrap()
-                .as_abstract_name()
-                .unwrap()
-                .to_vec()
-        };
-        assert_eq!(name(WorkerId(1)), b"iorelay-b-1");
-        assert_ne!(name(WorkerId(1)), name(WorkerId(2)));
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! A worker process: serves the inherited public listener with the relay on the
 //! cross-worker bus, links to its sibling workers, and answers its master over the
-//! control channel (config, heartbeat, reports, webhook events, shutdown). It never handles signals: the
-//! master decides, the worker follows (and dies with it). How the process gets here —
+//! control channel (config, heartbeat, reports, webhook events, shutdown). The master
+//! decides, the worker follows (and dies with it); a signal sent to the worker itself
+//! (`killall`, `systemctl kill`) does what it does to the master, except SIGHUP, which
+//! the worker ignores: reloading is the master's job and it hands the workers the new
+//! config. How the process gets here —
 //! the inherited descriptors, the first config — is in `bootstrap`.
 //!
 //! A failure to start serving is an [`Error`] whose exit code tells the master whether a
@@ -17,7 +20,9 @@ use tokio::sync::mpsc;
 
 use super::control::{self, ToMaster, ToWorker};
 use super::listener::Serving;
+use super::rundir;
 use super::shutdown::{self, Stop};
+use super::signals::{self, Intent};
 use super::spawn::{self, WorkerArgs, WorkerId};
 use super::{Error, Stack};
 use crate::adapter::PeerAdapter;
@@ -38,10 +43,15 @@ pub async fn run(
     config: Config,
     log: LogHandle,
 ) -> Result<(), Error> {
+    // A HUP meant for the master (`systemctl kill`, `killall -HUP`, logrotate) must not
+    // kill the worker; TERM and INT stop it as they stop the master.
+    let (intent_tx, mut intents) = tokio::sync::mpsc::unbounded_channel();
+    signals::forward(intent_tx).map_err(Error::Signals)?;
     let bus = PeerAdapter::new(args.id.0);
     let metrics = Metrics::new();
+    bus.count_drops_in(metrics.bus_dropped.clone());
     let forwarder = crate::http::forward::Forwarder {
-        prefix: format!("iorelay-{}-http-", args.bus),
+        dir: args.dir.clone(),
         uid: spawn::own_uid(),
     };
     let stack = Stack::build(
@@ -71,17 +81,32 @@ pub async fn run(
     );
     let mut config = config;
     let drain = loop {
-        // `next_line` is cancel-safe: a webhook report in between loses no input.
-        let read = tokio::select! {
-            read = lines.next_line() => read,
+        // `next_line` is cancel-safe: a webhook report or a signal in between loses no
+        // input.
+        let next = tokio::select! {
+            next = lines.next_line() => next,
             Some(batch) = hooks.recv() => {
                 if write.write_all(send(ToMaster::Webhooks(batch)).as_bytes()).await.is_err() {
                     break false;
                 }
                 continue;
             }
+            Some(intent) = intents.recv() => match intent {
+                Intent::Reload(_) => {
+                    tracing::info!(worker = args.id.0, "SIGHUP to a worker ignored: the master reloads the config");
+                    continue;
+                }
+                Intent::Drain => {
+                    tracing::info!(worker = args.id.0, "SIGTERM: worker draining");
+                    break true;
+                }
+                Intent::Stop => {
+                    tracing::info!(worker = args.id.0, "SIGINT: worker stopping");
+                    break false;
+                }
+            },
         };
-        let line = match read {
+        let line = match next {
             Ok(Some(line)) => line,
             // The master is gone: stop at once.
             Ok(None) | Err(_) => break false,
@@ -115,6 +140,11 @@ pub async fn run(
                     status: status.to_json(),
                 }
             }
+            Ok(ToWorker::Metrics(id)) => ToMaster::Report {
+                id,
+                metrics: metrics.render(),
+                status: serde_json::Value::Null,
+            },
             Ok(ToWorker::Api { id, call }) => ToMaster::Api {
                 id,
                 part: crate::relay::backend::answer(stack.relay.shared(), &call).await,
@@ -186,11 +216,7 @@ async fn accept_forwarded(
     use hyper::service::service_fn;
     use hyper_util::rt::TokioIo;
     let me = spawn::own_uid();
-    let bound = forwarder
-        .address(id.0)
-        .and_then(|addr| std::os::unix::net::UnixListener::bind_addr(&addr))
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .and_then(UnixListener::from_std);
+    let bound = rundir::listen_at(&forwarder.address(id.0)).and_then(UnixListener::from_std);
     let incoming = match bound {
         Ok(l) => l,
         Err(err) => {
@@ -225,10 +251,9 @@ async fn accept_forwarded(
 /// pair has its own connection, so nothing is delivered twice).
 fn link_siblings(bus: &Arc<PeerAdapter>, args: &WorkerArgs) -> std::io::Result<()> {
     let me = spawn::own_uid();
-    let std_listener =
-        std::os::unix::net::UnixListener::bind_addr(&spawn::bus_address(&args.bus, args.id)?)?;
-    std_listener.set_nonblocking(true)?;
-    let incoming = UnixListener::from_std(std_listener)?;
+    let incoming = UnixListener::from_std(rundir::listen_at(&rundir::socket_path(
+        &args.dir, "bus", args.id.0,
+    ))?)?;
     let accepting = bus.clone();
     tokio::spawn(async move {
         loop {
@@ -246,11 +271,11 @@ fn link_siblings(bus: &Arc<PeerAdapter>, args: &WorkerArgs) -> std::io::Result<(
     });
     for peer in WorkerId::all(args.workers).filter(|p| *p != args.id) {
         let bus = bus.clone();
-        let addr = spawn::bus_address(&args.bus, peer)?;
+        let addr = rundir::socket_path(&args.dir, "bus", peer.0);
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(10);
             loop {
-                let linked = crate::http::forward::connect_abstract(addr.clone()).await;
+                let linked = crate::http::forward::connect(&addr).await;
                 match linked {
                     Ok(stream) if spawn::peer_uid(&stream) == Some(me) => {
                         backoff = Duration::from_millis(10);

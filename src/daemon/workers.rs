@@ -142,6 +142,20 @@ impl Workers {
             .collect()
     }
 
+    /// Ask every live worker for its metrics exposition only (what a `/metrics` scrape
+    /// needs, without each worker building its status document); answers that do not
+    /// come in time are missed.
+    pub async fn metrics(&self) -> Vec<String> {
+        self.ask(usize::MAX, ToWorker::Metrics)
+            .await
+            .into_iter()
+            .filter_map(|answer| match answer {
+                ToMaster::Report { metrics, .. } => Some(metrics),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Ask a server API call of every live worker (`Scope::Every`) or of one; returns the
     /// parts that came in time.
     pub async fn call(&self, call: &Call) -> Vec<Part> {
@@ -362,6 +376,29 @@ mod tests {
         assert_eq!(reports.len(), 1);
         assert_eq!(Instant::now(), start, "nobody waited for the dead worker");
         assert!(gone_rx.try_recv().is_err(), "nothing was sent to it");
+    }
+
+    /// A scrape asks for metrics only: the workers are not made to build their status.
+    #[tokio::test(start_paused = true)]
+    async fn a_scrape_asks_for_metrics_only() {
+        let workers = Workers::default();
+        let (slot, mut rx) = Slot::detached(Generation::default());
+        let answers = slot.pending.clone();
+        workers.slots.lock().insert(WorkerId(0), slot);
+        let answering = async {
+            let Some(ToWorker::Metrics(id)) = rx.recv().await else {
+                panic!("a metrics request, not a full report")
+            };
+            let tx = answers.lock().by_id.remove(&id).expect("waited for");
+            let report = ToMaster::Report {
+                id,
+                metrics: "iorelay_x 1\n".into(),
+                status: Value::Null,
+            };
+            tx.send(report).expect("still waited for");
+        };
+        let (texts, ()) = tokio::join!(workers.metrics(), answering);
+        assert_eq!(texts, vec!["iorelay_x 1\n".to_owned()]);
     }
 
     /// A worker that does not answer costs one deadline for the whole request, and its

@@ -1,7 +1,7 @@
 //! Forwarding a request to the worker that owns its Engine.IO session: in a multi-worker
 //! daemon a polling request (or a WebSocket upgrade) may land on any worker, and the
-//! session id names the owner. The request goes to the owner's internal HTTP socket (an
-//! abstract Unix address) and the answer comes back; an upgrade is spliced through.
+//! session id names the owner. The request goes to the owner's internal HTTP socket (a
+//! Unix socket in the workers' private runtime directory) and the answer comes back; an upgrade is spliced through.
 //!
 //! An owner that cannot be reached has lost its sessions: whatever the [`Error`], the
 //! client gets the protocol's "Session ID unknown" and reconnects; the log says which
@@ -21,9 +21,6 @@ const MAX_ANSWER: usize = 64 << 20;
 /// Why a request could not be forwarded to the worker that owns its session.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The worker's address cannot be formed (a prefix too long for an abstract name).
-    #[error("no address for the worker: {0}")]
-    Address(#[source] std::io::Error),
     /// Nobody listens there, or not within `CONNECT_TIMEOUT`.
     #[error("cannot connect to the worker: {0}")]
     Connect(#[source] std::io::Error),
@@ -55,8 +52,8 @@ pub enum Error {
 /// Reaches the other workers' internal HTTP sockets.
 #[derive(Debug, Clone)]
 pub struct Forwarder {
-    /// Abstract socket name prefix; worker `n` listens at `{prefix}{n}`.
-    pub prefix: String,
+    /// The workers' private runtime directory; worker `n` listens at `{dir}/http-{n}`.
+    pub dir: std::path::PathBuf,
     /// The uid the workers run as: a socket under that name held by anyone else is not
     /// ours and gets nothing.
     pub uid: u32,
@@ -65,28 +62,19 @@ pub struct Forwarder {
 /// How long connecting to a sibling may take before it counts as unreachable.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Connect to an abstract Unix address without blocking the runtime (a sibling whose
-/// backlog is full would block `connect` indefinitely), within a timeout.
-pub async fn connect_abstract(
-    addr: std::os::unix::net::SocketAddr,
-) -> std::io::Result<tokio::net::UnixStream> {
-    let connecting = tokio::task::spawn_blocking(move || {
-        let stream = std::os::unix::net::UnixStream::connect_addr(&addr)?;
-        stream.set_nonblocking(true)?;
-        Ok::<_, std::io::Error>(stream)
-    });
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+/// Connect to a sibling's Unix socket within a timeout. The connect itself never blocks
+/// the runtime (a sibling whose backlog is full refuses at once with `EAGAIN`), and no
+/// thread is taken per request.
+pub async fn connect(path: &std::path::Path) -> std::io::Result<tokio::net::UnixStream> {
+    tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::UnixStream::connect(path))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
-        .map_err(std::io::Error::other)??;
-    tokio::net::UnixStream::from_std(stream)
 }
 
 impl Forwarder {
-    /// The abstract address worker `node` serves forwarded requests on.
-    pub fn address(&self, node: u32) -> std::io::Result<std::os::unix::net::SocketAddr> {
-        use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(format!("{}{node}", self.prefix))
+    /// The socket path worker `node` serves forwarded requests on.
+    pub fn address(&self, node: u32) -> std::path::PathBuf {
+        self.dir.join(format!("http-{node}"))
     }
 
     /// Send `req` to worker `node` and relay its answer.
@@ -105,8 +93,7 @@ impl Forwarder {
         node: u32,
         mut req: Request<Incoming>,
     ) -> Result<Response<Full<Bytes>>, Error> {
-        let address = self.address(node).map_err(Error::Address)?;
-        let stream = connect_abstract(address).await.map_err(Error::Connect)?;
+        let stream = connect(&self.address(node)).await.map_err(Error::Connect)?;
         let found = stream.peer_cred().map_err(Error::PeerCred)?.uid();
         if found != self.uid {
             return Err(Error::ForeignOwner {

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub reload_failures: IntCounter,
     /// Server API requests by route and HTTP status.
     pub api_requests: IntCounterVec,
+    /// Broadcasts not sent to a sibling worker whose bus link was over its byte bound.
+    pub bus_dropped: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -199,6 +201,7 @@ impl Metrics {
         );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let metrics = Metrics {
+            bus_dropped: dropped.with_label_values(&["bus_backlog"]),
             worker_restarts: counter(
                 r,
                 "iorelay_worker_restarts_total",
