@@ -111,7 +111,8 @@ fn root() -> String {
     "/".to_owned()
 }
 
-/// Longest room name a backend may use (the same bound as a client's).
+/// Longest room name or socket id a backend may name, in characters (the OpenAPI
+/// document's `maxLength`).
 const MAX_ROOM: usize = 256;
 
 /// What a route asks for.
@@ -396,10 +397,10 @@ async fn route(head: &hyper::http::request::Parts, body: Body) -> Result<Route, 
 }
 
 fn check_room(room: &str) -> Result<(), Reply> {
-    if room.is_empty() || room.len() > MAX_ROOM {
+    if room.is_empty() || room.chars().count() > MAX_ROOM {
         return Err(Reply::error(
             400,
-            format!("a room name has 1 to {MAX_ROOM} bytes"),
+            format!("a room name has 1 to {MAX_ROOM} characters"),
         ));
     }
     if room.chars().any(char::is_control) {
@@ -425,10 +426,13 @@ fn check_emit(emit: &Emit) -> Result<(), Reply> {
         check_room(room)?;
     }
     for (list, names) in [("sockets", &emit.sockets), ("except", &emit.except)] {
-        if names.iter().any(|n| n.is_empty() || n.len() > MAX_ROOM) {
+        if names
+            .iter()
+            .any(|n| n.is_empty() || n.chars().count() > MAX_ROOM)
+        {
             return Err(Reply::error(
                 400,
-                format!("every entry of {list} has 1 to {MAX_ROOM} bytes"),
+                format!("every entry of {list} has 1 to {MAX_ROOM} characters"),
             ));
         }
     }

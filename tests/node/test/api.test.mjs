@@ -381,6 +381,10 @@ describe("server API: the OpenAPI document is the contract (schemathesis)", () =
       "run", join(repoRoot, "src", "api", "openapi.json"),
       "--url", daemon.adminUrl,
       "--checks", "all",
+      // Not the stateful phase: its links need sockets that the run itself disconnects
+      // at random (POST disconnect), so whether they resolve is luck. The routes that take
+      // a socket are exercised with real sockets by the tests above.
+      "--phases", "examples,coverage,fuzzing",
       "--max-examples", "40",
       "--workers", "1",
       "--request-timeout", "5",
