@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { writeFileSync, mkdtempSync, rmSync, chmodSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startDaemon, stopDaemon, withLogs, runCli, scrape } from "../lib/admin.mjs";
+import { startDaemon, stopDaemon, withLogs, runCli, scrape, bothWorkersLinked } from "../lib/admin.mjs";
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { io } from "socket.io-client";
@@ -205,6 +205,7 @@ for (const workers of [1, 2]) {
   describe(`server API with ${workers} worker${workers > 1 ? "s" : ""}`, () => {
     it("emit reaches the namespace, rooms, single sockets, minus except; binary arguments arrive as buffers", logs(async () => {
       daemon = await startDaemon(config({ workers }));
+      if (workers > 1) await bothWorkersLinked(daemon);
       const clients = await spread(workers, 4);
       const [a, b, c] = clients;
       for (const s of [a, b]) assert.equal((await ask(s, "$join", "red")).ok, true);
@@ -245,6 +246,7 @@ for (const workers of [1, 2]) {
 
     it("sockets are listed with rooms, transport, address and start; members per room", logs(async () => {
       daemon = await startDaemon(config({ workers }));
+      if (workers > 1) await bothWorkersLinked(daemon);
       const clients = await spread(workers, 2);
       const polling = await workerClient(daemon.url, sockets, { transports: ["polling"] });
       assert.equal((await ask(clients[0], "$join", "lobby")).ok, true);
@@ -275,6 +277,7 @@ for (const workers of [1, 2]) {
 
     it("a backend moves a socket between rooms: presence is announced, the join policy does not apply", logs(async () => {
       daemon = await startDaemon(config({ workers }));
+      if (workers > 1) await bothWorkersLinked(daemon);
       const [watcher, moved] = await spread(workers, 2);
       assert.equal((await ask(watcher, "$join", "stage")).ok, true);
       // The moved socket's worker knows of the watcher's join (the bus between workers
@@ -301,6 +304,7 @@ for (const workers of [1, 2]) {
 
     it("a backend disconnects one socket, or every socket of rooms", logs(async () => {
       daemon = await startDaemon(config({ workers }));
+      if (workers > 1) await bothWorkersLinked(daemon);
       const clients = await spread(workers, 4);
       const [one, two, three, four] = clients;
       let res = await api("POST", `/api/v1/sockets/${one.sid}/disconnect`, {});
@@ -321,6 +325,7 @@ for (const workers of [1, 2]) {
 
     it("bad requests get the right status and nothing is delivered", logs(async () => {
       daemon = await startDaemon(config({ workers, extra: `\n[api]\nmax_body = "2KB"\n` }));
+      if (workers > 1) await bothWorkersLinked(daemon);
       const [c] = await spread(workers, 1);
       const cases = [
         [{ event: "e", room: "typo" }, 400, /unknown field `room`/],
@@ -348,6 +353,7 @@ for (const workers of [1, 2]) {
 
     it("the CLI: iorelay emit, sockets and disconnect through the API", logs(async () => {
       daemon = await startDaemon(config({ workers }));
+      if (workers > 1) await bothWorkersLinked(daemon);
       const clients = await spread(workers, 2);
       const [a, b] = clients;
       assert.equal((await ask(a, "$join", "cli")).ok, true);

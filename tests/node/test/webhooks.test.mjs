@@ -26,13 +26,18 @@ import { createHmac, timingSafeEqual } from "node:crypto";
 import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startDaemon, stopDaemon, withLogs, waitForMetric, scrape, workerSlots, runCli } from "../lib/admin.mjs";
+import { startDaemon, stopDaemon, withLogs, waitForMetric, waitForStatus, scrape, workerSlots, runCli } from "../lib/admin.mjs";
 import { TEST_TOKEN } from "../lib/spawn.mjs";
 import { workerClient, within, ask } from "../lib/workers.mjs";
 
 const WAIT_MS = 5000;
 const PLACEMENT_TRIES = 60;
 const SECRET = "hook-secret-0123456789";
+
+/** Wait until each of the `n` workers hears from every sibling over the bus. */
+function linked(d, n) {
+  return waitForStatus(d, (s) => s.workers?.length === n && s.workers.every((w) => w.peers === n - 1), 10000, `${n} workers linked`);
+}
 
 let daemon;
 const sockets = [];
@@ -238,6 +243,8 @@ describe("webhooks", () => {
     logs(async () => {
       const r = await receiver();
       daemon = await startDaemon(config({ url: r.url, workers: 2 }));
+      // Counts are host-wide once the workers' bus links are up (both directions).
+      await linked(daemon, 2);
       const [a, b] = [await clientOn(0), await clientOn(1)];
       await joinRoom(a, "shared");
       await r.event(is("member.joined", "shared", a.sid));
@@ -271,6 +278,7 @@ describe("webhooks", () => {
     logs(async () => {
       const r = await receiver();
       daemon = await startDaemon(config({ url: r.url, workers: 3 }));
+      await linked(daemon, 3);
       const [a, b, doomed] = [await clientOn(0), await clientOn(1), await clientOn(2)];
       await joinRoom(a, "kept");
       await joinRoom(doomed, "kept");
