@@ -9,27 +9,19 @@
 //! - [`OPENAPI`]: the committed OpenAPI 3.1 document (`src/api/openapi.json`), the
 //!   contract that the routes and this vocabulary follow.
 //!
-//! This module imports nothing else from the crate.
+//! This module imports nothing else from the crate but the reserved event names of the
+//! Socket.IO layer.
 
 pub mod tokens;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+pub use crate::socketio::packet::RESERVED_EVENTS;
 pub use tokens::Tokens;
 
 /// The OpenAPI document, served at `/api/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
-
-/// Event names a socket.io client reserves for itself; a server may not emit them.
-pub const RESERVED_EVENTS: &[&str] = &[
-    "connect",
-    "connect_error",
-    "disconnect",
-    "disconnecting",
-    "newListener",
-    "removeListener",
-];
 
 /// A binary argument from its base64 (standard alphabet, padded; bits after the last
 /// byte are not checked, as most encoders and decoders do).

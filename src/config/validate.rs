@@ -343,20 +343,9 @@ fn check_event_name(key: &str, name: &str, out: &mut Vec<Problem>) {
 /// The most a `welcome`'s arguments may take once encoded.
 pub const MAX_WELCOME_ARGS: usize = 16 * 1024;
 
-/// Event names the socket.io client keeps for itself: a listener for them never sees an
-/// emitted event of that name (or the client throws emitting one).
-const CLIENT_RESERVED: [&str; 6] = [
-    "connect",
-    "connect_error",
-    "disconnect",
-    "disconnecting",
-    "newListener",
-    "removeListener",
-];
-
 fn check_welcome(key: &str, welcome: &super::Welcome, out: &mut Vec<Problem>) {
     let event_key = format!("{key}.event");
-    if CLIENT_RESERVED.contains(&welcome.event.as_str()) {
+    if crate::socketio::packet::RESERVED_EVENTS.contains(&welcome.event.as_str()) {
         out.push(Problem::new(
             event_key,
             format!("{:?} is reserved by the socket.io client", welcome.event),

@@ -10,11 +10,10 @@
 //!
 //! Room presence (`$presence` with a room name) is [`control`](super::control)'s.
 
-use serde_json::json;
 use serde_json::value::RawValue;
 
 use super::policy::Policy;
-use super::reply::outgoing;
+use super::reply::presence;
 use super::shared::Shared;
 use super::socket::Socket;
 use crate::adapter::{Member, Target};
@@ -44,7 +43,7 @@ pub async fn arrive(relay: &Shared, policy: &Policy, socket: &Socket) {
     let count = relay.bus.join(&socket.nsp, ROOM, socket.id()).await;
     if policy.config.announce {
         let member = member_of(socket);
-        let item = presence(&socket.nsp, &member, "join", count);
+        let item = presence(&socket.nsp, &member, None, "join", count);
         let target = Target {
             rooms: Vec::new(),
             except: Some(member.id),
@@ -57,7 +56,7 @@ pub async fn arrive(relay: &Shared, policy: &Policy, socket: &Socket) {
 /// remains.
 pub fn leave(relay: &Shared, socket: &Socket, count: usize) {
     if announces(relay, &socket.nsp) {
-        let item = presence(&socket.nsp, &member_of(socket), "leave", count);
+        let item = presence(&socket.nsp, &member_of(socket), None, "leave", count);
         relay.bus.broadcast(&socket.nsp, &Target::default(), &item);
     }
 }
@@ -66,7 +65,7 @@ pub fn leave(relay: &Shared, socket: &Socket, count: usize) {
 /// (every process announces to its own sockets).
 pub fn departed(relay: &Shared, nsp: &str, member: &Member, count: usize) {
     if announces(relay, nsp) {
-        let item = presence(nsp, member, "leave", count);
+        let item = presence(nsp, member, None, "leave", count);
         relay.bus.broadcast_local(nsp, &Target::default(), &item);
     }
 }
@@ -84,20 +83,6 @@ fn member_of(socket: &Socket) -> Member {
     }
 }
 
-/// The namespace's `$presence` event, encoded once.
-fn presence(nsp: &str, member: &Member, action: &str, count: usize) -> Outgoing {
-    let body = json!({
-        "room": null,
-        "action": action,
-        "id": &*member.id,
-        "user": member.user.as_deref(),
-        "count": count,
-    })
-    .to_string();
-    let raw = RawValue::from_string(body).expect("serde_json output is valid JSON");
-    outgoing(&sio::encode_event(nsp, "$presence", &[&raw], None, 0), &[])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,7 +94,7 @@ mod tests {
             id: Arc::from("s1"),
             user: Some(Arc::from("Ann")),
         };
-        let item = presence("/live", &member, "join", 3);
+        let item = presence("/live", &member, None, "join", 3);
         let text = match item.frames() {
             [Frame::Text(text)] => text.as_str().to_owned(),
             other => panic!("one text frame expected, got {other:?}"),

@@ -10,11 +10,10 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::policy::{Policy, Refusal};
-use super::reply::{outgoing, refuse};
+use super::reply::{presence, refuse};
 use super::shared::Shared;
 use super::socket::Socket;
 use crate::adapter::{Member, Target};
-use crate::engine::Outgoing;
 use crate::socketio::packet as sio;
 
 /// Handle a `$…` event.
@@ -166,7 +165,7 @@ pub fn announce(relay: &Shared, socket: &Socket, room: &str, action: &str, count
         id: socket.id().clone(),
         user: socket.user().cloned(),
     };
-    let item = presence(&socket.nsp, &member, room, action, count);
+    let item = presence(&socket.nsp, &member, Some(room), action, count);
     let target = Target {
         rooms: vec![Arc::from(room)],
         except: Some(member.id),
@@ -183,24 +182,10 @@ pub fn announce_departed(relay: &Shared, nsp: &str, member: &Member, room: &str,
     if !presence_on {
         return;
     }
-    let item = presence(nsp, member, room, "leave", count);
+    let item = presence(nsp, member, Some(room), "leave", count);
     let target = Target {
         rooms: vec![Arc::from(room)],
         except: None,
     };
     relay.bus.broadcast_local(nsp, &target, &item);
-}
-
-/// The `$presence` event, encoded once.
-fn presence(nsp: &str, member: &Member, room: &str, action: &str, count: usize) -> Outgoing {
-    let body = json!({
-        "room": room,
-        "action": action,
-        "id": &*member.id,
-        "user": member.user.as_deref(),
-        "count": count,
-    })
-    .to_string();
-    let raw = RawValue::from_string(body).expect("serde_json output is valid JSON");
-    outgoing(&sio::encode_event(nsp, "$presence", &[&raw], None, 0), &[])
 }

@@ -5,6 +5,8 @@
 //! - [`refuse`]: a refused event or control request answered through the ack when the
 //!   client asked for one, else with a `$error` event; counted by reason.
 //! - [`send_event`]: a relay event with one JSON argument, to one socket.
+//! - [`presence`]: the `$presence` event of room joins and leaves ([`control`](super::control))
+//!   and of the namespace's announcements ([`announce`](super::announce)).
 //!
 //! Both [`events`](super::events) and [`control`](super::control) answer through here,
 //! which is what keeps the arrow between those two pointing one way.
@@ -18,6 +20,7 @@ use serde_json::value::RawValue;
 use super::policy::Refusal;
 use super::shared::Shared;
 use super::socket::Socket;
+use crate::adapter::Member;
 use crate::engine::{Frame, Outgoing};
 use crate::socketio::packet as sio;
 
@@ -31,6 +34,27 @@ pub fn outgoing(text: &str, attachments: &[Bytes]) -> Outgoing {
         frames.extend(attachments.iter().cloned().map(Frame::Binary));
         Outgoing::Group(Arc::from(frames))
     }
+}
+
+/// The `$presence` event (`room` `None` for the namespace's own announcements), encoded
+/// once for every recipient.
+pub fn presence(
+    nsp: &str,
+    member: &Member,
+    room: Option<&str>,
+    action: &str,
+    count: usize,
+) -> Outgoing {
+    let body = json!({
+        "room": room,
+        "action": action,
+        "id": &*member.id,
+        "user": member.user.as_deref(),
+        "count": count,
+    })
+    .to_string();
+    let raw = RawValue::from_string(body).expect("serde_json output is valid JSON");
+    outgoing(&sio::encode_event(nsp, "$presence", &[&raw], None, 0), &[])
 }
 
 /// Tell the client its event was refused: through the ack when it asked for one, else

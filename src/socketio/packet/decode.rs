@@ -19,7 +19,7 @@ use super::{Event, Packet, PacketError, PacketKind};
 
 /// Names the reference parser refuses as events: they have a meaning of their own to the
 /// client or to Node's EventEmitter.
-pub(super) const RESERVED_EVENTS: [&str; 6] = [
+pub const RESERVED_EVENTS: [&str; 6] = [
     "connect",
     "connect_error",
     "disconnect",

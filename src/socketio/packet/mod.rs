@@ -51,7 +51,7 @@ mod decode;
 mod encode;
 mod placeholders;
 
-pub use decode::decode;
+pub use decode::{RESERVED_EVENTS, decode};
 pub use encode::{
     encode_ack, encode_ack_json, encode_connect, encode_connect_error, encode_disconnect,
     encode_event,
