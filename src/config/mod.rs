@@ -130,6 +130,12 @@ pub struct ServerConfig {
     pub handshakes_per_ip_per_second: u32,
     /// Handshakes one client address may make in a burst above that rate. Default `200`.
     pub handshake_burst_per_ip: u32,
+    /// Sustained events per second from one client address, all its connections and
+    /// namespaces together (on top of each socket's `events_per_second`); events over it
+    /// are refused as rate limited. Default `1000`.
+    pub events_per_ip_per_second: u32,
+    /// Events one client address may send in a burst above that rate. Default `2000`.
+    pub event_burst_per_ip: u32,
     /// Pages besides the server's own that may connect (the `Origin` of handshakes,
     /// WebSockets and polling; CORS for polling): exact origins
     /// (`"https://app.example.com"`), `"loopback"` (http(s) on localhost, 127.0.0.1 or
@@ -157,6 +163,8 @@ impl Default for ServerConfig {
             max_connections_per_ip: 1000,
             handshakes_per_ip_per_second: 50,
             handshake_burst_per_ip: 200,
+            events_per_ip_per_second: 1000,
+            event_burst_per_ip: 2000,
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
         }

@@ -131,6 +131,18 @@ fn check_server(c: &Config, out: &mut Vec<Problem>) {
             "must be at least 1",
         ));
     }
+    if s.events_per_ip_per_second == 0 {
+        out.push(Problem::new(
+            "server.events_per_ip_per_second",
+            "must be at least 1",
+        ));
+    }
+    if s.event_burst_per_ip == 0 {
+        out.push(Problem::new(
+            "server.event_burst_per_ip",
+            "must be at least 1",
+        ));
+    }
 }
 
 /// Largest `api.max_body`.
@@ -556,6 +568,8 @@ mod tests {
         c.server.max_connections = 0;
         c.server.max_connections_per_ip = 0;
         c.server.handshakes_per_ip_per_second = 0;
+        c.server.events_per_ip_per_second = 0;
+        c.server.event_burst_per_ip = 0;
         c.server.handshake_burst_per_ip = 0;
         c.engine.attachment_timeout = Duration::ZERO;
         c.engine.pending_budget = Size(998);
@@ -570,6 +584,8 @@ mod tests {
                 "server.max_connections_per_ip",
                 "server.handshakes_per_ip_per_second",
                 "server.handshake_burst_per_ip",
+                "server.events_per_ip_per_second",
+                "server.event_burst_per_ip",
                 "engine.path",
                 "engine.ping_interval",
                 "engine.ping_timeout",

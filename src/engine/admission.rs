@@ -93,8 +93,9 @@ impl Default for Admission {
     }
 }
 
-/// The key an address counts under: itself for IPv4, its /64 for IPv6.
-fn key(ip: IpAddr) -> IpAddr {
+/// The key an address counts under: itself for IPv4, its /64 for IPv6 (the relay's
+/// per-address event budget counts the same way).
+pub fn key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

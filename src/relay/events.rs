@@ -41,6 +41,10 @@ pub async fn handle(
         refuse(relay, socket, name, packet.id, Refusal::RateLimited);
         return Ok(());
     }
+    if !socket.take_address_token(&relay.addresses, now) {
+        refuse(relay, socket, name, packet.id, Refusal::AddressRateLimited);
+        return Ok(());
+    }
     if packet
         .data
         .as_ref()

@@ -20,6 +20,8 @@
 //! - [`auth`]: who may connect (JWT, cookies) and the identity a socket keeps.
 //! - [`socket`]: one socket's state.
 //! - [`rates`]: a connection's rate limits, kept across namespace reconnects.
+//! - [`addresses`]: each client address's event budget, shared by its connections.
+//! - [`history`]: the last events of each room, and the positions readers have reached.
 //! - [`meters`]: the relay's instruments.
 //!
 //! Imports inside the relay point one way, down this list: `backend`, `connection` →
@@ -27,6 +29,7 @@
 //! `auth`; this file composes them into the [`Relay`] handler, and none of them imports
 //! it.
 
+pub mod addresses;
 pub mod announce;
 pub mod auth;
 pub mod backend;
@@ -34,6 +37,7 @@ pub mod connection;
 pub mod control;
 pub mod depart;
 pub mod events;
+pub mod history;
 pub mod meta;
 pub mod meters;
 pub mod policy;
@@ -114,6 +118,17 @@ impl Relay {
             .map(|n| n.limits.max_attachments)
             .max()
             .unwrap_or(0);
+        // Host-wide, shared out among the workers as the handshake limits are (the
+        // kernel spreads an address's connections over them).
+        let workers = u32::try_from(config.server.workers.resolve().max(1)).unwrap_or(1);
+        self.shared.addresses.set_limits(
+            config
+                .server
+                .events_per_ip_per_second
+                .div_ceil(workers)
+                .max(1),
+            config.server.event_burst_per_ip.div_ceil(workers).max(1),
+        );
         self.shared.set_pending_budget(
             usize::try_from(config.engine.pending_budget.0).unwrap_or(usize::MAX),
         );

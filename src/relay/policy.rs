@@ -31,6 +31,8 @@ pub enum CompileError {
 pub enum Refusal {
     /// Over `events_per_second`/`burst`.
     RateLimited,
+    /// The client's address is over `server.events_per_ip_per_second`/`event_burst_per_ip`.
+    AddressRateLimited,
     /// Over `max_event_size`.
     TooLarge,
     /// More binary attachments than `max_attachments`.
@@ -67,7 +69,7 @@ impl Refusal {
     /// The `error` text sent to the client.
     pub fn message(self) -> &'static str {
         match self {
-            Refusal::RateLimited => "rate limit exceeded",
+            Refusal::RateLimited | Refusal::AddressRateLimited => "rate limit exceeded",
             Refusal::TooLarge => "event too large",
             Refusal::TooManyAttachments => "too many binary attachments",
             Refusal::TooDeep => "event nested too deeply",
@@ -90,6 +92,7 @@ impl Refusal {
     pub fn label(self) -> &'static str {
         match self {
             Refusal::RateLimited => "rate_limited",
+            Refusal::AddressRateLimited => "ip_rate_limited",
             Refusal::TooLarge | Refusal::TooManyAttachments => "too_large",
             Refusal::TooDeep => "too_deep",
             Refusal::NotAllowed => "not_allowed",

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 
+use super::addresses::Addresses;
 use super::meters::Meters;
 use super::policy::Policy;
 use super::socket::Socket;
@@ -102,6 +103,8 @@ pub struct Shared {
     pub bus: Arc<dyn Adapter>,
     /// Instruments.
     pub meters: Meters,
+    /// Each client address's event budget.
+    pub addresses: Addresses,
     /// How long a session may go without joining a namespace, in milliseconds.
     connect_timeout_ms: AtomicUsize,
     /// How long a binary packet may wait for its attachments, in milliseconds.
@@ -139,6 +142,7 @@ impl Shared {
             namespaces: RwLock::new(Arc::new(HashMap::new())),
             bus,
             meters,
+            addresses: Addresses::new(u32::MAX, u32::MAX),
             connect_timeout_ms: AtomicUsize::new(0),
             attachment_timeout_ms: AtomicUsize::new(0),
             pending_budget: AtomicUsize::new(usize::MAX),

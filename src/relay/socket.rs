@@ -3,12 +3,13 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime};
 
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
 
+use super::addresses::{self, Addresses};
 use super::auth::Grants;
 use crate::adapter::Recipient;
 use crate::engine::{Frame, Session};
@@ -45,6 +46,9 @@ pub struct Socket {
     /// with the sockets it had there before and will have after (a reconnect of the
     /// namespace does not refill it).
     rate: Arc<Mutex<TokenBucket>>,
+    /// Its client address's event budget, shared with the address's other sockets;
+    /// looked up at the socket's first event.
+    address_budget: OnceLock<addresses::Bucket>,
     /// The `transport` label this socket is counted under in the connections gauge.
     pub counted_as: Mutex<&'static str>,
     /// The client's address.
@@ -80,6 +84,7 @@ impl Socket {
             grants,
             rooms: Mutex::new(BTreeSet::new()),
             rate,
+            address_budget: OnceLock::new(),
             counted_as: Mutex::new(""),
             address,
             origin,
@@ -118,6 +123,15 @@ impl Socket {
         let mut bucket = self.rate.lock();
         bucket.set_limits(rate, burst);
         bucket.take(now)
+    }
+
+    /// Take one event's worth from the client address's budget (`addresses`, the
+    /// process's table); false when the address is over it.
+    pub fn take_address_token(&self, addresses: &Addresses, now: Instant) -> bool {
+        let bucket = self
+            .address_budget
+            .get_or_init(|| addresses.bucket(self.address, now));
+        addresses.take(bucket, now)
     }
 
     /// The rooms joined, as a snapshot.

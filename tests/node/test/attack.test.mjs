@@ -172,6 +172,79 @@ describe("item 1: reconnecting a namespace does not refill its rate limit", () =
   });
 });
 
+describe("item 1: an address's connections share one event budget", () => {
+  let guarded;
+  before(async () => {
+    guarded = await startDaemon(`
+[server]
+workers = 1
+trusted_proxies = ["127.0.0.1/32"]
+events_per_ip_per_second = 2
+event_burst_per_ip = 5
+[namespaces."/r"]
+route = "namespace"
+echo = false
+presence = false
+[namespaces."/r".limits]
+events_per_second = 100
+burst = 100
+`);
+  });
+  after(async () => {
+    await stopDaemon(guarded);
+  });
+
+  /** A socket.io-client on /r as the client address `ip` (through the trusted proxy). */
+  async function clientAs(ip) {
+    const socket = io(`${guarded.url}/r`, {
+      forceNew: true,
+      reconnection: false,
+      transports: ["websocket"],
+      extraHeaders: { "X-Forwarded-For": ip },
+    });
+    sockets.push(socket);
+    await withTimeout(
+      new Promise((resolve, reject) => {
+        socket.once("connect", resolve);
+        socket.once("connect_error", reject);
+      }),
+      WAIT_MS,
+      `connect as ${ip}`,
+    );
+    return socket;
+  }
+
+  it("bounds what many connections from one address deliver, not others' events", async () => {
+    const witness = await clientAs("10.0.1.1");
+    const seen = [];
+    witness.on("x", (v) => seen.push(v));
+    const attackers = [];
+    for (let i = 0; i < 10; i++) attackers.push(await clientAs("10.0.1.9"));
+    const before = (await scrape(guarded)).value("iorelay_events_refused_total", { namespace: "/r", reason: "ip_rate_limited" });
+    const started = Date.now();
+    // Each connection stays far within its own socket limit (5 of a burst of 100).
+    const replies = await Promise.all(
+      attackers.flatMap((socket, c) =>
+        [0, 1, 2, 3, 4].map((n) => socket.timeout(WAIT_MS).emitWithAck("x", `${c}.${n}`)),
+      ),
+    );
+    const elapsed = (Date.now() - started) / 1000;
+    const refused = replies.filter((r) => r && r.ok === false);
+    assert.ok(refused.length > 0, "no event was refused");
+    for (const r of refused) assert.equal(r.error, "rate limit exceeded");
+    // Another address has a budget of its own: its event arrives after every attacker event.
+    const honestSender = await clientAs("10.0.1.2");
+    honestSender.emit("x", "honest");
+    await nextEvent(witness, "x", (v) => v === "honest");
+    const fromAttacker = seen.filter((v) => v !== "honest").length;
+    const bound = 5 + Math.ceil(elapsed * 2) + 1;
+    assert.ok(fromAttacker <= bound, `${fromAttacker} of 50 events from one address delivered in ${elapsed}s (bound ${bound})`);
+    assert.equal(fromAttacker, 50 - refused.length, "every event not refused was delivered");
+    const after = (await scrape(guarded)).value("iorelay_events_refused_total", { namespace: "/r", reason: "ip_rate_limited" });
+    assert.equal(after - before, refused.length);
+  });
+});
+
 describe("item 9: deep JSON is not relayed", () => {
   it("refuses an event nested deeper than max_depth and relays one at the limit", async () => {
     const witness = await honest("/d");
