@@ -91,6 +91,7 @@ suites! {
     chat_book => "chat-book",
     engineio_conformance => "engineio-conformance",
     haproxy => "haproxy",
+    history => "history",
     hostile => "hostile",
     memory => "memory",
     metrics => "metrics",

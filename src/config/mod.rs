@@ -136,6 +136,9 @@ pub struct ServerConfig {
     pub events_per_ip_per_second: u32,
     /// Events one client address may send in a burst above that rate. Default `2000`.
     pub event_burst_per_ip: u32,
+    /// Most bytes of room history (`history` of the namespaces) one process keeps; past
+    /// it the oldest events of the host go first. Default `"64MB"`.
+    pub history_budget: Size,
     /// Pages besides the server's own that may connect (the `Origin` of handshakes,
     /// WebSockets and polling; CORS for polling): exact origins
     /// (`"https://app.example.com"`), `"loopback"` (http(s) on localhost, 127.0.0.1 or
@@ -165,6 +168,7 @@ impl Default for ServerConfig {
             handshake_burst_per_ip: 200,
             events_per_ip_per_second: 1000,
             event_burst_per_ip: 2000,
+            history_budget: Size(64_000_000),
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
         }
@@ -319,6 +323,29 @@ pub struct NamespaceConfig {
     /// Who may connect and where the identity comes from. Default: anyone, the user
     /// from the CONNECT `auth` payload.
     pub auth: AuthConfig,
+    /// Keep the last events relayed to each room (and to the whole namespace) for
+    /// `$join` with `history`, `$history` and the server API. Default: none kept.
+    pub history: Option<HistoryConfig>,
+}
+
+/// `history = { size = 100, ttl = "10m" }`: what a namespace keeps of its rooms' events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// Most events kept per room, 1 to 10000. Default `100`.
+    pub size: usize,
+    /// Longest an event is kept, at most `"7d"`. Default `"10m"`.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            size: 100,
+            ttl: Duration::from_secs(600),
+        }
+    }
 }
 
 impl Default for NamespaceConfig {
@@ -336,6 +363,7 @@ impl Default for NamespaceConfig {
             limits: Limits::default(),
             events: BTreeMap::new(),
             auth: AuthConfig::default(),
+            history: None,
         }
     }
 }

@@ -286,6 +286,20 @@ fn check_namespace(c: &Config, name: &str, ns: &NamespaceConfig, out: &mut Vec<P
         check_welcome(&format!("{key}.welcome"), welcome, out);
     }
     check_limits(c, &key, &ns.limits, out);
+    if let Some(history) = &ns.history {
+        if !(1..=10_000).contains(&history.size) {
+            out.push(Problem::new(
+                format!("{key}.history.size"),
+                "must be 1 to 10000",
+            ));
+        }
+        if history.ttl.is_zero() || history.ttl > Duration::from_secs(7 * 24 * 3600) {
+            out.push(Problem::new(
+                format!("{key}.history.ttl"),
+                "must be more than 0s and at most 7d",
+            ));
+        }
+    }
     let claims_join = ns.join == JoinPolicy::Claims;
     let mut auth = Vec::new();
     super::auth::check(&format!("{key}.auth"), &ns.auth, claims_join, &mut auth);

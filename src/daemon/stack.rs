@@ -87,6 +87,10 @@ impl Stack {
     ) -> Result<Stack, Error> {
         let relay = Relay::new(config, bus, metrics.relay.clone())?;
         let node = forward.as_ref().map(|(n, _)| *n);
+        if let Some(node) = node {
+            // Origin 0 is a single process's (and the master's); workers count from 1.
+            relay.shared().sequence.set_origin(node.0 + 1);
+        }
         let mut settings = engine_settings(config);
         settings.node = node.map(|n| n.0);
         let engine = Engine::new(
@@ -95,6 +99,7 @@ impl Stack {
             metrics.engine.clone(),
         );
         memory::spawn_trimmer(&engine);
+        relay.spawn_history_sweep();
         let echo = config.engine.echo_path.clone().map(|path| {
             let echo = Engine::new(settings, Arc::new(EchoHandler), Default::default());
             (path, echo)

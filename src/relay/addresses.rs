@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use super::socket::TokenBucket;
+use super::bucket::TokenBucket;
 use crate::engine::admission;
 
 /// One address's shared bucket.

@@ -24,11 +24,12 @@ use serde_json::value::RawValue;
 use tokio::task::AbortHandle;
 
 use super::auth::{Credentials, Identity, clean_name};
+use super::bucket::TokenBucket;
 use super::depart::depart;
 use super::policy::Refusal;
 use super::rates::Kept;
 use super::shared::{Owner, Shared};
-use super::socket::{Admitted, Socket, TokenBucket};
+use super::socket::{Admitted, Socket};
 use super::{announce, control, events, reply};
 use crate::engine::sid::random_id;
 use crate::engine::{

@@ -1,5 +1,6 @@
-//! Control events the relay answers itself: `$join`, `$leave`, `$rooms`, `$members`, and
-//! the `$presence` announcements that joins and leaves cause.
+//! Control events the relay answers itself: `$join`, `$leave`, `$rooms`, `$members`,
+//! `$history` (answered by [`recall`]), and the `$presence` announcements that joins and
+//! leaves cause.
 //!
 //! Replies go through the ack when the client asked for one; refusals without an ack come
 //! back as `$error` (see [`reply::refuse`](super::reply::refuse)).
@@ -10,7 +11,8 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::policy::{Policy, Refusal};
-use super::reply::{presence, refuse};
+use super::recall;
+use super::reply::{outgoing, presence, refuse};
 use super::shared::Shared;
 use super::socket::Socket;
 use crate::adapter::{Member, Target};
@@ -26,6 +28,22 @@ pub async fn handle(
     ack: Option<u64>,
 ) {
     let result = match name {
+        "$history" => {
+            let recalled = recall::Ask::parse(args.first().copied())
+                .and_then(|ask| recall::history(relay, policy, socket, &ask));
+            match recalled {
+                Ok(recalled) => answer(socket, ack, recalled),
+                Err(error) => refuse(relay, socket, name, ack, error),
+            }
+            return;
+        }
+        "$join" if args.first().is_some_and(|a| a.get().starts_with('{')) => {
+            match join_recalling(relay, policy, socket, args).await {
+                Ok(recalled) => answer(socket, ack, recalled),
+                Err(error) => refuse(relay, socket, name, ack, error),
+            }
+            return;
+        }
         "$join" => join(relay, policy, socket, args).await,
         "$leave" => leave(relay, policy, socket, args).await,
         "$rooms" => {
@@ -44,6 +62,63 @@ pub async fn handle(
         }
         Err(error) => refuse(relay, socket, name, ack, error),
     }
+}
+
+/// Send a reply that may carry binary attachments (history) through the ack.
+fn answer(socket: &Socket, ack: Option<u64>, recalled: recall::Recalled) {
+    let Some(id) = ack else {
+        return;
+    };
+    let mut fields = serde_json::Map::new();
+    fields.insert("ok".to_owned(), Value::Bool(true));
+    fields.extend(recalled.fields);
+    let body = Value::Object(fields).to_string();
+    let Ok(body) = RawValue::from_string(body) else {
+        return;
+    };
+    let text = sio::encode_ack(&socket.nsp, id, &[&body], recalled.attachments.len());
+    socket
+        .session()
+        .send(outgoing(&text, &recalled.attachments));
+}
+
+/// `$join {"room": R, "history": N}`: join, then the room's latest `N` events.
+async fn join_recalling(
+    relay: &Shared,
+    policy: &Policy,
+    socket: &Arc<Socket>,
+    args: &[&RawValue],
+) -> Result<recall::Recalled, Refusal> {
+    let first = args.first().ok_or(Refusal::RoomMissing)?;
+    let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(first.get()) else {
+        return Err(Refusal::RoomNotString);
+    };
+    let room = match fields.get("room") {
+        Some(Value::String(room)) => room.clone(),
+        Some(_) => return Err(Refusal::RoomNotString),
+        None => return Err(Refusal::RoomMissing),
+    };
+    let wanted = match fields.get("history") {
+        None | Some(Value::Null) => None,
+        Some(n) => Some(recall::count(n)?),
+    };
+    let keep = match wanted {
+        Some(_) => Some(policy.config.history.ok_or(Refusal::NoHistory)?),
+        None => None,
+    };
+    policy.may_join(&room, &socket.grants)?;
+    let count = enter(relay, policy, socket, &room).await?;
+    let mut recalled = match (wanted, keep) {
+        (Some(n), Some(keep)) => {
+            recall::read(relay, &socket.nsp, Some(&room), None, n.min(keep.size))
+        }
+        _ => recall::Recalled::default(),
+    };
+    recalled
+        .fields
+        .insert("room".to_owned(), Value::String(room));
+    recalled.fields.insert("count".to_owned(), json!(count));
+    Ok(recalled)
 }
 
 /// The room name in the first argument.

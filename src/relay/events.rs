@@ -12,6 +12,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::control;
+use super::history::{Event, Keep, Key};
 use super::meta::Sender;
 use super::policy::{Policy, Refusal, Resolved};
 use super::reply::{outgoing, refuse};
@@ -68,15 +69,16 @@ pub async fn handle(
         return Ok(());
     }
     let how = policy.resolve(name);
-    if let Err(error) = route(
-        relay,
-        counters,
-        socket,
-        &how,
-        &event.args,
-        &attachments,
-        packet.attachments,
-    ) {
+    let keep = policy.config.history.map(|h| Keep {
+        size: h.size,
+        ttl: h.ttl,
+    });
+    let payload = Payload {
+        args: &event.args,
+        attachments: &attachments,
+        announced: packet.attachments,
+    };
+    if let Err(error) = route(relay, counters, socket, &how, &payload, keep) {
         refuse(relay, socket, name, packet.id, error);
         return Ok(());
     }
@@ -127,15 +129,23 @@ fn nested_deeper(json: &str, max: usize) -> bool {
     false
 }
 
-/// Deliver the event where its route says.
+/// An event's arguments as the client sent them.
+struct Payload<'a> {
+    args: &'a [&'a RawValue],
+    attachments: &'a [Bytes],
+    /// The attachments the packet announced (its placeholders' numbering).
+    announced: usize,
+}
+
+/// Deliver the event where its route says, and record it in the history of the rooms
+/// (or the namespace) it went to when the namespace keeps one.
 fn route(
     relay: &Shared,
     counters: &Counters,
     socket: &Arc<Socket>,
     how: &Resolved<'_>,
-    args: &[&RawValue],
-    attachments: &[Bytes],
-    announced: usize,
+    payload: &Payload<'_>,
+    keep: Option<Keep>,
 ) -> Result<(), Refusal> {
     let rooms = match how.route {
         Route::None => return Err(Refusal::NotAllowed),
@@ -151,25 +161,45 @@ fn route(
         }
         Route::Room(room) => Some(vec![Arc::from(room.as_str())]),
     };
-    let text = if how.meta.is_empty() {
-        sio::encode_event(&socket.nsp, how.name, args, None, announced)
-    } else {
-        // One more JSON argument after the others: binary placeholders keep their numbers.
+    let now = SystemTime::now();
+    let meta = (!how.meta.is_empty()).then(|| {
         let sender = Sender {
             id: socket.id(),
             user: socket.user().map(|u| &**u),
             ip: socket.address,
             origin: socket.origin.as_deref(),
         };
-        let meta = how.meta.object(&sender, SystemTime::now());
-        let mut with_meta = Vec::with_capacity(args.len() + 1);
-        with_meta.extend_from_slice(args);
-        with_meta.push(&*meta);
-        sio::encode_event(&socket.nsp, how.name, &with_meta, None, announced)
+        how.meta.object(&sender, now)
+    });
+    // One more JSON argument after the others: binary placeholders keep their numbers.
+    let with_meta: Vec<&RawValue>;
+    let delivered_args: &[&RawValue] = match &meta {
+        None => payload.args,
+        Some(meta) => {
+            with_meta = payload.args.iter().copied().chain([&**meta]).collect();
+            &with_meta
+        }
     };
-    let item = outgoing(&text, attachments);
+    let text = sio::encode_event(
+        &socket.nsp,
+        how.name,
+        delivered_args,
+        None,
+        payload.announced,
+    );
+    let item = outgoing(&text, payload.attachments);
     let mut delivered = 0;
     if let Some(rooms) = rooms {
+        if let Some(keep) = keep {
+            let event = Event {
+                id: relay.sequence.next(),
+                at: now,
+                name: Arc::from(how.name),
+                args: Arc::from(json_array(delivered_args)),
+                attachments: payload.attachments.to_vec(),
+            };
+            record(relay, &socket.nsp, Arc::new(event), &rooms, keep);
+        }
         let target = Target {
             rooms,
             except: Some(socket.id().clone()),
@@ -181,6 +211,42 @@ fn route(
     }
     counters.delivered.inc_by(delivered as u64);
     Ok(())
+}
+
+/// Keep `event` in the history of each of `rooms` (the namespace's own when empty).
+fn record(relay: &Shared, nsp: &Arc<str>, event: Arc<Event>, rooms: &[Arc<str>], keep: Keep) {
+    let now = Instant::now();
+    if rooms.is_empty() {
+        let key = Key {
+            nsp: nsp.clone(),
+            room: None,
+        };
+        relay.history.record(&key, keep, event, now);
+        relay.count_history();
+        return;
+    }
+    for room in rooms {
+        let key = Key {
+            nsp: nsp.clone(),
+            room: Some(room.clone()),
+        };
+        relay.history.record(&key, keep, event.clone(), now);
+    }
+    relay.count_history();
+}
+
+/// `args` as one JSON array text.
+fn json_array(args: &[&RawValue]) -> String {
+    let mut json = String::with_capacity(2 + args.iter().map(|a| a.get().len() + 1).sum::<usize>());
+    json.push('[');
+    for (i, arg) in args.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push_str(arg.get());
+    }
+    json.push(']');
+    json
 }
 
 #[cfg(test)]

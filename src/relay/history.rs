@@ -30,6 +30,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -55,8 +56,8 @@ pub struct EventId {
 /// One process's source of [`EventId`]s.
 #[derive(Debug)]
 pub struct Sequence {
-    origin: u32,
-    next: std::sync::atomic::AtomicU64,
+    origin: AtomicU32,
+    next: AtomicU64,
 }
 
 impl Sequence {
@@ -69,16 +70,22 @@ impl Sequence {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2));
         Sequence {
-            origin,
-            next: std::sync::atomic::AtomicU64::new(micros),
+            origin: AtomicU32::new(origin),
+            next: AtomicU64::new(micros),
         }
+    }
+
+    /// Name the process (a worker learns its id after the relay is built, before it
+    /// serves anyone).
+    pub fn set_origin(&self, origin: u32) {
+        self.origin.store(origin, Ordering::Relaxed);
     }
 
     /// The next id.
     pub fn next(&self) -> EventId {
         EventId {
-            origin: self.origin,
-            seq: self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            origin: self.origin.load(Ordering::Relaxed),
+            seq: self.next.fetch_add(1, Ordering::Relaxed),
         }
     }
 }

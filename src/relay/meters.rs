@@ -1,7 +1,7 @@
 //! The relay's instruments, created and registered by `telemetry::metrics` (where the
 //! names live); unregistered by default.
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
 /// Relay instruments. Labels come from bounded sets: namespace names from the config,
 /// transports, refusal reasons — never rooms or socket ids.
@@ -19,6 +19,12 @@ pub struct Meters {
     pub rooms: IntGaugeVec,
     /// CONNECTs refused by a namespace's `auth`, by `namespace` and `reason`.
     pub auth_refused: IntCounterVec,
+    /// Events kept in room history.
+    pub history_events: IntGauge,
+    /// Bytes of room history, as the store counts them.
+    pub history_bytes: IntGauge,
+    /// History events dropped to stay within `server.history_budget`.
+    pub history_evicted: IntCounter,
 }
 
 impl Default for Meters {
@@ -38,6 +44,10 @@ impl Default for Meters {
             refused: counter(&["namespace", "reason"]),
             rooms: gauge(&["namespace"]),
             auth_refused: counter(&["namespace", "reason"]),
+            history_events: IntGauge::with_opts(opts()).expect("static metric options are valid"),
+            history_bytes: IntGauge::with_opts(opts()).expect("static metric options are valid"),
+            history_evicted: IntCounter::with_opts(opts())
+                .expect("static metric options are valid"),
         }
     }
 }

@@ -20,8 +20,10 @@
 //! - [`auth`]: who may connect (JWT, cookies) and the identity a socket keeps.
 //! - [`socket`]: one socket's state.
 //! - [`rates`]: a connection's rate limits, kept across namespace reconnects.
+//! - [`bucket`]: the token bucket every rate limit uses.
 //! - [`addresses`]: each client address's event budget, shared by its connections.
 //! - [`history`]: the last events of each room, and the positions readers have reached.
+//! - [`recall`]: `$history` and `$join`'s `history`, answered from it.
 //! - [`meters`]: the relay's instruments.
 //!
 //! Imports inside the relay point one way, down this list: `backend`, `connection` →
@@ -33,6 +35,7 @@ pub mod addresses;
 pub mod announce;
 pub mod auth;
 pub mod backend;
+pub mod bucket;
 pub mod connection;
 pub mod control;
 pub mod depart;
@@ -42,6 +45,7 @@ pub mod meta;
 pub mod meters;
 pub mod policy;
 pub mod rates;
+pub mod recall;
 pub mod reply;
 pub mod shared;
 pub mod socket;
@@ -129,9 +133,22 @@ impl Relay {
                 .max(1),
             config.server.event_burst_per_ip.div_ceil(workers).max(1),
         );
+        self.shared
+            .history
+            .set_budget(usize::try_from(config.server.history_budget.0).unwrap_or(usize::MAX));
         self.shared.set_pending_budget(
             usize::try_from(config.engine.pending_budget.0).unwrap_or(usize::MAX),
         );
+        // A namespace that no longer keeps history (or is gone) frees what it kept.
+        for key in self.shared.history.keys() {
+            let keeps = declared
+                .get(&*key.nsp)
+                .is_some_and(|ns| ns.history.is_some());
+            if !keeps {
+                self.shared.history.forget(&key);
+            }
+        }
+        self.shared.count_history();
         self.shared.install(
             compiled,
             max_attachments,
@@ -139,6 +156,24 @@ impl Relay {
             config.engine.attachment_timeout,
         );
         Ok(())
+    }
+
+    /// Drop expired history every few seconds, so that a room that fell silent frees
+    /// its memory without anyone asking about it; ends with the relay.
+    pub fn spawn_history_sweep(&self) {
+        let weak = Arc::downgrade(&self.shared);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                let Some(shared) = weak.upgrade() else {
+                    return;
+                };
+                shared.history.sweep(std::time::Instant::now());
+                shared.count_history();
+            }
+        });
     }
 
     /// The shared state (for the server API and tests).

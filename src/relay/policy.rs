@@ -63,6 +63,12 @@ pub enum Refusal {
     RoomControl,
     /// A `$…` event the relay does not know.
     UnknownControl,
+    /// `$history` (or `$join`'s `history`) in a namespace that keeps none.
+    NoHistory,
+    /// `$history` of a room the socket is not in.
+    NotInRoom,
+    /// A `$history` argument (or `$join`'s `history`) that does not parse.
+    BadHistoryAsk,
 }
 
 impl Refusal {
@@ -85,6 +91,9 @@ impl Refusal {
             Refusal::RoomReserved => "room names starting with $ are reserved",
             Refusal::RoomControl => "room names may not hold control characters",
             Refusal::UnknownControl => "unknown control event",
+            Refusal::NoHistory => "this namespace keeps no history",
+            Refusal::NotInRoom => "join the room first",
+            Refusal::BadHistoryAsk => "bad history request",
         }
     }
 
@@ -106,6 +115,9 @@ impl Refusal {
             | Refusal::RoomReserved
             | Refusal::RoomControl => "bad_room_name",
             Refusal::UnknownControl => "unknown_control",
+            Refusal::NoHistory => "no_history",
+            Refusal::NotInRoom => "not_in_room",
+            Refusal::BadHistoryAsk => "bad_request",
         }
     }
 }

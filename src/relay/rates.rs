@@ -11,7 +11,8 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use super::socket::{Socket, TokenBucket};
+use super::bucket::TokenBucket;
+use super::socket::Socket;
 use crate::config::Limits;
 
 /// A connection's rate limits in one namespace.

@@ -14,6 +14,7 @@ use std::time::Duration;
 use parking_lot::RwLock;
 
 use super::addresses::Addresses;
+use super::history::{History, Sequence};
 use super::meters::Meters;
 use super::policy::Policy;
 use super::socket::Socket;
@@ -105,6 +106,10 @@ pub struct Shared {
     pub meters: Meters,
     /// Each client address's event budget.
     pub addresses: Addresses,
+    /// The rooms' recent events (namespaces with `history`).
+    pub history: History,
+    /// Ids for the events this process accepts.
+    pub sequence: Sequence,
     /// How long a session may go without joining a namespace, in milliseconds.
     connect_timeout_ms: AtomicUsize,
     /// How long a binary packet may wait for its attachments, in milliseconds.
@@ -143,6 +148,8 @@ impl Shared {
             bus,
             meters,
             addresses: Addresses::new(u32::MAX, u32::MAX),
+            history: History::new(0),
+            sequence: Sequence::starting_now(0),
             connect_timeout_ms: AtomicUsize::new(0),
             attachment_timeout_ms: AtomicUsize::new(0),
             pending_budget: AtomicUsize::new(usize::MAX),
@@ -327,6 +334,18 @@ impl Shared {
             .filter(|h| nsp.is_none_or(|n| *h.socket.nsp == *n))
             .cloned()
             .collect()
+    }
+
+    /// Refresh the history instruments after the store changed.
+    pub fn count_history(&self) {
+        let usage = self.history.usage();
+        let m = &self.meters;
+        m.history_events
+            .set(i64::try_from(usage.events).unwrap_or(i64::MAX));
+        m.history_bytes
+            .set(i64::try_from(usage.bytes).unwrap_or(i64::MAX));
+        m.history_evicted
+            .inc_by(usage.evicted.saturating_sub(m.history_evicted.get()));
     }
 
     /// Refresh the rooms gauge of a namespace after its memberships changed.

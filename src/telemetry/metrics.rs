@@ -54,6 +54,14 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
     c
 }
 
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("metric names here are valid");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("each metric is registered once");
+    g
+}
+
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric names here are valid");
     registry
@@ -160,6 +168,21 @@ impl Metrics {
                 "iorelay_auth_refused_total",
                 "Connections to a namespace refused by its auth, by namespace and reason.",
                 &["namespace", "reason"],
+            ),
+            history_events: gauge(
+                r,
+                "iorelay_history_events",
+                "Events kept in room history (each worker keeps the host's).",
+            ),
+            history_bytes: gauge(
+                r,
+                "iorelay_history_bytes",
+                "Bytes of room history kept, as counted against server.history_budget.",
+            ),
+            history_evicted: counter(
+                r,
+                "iorelay_history_evicted_total",
+                "History events dropped before their time to stay within server.history_budget.",
             ),
         };
         let webhooks = webhooks::Meters {
