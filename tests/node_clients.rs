@@ -26,6 +26,10 @@ const PACKAGES: [&str; 3] = ["socket.io-client", "ws", "playwright-core"];
 /// test fails with its name instead of hanging `cargo test`.
 const TEST_TIMEOUT_MS: u32 = 60_000;
 
+/// Suites that run an outside tool for minutes (schemathesis in `api`): node applies
+/// `--test-timeout` to the whole file as well, so these get a longer one.
+const LONG_SUITES: &[(&str, u32)] = &[("api", 900_000)];
+
 fn node_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node")
 }
@@ -45,11 +49,15 @@ fn run_suite(suite: &str) {
         missing.join(", ")
     );
     let file = format!("test/{suite}.test.mjs");
+    let timeout = LONG_SUITES
+        .iter()
+        .find(|(name, _)| *name == suite)
+        .map_or(TEST_TIMEOUT_MS, |(_, ms)| *ms);
     let output = Command::new("node")
         .args([
             "--test",
             "--test-reporter=spec",
-            &format!("--test-timeout={TEST_TIMEOUT_MS}"),
+            &format!("--test-timeout={timeout}"),
             &file,
         ])
         .current_dir(&dir)

@@ -124,6 +124,17 @@ pub enum Call {
         /// The rooms.
         rooms: Vec<String>,
     },
+    /// A room's recent events (its namespace's `history`).
+    History {
+        /// The room's namespace.
+        namespace: String,
+        /// The room.
+        room: String,
+        /// Only the events this position (or event offset) has not seen.
+        since: Option<String>,
+        /// At most the latest this many.
+        limit: Option<usize>,
+    },
 }
 
 /// Who answers a call.
@@ -203,13 +214,16 @@ pub enum Failure {
     /// The socket is in as many rooms as its namespace allows.
     #[error("the socket is in {0} rooms, its namespace's max_rooms")]
     TooManyRooms(usize),
+    /// The namespace keeps no history.
+    #[error("namespace {0:?} keeps no history")]
+    NoHistory(String),
 }
 
 impl Failure {
     /// The HTTP status that goes with it.
     pub fn status(&self) -> u16 {
         match self {
-            Failure::NoNamespace(_) => 404,
+            Failure::NoNamespace(_) | Failure::NoHistory(_) => 404,
             Failure::Invalid(_) => 400,
             Failure::TooLarge { .. } => 413,
             Failure::TooManyRooms(_) => 409,
@@ -237,6 +251,9 @@ pub enum Part {
     Disconnected(usize),
     /// The socket is not here.
     NotHere,
+    /// Recent events of a room, as this process keeps them (`offset`, `event`, `args`,
+    /// `binary`, `time` each).
+    History(Vec<Value>),
     /// This process refused the call.
     Failed(Failure),
 }
@@ -344,7 +361,37 @@ pub fn merge(call: &Call, parts: Vec<Part>) -> Reply {
             let disconnected: usize = parts.iter().map(count).sum();
             Reply::ok(json!({ "disconnected": disconnected }))
         }
+        Call::History {
+            namespace,
+            room,
+            limit,
+            ..
+        } => {
+            let events = merge_history(parts, *limit);
+            Reply::ok(json!({ "namespace": namespace, "room": room, "events": events }))
+        }
     }
+}
+
+/// The events of every part once each (the same event kept by several processes has one
+/// offset), in the order they were accepted, the latest `limit`.
+fn merge_history(parts: Vec<Part>, limit: Option<usize>) -> Vec<Value> {
+    let mut events: Vec<Value> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for part in parts {
+        if let Part::History(list) = part {
+            for event in list {
+                let offset = event["offset"].as_str().unwrap_or_default().to_owned();
+                if seen.insert(offset) {
+                    events.push(event);
+                }
+            }
+        }
+    }
+    // Stable: the events of one process keep their order when times tie.
+    events.sort_by_key(|e| e["time"].as_u64().unwrap_or(0));
+    let skip = events.len().saturating_sub(limit.unwrap_or(usize::MAX));
+    events.split_off(skip)
 }
 
 fn count(part: &Part) -> usize {
@@ -402,6 +449,27 @@ mod tests {
         let part = Part::Failed(Failure::TooLarge { size: 9, limit: 8 });
         let text = serde_json::to_string(&part).unwrap();
         assert_eq!(serde_json::from_str::<Part>(&text).unwrap(), part);
+    }
+
+    #[test]
+    fn histories_of_workers_merge_once_each_in_time_order() {
+        let event = |offset: &str, time: u64| json!({ "offset": offset, "time": time });
+        let call = Call::History {
+            namespace: "/".into(),
+            room: "r".into(),
+            since: None,
+            limit: Some(3),
+        };
+        let parts = vec![
+            Part::History(vec![event("1-a", 10), event("1-b", 30), event("2-a", 20)]),
+            Part::History(vec![event("2-a", 20), event("2-b", 40), event("1-a", 10)]),
+        ];
+        let reply = merge(&call, parts);
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            reply.body["events"],
+            json!([event("2-a", 20), event("1-b", 30), event("2-b", 40)])
+        );
     }
 
     #[test]

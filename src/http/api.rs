@@ -154,6 +154,7 @@ fn route_label(method: &Method, path: &str) -> &'static str {
         (_, ["emit"]) => "emit",
         (_, ["rooms"]) => "rooms",
         (_, ["rooms", _, "members"]) => "members",
+        (_, ["rooms", _, "history"]) => "history",
         (_, ["sockets"]) => "sockets",
         (_, ["sockets", _, "join"]) => "join",
         (_, ["sockets", _, "leave"]) => "leave",
@@ -335,6 +336,24 @@ async fn route(head: &hyper::http::request::Parts, body: Body) -> Result<Route, 
             Ok(Route::Call(Call::Members {
                 namespace: query("namespace").unwrap_or_else(root),
                 room: (*room).to_owned(),
+            }))
+        }
+        ["rooms", room, "history"] if !room.is_empty() => {
+            expect(Method::GET)?;
+            let limit = match query("limit") {
+                Some(n) => Some(n.parse::<usize>().map_err(|_| {
+                    Refused::Reply(Reply::error(
+                        400,
+                        format!("limit {n:?} is not a count of events"),
+                    ))
+                })?),
+                None => None,
+            };
+            Ok(Route::Call(Call::History {
+                namespace: query("namespace").unwrap_or_else(root),
+                room: (*room).to_owned(),
+                since: query("since"),
+                limit,
             }))
         }
         ["sockets"] => {

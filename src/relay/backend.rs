@@ -13,7 +13,9 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::control;
+use super::history::Position;
 use super::policy::Refusal;
+use super::recall;
 use super::reply::outgoing;
 use super::shared::{Held, Namespace, Shared};
 use crate::adapter::Pick;
@@ -130,6 +132,33 @@ async fn answer_or_fail(relay: &Shared, call: &Call) -> Result<Part, Failure> {
                 }
             }
             Ok(Part::Disconnected(disconnected))
+        }
+        Call::History {
+            namespace,
+            room,
+            since,
+            limit,
+        } => {
+            let ns = declared(relay, namespace)?;
+            let keep = ns
+                .policy()
+                .config
+                .history
+                .ok_or_else(|| Failure::NoHistory(namespace.clone()))?;
+            let since: Option<Position> = match since {
+                Some(p) => Some(p.parse().map_err(|_| {
+                    Failure::Invalid(format!("since {p:?} is not a history position"))
+                })?),
+                None => None,
+            };
+            let limit = limit.unwrap_or(keep.size).min(keep.size);
+            Ok(Part::History(recall::for_api(
+                relay,
+                &ns.name,
+                room,
+                since.as_ref(),
+                limit,
+            )))
         }
     }
 }

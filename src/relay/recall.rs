@@ -17,6 +17,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
@@ -136,26 +137,64 @@ pub fn read(
     }
 }
 
+/// The latest `limit` events of `room` not seen at `since`, as the server API lists
+/// them: each with its own attachments as `binary` (base64, standard alphabet), which its
+/// placeholders number from 0.
+pub fn for_api(
+    relay: &Shared,
+    nsp: &Arc<str>,
+    room: &str,
+    since: Option<&Position>,
+    limit: usize,
+) -> Vec<Value> {
+    let key = Key {
+        nsp: nsp.clone(),
+        room: Some(Arc::from(room)),
+    };
+    let events = relay.history.read(&key, since, limit, Instant::now());
+    events
+        .iter()
+        .map(|event| {
+            let mut fields = fields(event);
+            let binary: Vec<Value> = event
+                .attachments
+                .iter()
+                .map(|b| Value::String(base64::Engine::encode(&STANDARD, b)))
+                .collect();
+            fields.insert("binary".to_owned(), Value::Array(binary));
+            Value::Object(fields)
+        })
+        .collect()
+}
+
 /// One event as the reply lists it; its attachments are appended to `attachments` and
 /// its placeholders renumbered to match.
 fn describe(event: &Event, attachments: &mut Vec<Bytes>) -> Value {
-    let mut args: Value = serde_json::from_str(&event.args).unwrap_or(Value::Array(Vec::new()));
+    let mut fields = fields(event);
     if !event.attachments.is_empty() {
-        renumber(&mut args, attachments.len());
+        if let Some(args) = fields.get_mut("args") {
+            renumber(args, attachments.len());
+        }
         attachments.extend(event.attachments.iter().cloned());
     }
+    Value::Object(fields)
+}
+
+/// `offset`, `event`, `args` and `time` of `event`.
+fn fields(event: &Event) -> Map<String, Value> {
+    let args: Value = serde_json::from_str(&event.args).unwrap_or(Value::Array(Vec::new()));
     let mut one = Position::default();
     one.advance(event.id);
     let time = event
         .at
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    json!({
-        "offset": one.to_string(),
-        "event": &*event.name,
-        "args": args,
-        "time": time,
-    })
+    let mut fields = Map::new();
+    fields.insert("offset".to_owned(), Value::String(one.to_string()));
+    fields.insert("event".to_owned(), Value::String(event.name.to_string()));
+    fields.insert("args".to_owned(), args);
+    fields.insert("time".to_owned(), json!(time));
+    fields
 }
 
 /// Add `base` to the number of every binary placeholder in `value`.

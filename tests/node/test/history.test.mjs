@@ -9,6 +9,7 @@
 import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { startDaemon, stopDaemon, scrape, withLogs } from "../lib/admin.mjs";
+import { TEST_TOKEN } from "../lib/spawn.mjs";
 import { openClient, connected, ack, join, freshRoom } from "../lib/clients.mjs";
 
 const CONFIG = `
@@ -54,6 +55,14 @@ async function client(nsp, name) {
   return socket;
 }
 
+/** GET /api/v1/rooms/ROOM/history?QUERY with the test token: { status, body }. */
+async function apiHistory(room, query) {
+  const res = await fetch(`${daemon.adminUrl}/api/v1/rooms/${encodeURIComponent(room)}/history?${query}`, {
+    headers: { Authorization: `Bearer ${TEST_TOKEN}` },
+  });
+  return { status: res.status, body: await res.json() };
+}
+
 describe("room history", () => {
   it("a late joiner gets the room's latest events, oldest first, with offsets", logs(async () => {
     const room = freshRoom("h");
@@ -93,6 +102,16 @@ describe("room history", () => {
     assert.deepEqual(next.events.map((e) => e.args[0]), ["m6"]);
     const limited = await ack(late, "$history", { room, limit: 1 });
     assert.deepEqual(limited.events.map((e) => e.args[0]), ["m6"]);
+
+    // The server API lists the same events, with the same offsets.
+    const api = await apiHistory(room, `namespace=${encodeURIComponent("/h")}`);
+    assert.equal(api.status, 200);
+    assert.deepEqual(api.body.events.map((e) => e.args[0]), ["m4", "m5", "m6"]);
+    assert.deepEqual(api.body.events.slice(0, 2).map((e) => e.offset), reply.events.slice(1).map((e) => e.offset));
+    const apiSince = await apiHistory(room, `namespace=%2Fh&since=${encodeURIComponent(since.position)}&limit=5`);
+    assert.deepEqual(apiSince.body.events.map((e) => e.args[0]), ["m6"]);
+    assert.equal((await apiHistory(room, "namespace=%2Fh&since=bogus")).status, 400);
+    assert.equal((await apiHistory(room, "namespace=%2Fnone")).status, 404);
   }));
 
   it("binary arguments come back as binary, placeholders renumbered across events", logs(async () => {
@@ -106,6 +125,10 @@ describe("room history", () => {
     assert.equal(reply.events.length, 2);
     assert.deepEqual([...reply.events[0].args[0]], [1, 2, 3]);
     assert.deepEqual([...reply.events[1].args[0].nested], [4, 5]);
+    // The server API gives each event its own attachments, as base64.
+    const api = await apiHistory(room, "namespace=%2Fh");
+    assert.deepEqual(api.body.events.map((e) => e.binary), [["AQID"], ["BAU="]]);
+    assert.deepEqual(api.body.events[1].args[0], { nested: { _placeholder: true, num: 0 } });
   }));
 
   it("keeps the namespace's broadcasts to all, asked with no room", logs(async () => {
