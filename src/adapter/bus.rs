@@ -72,6 +72,22 @@ pub type Departures = Vec<(Arc<str>, usize)>;
 /// that room's remaining host-wide count.
 pub type DepartureHook = Box<dyn Fn(&str, &Member, &str, usize) + Send + Sync>;
 
+/// Who accepted a broadcast event and when, for the history every process keeps of the
+/// host's events: the origin's id and sequence number and the acceptance time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stamp {
+    /// The accepting process.
+    pub origin: u32,
+    /// Its sequence number for the event.
+    pub seq: u64,
+    /// When it was accepted, ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// Called for each stamped broadcast that arrives from another process: namespace, the
+/// target's rooms (empty: the namespace), the stamp, and the frames as delivered.
+pub type RecordHook = Box<dyn Fn(&str, &[String], Stamp, &[crate::engine::Frame]) + Send + Sync>;
+
 /// Room membership and fan-out for every namespace.
 pub trait Adapter: Send + Sync + 'static {
     /// Register a connected socket in a namespace.
@@ -91,6 +107,22 @@ pub trait Adapter: Send + Sync + 'static {
     /// queued here. Never waits: a full socket queue is that socket's problem (see
     /// [`Session::send`]).
     fn broadcast(&self, nsp: &str, target: &Target, item: &Outgoing) -> usize;
+
+    /// [`broadcast`](Adapter::broadcast) an event that the other processes record in
+    /// their history under `stamp` (this process records it itself).
+    fn broadcast_stamped(
+        &self,
+        nsp: &str,
+        target: &Target,
+        item: &Outgoing,
+        stamp: Stamp,
+    ) -> usize {
+        let _ = stamp;
+        self.broadcast(nsp, target, item)
+    }
+
+    /// Register what to do with stamped broadcasts from other processes.
+    fn set_record_hook(&self, _hook: RecordHook) {}
 
     /// Deliver to this process's sockets only (announcements every process makes for
     /// itself, such as the leaves of a lost peer's members).

@@ -5,7 +5,7 @@
 //! [`bus`]) to register sockets, change memberships, count and list members, and fan a
 //! packet out to a [`Target`]. [`local::LocalAdapter`] keeps everything in this process;
 //! [`peer::PeerAdapter`] adds links to the other workers (in the [`wire`] format) and
-//! [`replica`]s of their memberships, and overrides only what crosses the process
+//! [`replica`]s of their memberships ([`link`] says why a link ends), and overrides only what crosses the process
 //! boundary. A Redis adapter is to keep the same trait, which is why the queries are
 //! asynchronous even though the answers on one host are not.
 //!
@@ -19,6 +19,7 @@
 //! it.
 
 pub mod bus;
+pub mod link;
 pub mod local;
 pub mod occupancy;
 pub mod peer;
@@ -26,7 +27,8 @@ pub mod replica;
 pub mod wire;
 
 pub use bus::{
-    Adapter, DepartureHook, Departures, Member, Pick, Recipient, RoomCount, Target, is_listed,
+    Adapter, DepartureHook, Departures, Member, Pick, Recipient, RecordHook, RoomCount, Stamp,
+    Target, is_listed,
 };
 pub use local::LocalAdapter;
 pub use peer::PeerAdapter;

@@ -23,12 +23,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::bus::{
-    Adapter, DepartureHook, Departures, Member, Pick, Recipient, RoomCount, Target, is_listed,
+    Adapter, DepartureHook, Departures, Member, Pick, Recipient, RecordHook, RoomCount, Stamp,
+    Target, is_listed,
 };
+pub use super::link::LinkError;
 use super::local::LocalAdapter;
 use super::occupancy::Occupancy;
 use super::replica::{Departed, Replicas};
-use super::wire::{Message, VERSION, WireError};
+use super::wire::{Message, VERSION};
 use crate::engine::{BoxFuture, Outgoing};
 
 /// Bytes queued per link past which broadcasts to that peer are dropped (and counted):
@@ -51,28 +53,6 @@ const ANNOUNCE_BATCH: usize = 256;
 
 /// Largest batch of queued frames written to a link at once.
 const MAX_BATCH: usize = 1 << 20;
-
-/// Why a link ended other than by the peer closing it. Every one ends the link (and, on
-/// the receiving side, drops the peer's replica once it has no other link): a peer that
-/// broke the protocol once cannot be trusted with the rest of the stream.
-#[derive(Debug, thiserror::Error)]
-pub enum LinkError {
-    /// Reading from the peer failed.
-    #[error("reading from the peer failed: {0}")]
-    Read(#[source] std::io::Error),
-    /// Writing to the peer failed (it went away mid-write, typically).
-    #[error("writing to the peer failed: {0}")]
-    Write(#[source] std::io::Error),
-    /// The peer sent a frame that does not decode.
-    #[error("the peer sent a malformed frame: {0}")]
-    Wire(#[from] WireError),
-    /// The peer's `Hello` names another wire version.
-    #[error("the peer speaks wire version {0}, this process speaks {VERSION}")]
-    Version(u16),
-    /// The peer's first message was not `Hello`.
-    #[error("the peer spoke before saying hello")]
-    NoHello,
-}
 
 /// A live link to a peer.
 #[derive(Debug)]
@@ -97,6 +77,8 @@ pub struct PeerAdapter {
     replicas: Replicas,
     /// What to do for members of a lost peer.
     hook: OnceLock<DepartureHook>,
+    /// Hears the stamped broadcasts of peers (the relay records them in its history).
+    recorder: OnceLock<RecordHook>,
     /// Link numbering.
     next_link: AtomicU64,
     /// Peers whose links all ended, waiting out [`RELINK_GRACE`]: node → the number of
@@ -135,6 +117,7 @@ impl PeerAdapter {
             inbound: Mutex::new(HashMap::new()),
             replicas: Replicas::default(),
             hook: OnceLock::new(),
+            recorder: OnceLock::new(),
             next_link: AtomicU64::new(1),
             orphans: Mutex::new(HashMap::new()),
             resync: Mutex::new(HashMap::new()),
@@ -312,6 +295,19 @@ impl PeerAdapter {
         self.announce(gone).await;
     }
 
+    /// Deliver to this process's sockets and send to every peer.
+    fn send_out(&self, nsp: &str, target: &Target, item: &Outgoing, stamp: Option<Stamp>) -> usize {
+        let delivered = self.local.broadcast(nsp, target, item);
+        self.publish(&Message::Broadcast {
+            nsp: nsp.to_owned(),
+            rooms: target.rooms.iter().map(|r| r.to_string()).collect(),
+            except: target.except.as_deref().map(str::to_owned),
+            frames: item.frames().to_vec(),
+            stamp,
+        });
+        delivered
+    }
+
     fn apply(&self, node: u32, msg: Message) {
         match msg {
             Message::Broadcast {
@@ -319,7 +315,11 @@ impl PeerAdapter {
                 rooms,
                 except,
                 frames,
+                stamp,
             } => {
+                if let (Some(stamp), Some(record)) = (stamp, self.recorder.get()) {
+                    record(&nsp, &rooms, stamp, &frames);
+                }
                 let target = Target {
                     rooms: rooms.into_iter().map(Arc::from).collect(),
                     except: except.map(Arc::from),
@@ -540,14 +540,21 @@ impl Adapter for PeerAdapter {
     }
 
     fn broadcast(&self, nsp: &str, target: &Target, item: &Outgoing) -> usize {
-        let delivered = self.local.broadcast(nsp, target, item);
-        self.publish(&Message::Broadcast {
-            nsp: nsp.to_owned(),
-            rooms: target.rooms.iter().map(|r| r.to_string()).collect(),
-            except: target.except.as_deref().map(str::to_owned),
-            frames: item.frames().to_vec(),
-        });
-        delivered
+        self.send_out(nsp, target, item, None)
+    }
+
+    fn broadcast_stamped(
+        &self,
+        nsp: &str,
+        target: &Target,
+        item: &Outgoing,
+        stamp: Stamp,
+    ) -> usize {
+        self.send_out(nsp, target, item, Some(stamp))
+    }
+
+    fn set_record_hook(&self, hook: RecordHook) {
+        let _ = self.recorder.set(hook);
     }
 
     fn broadcast_local(&self, nsp: &str, target: &Target, item: &Outgoing) -> usize {
@@ -963,7 +970,9 @@ mod tests {
         ));
         assert!(matches!(
             read(vec![hello(VERSION)], &[0, 0, 0, 1, 99]).await,
-            Err(LinkError::Wire(WireError::UnknownKind(99)))
+            Err(LinkError::Wire(super::super::wire::WireError::UnknownKind(
+                99
+            )))
         ));
         assert!(
             read(vec![hello(VERSION), gone], b"").await.is_ok(),

@@ -1,4 +1,4 @@
-//! The wire format between relay processes on one host (workers), version 1.
+//! The wire format between relay processes on one host (workers), version 3.
 //!
 //! A stream of frames: `u32` big-endian length of what follows, then a `u8` kind and the
 //! fields. Strings and byte blobs are a `u32` length and the bytes; an optional string is
@@ -12,7 +12,7 @@
 //! | 2 | Join | nsp, room, socket id, optional user |
 //! | 3 | Leave | nsp, room, socket id |
 //! | 4 | Gone | nsp, socket id (left every room) |
-//! | 5 | Broadcast | nsp, rooms (list; empty = namespace), optional except id, frames (list of `u8` 0 text / 1 binary + blob) |
+//! | 5 | Broadcast | nsp, rooms (list; empty = namespace), optional except id, frames (list of `u8` 0 text / 1 binary + blob), optional stamp (`u8` flag, then `u32` origin, `u64` sequence, `u64` ms since the epoch) |
 //!
 //! Decoding is strict and bounded (a frame over [`MAX_FRAME`] is an error), because a
 //! corrupt peer must not take its neighbours down.
@@ -20,10 +20,11 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use super::bus::Stamp;
 use crate::engine::Frame;
 
 /// The version spoken in `Hello`.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Largest frame accepted.
 pub const MAX_FRAME: usize = 64 << 20;
 
@@ -74,6 +75,8 @@ pub enum Message {
         except: Option<String>,
         /// The encoded Engine.IO frames, in order.
         frames: Vec<Frame>,
+        /// Who accepted the event, for the receivers' history (none: not recorded).
+        stamp: Option<Stamp>,
     },
     /// The memberships that followed `Hello` are all of the sender's: the receiver may
     /// now tell who of a relinking peer's earlier members is really gone.
@@ -139,6 +142,7 @@ impl Message {
                 rooms,
                 except,
                 frames,
+                stamp,
             } => {
                 out.put_u8(5);
                 put_str(out, nsp);
@@ -158,6 +162,15 @@ impl Message {
                             out.put_u8(1);
                             put_blob(out, b);
                         }
+                    }
+                }
+                match stamp {
+                    None => out.put_u8(0),
+                    Some(stamp) => {
+                        out.put_u8(1);
+                        out.put_u32(stamp.origin);
+                        out.put_u64(stamp.seq);
+                        out.put_u64(stamp.at_ms);
                     }
                 }
             }
@@ -232,11 +245,21 @@ fn decode_body(b: &mut Bytes) -> Result<Message, WireError> {
                 };
                 frames.push(frame);
             }
+            let stamp = match get_u8(b)? {
+                0 => None,
+                1 => Some(Stamp {
+                    origin: get_u32(b)?,
+                    seq: get_u64(b)?,
+                    at_ms: get_u64(b)?,
+                }),
+                other => return Err(WireError::UnknownKind(other)),
+            };
             Message::Broadcast {
                 nsp,
                 rooms,
                 except,
                 frames,
+                stamp,
             }
         }
         6 => Message::Synced,
@@ -273,6 +296,13 @@ fn get_u8(b: &mut Bytes) -> Result<u8, WireError> {
 
 fn get_u16(b: &mut Bytes) -> Result<u16, WireError> {
     b.try_get_u16().map_err(|_| WireError::Truncated)
+}
+
+fn get_u64(b: &mut Bytes) -> Result<u64, WireError> {
+    if b.remaining() < 8 {
+        return Err(WireError::Truncated);
+    }
+    Ok(b.get_u64())
 }
 
 fn get_u32(b: &mut Bytes) -> Result<u32, WireError> {
@@ -350,12 +380,18 @@ mod tests {
                     Frame::message("51-[\"e\",{\"_placeholder\":true,\"num\":0}]"),
                     Frame::Binary(Bytes::from_static(&[0, 1, 2, 255])),
                 ],
+                stamp: Some(Stamp {
+                    origin: 2,
+                    seq: 1 << 50,
+                    at_ms: 1_733_210_000_000,
+                }),
             },
             Message::Broadcast {
                 nsp: "/".into(),
                 rooms: vec![],
                 except: None,
                 frames: vec![],
+                stamp: None,
             },
         ]
     }
@@ -430,13 +466,15 @@ mod tests {
                 text(),
                 vec(text(), 0..4),
                 proptest::option::of(text()),
-                vec(frame(), 0..4)
+                vec(frame(), 0..4),
+                proptest::option::of((any::<u32>(), any::<u64>(), any::<u64>()))
             )
-                .prop_map(|(nsp, rooms, except, frames)| Message::Broadcast {
+                .prop_map(|(nsp, rooms, except, frames, stamp)| Message::Broadcast {
                     nsp,
                     rooms,
                     except,
-                    frames
+                    frames,
+                    stamp: stamp.map(|(origin, seq, at_ms)| Stamp { origin, seq, at_ms }),
                 }),
         ]
     }

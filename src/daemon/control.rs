@@ -30,6 +30,9 @@ pub enum ToWorker {
         id: u64,
         /// The call.
         call: Call,
+        /// The id an emit is recorded under in every worker's history.
+        #[serde(default)]
+        stamp: Option<crate::adapter::Stamp>,
     },
 }
 

@@ -145,9 +145,9 @@ pub async fn run(
                 metrics: metrics.render(),
                 status: serde_json::Value::Null,
             },
-            Ok(ToWorker::Api { id, call }) => ToMaster::Api {
+            Ok(ToWorker::Api { id, call, stamp }) => ToMaster::Api {
                 id,
-                part: crate::relay::backend::answer(stack.relay.shared(), &call).await,
+                part: crate::relay::backend::answer(stack.relay.shared(), &call, stamp).await,
             },
             Ok(ToWorker::Shutdown(drain)) => break drain,
             Err(err) => {

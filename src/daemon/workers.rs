@@ -117,6 +117,9 @@ pub struct Workers {
     /// The live workers by slot.
     pub slots: Mutex<HashMap<WorkerId, Slot>>,
     next_request: AtomicU64,
+    /// Ids for the server API's emits, which every worker records in its history under
+    /// the same id (origin 0, the master's).
+    sequence: crate::relay::history::Sequence,
 }
 
 impl Workers {
@@ -163,9 +166,12 @@ impl Workers {
             Scope::AnyOne => 1,
             Scope::Every => usize::MAX,
         };
+        let stamp = matches!(call, Call::Emit(_))
+            .then(|| crate::relay::history::Event::stamp_now(self.sequence.next()));
         let make = |id| ToWorker::Api {
             id,
             call: call.clone(),
+            stamp,
         };
         self.ask(how_many, make)
             .await

@@ -226,7 +226,7 @@ impl Control for Local {
 
     fn call(&self, call: Call) -> BoxFuture<'_, Reply> {
         Box::pin(async move {
-            let part = backend::answer(self.relay.shared(), &call).await;
+            let part = backend::answer(self.relay.shared(), &call, None).await;
             crate::api::merge(&call, vec![part])
         })
     }

@@ -8,31 +8,39 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::control;
+use super::events::{self, json_array};
 use super::history::Position;
+use super::history::{Event, EventId, Keep};
 use super::policy::Refusal;
 use super::recall;
 use super::reply::outgoing;
 use super::shared::{Held, Namespace, Shared};
-use crate::adapter::Pick;
+use crate::adapter::{Pick, Stamp};
 use crate::api::{Call, Emit, Failure, MemberInfo, Part, RoomInfo, SocketInfo};
 use crate::socketio::packet as sio;
 
-/// Answer `call` for this process.
-pub async fn answer(relay: &Shared, call: &Call) -> Part {
-    match answer_or_fail(relay, call).await {
+/// Answer `call` for this process. An emit is recorded in the history of its rooms under
+/// `stamp` (the master's, the same in every worker), or under this process's own id.
+pub async fn answer(relay: &Shared, call: &Call, stamp: Option<Stamp>) -> Part {
+    match answer_or_fail(relay, call, stamp).await {
         Ok(part) => part,
         Err(failure) => Part::Failed(failure),
     }
 }
 
-async fn answer_or_fail(relay: &Shared, call: &Call) -> Result<Part, Failure> {
+async fn answer_or_fail(
+    relay: &Shared,
+    call: &Call,
+    stamp: Option<Stamp>,
+) -> Result<Part, Failure> {
     match call {
-        Call::Emit(emit) => emit_here(relay, emit),
+        Call::Emit(emit) => emit_here(relay, emit, stamp),
         Call::Rooms { namespace } => {
             let names = match namespace {
                 Some(n) => vec![declared(relay, n)?.name.to_string()],
@@ -196,7 +204,7 @@ fn describe(held: &Held) -> SocketInfo {
 }
 
 /// Encode the event once and queue it for the chosen sockets of this process.
-fn emit_here(relay: &Shared, emit: &Emit) -> Result<Part, Failure> {
+fn emit_here(relay: &Shared, emit: &Emit, stamp: Option<Stamp>) -> Result<Part, Failure> {
     let ns = declared(relay, &emit.namespace)?;
     let mut attachments = Vec::with_capacity(emit.binary.len());
     for (i, data) in emit.binary.iter().enumerate() {
@@ -218,6 +226,30 @@ fn emit_here(relay: &Shared, emit: &Emit) -> Result<Part, Failure> {
         usize::try_from(ns.policy().config.limits.max_event_size.bytes()).unwrap_or(usize::MAX);
     if size > limit {
         return Err(Failure::TooLarge { size, limit });
+    }
+    if let Some(history) = ns.policy().config.history
+        && (emit.sockets.is_empty() || !emit.rooms.is_empty())
+    {
+        let stamp = stamp.unwrap_or_else(|| {
+            let id = relay.sequence.next();
+            Event::stamp_now(id)
+        });
+        let event = Event {
+            id: EventId {
+                origin: stamp.origin,
+                seq: stamp.seq,
+            },
+            at: SystemTime::UNIX_EPOCH + Duration::from_millis(stamp.at_ms),
+            name: Arc::from(emit.event.as_str()),
+            args: Arc::from(json_array(&args)),
+            attachments: attachments.clone(),
+        };
+        let rooms: Vec<Arc<str>> = names(&emit.rooms);
+        let keep = Keep {
+            size: history.size,
+            ttl: history.ttl,
+        };
+        events::record(relay, &ns.name, Arc::new(event), &rooms, keep);
     }
     let item = outgoing(&text, &attachments);
     let pick = Pick {

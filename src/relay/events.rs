@@ -12,14 +12,15 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::control;
-use super::history::{Event, Keep, Key};
+use super::history::{Event, EventId, Keep, Key};
 use super::meta::Sender;
 use super::policy::{Policy, Refusal, Resolved};
 use super::reply::{outgoing, refuse};
 use super::shared::{Counters, Shared};
 use super::socket::Socket;
-use crate::adapter::Target;
+use crate::adapter::{Stamp, Target};
 use crate::config::{AckReply, Route};
+use crate::engine::Frame;
 use crate::socketio::Packet;
 use crate::socketio::packet::{self as sio, PacketError};
 
@@ -190,7 +191,7 @@ fn route(
     let item = outgoing(&text, payload.attachments);
     let mut delivered = 0;
     if let Some(rooms) = rooms {
-        if let Some(keep) = keep {
+        let stamp = keep.map(|keep| {
             let event = Event {
                 id: relay.sequence.next(),
                 at: now,
@@ -198,13 +199,20 @@ fn route(
                 args: Arc::from(json_array(delivered_args)),
                 attachments: payload.attachments.to_vec(),
             };
+            let stamp = event.stamp();
             record(relay, &socket.nsp, Arc::new(event), &rooms, keep);
-        }
+            stamp
+        });
         let target = Target {
             rooms,
             except: Some(socket.id().clone()),
         };
-        delivered += relay.bus.broadcast(&socket.nsp, &target, &item);
+        delivered += match stamp {
+            Some(stamp) => relay
+                .bus
+                .broadcast_stamped(&socket.nsp, &target, &item, stamp),
+            None => relay.bus.broadcast(&socket.nsp, &target, &item),
+        };
     }
     if (how.echo || matches!(how.route, Route::Sender)) && socket.session().send(item) {
         delivered += 1;
@@ -213,8 +221,57 @@ fn route(
     Ok(())
 }
 
+/// Record a stamped broadcast that another process accepted (the bus's record hook), in
+/// the history of its rooms when its namespace keeps one. `frames` are the packet as
+/// delivered: the event's text, then its attachments.
+pub fn record_remote(relay: &Shared, nsp: &str, rooms: &[String], stamp: Stamp, frames: &[Frame]) {
+    let Some(ns) = relay.namespace(nsp) else {
+        return;
+    };
+    let Some(history) = ns.policy().config.history else {
+        return;
+    };
+    let Some(Frame::Text(text)) = frames.first() else {
+        return;
+    };
+    // An Engine.IO MESSAGE: `4`, then the Socket.IO packet.
+    let Some(packet_text) = text.as_str().strip_prefix('4') else {
+        return;
+    };
+    let Ok(packet) = sio::decode(packet_text, frames.len()) else {
+        tracing::debug!(nsp, "a peer's broadcast did not decode; not recorded");
+        return;
+    };
+    let Ok(event) = packet.event() else {
+        return;
+    };
+    let attachments = frames[1..]
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Binary(b) => Some(b.clone()),
+            Frame::Text(_) => None,
+        })
+        .collect();
+    let event = Event {
+        id: EventId {
+            origin: stamp.origin,
+            seq: stamp.seq,
+        },
+        at: SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(stamp.at_ms),
+        name: Arc::from(&*event.name),
+        args: Arc::from(json_array(&event.args)),
+        attachments,
+    };
+    let rooms: Vec<Arc<str>> = rooms.iter().map(|r| Arc::from(r.as_str())).collect();
+    let keep = Keep {
+        size: history.size,
+        ttl: history.ttl,
+    };
+    record(relay, &ns.name, Arc::new(event), &rooms, keep);
+}
+
 /// Keep `event` in the history of each of `rooms` (the namespace's own when empty).
-fn record(relay: &Shared, nsp: &Arc<str>, event: Arc<Event>, rooms: &[Arc<str>], keep: Keep) {
+pub fn record(relay: &Shared, nsp: &Arc<str>, event: Arc<Event>, rooms: &[Arc<str>], keep: Keep) {
     let now = Instant::now();
     if rooms.is_empty() {
         let key = Key {
@@ -236,7 +293,7 @@ fn record(relay: &Shared, nsp: &Arc<str>, event: Arc<Event>, rooms: &[Arc<str>],
 }
 
 /// `args` as one JSON array text.
-fn json_array(args: &[&RawValue]) -> String {
+pub fn json_array(args: &[&RawValue]) -> String {
     let mut json = String::with_capacity(2 + args.iter().map(|a| a.get().len() + 1).sum::<usize>());
     json.push('[');
     for (i, arg) in args.iter().enumerate() {

@@ -60,6 +60,13 @@ pub struct Sequence {
     next: AtomicU64,
 }
 
+impl Default for Sequence {
+    /// Origin 0's: a single process, or the master (server API emits).
+    fn default() -> Sequence {
+        Sequence::starting_now(0)
+    }
+}
+
 impl Sequence {
     /// Ids for `origin`, starting at the wall clock in microseconds, so that a
     /// restarted process with the same origin id continues above its predecessor
@@ -181,12 +188,32 @@ pub struct Event {
 }
 
 impl Event {
+    /// Its identity and time as the bus carries them to the other processes.
+    pub fn stamp(&self) -> crate::adapter::Stamp {
+        stamp_at(self.id, self.at)
+    }
+
+    /// A stamp for an event with id `id` accepted now.
+    pub fn stamp_now(id: EventId) -> crate::adapter::Stamp {
+        stamp_at(id, SystemTime::now())
+    }
+
     /// The bytes it holds, as the store counts them.
     pub fn cost(&self) -> usize {
         OVERHEAD
             + self.name.len()
             + self.args.len()
             + self.attachments.iter().map(Bytes::len).sum::<usize>()
+    }
+}
+
+fn stamp_at(id: EventId, at: SystemTime) -> crate::adapter::Stamp {
+    crate::adapter::Stamp {
+        origin: id.origin,
+        seq: id.seq,
+        at_ms: at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     }
 }
 

@@ -99,6 +99,14 @@ impl Relay {
                     shared.count_rooms(nsp);
                 }
             }));
+        let weak = Arc::downgrade(&shared);
+        shared
+            .bus
+            .set_record_hook(Box::new(move |nsp, rooms, stamp, frames| {
+                if let Some(shared) = weak.upgrade() {
+                    events::record_remote(&shared, nsp, rooms, stamp, frames);
+                }
+            }));
         let relay = Relay { shared };
         relay.reconfigure(config)?;
         Ok(relay)

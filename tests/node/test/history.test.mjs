@@ -8,7 +8,8 @@
 // known without sleeping.
 import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import { startDaemon, stopDaemon, scrape, withLogs } from "../lib/admin.mjs";
+import { startDaemon, stopDaemon, scrape, withLogs, bothWorkersLinked } from "../lib/admin.mjs";
+import { workerClient } from "../lib/workers.mjs";
 import { TEST_TOKEN } from "../lib/spawn.mjs";
 import { openClient, connected, ack, join, freshRoom } from "../lib/clients.mjs";
 
@@ -216,5 +217,66 @@ history = { size = 1000 }
     const kept = reply.events.map((e) => e.args[0]);
     assert.ok(kept.length > 0 && kept.length < 20, `kept ${kept}`);
     assert.equal(kept[kept.length - 1], 19, "the newest stay");
+  });
+});
+
+describe("history on two workers", () => {
+  let pair;
+  const pairSockets = [];
+  before(async () => {
+    pair = await startDaemon(`
+[server]
+workers = 2
+[namespaces."/"]
+history = { size = 10 }
+`);
+    await bothWorkersLinked(pair);
+  });
+  after(async () => {
+    while (pairSockets.length) pairSockets.pop().disconnect();
+    await stopDaemon(pair);
+  });
+
+  it("every worker keeps the host's events under the same offsets; the API lists each once", async () => {
+    const clients = [];
+    for (let i = 0; i < 60; i++) {
+      clients.push(await workerClient(pair.url, pairSockets, { transports: ["websocket"] }));
+      if (new Set(clients.map((c) => c.worker)).size === 2 && clients.length >= 2) break;
+    }
+    const byWorker = new Map(clients.map((c) => [c.worker, c]));
+    assert.equal(byWorker.size, 2, "clients landed on both workers");
+    const [a, b] = [...byWorker.values()];
+    const room = freshRoom("pair");
+    for (const c of [a, b]) assert.equal((await ack(c, "$join", room)).ok, true);
+    // Each worker's client sends; each event is relayed across the bus to the other.
+    const arrivedAtB = new Promise((resolve) => b.on("msg", (v) => v === "from-a" && resolve()));
+    assert.deepEqual(await ack(a, "msg", "from-a"), { ok: true });
+    await arrivedAtB;
+    const arrivedAtA = new Promise((resolve) => a.on("msg", (v) => v === "from-b" && resolve()));
+    assert.deepEqual(await ack(b, "msg", "from-b"), { ok: true });
+    await arrivedAtA;
+    const fromA = await ack(a, "$history", { room });
+    const fromB = await ack(b, "$history", { room });
+    assert.deepEqual(fromA.events.map((e) => e.args[0]).sort(), ["from-a", "from-b"]);
+    assert.deepEqual(
+      fromA.events.map((e) => e.offset).sort(),
+      fromB.events.map((e) => e.offset).sort(),
+      "the same events under the same offsets on both workers",
+    );
+    // A position from one worker means the same on the other.
+    const seenA = fromA.events.find((e) => e.args[0] === "from-a").offset;
+    const rest = await ack(b, "$history", { room, since: seenA });
+    assert.deepEqual(rest.events.map((e) => e.args[0]), ["from-b"]);
+    // A server API emit is recorded once, under the master's id, on every worker.
+    const res = await fetch(`${pair.adminUrl}/api/v1/emit`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${TEST_TOKEN}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ event: "msg", args: ["from-api"], rooms: [room] }),
+    });
+    assert.equal(res.status, 200);
+    const listed = await fetch(`${pair.adminUrl}/api/v1/rooms/${room}/history`, {
+      headers: { Authorization: `Bearer ${TEST_TOKEN}` },
+    }).then((r) => r.json());
+    assert.deepEqual(listed.events.map((e) => e.args[0]).sort(), ["from-a", "from-api", "from-b"]);
   });
 });
