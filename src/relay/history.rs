@@ -598,6 +598,17 @@ mod tests {
         let a = first.next();
         let b = first.next();
         assert_eq!((a.origin, b.seq), (3, a.seq + 1));
+        // A restart comes later than the predecessor's last id on the clock (a worker is
+        // restarted after a backoff; here, after the clock has passed it).
+        let micros = || {
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_micros() as u64
+        };
+        while micros() <= b.seq {
+            std::hint::spin_loop();
+        }
         let restarted = Sequence::starting_now(3);
         assert!(restarted.next().seq > b.seq);
     }
