@@ -68,9 +68,8 @@ fn ready_after_a_reload_waits_for_every_worker() {
     let ready = next_notification(&socket, "READY=1", &daemon);
     assert!(ready.contains("READY=1"), "first notification: {ready:?}");
     let (_, listening) = daemon.wait_for(0, "listening", |l| l["message"] == "listening");
-    let admin = listening["fields"]["admin"]
+    let admin = listening["admin"]
         .as_str()
-        .or_else(|| listening["admin"].as_str())
         .expect("the listening line names the admin address")
         .to_owned();
     let (_, w1) = daemon.worker_pid(0, "1");

@@ -58,7 +58,8 @@ struct Master {
     dir: std::path::PathBuf,
     /// The public listeners (one per slot with `SO_REUSEPORT`, or one shared). The
     /// master only holds them for its workers: kept open across a worker's restart so
-    /// that the connections the kernel queues on them wait instead of failing.
+    /// that the connections the kernel queues on them wait instead of failing; closed
+    /// when the workers stop, so that new clients are refused during the drain.
     public: Vec<std::net::TcpListener>,
     /// The public address, for the "listening" log line and systemd's STATUS.
     public_addr: SocketAddr,
@@ -280,6 +281,13 @@ impl Master {
             spawn::kill(slot.pid, libc::SIGCONT);
             let _ = slot.tx.send(ToWorker::Shutdown(graceful));
         }
+        // New clients are refused from here on, not left hanging: each worker closes its
+        // copy of the public socket as it stops accepting, and these are the last ones,
+        // so the port closes and a connect is reset at once (a client or balancer tries
+        // elsewhere) while the sessions already open drain. With socket activation the
+        // listening socket is systemd's and stays open: it queues connections for the
+        // next start, which is what socket activation is for (see systemd/iorelay.socket).
+        self.public.clear();
         let deadline =
             tokio::time::Instant::now() + self.config.server.shutdown_timeout + STOP_GRACE;
         while !self.workers.slots.lock().is_empty() {
