@@ -115,6 +115,7 @@ impl Metrics {
             received_bytes,
             sent_bytes,
             dropped_slow: dropped.with_label_values(&["slow_consumer"]),
+            dropped_budget: dropped.with_label_values(&["memory_budget"]),
             origin_refused: counter(
                 r,
                 "iorelay_origin_refused_total",
