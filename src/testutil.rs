@@ -17,6 +17,7 @@ pub fn recipient(id: &str, queue: usize) -> Arc<Recipient> {
             TransportKind::Websocket,
             queue,
             Default::default(),
+            crate::engine::budget::Budget::unlimited(),
         ),
     })
 }

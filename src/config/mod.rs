@@ -242,6 +242,12 @@ pub struct EngineConfig {
     /// their packet) one worker holds for all its clients together; a client whose
     /// attachment would go over it is disconnected. Default `"256MB"`.
     pub pending_budget: Size,
+    /// Most bytes one worker holds queued outbound for all its clients together (polling
+    /// queues, and WebSocket output waiting for a socket the client does not read); the
+    /// client whose message would go over it is disconnected as a slow consumer. Each
+    /// client is bounded by `write_queue` too, but many slow clients add up. Default
+    /// `"512MB"`.
+    pub outbound_budget: Size,
     /// How long a polling POST body may take to arrive; only one POST per session is
     /// read at a time. Default `"30s"`.
     #[serde(with = "humantime_serde")]
@@ -269,6 +275,7 @@ impl Default for EngineConfig {
             connect_timeout: Duration::from_secs(45),
             attachment_timeout: Duration::from_secs(30),
             pending_budget: Size(256_000_000),
+            outbound_budget: Size(512_000_000),
             body_timeout: Duration::from_secs(30),
             upgrade_timeout: Duration::from_secs(10),
             transports: vec![Transport::Polling, Transport::Websocket],

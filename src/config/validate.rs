@@ -211,6 +211,15 @@ fn check_engine(c: &Config, out: &mut Vec<Problem>) {
             ),
         ));
     }
+    if e.outbound_budget < e.max_payload {
+        out.push(Problem::new(
+            "engine.outbound_budget",
+            format!(
+                "is {}, under engine.max_payload ({}); one honest message could not be queued",
+                e.outbound_budget, e.max_payload
+            ),
+        ));
+    }
     positive("engine.body_timeout", e.body_timeout, out);
     positive("engine.upgrade_timeout", e.upgrade_timeout, out);
     if e.transports.is_empty() {
@@ -587,6 +596,7 @@ mod tests {
         c.server.handshake_burst_per_ip = 0;
         c.engine.attachment_timeout = Duration::ZERO;
         c.engine.pending_budget = Size(998);
+        c.engine.outbound_budget = Size(998);
         c.engine.body_timeout = Duration::ZERO;
         c.server.group = Some("iorelay".to_owned());
         assert_eq!(
@@ -607,6 +617,7 @@ mod tests {
                 "engine.connect_timeout",
                 "engine.attachment_timeout",
                 "engine.pending_budget",
+                "engine.outbound_budget",
                 "engine.body_timeout",
                 "engine.upgrade_timeout",
                 "engine.transports",

@@ -25,7 +25,7 @@ use super::restart::{self, Decision, RETRY_START};
 use super::rundir::RunDir;
 use super::signals::{self, Intent};
 use super::spawn::{self, WorkerArgs, WorkerId};
-use super::workers::{Event, Generation, Workers};
+use super::workers::{APPLY_TIMEOUT, Confirmation, Event, Generation, Workers};
 use super::{Error, about, notify, sockets};
 use crate::api::{self, Call, Reply};
 use crate::config::{Config, LoadOptions, Loaded};
@@ -58,7 +58,8 @@ struct Master {
     dir: std::path::PathBuf,
     /// The public listeners (one per slot with `SO_REUSEPORT`, or one shared). The
     /// master only holds them for its workers: kept open across a worker's restart so
-    /// that the connections the kernel queues on them wait instead of failing.
+    /// that the connections the kernel queues on them wait instead of failing; closed
+    /// when the workers stop, so that new clients are refused during the drain.
     public: Vec<std::net::TcpListener>,
     /// The public address, for the "listening" log line and systemd's STATUS.
     public_addr: SocketAddr,
@@ -122,19 +123,33 @@ impl Master {
         match intent {
             Some(Intent::Reload(reply)) => {
                 // Validated here; every worker gets the new config over its control
-                // channel (a worker refusing it says so in the log).
+                // channel, and systemd hears READY=1 (the API its report) once each
+                // confirmed it or the confirmation deadline passed.
                 let (workers, access, webhooks) = (&self.workers, &self.access, &self.webhooks);
+                let mut confirming = None;
                 let report =
                     reload::reload(&self.options, &mut self.config, &self.metrics, |next| {
                         let api = Access::load(next)?;
                         webhooks.reconfigure(&next.webhooks)?;
-                        workers.broadcast(&ToWorker::Config(Box::new(next.clone())));
+                        confirming = Some(workers.reconfigure(next));
                         access.install(api);
                         Ok(())
                     });
-                if let Some(reply) = reply {
-                    let _ = reply.send(report);
-                }
+                let unconfirmed = self.metrics.reload_unconfirmed.clone();
+                tokio::spawn(async move {
+                    let how = match confirming {
+                        Some(wait) => {
+                            let outcome = wait.await;
+                            report_confirmation(&outcome, &unconfirmed);
+                            Some(outcome.describe())
+                        }
+                        None => None,
+                    };
+                    reload::settled(&report, how.as_deref());
+                    if let Some(reply) = reply {
+                        let _ = reply.send(report);
+                    }
+                });
                 Flow::Continue
             }
             Some(Intent::Drain) => Flow::Stop { graceful: true },
@@ -266,6 +281,13 @@ impl Master {
             spawn::kill(slot.pid, libc::SIGCONT);
             let _ = slot.tx.send(ToWorker::Shutdown(graceful));
         }
+        // New clients are refused from here on, not left hanging: each worker closes its
+        // copy of the public socket as it stops accepting, and these are the last ones,
+        // so the port closes and a connect is reset at once (a client or balancer tries
+        // elsewhere) while the sessions already open drain. With socket activation the
+        // listening socket is systemd's and stays open: it queues connections for the
+        // next start, which is what socket activation is for (see systemd/iorelay.socket).
+        self.public.clear();
         let deadline =
             tokio::time::Instant::now() + self.config.server.shutdown_timeout + STOP_GRACE;
         while !self.workers.slots.lock().is_empty() {
@@ -391,6 +413,24 @@ pub async fn run(
         Some(code) => Err(Error::WorkerFatal(code)),
         None => Ok(()),
     }
+}
+
+/// Log and count the workers that did not confirm a reload (READY=1 goes out anyway:
+/// systemd must not hang on one stuck worker, which the heartbeat replaces).
+fn report_confirmation(outcome: &Confirmation, unconfirmed: &prometheus::IntCounterVec) {
+    for id in &outcome.refused {
+        unconfirmed.with_label_values(&["refused"]).inc();
+        tracing::error!(worker = %id, "worker did not apply the reloaded configuration");
+    }
+    for id in &outcome.silent {
+        unconfirmed.with_label_values(&["timeout"]).inc();
+        tracing::error!(worker = %id, timeout_ms = APPLY_TIMEOUT.as_millis() as u64, "worker did not confirm the reloaded configuration in time");
+    }
+    tracing::info!(
+        applied = outcome.applied,
+        workers = outcome.asked,
+        "reload confirmed by the workers"
+    );
 }
 
 /// The public socket of slot `id`: its own in a `SO_REUSEPORT` group (kept open while
@@ -563,16 +603,27 @@ mod tests {
         assert_eq!(pong, tokio::time::Instant::now(), "a fresh deadline");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn intents_reload_every_worker_or_stop() {
         let (mut m, _events) = master(2);
         let (_, mut c0) = place(&mut m, WorkerId(0));
         let (_, mut c1) = place(&mut m, WorkerId(1));
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
         assert_eq!(m.on_intent(Some(Intent::Reload(Some(tx)))), Flow::Continue);
-        assert!(rx.await.unwrap().ok);
         assert!(matches!(c0.try_recv(), Ok(ToWorker::Config(_))));
         assert!(matches!(c1.try_recv(), Ok(ToWorker::Config(_))));
+        tokio::task::yield_now().await;
+        assert!(
+            rx.try_recv().is_err(),
+            "no report before the workers confirm"
+        );
+        m.workers.slots.lock()[&WorkerId(0)].confirm(true);
+        tokio::task::yield_now().await;
+        assert!(rx.try_recv().is_err(), "one worker has not confirmed yet");
+        let start = tokio::time::Instant::now();
+        m.workers.slots.lock()[&WorkerId(1)].confirm(true);
+        assert!(rx.await.unwrap().ok);
+        assert_eq!(tokio::time::Instant::now(), start, "no deadline waited");
         assert_eq!(
             m.on_intent(Some(Intent::Drain)),
             Flow::Stop { graceful: true }
@@ -582,5 +633,41 @@ mod tests {
             Flow::Stop { graceful: false }
         );
         assert_eq!(m.on_intent(None), Flow::Stop { graceful: false });
+    }
+
+    /// A worker that never confirms a reload holds it for one deadline, then is counted;
+    /// one that refuses is counted at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_worker_holds_a_reload_for_one_deadline_and_is_counted() {
+        let (mut m, _events) = master(2);
+        let (_, _c0) = place(&mut m, WorkerId(0));
+        let (_, _c1) = place(&mut m, WorkerId(1));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let start = tokio::time::Instant::now();
+        m.on_intent(Some(Intent::Reload(Some(tx))));
+        m.workers.slots.lock()[&WorkerId(0)].confirm(false);
+        assert!(rx.await.unwrap().ok, "the master's config is in force");
+        assert_eq!(tokio::time::Instant::now() - start, APPLY_TIMEOUT);
+        let counted = |reason: &str| {
+            m.metrics
+                .reload_unconfirmed
+                .with_label_values(&[reason])
+                .get()
+        };
+        assert_eq!((counted("refused"), counted("timeout")), (1, 1));
+    }
+
+    #[test]
+    fn a_confirmation_names_the_workers_that_did_not_apply() {
+        let outcome = Confirmation {
+            asked: 3,
+            applied: 1,
+            refused: vec![WorkerId(0)],
+            silent: vec![WorkerId(2)],
+        };
+        assert_eq!(
+            outcome.describe(),
+            "applied by 1 of 3 workers; refused by worker 0; not confirmed by worker 2"
+        );
     }
 }

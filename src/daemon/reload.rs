@@ -1,7 +1,9 @@
 //! A reload (SIGHUP or `POST /api/v1/reload`), the same for the single process and the
 //! master: load and validate the config again; when valid, put it in force and say which
-//! keys changed and which need a restart; when not, keep the old one. Either way the log,
-//! the metrics and systemd hear the outcome. Also the admin API's way to ask for one.
+//! keys changed and which need a restart; when not, keep the old one. Either way the log
+//! and the metrics hear the outcome, and systemd its READY=1 through [`settled`] once the
+//! config is in force where it matters (in the master: once the workers confirmed it).
+//! Also the admin API's way to ask for one.
 
 use std::sync::Arc;
 
@@ -41,6 +43,7 @@ impl Error {
 }
 
 /// Load the config again; when valid, `apply` puts it in force and `current` becomes it.
+/// Says RELOADING=1 to systemd; the caller says READY=1 with [`settled`].
 pub fn reload(
     options: &LoadOptions,
     current: &mut Config,
@@ -63,9 +66,6 @@ pub fn reload(
             for line in &errors {
                 tracing::error!(file = %file, problem = %line, "reload rejected, the previous configuration stays in force");
             }
-            notify::ready(
-                "serving; last reload rejected (invalid configuration), previous configuration in force",
-            );
             return ReloadReport {
                 ok: false,
                 errors,
@@ -83,12 +83,26 @@ pub fn reload(
     tracing::info!(changed = ?changed, "configuration reloaded");
     metrics.reloads.inc();
     *current = next;
-    notify::ready("serving; configuration reloaded");
     ReloadReport {
         ok: true,
         changed,
         restart_required,
         errors: Vec::new(),
+    }
+}
+
+/// The reload is over: READY=1 again, with a STATUS saying how it went (`applied`: how
+/// the workers took it, in the master).
+pub fn settled(report: &ReloadReport, applied: Option<&str>) {
+    if !report.ok {
+        notify::ready(
+            "serving; last reload rejected (invalid configuration), previous configuration in force",
+        );
+        return;
+    }
+    match applied {
+        Some(how) => notify::ready(&format!("serving; configuration reloaded, {how}")),
+        None => notify::ready("serving; configuration reloaded"),
     }
 }
 

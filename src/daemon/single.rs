@@ -112,6 +112,7 @@ pub async fn run(
                     }
                     Ok(())
                 });
+                reload::settled(&report, None);
                 if let Some(reply) = reply {
                     let _ = reply.send(report);
                 }

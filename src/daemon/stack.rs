@@ -34,6 +34,8 @@ pub fn engine_settings(config: &Config) -> Settings {
             .unwrap_or(usize::MAX)
             .saturating_mul(4)
             .max(4 << 20),
+        // Per worker, as documented: each worker's memory is its own.
+        outbound_budget: usize::try_from(e.outbound_budget.0).unwrap_or(usize::MAX),
         // Host-wide limits, shared out among the workers (each has its own table).
         max_sessions: config.server.max_connections.div_ceil(workers).max(1),
         per_ip: PerIp {

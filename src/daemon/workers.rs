@@ -4,9 +4,12 @@
 //! (its exit, a late "ready") is recognised and ignored.
 //!
 //! The admin routes read the same table to ask the workers for reports and server API
-//! calls ([`Workers::reports`], [`Workers::call`]), all under one deadline.
+//! calls ([`Workers::reports`], [`Workers::call`]), all under one deadline. A reload
+//! hands every worker the new config and waits, under [`APPLY_TIMEOUT`], for each to say
+//! it applied it ([`Workers::reconfigure`]): systemd hears READY=1 only then.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +30,12 @@ use crate::config::Config;
 /// How long a request to the workers (a report, a server API call) waits for them, all
 /// together.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a reload waits for every worker to confirm the new config before READY=1
+/// goes out anyway (systemd must not wait forever on a stuck worker; the heartbeat kills
+/// that one within its own deadline). Shorter than the heartbeat deadline, so that a
+/// frozen worker is reported here as silent before it is killed and replaced.
+pub const APPLY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Which start of a slot: every start (first or restart) gets the next one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -60,6 +69,9 @@ type Pending = Arc<Mutex<Waiting>>;
 struct Waiting {
     /// By request number.
     by_id: HashMap<u64, oneshot::Sender<ToMaster>>,
+    /// Reloads sent and not yet confirmed, oldest first: the worker answers each config
+    /// with one `Applied`, in the order they were sent (the channel is ordered).
+    applies: VecDeque<oneshot::Sender<bool>>,
     /// The worker's control channel closed: nothing more is answered, so nothing more is
     /// waited for (its slot may linger until the master hears of the exit).
     closed: bool,
@@ -74,6 +86,49 @@ impl Waiting {
         let (tx, rx) = oneshot::channel();
         self.by_id.insert(id, tx);
         Some(rx)
+    }
+
+    /// Wait for the worker's answer to the next config sent, unless it is gone.
+    fn wait_applied(&mut self) -> Option<oneshot::Receiver<bool>> {
+        if self.closed {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.applies.push_back(tx);
+        Some(rx)
+    }
+}
+
+/// How the workers took a reload.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Confirmation {
+    /// Workers asked.
+    pub asked: usize,
+    /// Workers that said they applied it.
+    pub applied: usize,
+    /// Workers that refused it (each logged its reason).
+    pub refused: Vec<WorkerId>,
+    /// Workers that said nothing within [`APPLY_TIMEOUT`].
+    pub silent: Vec<WorkerId>,
+}
+
+impl Confirmation {
+    /// For systemd's STATUS line.
+    pub fn describe(&self) -> String {
+        let mut text = format!("applied by {} of {} workers", self.applied, self.asked);
+        let list = |ids: &[WorkerId]| {
+            ids.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if !self.refused.is_empty() {
+            text.push_str(&format!("; refused by worker {}", list(&self.refused)));
+        }
+        if !self.silent.is_empty() {
+            text.push_str(&format!("; not confirmed by worker {}", list(&self.silent)));
+        }
+        text
     }
 }
 
@@ -109,6 +164,17 @@ impl Slot {
         };
         (slot, rx)
     }
+
+    /// Answer the oldest reload sent to this slot as its worker would.
+    pub(crate) fn confirm(&self, ok: bool) {
+        let tx = self
+            .pending
+            .lock()
+            .applies
+            .pop_front()
+            .expect("a reload was sent");
+        let _ = tx.send(ok);
+    }
 }
 
 /// The workers, shared by the master's loop and the admin routes.
@@ -127,6 +193,51 @@ impl Workers {
     pub fn broadcast(&self, msg: &ToWorker) {
         for slot in self.slots.lock().values() {
             let _ = slot.tx.send(msg.clone());
+        }
+    }
+
+    /// Send `config` to every live worker; the future resolves once each has said whether
+    /// it applied it, or at [`APPLY_TIMEOUT`]. A worker that dies meanwhile is not waited
+    /// for (its replacement starts with the config in force, this one) nor counted.
+    pub fn reconfigure(&self, config: &Config) -> impl Future<Output = Confirmation> + use<> {
+        let msg = ToWorker::Config(Box::new(config.clone()));
+        let mut waits: Vec<(WorkerId, oneshot::Receiver<bool>)> = {
+            let slots = self.slots.lock();
+            slots
+                .iter()
+                .filter_map(|(id, slot)| {
+                    let rx = slot.pending.lock().wait_applied()?;
+                    if slot.tx.send(msg.clone()).is_err() {
+                        slot.pending.lock().applies.pop_back();
+                        return None;
+                    }
+                    Some((*id, rx))
+                })
+                .collect()
+        };
+        waits.sort_by_key(|(id, _)| *id);
+        async move {
+            let deadline = Instant::now() + APPLY_TIMEOUT;
+            let mut outcome = Confirmation::default();
+            for (id, wait) in waits {
+                match tokio::time::timeout_at(deadline, wait).await {
+                    Ok(Ok(true)) => {
+                        outcome.asked += 1;
+                        outcome.applied += 1;
+                    }
+                    Ok(Ok(false)) => {
+                        outcome.asked += 1;
+                        outcome.refused.push(id);
+                    }
+                    // Gone: its control channel closed before it answered.
+                    Ok(Err(_)) => {}
+                    Err(_) => {
+                        outcome.asked += 1;
+                        outcome.silent.push(id);
+                    }
+                }
+            }
+            outcome
         }
     }
 
@@ -333,10 +444,16 @@ async fn read_control(
                     let _ = tx.send(answer);
                 }
             }
-            Ok(ToMaster::Applied { ok: false, error }) => {
-                tracing::error!(worker = %id, error = ?error, "worker refused the new config");
+            Ok(ToMaster::Applied { ok, error }) => {
+                if !ok {
+                    tracing::error!(worker = %id, error = ?error, "worker refused the new config");
+                }
+                // Whoever waits for this reload (READY=1) hears; a wait that timed out
+                // left its sender here and the send simply fails.
+                if let Some(tx) = pending.lock().applies.pop_front() {
+                    let _ = tx.send(ok);
+                }
             }
-            Ok(ToMaster::Applied { .. }) => {}
             Ok(ToMaster::Webhooks(batch)) => {
                 let _ = events.send(Event::Webhooks(batch));
             }
@@ -348,6 +465,7 @@ async fn read_control(
     let mut waiting = pending.lock();
     waiting.closed = true;
     waiting.by_id.clear();
+    waiting.applies.clear();
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@
 //! - A session ([`session`]): its state, heartbeat and close; what it sends
 //!   ([`Outgoing`]), the bounded queue that holds it while polling carries the session
 //!   (`queue`), and a WebSocket session's output with the flusher that writes it
-//!   (`outbox`).
+//!   (`outbox`), and the worker-wide budget for all that output (`budget`).
 //! - Its instruments ([`meters`]) and a bare echo handler for conformance suites
 //!   ([`echo`]).
 //!
@@ -24,6 +24,7 @@
 //! `outbox`/`queue` → `outgoing`, `wsio` and the wire types.
 
 pub mod admission;
+pub(crate) mod budget;
 pub mod echo;
 pub mod error;
 pub mod meters;

@@ -12,6 +12,10 @@
 //! is *detached* and items go through the session's queue as before; taking over drains
 //! that queue into the outbox under the outbox's lock, so no item overtakes another.
 //!
+//! While the writer task owns the output (the socket is full), what waits is charged to
+//! the engine's outbound [`Budget`]: an item that would take it over is refused
+//! ([`Refused::OverBudget`]) and the session closes. The flusher's path charges nothing.
+//!
 //! [`Session::send`]: super::Session::send
 
 use std::future::Future;
@@ -23,6 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 
+use super::budget::Budget;
 use super::outgoing::{Outgoing, PACE};
 use super::wsio::{self, WriteSide};
 use super::{Frame, TransportBytes};
@@ -39,6 +44,9 @@ pub(crate) enum Refused {
     Full,
     /// The WebSocket has closed.
     Closed,
+    /// Over the engine's outbound budget: this client holds its share of the worker's
+    /// memory in a socket it does not read.
+    OverBudget,
 }
 
 /// The output of one WebSocket session.
@@ -46,6 +54,8 @@ pub(crate) struct Outbox {
     state: Mutex<State>,
     /// Wakes the session's writer task when it is handed the outbox.
     wake: Notify,
+    /// The engine's outbound budget, charged while the writer task owns the output.
+    budget: Arc<Budget>,
 }
 
 struct State {
@@ -67,6 +77,9 @@ struct State {
     /// which the item limit applies. Waiting out a pause, or a writer that is merely
     /// slower than a burst, is not the client falling behind; the byte limit bounds those.
     stalled: bool,
+    /// Bytes of `buf` charged to the budget: all of it while the writer owns the output
+    /// (but an item refused by the budget), nothing otherwise.
+    charged: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,8 +106,9 @@ pub(crate) enum Leftover {
 }
 
 impl Outbox {
-    pub(crate) fn new() -> Arc<Outbox> {
+    pub(crate) fn new(budget: Arc<Budget>) -> Arc<Outbox> {
         Arc::new(Outbox {
+            budget,
             state: Mutex::new(State {
                 mode: Mode::Detached,
                 socket: None,
@@ -105,6 +119,7 @@ impl Outbox {
                 payload: 0,
                 cut: false,
                 stalled: false,
+                charged: 0,
             }),
             wake: Notify::new(),
         })
@@ -155,7 +170,23 @@ impl Outbox {
                 return Err(Refused::Full);
             }
         }
+        if handed_over {
+            self.charge_held(&mut state);
+        }
+        let before = state.buf.len();
         state.append(&item);
+        if state.mode == Mode::Writer {
+            // Waiting for a full socket: this is what the budget bounds.
+            let grew = state.buf.len() - before;
+            if !self.budget.try_charge(grew) {
+                drop(state);
+                if handed_over {
+                    self.wake.notify_one();
+                }
+                return Err(Refused::OverBudget);
+            }
+            state.charged += grew;
+        }
         if handed_over {
             drop(state);
             self.wake.notify_one();
@@ -193,8 +224,19 @@ impl Outbox {
         } else {
             Mode::Writer
         };
+        self.charge_held(&mut state);
         drop(state);
         self.wake.notify_one();
+    }
+
+    /// The writer owns the output now: what waits in the buffer is charged to the budget
+    /// (held already, so whatever the limit).
+    fn charge_held(&self, state: &mut State) {
+        if state.mode == Mode::Writer {
+            let uncharged = state.buf.len().saturating_sub(state.charged);
+            self.budget.charge(uncharged);
+            state.charged += uncharged;
+        }
     }
 
     /// The flusher's part: write what fits now; hand the rest to the writer task.
@@ -206,6 +248,7 @@ impl Outbox {
         match state.write_now(counters) {
             Written::All => state.mode = Mode::Idle,
             Written::Partly => {
+                self.charge_held(&mut state);
                 drop(state);
                 self.wake.notify_one();
             }
@@ -224,6 +267,11 @@ impl Outbox {
         let mut pauses = Vec::new();
         // This task's copy of `State::stalled`, so that the lock is taken only to change it.
         let mut stalled;
+        // The budget charged for `chunk`, released once it is written (or on any return).
+        let mut held = Held {
+            budget: &self.budget,
+            bytes: 0,
+        };
         loop {
             tokio::select! {
                 biased;
@@ -245,6 +293,7 @@ impl Outbox {
                     std::mem::swap(&mut state.buf, &mut chunk);
                     std::mem::swap(&mut state.pauses, &mut pauses);
                     let payload = state.payload;
+                    held.bytes += std::mem::take(&mut state.charged);
                     state.items = 0;
                     state.payload = 0;
                     state.cut = false;
@@ -290,6 +339,7 @@ impl Outbox {
                     }
                 }
                 counters.sent.inc_by(payload as u64);
+                held.release();
                 chunk.clear();
                 pauses.clear();
                 if chunk.capacity() > KEEP_CAPACITY {
@@ -305,6 +355,7 @@ impl Outbox {
         let mut state = self.lock();
         state.mode = Mode::Closed;
         state.socket = None;
+        self.budget.release(std::mem::take(&mut state.charged));
         let buf = std::mem::take(&mut state.buf);
         if !rest.is_empty() {
             // The writer's chunk ends on a frame boundary; what was queued after it is
@@ -315,6 +366,32 @@ impl Outbox {
             return Leftover::Rest(buf);
         }
         Leftover::Clean
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        // An outbox dropped without its close (its session went away mid-write).
+        self.budget.release(self.state.get_mut().charged);
+    }
+}
+
+/// Budget charged for bytes a writer task took out of its outbox to write.
+struct Held<'a> {
+    budget: &'a Budget,
+    bytes: usize,
+}
+
+impl Held<'_> {
+    /// The bytes were written.
+    fn release(&mut self) {
+        self.budget.release(std::mem::take(&mut self.bytes));
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -487,13 +564,25 @@ mod tests {
         Arc<Flusher>,
         WebSocketStream<tokio::net::UnixStream>,
     ) {
+        pair_with(Budget::unlimited()).await
+    }
+
+    /// [`pair`] charging `budget`.
+    async fn pair_with(
+        budget: Arc<Budget>,
+    ) -> (
+        Arc<Outbox>,
+        Arc<WriteSide>,
+        Arc<Flusher>,
+        WebSocketStream<tokio::net::UnixStream>,
+    ) {
         let (server, client) = tokio::net::UnixStream::pair().expect("socket pair");
         let (_read, write) = WsSocket::Unix(server).split();
         // The read half is dropped: only the write half is under test.
         let config = WebSocketConfig::default().max_message_size(None);
         let client = WebSocketStream::from_raw_socket(client, Role::Client, Some(config)).await;
         (
-            Outbox::new(),
+            Outbox::new(budget),
             Arc::new(write),
             Flusher::new(Meters::default().websocket),
             client,
@@ -586,6 +675,51 @@ mod tests {
             n >= 16,
             "1 MiB of buffer takes at least 16 items, refused at {n}"
         );
+    }
+
+    /// The worker-wide budget: a client that does not read is charged what waits for it
+    /// and refused at the budget, long before its own byte limit; a client that reads,
+    /// sharing the same budget, keeps receiving; the close gives the bytes back.
+    #[tokio::test]
+    async fn the_outbound_budget_stops_a_client_that_does_not_read_not_one_that_does() {
+        let budget = Arc::new(Budget::new(512 * 1024));
+        let (stuck, socket, flusher, _unread) = pair_with(budget.clone()).await;
+        flusher.start();
+        stuck.attach(socket, flusher, []);
+        let big = Outgoing::Frame(Frame::message(&"x".repeat(64 * 1024)));
+        let mut refused = None;
+        for n in 0..1000 {
+            if let Err(e) = stuck.push(big.clone(), 10_000, 64 << 20, |_| unreachable!()) {
+                refused = Some((n, e));
+                break;
+            }
+            assert!(budget.held() <= 512 * 1024, "held {}", budget.held());
+            tokio::task::yield_now().await;
+        }
+        let (n, e) = refused.expect("refused before 1000 × 64 KiB");
+        assert_eq!(e, Refused::OverBudget);
+        assert!(
+            n < 64,
+            "refused by the budget, not by its own 64 MiB limit: {n}"
+        );
+        assert!(budget.held() > 256 * 1024, "held {}", budget.held());
+
+        let (reader, socket, flusher, mut client) = pair_with(budget.clone()).await;
+        flusher.start();
+        reader.attach(socket.clone(), flusher, []);
+        let writer = spawn_writer(&reader, socket);
+        for n in 0..200 {
+            reader
+                .push(text(n), 100, 1 << 20, |_| unreachable!())
+                .expect("a client that reads is not refused");
+            assert_eq!(next_text(&mut client).await, format!("4{n}"));
+        }
+        writer.abort();
+
+        stuck.close(Vec::new());
+        let _ = writer.await;
+        drop(reader);
+        assert_eq!(budget.held(), 0, "everything given back");
     }
 
     #[tokio::test]

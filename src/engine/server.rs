@@ -22,6 +22,7 @@ use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::admission::{Admission, Refused};
+use super::budget::Budget;
 use super::error::RequestError;
 use super::meters::Meters;
 use super::origin::{self, Verdict};
@@ -49,6 +50,9 @@ pub struct Engine {
     writers: Writers,
     /// Sessions and handshake rates per client address.
     admission: Admission,
+    /// What all sessions have queued outbound, and the most they may
+    /// (`Settings::outbound_budget`).
+    outbound: Arc<Budget>,
     /// Woken when the last session is forgotten or the last WebSocket writer ends, so a
     /// drain waits for [`Engine::until_idle`] instead of polling the counts.
     idle: Arc<Notify>,
@@ -131,7 +135,9 @@ impl Engine {
     pub fn new(settings: Settings, handler: Arc<dyn Handler>, meters: Meters) -> Arc<Engine> {
         let idle = Arc::new(Notify::new());
         let writers = Writers::new(meters.websocket.clone(), idle.clone());
+        let outbound = Arc::new(Budget::new(settings.outbound_budget));
         Arc::new(Engine {
+            outbound,
             settings: RwLock::new(Arc::new(settings)),
             sessions: RwLock::new(HashMap::new()),
             session_peak: AtomicUsize::new(0),
@@ -150,7 +156,13 @@ impl Engine {
 
     /// Replace the settings; new sessions and new heartbeats use them.
     pub fn reconfigure(&self, settings: Settings) {
+        self.outbound.set_limit(settings.outbound_budget);
         *self.settings.write() = Arc::new(settings);
+    }
+
+    /// Bytes all sessions have queued outbound now (what `engine.outbound_budget` bounds).
+    pub fn outbound_bytes(&self) -> usize {
+        self.outbound.held()
     }
 
     /// Number of live sessions.
@@ -254,6 +266,7 @@ impl Engine {
             kind,
             settings.write_queue,
             self.meters.clone(),
+            self.outbound.clone(),
         );
         session.set_byte_budget(settings.write_budget);
         {

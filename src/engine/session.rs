@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::budget::Budget;
 use super::meters::Meters;
 use super::outbox::{Outbox, Refused};
 use super::outgoing::Outgoing;
@@ -62,6 +63,8 @@ pub enum CloseReason {
     Shutdown = 8,
     /// A WebSocket text message that is not UTF-8.
     InvalidData = 9,
+    /// Its outbound queue would take the worker over `engine.outbound_budget`.
+    MemoryBudget = 10,
 }
 
 impl CloseReason {
@@ -76,6 +79,7 @@ impl CloseReason {
             7 => CloseReason::ServerClose,
             8 => CloseReason::Shutdown,
             9 => CloseReason::InvalidData,
+            10 => CloseReason::MemoryBudget,
             _ => return None,
         })
     }
@@ -92,6 +96,7 @@ impl CloseReason {
             CloseReason::ServerClose => "server_close",
             CloseReason::Shutdown => "shutdown",
             CloseReason::InvalidData => "invalid_data",
+            CloseReason::MemoryBudget => "memory_budget",
         }
     }
 }
@@ -178,6 +183,9 @@ pub struct Session {
     meters: Arc<Meters>,
     /// Bytes queued and not yet taken by a transport.
     queued_bytes: AtomicUsize,
+    /// The engine's outbound budget: `queued_bytes` are charged to it, and the outbox's
+    /// bytes waiting for a full socket.
+    budget: Arc<Budget>,
     /// Most bytes queued before the client counts as a slow consumer (besides the item
     /// count the queue itself bounds): replies built for one client are not shared.
     byte_budget: AtomicUsize,
@@ -185,6 +193,13 @@ pub struct Session {
     on_close: Mutex<Option<OnClose>>,
     /// The WebSocket output, once a WebSocket writer has taken over from the queue.
     outbox: Arc<Outbox>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // What a closed session's queue still held is freed with it.
+        self.budget.release(*self.queued_bytes.get_mut());
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -203,6 +218,7 @@ impl Session {
         kind: TransportKind,
         queue: usize,
         meters: Arc<Meters>,
+        budget: Arc<Budget>,
     ) -> Arc<Session> {
         Arc::new(Session {
             sid,
@@ -225,7 +241,8 @@ impl Session {
             queued_bytes: AtomicUsize::new(0),
             byte_budget: AtomicUsize::new(usize::MAX),
             on_close: Mutex::new(None),
-            outbox: Outbox::new(),
+            outbox: Outbox::new(budget.clone()),
+            budget,
         })
     }
 
@@ -298,6 +315,12 @@ impl Session {
                 self.close(CloseReason::SlowConsumer);
                 false
             }
+            Err(Refused::OverBudget) => {
+                self.meters.dropped_budget.inc();
+                tracing::info!(sid = %self.sid, "worker's outbound budget reached, closing the slow consumer that would pass it");
+                self.close(CloseReason::MemoryBudget);
+                false
+            }
             Err(Refused::Closed) => false,
         }
     }
@@ -311,8 +334,13 @@ impl Session {
             self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
             return Err(Refused::Full);
         }
+        if !self.budget.try_charge(bytes) {
+            self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            return Err(Refused::OverBudget);
+        }
         self.queue.push(item).map_err(|_| {
             self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            self.budget.release(bytes);
             Refused::Full
         })
     }
@@ -335,6 +363,7 @@ impl Session {
     /// A transport took `bytes` off the queue.
     pub(crate) fn dequeued(&self, bytes: usize) {
         self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.budget.release(bytes);
     }
 
     /// A pong arrived: the outstanding ping is answered.
@@ -491,6 +520,7 @@ mod tests {
             TransportKind::Websocket,
             100,
             Default::default(),
+            Budget::unlimited(),
         );
         session.set_byte_budget(100);
         let item = Outgoing::Frame(Frame::message(&"x".repeat(39))); // 40 bytes
@@ -520,7 +550,13 @@ mod tests {
     }
 
     fn polling_session() -> Arc<Session> {
-        Session::new(Sid::random(), TransportKind::Polling, 8, Default::default())
+        Session::new(
+            Sid::random(),
+            TransportKind::Polling,
+            8,
+            Default::default(),
+            Budget::unlimited(),
+        )
     }
 
     const INTERVAL: Duration = Duration::from_secs(25);

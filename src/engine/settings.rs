@@ -42,6 +42,9 @@ pub struct Settings {
     pub write_queue: usize,
     /// Outbound bytes queued per session before it counts as a slow consumer.
     pub write_budget: usize,
+    /// Outbound bytes queued by all sessions together (polling queues, WebSocket
+    /// outboxes waiting for a full socket) before the one that would pass it is closed.
+    pub outbound_budget: usize,
     /// Most concurrent sessions.
     pub max_sessions: usize,
     /// Per client address: most sessions, handshake rate and burst.
@@ -100,6 +103,7 @@ impl Default for Settings {
             websocket: true,
             write_queue: 1024,
             write_budget: 4 << 20,
+            outbound_budget: 512_000_000,
             max_sessions: 100_000,
             per_ip: PerIp {
                 sessions: 1000,

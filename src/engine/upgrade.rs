@@ -126,6 +126,7 @@ mod tests {
             TransportKind::Polling,
             8,
             Arc::new(Meters::default()),
+            crate::engine::budget::Budget::unlimited(),
         );
         assert!(begin(&session));
         let (server, client) = UnixStream::pair().expect("socket pair");

@@ -387,6 +387,7 @@ mod tests {
             TransportKind::Websocket,
             8,
             Arc::new(Meters::default()),
+            crate::engine::budget::Budget::unlimited(),
         );
         let carrier = session.carrier.clone().lock_owned().await;
         let flusher = Flusher::new(Meters::default().websocket);

@@ -632,6 +632,7 @@ mod tests {
                 TransportKind::Websocket,
                 16,
                 Arc::new(crate::engine::Meters::default()),
+                crate::engine::budget::Budget::unlimited(),
             )
         }
 

@@ -32,6 +32,9 @@ pub struct Metrics {
     pub reloads: IntCounter,
     /// Config reloads rejected (the old config stayed).
     pub reload_failures: IntCounter,
+    /// Workers that did not confirm a reload the master validated, by reason (`timeout`,
+    /// `refused`).
+    pub reload_unconfirmed: IntCounterVec,
     /// Server API requests by route and HTTP status.
     pub api_requests: IntCounterVec,
     /// Broadcasts not sent to a sibling worker whose bus link was over its byte bound.
@@ -120,6 +123,7 @@ impl Metrics {
             received_bytes,
             sent_bytes,
             dropped_slow: dropped.with_label_values(&["slow_consumer"]),
+            dropped_budget: dropped.with_label_values(&["memory_budget"]),
             origin_refused: counter(
                 r,
                 "iorelay_origin_refused_total",
@@ -239,6 +243,12 @@ impl Metrics {
                 r,
                 "iorelay_config_reload_failures_total",
                 "Configuration reloads rejected; the previous configuration stayed in force.",
+            ),
+            reload_unconfirmed: counter_vec(
+                r,
+                "iorelay_config_reload_unconfirmed_total",
+                "Workers that did not confirm a validated reload, by reason (timeout, refused).",
+                &["reason"],
             ),
             api_requests: counter_vec(
                 r,

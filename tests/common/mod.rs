@@ -66,6 +66,11 @@ impl Daemon {
 
     /// Start the daemon with `config`.
     pub fn start_with(config_text: &str) -> Daemon {
+        Daemon::start_with_env(config_text, &[])
+    }
+
+    /// Start the daemon with `config` and extra environment variables.
+    pub fn start_with_env(config_text: &str, vars: &[(&str, &std::ffi::OsStr)]) -> Daemon {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -90,6 +95,9 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        for (key, value) in vars {
+            command.env(key, value);
+        }
         if std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
             command.env("IORELAY_SERVER__USER", "nobody");
         }

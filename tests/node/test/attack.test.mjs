@@ -591,3 +591,100 @@ handshake_burst_per_ip = 10
     );
   });
 });
+
+/**
+ * A raw WebSocket client that joins `/` and then never reads again: the kernel's buffers
+ * fill, and the rest waits in the daemon. `closed` resolves when the daemon closes it.
+ */
+async function unreadWs(target) {
+  const sock = tcpConnect(Number(target.publicAddr.split(":")[1]), "127.0.0.1");
+  sock.on("error", () => {});
+  const closed = new Promise((resolve) => sock.once("close", resolve));
+  let head = "";
+  await withTimeout(
+    new Promise((resolve, reject) => {
+      sock.once("connect", () =>
+        sock.write(
+          "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: 127.0.0.1\r\n" +
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" +
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        ),
+      );
+      const onData = (chunk) => {
+        head += chunk.toString("latin1");
+        // The 101 and the OPEN frame behind it.
+        if (/^HTTP\/1\.1 101/.test(head) && head.includes("\r\n\r\n") && head.includes('"sid"')) {
+          sock.off("data", onData);
+          resolve();
+        }
+      };
+      sock.on("data", onData);
+      sock.once("close", () => reject(new Error(`closed during the handshake: ${head}`)));
+    }),
+    WAIT_MS,
+    "a raw WebSocket",
+  );
+  // CONNECT to "/" as a masked text frame (mask 0: the payload as is), then stop reading.
+  sock.write(Buffer.concat([Buffer.from([0x81, 0x82, 0, 0, 0, 0]), Buffer.from("40")]));
+  sock.pause();
+  return { sock, closed };
+}
+
+describe("item 3: a worker-wide budget for what clients queue (engine.outbound_budget)", () => {
+  let target;
+  before(async () => {
+    target = await startDaemon(`
+[server]
+workers = 1
+[engine]
+outbound_budget = "8MB"
+[namespaces."/"]
+route = "namespace"
+echo = false
+presence = false
+[namespaces."/".limits]
+max_event_size = "1MB"
+events_per_second = 100000
+burst = 100000
+`);
+  });
+  after(async () => {
+    await stopDaemon(target);
+  });
+
+  it("closes the clients that do not read once the worker holds the budget; a reader keeps receiving", async () => {
+    const reader = io(target.url, { forceNew: true, reconnection: false });
+    const publisher = io(target.url, { forceNew: true, reconnection: false });
+    sockets.push(reader, publisher);
+    for (const s of [reader, publisher]) {
+      await withTimeout(new Promise((resolve) => s.once("connect", resolve)), WAIT_MS, "an honest client");
+    }
+    const before = await scrape(target);
+    const label = { reason: "memory_budget" };
+    const closedBefore = before.value("iorelay_engine_sessions_closed_total", label) ?? 0;
+    const stalled = [];
+    for (let i = 0; i < 20; i++) stalled.push(await unreadWs(target));
+    const rssBefore = rssKib(target.pid);
+    // 20 clients that never read × a per-session budget of 4 MB would be 80 MB held;
+    // the worker's budget is 8 MB. Each event is paced by the reader getting it, so the
+    // reader's own output never waits.
+    const payload = "x".repeat(200_000);
+    let received = 0;
+    for (let i = 0; i < 60; i++) {
+      const got = nextEvent(reader, "big");
+      publisher.emit("big", i, payload);
+      const [n, text] = await got;
+      assert.equal(n, i);
+      assert.equal(text.length, payload.length);
+      received++;
+    }
+    assert.equal(received, 60, "the reader got every event");
+    const after = await scrape(target);
+    const closed = (after.value("iorelay_engine_sessions_closed_total", label) ?? 0) - closedBefore;
+    assert.ok(closed > 0, "clients that do not read were closed as memory_budget");
+    const grownKib = rssKib(target.pid) - rssBefore;
+    assert.ok(grownKib < 40 * 1024, `RSS grew ${grownKib} KiB for an 8 MB budget`);
+    for (const s of stalled) s.sock.destroy();
+    assert.ok(reader.connected && publisher.connected, "the honest clients stay");
+  });
+});
