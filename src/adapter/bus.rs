@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+pub use super::wire::Stamp;
 use crate::engine::{BoxFuture, Outgoing, Session};
 
 /// A socket as the bus sees it: who it is, and where its packets go.
@@ -71,18 +72,6 @@ pub type Departures = Vec<(Arc<str>, usize)>;
 /// Called for each member of a lost peer: namespace, the member, a room it was in, and
 /// that room's remaining host-wide count.
 pub type DepartureHook = Box<dyn Fn(&str, &Member, &str, usize) + Send + Sync>;
-
-/// Who accepted a broadcast event and when, for the history every process keeps of the
-/// host's events: the origin's id and sequence number and the acceptance time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Stamp {
-    /// The accepting process.
-    pub origin: u32,
-    /// Its sequence number for the event.
-    pub seq: u64,
-    /// When it was accepted, ms since the Unix epoch.
-    pub at_ms: u64,
-}
 
 /// Called for each stamped broadcast that arrives from another process: namespace, the
 /// target's rooms (empty: the namespace), the stamp, and the frames as delivered.

@@ -13,20 +13,34 @@
 //! | 3 | Leave | nsp, room, socket id |
 //! | 4 | Gone | nsp, socket id (left every room) |
 //! | 5 | Broadcast | nsp, rooms (list; empty = namespace), optional except id, frames (list of `u8` 0 text / 1 binary + blob), optional stamp (`u8` flag, then `u32` origin, `u64` sequence, `u64` ms since the epoch) |
+//! | 6 | Synced | (none: the snapshot after `Hello` is complete) |
 //!
-//! Decoding is strict and bounded (a frame over [`MAX_FRAME`] is an error), because a
-//! corrupt peer must not take its neighbours down.
+//! Decoding is strict and bounded (a frame over [`MAX_FRAME`] is an error, and no count or
+//! length inside a frame is believed past the bytes that are there), because a corrupt
+//! peer must not take its neighbours down. The encoding is canonical: a frame that decodes
+//! re-encodes to the same bytes (the `peer_wire` fuzz target checks it).
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::bus::Stamp;
 use crate::engine::Frame;
 
 /// The version spoken in `Hello`.
 pub const VERSION: u16 = 3;
 /// Largest frame accepted.
 pub const MAX_FRAME: usize = 64 << 20;
+
+/// Who accepted a broadcast event and when, for the history every process keeps of the
+/// host's events: the origin's id and sequence number and the acceptance time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stamp {
+    /// The accepting process.
+    pub origin: u32,
+    /// Its sequence number for the event.
+    pub seq: u64,
+    /// When it was accepted, ms since the Unix epoch.
+    pub at_ms: u64,
+}
 
 /// One message between relay processes.
 #[derive(Debug, Clone, PartialEq)]
@@ -412,6 +426,48 @@ mod tests {
         }
         assert_eq!(decoded, samples());
         assert!(buf.is_empty());
+    }
+
+    /// The link openings and broadcasts the `peer_wire` fuzz target starts from: a read
+    /// size byte (see fuzz/fuzz_targets/peer_wire.rs), then frames.
+    fn fuzz_seeds() -> Vec<(String, Vec<u8>)> {
+        let mut seeds = Vec::new();
+        for (i, m) in samples().into_iter().enumerate() {
+            let mut buf = BytesMut::from(&[255u8][..]);
+            m.encode(&mut buf);
+            seeds.push((format!("message-{i}"), buf.to_vec()));
+        }
+        // A link as a worker opens it: Hello, its snapshot, Synced, then live traffic,
+        // read a few bytes at a time.
+        let mut link = BytesMut::from(&[6u8][..]);
+        for m in samples() {
+            m.encode(&mut link);
+        }
+        seeds.push(("link-small-reads".to_owned(), link.to_vec()));
+        seeds
+    }
+
+    /// Writes fuzz/seeds/peer_wire; run by hand after a change of the wire format
+    /// (`cargo test --lib adapter::wire -- --ignored`), and commit the files.
+    #[test]
+    #[ignore = "writes the committed fuzz seeds"]
+    fn write_fuzz_seeds() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/peer_wire");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, bytes) in fuzz_seeds() {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+    }
+
+    /// The committed seeds are what [`write_fuzz_seeds`] writes today, so that a change of
+    /// the wire format cannot leave the fuzzer starting from stale frames.
+    #[test]
+    fn committed_fuzz_seeds_are_current() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/peer_wire");
+        for (name, bytes) in fuzz_seeds() {
+            let committed = std::fs::read(dir.join(&name)).unwrap();
+            assert_eq!(committed, bytes, "fuzz/seeds/peer_wire/{name} is stale");
+        }
     }
 
     #[test]

@@ -625,6 +625,24 @@ mod tests {
         load(&opts(Some(&file), None, vars))
     }
 
+    /// The `config_load` fuzz target's input `b"\0\0SERVER__MAX_CONNECTIONS=18446744073709551615"`
+    /// (an empty file and profile, one variable): it loaded, and `check-config` then panicked
+    /// rendering it. It is refused, naming the key.
+    #[test]
+    fn a_variable_too_large_for_a_config_file_is_refused() {
+        let err = load(&opts(
+            None,
+            None,
+            &[("IORELAY_SERVER__MAX_CONNECTIONS", "18446744073709551615")],
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("server.max_connections: is 18446744073709551615"),
+            "{err}"
+        );
+    }
+
     /// The key, reason and origin of a `Malformed` error; panics on anything else.
     fn malformed(result: Result<Loaded, ConfigError>) -> (String, String, Option<String>) {
         match result {

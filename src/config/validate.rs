@@ -54,6 +54,7 @@ const MAX_ATTACHMENTS: usize = 1000;
 /// served by a config without namespaces is held to the same limits.
 pub fn validate(c: &Config) -> Result<(), Vec<Problem>> {
     let mut problems = Vec::new();
+    check_integers(c, &mut problems);
     check_server(c, &mut problems);
     check_origins_and_proxies(c, &mut problems);
     check_engine(c, &mut problems);
@@ -68,6 +69,50 @@ pub fn validate(c: &Config) -> Result<(), Vec<Problem>> {
         Ok(())
     } else {
         Err(problems)
+    }
+}
+
+/// Every integer must fit the config file's own type (TOML integers are `i64`): an
+/// `IORELAY_*` variable can carry a larger one (`18446744073709551615` into a `usize`),
+/// which no file could hold and which [`render`] could not print (`check-config` would
+/// panic). Walks the whole tree, so that a key added later is covered too.
+fn check_integers(c: &Config, out: &mut Vec<Problem>) {
+    fn walk(key: &mut String, value: &serde_json::Value, out: &mut Vec<Problem>) {
+        let len = key.len();
+        match value {
+            serde_json::Value::Number(n) if n.is_u64() && n.as_i64().is_none() => {
+                out.push(Problem::new(
+                    key.clone(),
+                    format!(
+                        "is {n}, over the largest integer a config file can hold ({})",
+                        i64::MAX
+                    ),
+                ));
+            }
+            serde_json::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    key.push_str(&format!("[{i}]"));
+                    walk(key, item, out);
+                    key.truncate(len);
+                }
+            }
+            serde_json::Value::Object(fields) => {
+                for (name, field) in fields {
+                    if !key.is_empty() {
+                        key.push('.');
+                    }
+                    key.push_str(name);
+                    walk(key, field, out);
+                    key.truncate(len);
+                }
+            }
+            _ => {}
+        }
+    }
+    // Serializing the tree cannot fail (string keys only); if it ever did, `render`
+    // would say so, and there is nothing to walk.
+    if let Ok(tree) = serde_json::to_value(c) {
+        walk(&mut String::new(), &tree, out);
     }
 }
 
@@ -113,35 +158,29 @@ fn check_server(c: &Config, out: &mut Vec<Problem>) {
     if s.max_connections == 0 {
         out.push(Problem::new("server.max_connections", "must be at least 1"));
     }
-    if s.max_connections_per_ip == 0 {
-        out.push(Problem::new(
+    let per_ip = [
+        (
             "server.max_connections_per_ip",
-            "must be at least 1",
-        ));
-    }
-    if s.handshakes_per_ip_per_second == 0 {
-        out.push(Problem::new(
+            s.max_connections_per_ip as u64,
+        ),
+        (
             "server.handshakes_per_ip_per_second",
-            "must be at least 1",
-        ));
-    }
-    if s.handshake_burst_per_ip == 0 {
-        out.push(Problem::new(
+            s.handshakes_per_ip_per_second.into(),
+        ),
+        (
             "server.handshake_burst_per_ip",
-            "must be at least 1",
-        ));
-    }
-    if s.events_per_ip_per_second == 0 {
-        out.push(Problem::new(
+            s.handshake_burst_per_ip.into(),
+        ),
+        (
             "server.events_per_ip_per_second",
-            "must be at least 1",
-        ));
-    }
-    if s.event_burst_per_ip == 0 {
-        out.push(Problem::new(
-            "server.event_burst_per_ip",
-            "must be at least 1",
-        ));
+            s.events_per_ip_per_second.into(),
+        ),
+        ("server.event_burst_per_ip", s.event_burst_per_ip.into()),
+    ];
+    for (key, value) in per_ip {
+        if value == 0 {
+            out.push(Problem::new(key, "must be at least 1"));
+        }
     }
 }
 
@@ -562,6 +601,40 @@ fn redact(table: &mut toml::Table, path: &[&str]) -> bool {
 mod tests {
     use super::*;
     use crate::config::{AckReply, Transport};
+
+    /// Seen with the `config_load` fuzz target: `IORELAY_SERVER__MAX_CONNECTIONS=18446744073709551615`
+    /// loaded, then `check-config` panicked in [`render`] ("u64 value was too large").
+    #[test]
+    fn an_integer_no_config_file_could_hold_is_refused_with_its_key() {
+        let mut c = Config::default();
+        c.server.max_connections = usize::MAX;
+        c.namespaces.insert(
+            "/".to_owned(),
+            NamespaceConfig {
+                welcome: Some(crate::config::Welcome {
+                    event: "hello".to_owned(),
+                    args: vec![serde_json::json!({"n": [1, u64::MAX]})],
+                }),
+                ..NamespaceConfig::default()
+            },
+        );
+        let problems = validate(&c).unwrap_err();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "server.max_connections",
+                "namespaces./.welcome.args[0].n[1]"
+            ],
+            "{problems:?}"
+        );
+        assert!(problems[0].reason.contains("9223372036854775807"));
+        // What still validates renders.
+        c.server.max_connections = i64::MAX as usize;
+        c.namespaces.clear();
+        assert!(validate(&c).is_ok());
+        assert!(render(&c).contains("max_connections = 9223372036854775807"));
+    }
 
     fn keys(c: &Config) -> Vec<String> {
         match validate(c) {
