@@ -304,6 +304,14 @@ pub struct NamespaceConfig {
     /// What the relay appends, as one object argument, to each relayed application event
     /// (`"id"`, `"user"`, `"ip"`, `"time"`, `"origin"`). Default `[]` (nothing).
     pub meta: Vec<MetaField>,
+    /// Which rooms `$members` lists the members (ids, names) of: `"joined"` (only rooms
+    /// the asking socket is in), `"all"` (also any room it may `$join` by itself, so not
+    /// with `join = "none"`) or `"none"`. Default `"joined"`.
+    pub members: Listing,
+    /// What `$rooms` lists, with member counts: `"all"` (every room of the namespace, as
+    /// a rooms page needs), `"joined"` (only the asking socket's own rooms) or `"none"`.
+    /// Default `"all"`.
+    pub rooms: Listing,
     /// Size, rate and membership limits.
     pub limits: Limits,
     /// Per-event rules that override the namespace defaults, keyed by event name.
@@ -325,6 +333,8 @@ impl Default for NamespaceConfig {
             announce: false,
             welcome: None,
             meta: Vec::new(),
+            members: Listing::Joined,
+            rooms: Listing::All,
             limits: Limits::default(),
             events: BTreeMap::new(),
             auth: AuthConfig::default(),
@@ -358,6 +368,18 @@ pub enum MetaField {
     Time,
     /// The `Origin` header of the sender's handshake (`null` without one).
     Origin,
+}
+
+/// What a client may list with `$members` or `$rooms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Listing {
+    /// Any room of the namespace (for `$members`: any the client may `$join`).
+    All,
+    /// Only the rooms the asking socket is in.
+    Joined,
+    /// Nothing: the listing is refused.
+    None,
 }
 
 /// Which rooms a client may join with `$join`.

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::time::Duration;
 
-use super::{Config, EventRule, JoinPolicy, Limits, NamespaceConfig, Route, Size};
+use super::{Config, EventRule, JoinPolicy, Limits, Listing, NamespaceConfig, Route, Size};
 
 /// One broken rule: the dotted key it is about and why, in words an operator acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,6 +272,14 @@ fn check_namespace(c: &Config, name: &str, ns: &NamespaceConfig, out: &mut Vec<P
     }
     if let Some(welcome) = &ns.welcome {
         check_welcome(&format!("{key}.welcome"), welcome, out);
+    }
+    if ns.members == Listing::All && ns.join == JoinPolicy::None {
+        // "all" reaches the rooms a client may enter by itself; with no such room it
+        // would silently mean "joined".
+        out.push(Problem::new(
+            format!("{key}.members"),
+            "\"all\" lists the rooms a client may $join, and join = \"none\" allows none; use \"joined\" (or a join policy)",
+        ));
     }
     check_limits(c, &key, &ns.limits, out);
     let claims_join = ns.join == JoinPolicy::Claims;
@@ -600,6 +608,23 @@ mod tests {
     }
 
     #[test]
+    fn members_all_needs_a_join_policy() {
+        let mut c = Config::default();
+        let ns = |join, members| NamespaceConfig {
+            join,
+            members,
+            ..NamespaceConfig::default()
+        };
+        c.namespaces
+            .insert("/a".to_owned(), ns(JoinPolicy::None, Listing::All));
+        c.namespaces
+            .insert("/b".to_owned(), ns(JoinPolicy::None, Listing::Joined));
+        c.namespaces
+            .insert("/c".to_owned(), ns(JoinPolicy::Any, Listing::All));
+        assert_eq!(keys(&c), ["namespaces./a.members"]);
+    }
+
+    #[test]
     fn namespace_rules() {
         let mut bad = NamespaceConfig {
             user_field: String::new(),
@@ -791,6 +816,8 @@ mod tests {
                 route: route.clone(),
                 greet: Some("hello".to_owned()),
                 announce: true,
+                members: [Listing::Joined, Listing::All, Listing::None][i % 3],
+                rooms: [Listing::None, Listing::Joined, Listing::All][i % 3],
                 welcome: Some(crate::config::Welcome {
                     event: "hi".to_owned(),
                     args: vec![serde_json::json!({"a": [1, "b"]})],

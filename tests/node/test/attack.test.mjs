@@ -518,3 +518,116 @@ handshake_burst_per_ip = 10
     );
   });
 });
+
+describe("item 11: $members and $rooms are policies", () => {
+  // /m the defaults (members of joined rooms, every room listed); /ma members = "all";
+  // /mn members = "none"; /rj rooms = "joined".
+  const listing = (m = "") => `
+[server]
+workers = 1
+[namespaces."/m"]
+${m}
+[namespaces."/ma"]
+members = "all"
+[namespaces."/mn"]
+members = "none"
+[namespaces."/rj"]
+rooms = "joined"
+`;
+  let lister;
+  const own = [];
+  before(async () => {
+    lister = await startDaemon(listing());
+  });
+  after(async () => {
+    await stopDaemon(lister);
+  });
+  afterEach(() => {
+    while (own.length) own.pop().disconnect();
+  });
+
+  async function client(nsp, name) {
+    const socket = io(lister.url + nsp, { forceNew: true, reconnection: false, auth: { name } });
+    own.push(socket);
+    await withTimeout(
+      new Promise((resolve, reject) => {
+        socket.once("connect", resolve);
+        socket.once("connect_error", reject);
+      }),
+      WAIT_MS,
+      `connect to ${nsp}`,
+    );
+    return socket;
+  }
+  const ask = (socket, event, ...args) => socket.timeout(WAIT_MS).emitWithAck(event, ...args);
+  const refusals = async () =>
+    (await scrape(lister)).value("iorelay_events_refused_total", { reason: "listing_forbidden" });
+  const notMember = { ok: false, error: "only members of a room may list its members" };
+  const disabled = { ok: false, error: "listing is not allowed in this namespace" };
+
+  it("lists members to a room's members only by default, to anyone with \"all\", to nobody with \"none\"", async () => {
+    const before = await refusals();
+    for (const nsp of ["/m", "/ma", "/mn"]) {
+      const alice = await client(nsp, "alice");
+      const eve = await client(nsp, "eve");
+      assert.equal((await ask(alice, "$join", "secret")).ok, true);
+      const asMember = await ask(alice, "$members", "secret");
+      const asStranger = await ask(eve, "$members", "secret");
+      const listed = { ok: true, room: "secret", members: [{ id: alice.id, user: "alice" }] };
+      if (nsp === "/m") {
+        assert.deepEqual(asMember, listed, nsp);
+        assert.deepEqual(asStranger, notMember, nsp);
+        // Without an ack request the refusal comes back as $error, as for $join.
+        const error = nextEvent(eve, "$error");
+        eve.emit("$members", "secret");
+        assert.deepEqual((await error)[0], { event: "$members", error: notMember.error });
+      } else if (nsp === "/ma") {
+        assert.deepEqual(asMember, listed, nsp);
+        assert.deepEqual(asStranger, listed, nsp);
+      } else {
+        assert.deepEqual(asMember, disabled, nsp);
+        assert.deepEqual(asStranger, disabled, nsp);
+      }
+    }
+    // /m: one acked and one unacked refusal; /mn: two.
+    assert.equal((await refusals()) - before, 4);
+  });
+
+  it("lists only the client's own rooms with rooms = \"joined\", every room by default", async () => {
+    for (const nsp of ["/m", "/rj"]) {
+      const alice = await client(nsp, "alice");
+      const bob = await client(nsp, "bob");
+      for (const room of ["a-room", "b-room"]) assert.equal((await ask(alice, "$join", room)).ok, true);
+      assert.equal((await ask(bob, "$join", "b-room")).ok, true);
+      assert.equal((await ask(bob, "$join", "c-room")).ok, true);
+      const rooms = await ask(alice, "$rooms");
+      assert.equal(rooms.ok, true, nsp);
+      if (nsp === "/m") {
+        // Every room, bob's own too (earlier tests' rooms may still be leaving).
+        const ours = rooms.rooms.filter((r) => r.room.endsWith("-room"));
+        assert.deepEqual(ours, [{ room: "a-room", count: 1 }, { room: "b-room", count: 2 }, { room: "c-room", count: 1 }]);
+      } else {
+        assert.deepEqual(rooms.rooms, [{ room: "a-room", count: 1 }, { room: "b-room", count: 2 }]);
+      }
+    }
+  });
+
+  it("follows a reload", async () => {
+    const alice = await client("/m", "alice");
+    const eve = await client("/m", "eve");
+    assert.equal((await ask(alice, "$join", "secret")).ok, true);
+    assert.deepEqual(await ask(eve, "$members", "secret"), notMember);
+    assert.equal((await ask(eve, "$rooms")).ok, true);
+    const from = lister.mark();
+    lister.writeConfig(listing(`members = "all"\nrooms = "none"`));
+    lister.signal("SIGHUP");
+    await lister.waitForLog(/INFO.*configuration reloaded/, { from });
+    // The same connected sockets, under the new policy.
+    assert.deepEqual(await ask(eve, "$members", "secret"), {
+      ok: true,
+      room: "secret",
+      members: [{ id: alice.id, user: "alice" }],
+    });
+    assert.deepEqual(await ask(eve, "$rooms"), disabled);
+  });
+});
