@@ -40,10 +40,22 @@ pub struct Config {
     /// Declared namespaces, keyed by name (`"/"`, `"/chat"`). When the config declares
     /// none, [`Config::effective_namespaces`] serves `/` with [`NamespaceConfig::default`].
     pub namespaces: BTreeMap<String, NamespaceConfig>,
+    /// Who the admin listener answers (every route).
+    pub admin: AdminConfig,
     /// The server API on the admin listener.
     pub api: ApiConfig,
     /// Room and membership events POSTed to a receiver.
     pub webhooks: WebhooksConfig,
+}
+
+/// `[admin]`: the admin listener (`server.admin_listen`) as a whole.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Host names (no port, no scheme) that requests may carry in `Host` besides IP
+    /// literals and `localhost`; any other `Host` is refused with 421 on every route, so
+    /// that a web page cannot reach the listener through DNS rebinding. Default `[]`.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// `[api]`: the server API under `/api/v1/` on the admin listener.

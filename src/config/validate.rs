@@ -57,6 +57,7 @@ pub fn validate(c: &Config) -> Result<(), Vec<Problem>> {
     check_server(c, &mut problems);
     check_origins_and_proxies(c, &mut problems);
     check_engine(c, &mut problems);
+    check_admin(c, &mut problems);
     check_api(c, &mut problems);
     for (key, reason) in super::webhooks::check(&c.webhooks) {
         problems.push(Problem::new(key, reason));
@@ -135,6 +136,17 @@ fn check_server(c: &Config, out: &mut Vec<Problem>) {
 
 /// Largest `api.max_body`.
 const MAX_API_BODY: u64 = 64 << 20;
+
+fn check_admin(c: &Config, out: &mut Vec<Problem>) {
+    for (i, entry) in c.admin.allowed_hosts.iter().enumerate() {
+        if let Err(e) = crate::http::host::Hosts::parse(std::slice::from_ref(entry)) {
+            out.push(Problem::new(
+                format!("admin.allowed_hosts[{i}]"),
+                e.to_string(),
+            ));
+        }
+    }
+}
 
 fn check_api(c: &Config, out: &mut Vec<Problem>) {
     // The token file is read where it is used (at start and on reload), not here: the
@@ -569,6 +581,7 @@ mod tests {
         c.engine.pending_budget = Size(998);
         c.engine.body_timeout = Duration::ZERO;
         c.server.group = Some("iorelay".to_owned());
+        c.admin.allowed_hosts = vec!["relay.internal".to_owned(), "http://x:1".to_owned()];
         assert_eq!(
             keys(&c),
             [
@@ -591,6 +604,7 @@ mod tests {
                 "engine.write_queue",
                 "engine.echo_path",
                 "engine.echo_path",
+                "admin.allowed_hosts[1]",
                 // The implicit `/` follows a small max_payload instead of failing.
             ]
         );

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub reload_failures: IntCounter,
     /// Server API requests by route and HTTP status.
     pub api_requests: IntCounterVec,
+    /// Admin listener requests refused for their `Host` header, by route.
+    pub admin_host_refused: IntCounterVec,
     /// Broadcasts not sent to a sibling worker whose bus link was over its byte bound.
     pub bus_dropped: IntCounter,
 }
@@ -222,6 +224,12 @@ impl Metrics {
                 "iorelay_api_requests_total",
                 "Server API requests (/api/v1/), by route and HTTP status.",
                 &["route", "status"],
+            ),
+            admin_host_refused: counter_vec(
+                r,
+                "iorelay_admin_host_refused_total",
+                "Admin listener requests refused (421) because their Host header names neither an IP address, localhost nor admin.allowed_hosts; route is healthz, readyz, metrics, api or other.",
+                &["route"],
             ),
             registry,
             engine,

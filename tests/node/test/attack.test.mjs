@@ -10,8 +10,10 @@ import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { connect as tcpConnect } from "node:net";
+import { request as httpRequest } from "node:http";
 import { io } from "socket.io-client";
-import { startDaemon, stopDaemon, scrape, waitForMetric } from "../lib/admin.mjs";
+import { startDaemon, stopDaemon, scrape, waitForMetric, runCli } from "../lib/admin.mjs";
+import { TEST_TOKEN } from "../lib/spawn.mjs";
 import { rawEngineIO, withTimeout } from "../lib/raw.mjs";
 
 const WAIT_MS = 5000;
@@ -629,5 +631,97 @@ rooms = "joined"
       members: [{ id: alice.id, user: "alice" }],
     });
     assert.deepEqual(await ask(eve, "$rooms"), disabled);
+  });
+});
+
+describe("item 10: the admin listener checks Host (DNS rebinding)", () => {
+  let admin;
+  before(async () => {
+    admin = await startDaemon(`
+[server]
+workers = 1
+[admin]
+allowed_hosts = ["relay.internal"]
+[namespaces."/"]
+`);
+  });
+  after(async () => {
+    await stopDaemon(admin);
+  });
+
+  /** GET `path` on the admin listener with `host` as the Host header; { status, body }. */
+  function getAs(host, path, headers = {}) {
+    const { hostname, port } = new URL(admin.adminUrl);
+    return withTimeout(
+      new Promise((resolve, reject) => {
+        const req = httpRequest({ hostname, port, path, method: "GET", setHost: false, headers: { host, ...headers } }, (res) => {
+          let body = "";
+          res.setEncoding("utf8");
+          res.on("data", (chunk) => (body += chunk));
+          res.on("end", () => resolve({ status: res.statusCode, body }));
+        });
+        req.on("error", reject);
+        req.end();
+      }),
+      WAIT_MS,
+      `GET ${path} as ${host}`,
+    );
+  }
+  const auth = { authorization: `Bearer ${TEST_TOKEN}` };
+  const refusedOn = async (route) =>
+    (await scrape(admin)).value("iorelay_admin_host_refused_total", { route });
+
+  it("refuses a foreign Host on every route, with 421, counted", async () => {
+    const api = (await scrape(admin)).value("iorelay_api_requests_total", { route: "status", status: "421" });
+    const port = new URL(admin.adminUrl).port;
+    for (const host of ["evil.example", `evil.example:${port}`, "127.0.0.1.evil.example", "localhost.evil.example:1"]) {
+      for (const path of ["/healthz", "/readyz", "/metrics", "/nowhere"]) {
+        const res = await getAs(host, path);
+        assert.equal(res.status, 421, `${host} ${path}: ${res.status} ${res.body}`);
+        assert.doesNotMatch(res.body, /iorelay_/, "no metrics to a rebound page");
+      }
+      // The API refuses it before the token is even looked at, a valid token or not.
+      const status = await getAs(host, "/api/v1/status", auth);
+      assert.equal(status.status, 421, `${host} /api/v1/status`);
+      assert.equal(JSON.parse(status.body).ok, false);
+    }
+    for (const route of ["healthz", "readyz", "metrics", "other", "api"]) {
+      assert.equal(await refusedOn(route), 4, route);
+    }
+    const after = (await scrape(admin)).value("iorelay_api_requests_total", { route: "status", status: "421" });
+    assert.equal(after - api, 4);
+  });
+
+  it("answers scrapers and monitors by address, localhost and the configured name", async () => {
+    const port = new URL(admin.adminUrl).port;
+    for (const host of [`127.0.0.1:${port}`, "127.0.0.1", `[::1]:${port}`, `localhost:${port}`, "relay.internal", `RELAY.internal:${port}`]) {
+      // promtool/Prometheus and monit ask /metrics and /healthz with the address as Host.
+      const metrics = await getAs(host, "/metrics");
+      assert.equal(metrics.status, 200, `${host} /metrics`);
+      assert.match(metrics.body, /iorelay_/);
+      assert.equal((await getAs(host, "/healthz")).status, 200, `${host} /healthz`);
+      assert.equal((await getAs(host, "/readyz")).status, 200, `${host} /readyz`);
+      assert.equal((await getAs(host, "/api/v1/status", auth)).status, 200, `${host} /api/v1/status`);
+    }
+  });
+
+  it("lets the ops commands through (they send the listener's address)", async () => {
+    const { code, stdout, stderr } = await runCli(["status", "--admin", admin.adminAddr, "--json"]);
+    assert.equal(code, 0, `iorelay status: ${stdout}${stderr}`);
+  });
+
+  it("takes allowed_hosts from a reload", async () => {
+    const from = admin.mark();
+    admin.writeConfig(`
+[server]
+workers = 1
+[admin]
+allowed_hosts = ["other.internal"]
+[namespaces."/"]
+`);
+    admin.signal("SIGHUP");
+    await admin.waitForLog(/INFO.*configuration reloaded/, { from });
+    assert.equal((await getAs("relay.internal", "/healthz")).status, 421);
+    assert.equal((await getAs("other.internal", "/healthz")).status, 200);
   });
 });
