@@ -319,13 +319,18 @@ impl PeerAdapter {
                 rooms,
                 except,
                 frames,
+                latest,
             } => {
                 let target = Target {
                     rooms: rooms.into_iter().map(Arc::from).collect(),
                     except: except.map(Arc::from),
                 };
-                let item = match frames.len() {
-                    1 => Outgoing::Frame(frames.into_iter().next().expect("one frame")),
+                let item = match (frames.len(), latest) {
+                    (1, Some(key)) => Outgoing::Latest(
+                        Arc::from(key),
+                        frames.into_iter().next().expect("one frame"),
+                    ),
+                    (1, None) => Outgoing::Frame(frames.into_iter().next().expect("one frame")),
                     _ => Outgoing::Group(Arc::from(frames)),
                 };
                 self.local.broadcast(&nsp, &target, &item);
@@ -546,6 +551,7 @@ impl Adapter for PeerAdapter {
             rooms: target.rooms.iter().map(|r| r.to_string()).collect(),
             except: target.except.as_deref().map(str::to_owned),
             frames: item.frames().to_vec(),
+            latest: item.latest_key().map(|k| k.to_string()),
         });
         delivered
     }

@@ -1,4 +1,4 @@
-//! The wire format between relay processes on one host (workers), version 1.
+//! The wire format between relay processes on one host (workers), version 3.
 //!
 //! A stream of frames: `u32` big-endian length of what follows, then a `u8` kind and the
 //! fields. Strings and byte blobs are a `u32` length and the bytes; an optional string is
@@ -12,7 +12,7 @@
 //! | 2 | Join | nsp, room, socket id, optional user |
 //! | 3 | Leave | nsp, room, socket id |
 //! | 4 | Gone | nsp, socket id (left every room) |
-//! | 5 | Broadcast | nsp, rooms (list; empty = namespace), optional except id, frames (list of `u8` 0 text / 1 binary + blob) |
+//! | 5 | Broadcast | nsp, rooms (list; empty = namespace), optional except id, frames (list of `u8` 0 text / 1 binary + blob), optional latest key (v3) |
 //!
 //! Decoding is strict and bounded (a frame over [`MAX_FRAME`] is an error), because a
 //! corrupt peer must not take its neighbours down.
@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use crate::engine::Frame;
 
 /// The version spoken in `Hello`.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Largest frame accepted.
 pub const MAX_FRAME: usize = 64 << 20;
 
@@ -74,6 +74,9 @@ pub enum Message {
         except: Option<String>,
         /// The encoded Engine.IO frames, in order.
         frames: Vec<Frame>,
+        /// The key of a one-frame item that a newer one of the same key supersedes for a
+        /// lagging receiver (`Outgoing::Latest`: a `$presence` and its count).
+        latest: Option<String>,
     },
     /// The memberships that followed `Hello` are all of the sender's: the receiver may
     /// now tell who of a relinking peer's earlier members is really gone.
@@ -139,6 +142,7 @@ impl Message {
                 rooms,
                 except,
                 frames,
+                latest,
             } => {
                 out.put_u8(5);
                 put_str(out, nsp);
@@ -160,6 +164,7 @@ impl Message {
                         }
                     }
                 }
+                put_opt(out, latest.as_deref());
             }
             Message::Synced => out.put_u8(6),
         }
@@ -232,11 +237,13 @@ fn decode_body(b: &mut Bytes) -> Result<Message, WireError> {
                 };
                 frames.push(frame);
             }
+            let latest = get_opt(b)?;
             Message::Broadcast {
                 nsp,
                 rooms,
                 except,
                 frames,
+                latest,
             }
         }
         6 => Message::Synced,
@@ -350,12 +357,14 @@ mod tests {
                     Frame::message("51-[\"e\",{\"_placeholder\":true,\"num\":0}]"),
                     Frame::Binary(Bytes::from_static(&[0, 1, 2, 255])),
                 ],
+                latest: None,
             },
             Message::Broadcast {
                 nsp: "/".into(),
                 rooms: vec![],
                 except: None,
                 frames: vec![],
+                latest: Some("/\u{0}room".into()),
             },
         ]
     }
@@ -430,13 +439,15 @@ mod tests {
                 text(),
                 vec(text(), 0..4),
                 proptest::option::of(text()),
-                vec(frame(), 0..4)
+                vec(frame(), 0..4),
+                proptest::option::of(text()),
             )
-                .prop_map(|(nsp, rooms, except, frames)| Message::Broadcast {
+                .prop_map(|(nsp, rooms, except, frames, latest)| Message::Broadcast {
                     nsp,
                     rooms,
                     except,
-                    frames
+                    frames,
+                    latest,
                 }),
         ]
     }

@@ -21,6 +21,9 @@ pub struct Meters {
     pub sent_bytes: IntCounterVec,
     /// Outgoing packets not queued because the client's queue was full.
     pub dropped_slow: IntCounter,
+    /// [`Outgoing::Latest`](super::Outgoing::Latest) packets a lagging client did not
+    /// get because a newer one of the same key replaced them.
+    pub superseded: IntCounter,
     /// Engine.IO requests refused because of their `Origin`.
     pub origin_refused: IntCounter,
     /// Handshakes refused by a connection limit, by `reason` (`session_limit`,
@@ -71,6 +74,8 @@ impl Default for Meters {
             received_bytes,
             sent_bytes,
             dropped_slow: IntCounter::new("unregistered", "unregistered")
+                .expect("static metric options are valid"),
+            superseded: IntCounter::new("unregistered", "unregistered")
                 .expect("static metric options are valid"),
             origin_refused: IntCounter::new("unregistered", "unregistered")
                 .expect("static metric options are valid"),

@@ -12,6 +12,12 @@
 //! is *detached* and items go through the session's queue as before; taking over drains
 //! that queue into the outbox under the outbox's lock, so no item overtakes another.
 //!
+//! [`Outgoing::Latest`] items (a `$presence` and its count) are the one exception to the
+//! slow-consumer rule: once half the limit waits they are *held*, one per key, the newest
+//! replacing the older (counted as superseded), and go out with the writer's next chunk.
+//! A storm of them costs a lagging client at most one item per key, never its
+//! connection; the common case (a client that keeps up) takes no extra step.
+//!
 //! [`Session::send`]: super::Session::send
 
 use std::future::Future;
@@ -31,6 +37,19 @@ use super::{Frame, TransportBytes};
 const KEEP_CAPACITY: usize = 16 * 1024;
 /// Outboxes the flusher writes before it lets other tasks run.
 const FLUSH_TURN: usize = 256;
+/// Most [`Outgoing::Latest`] keys one outbox holds back; a further key's item is dropped
+/// (as superseded). Keys are rooms and namespaces, bounded by the relay's `max_rooms`.
+const MAX_HELD: usize = 256;
+
+/// How [`Outbox::push`] took an item.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Queued (or held back, to go out with the next write).
+    Queued,
+    /// Dropped: a newer item of the same [`Outgoing::Latest`] key replaced it, or
+    /// replaced an older one.
+    Superseded,
+}
 
 /// Why [`Outbox::push`] did not take an item.
 #[derive(Debug, PartialEq, Eq)]
@@ -67,6 +86,9 @@ struct State {
     /// which the item limit applies. Waiting out a pause, or a writer that is merely
     /// slower than a burst, is not the client falling behind; the byte limit bounds those.
     stalled: bool,
+    /// [`Outgoing::Latest`] items held back while the client is behind, one per key,
+    /// the newest: appended to `buf` when the writer next takes it.
+    held: Vec<Outgoing>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +127,7 @@ impl Outbox {
                 payload: 0,
                 cut: false,
                 stalled: false,
+                held: Vec::new(),
             }),
             wake: Notify::new(),
         })
@@ -117,21 +140,50 @@ impl Outbox {
     /// Take `item` for the WebSocket, within `max_items` items and `max_bytes` bytes
     /// waiting. While detached, `queue` is called instead, under the same lock (so that
     /// an attach cannot slip in between) and its answer returned.
+    ///
+    /// An [`Outgoing::Latest`] item never counts against the limits: while the client is
+    /// behind (half the bytes or half the items waiting) it is held back, replacing a
+    /// held one of its key, and goes out when the writer next takes the buffer. A storm
+    /// of them costs a lagging client one item per key, not a disconnect.
     pub(crate) fn push<Q>(
         self: &Arc<Self>,
         item: Outgoing,
         max_items: usize,
         max_bytes: usize,
         queue: Q,
-    ) -> Result<(), Refused>
+    ) -> Result<Pushed, Refused>
     where
-        Q: FnOnce(Outgoing) -> Result<(), Refused>,
+        Q: FnOnce(Outgoing) -> Result<Pushed, Refused>,
     {
         let mut state = self.lock();
         match state.mode {
             Mode::Detached => return queue(item),
             Mode::Closed => return Err(Refused::Closed),
             Mode::Idle | Mode::Scheduled | Mode::Writer => {}
+        }
+        if let Some(key) = item.latest_key() {
+            if let Some(older) = state
+                .held
+                .iter_mut()
+                .find(|held| held.latest_key() == Some(key))
+            {
+                *older = item;
+                return Ok(Pushed::Superseded);
+            }
+            // Half the items whether the socket is stalled yet or not: these items must
+            // never bring the buffer near the limit at which the next ordinary item (a
+            // ping, an ack) would find the client a slow consumer.
+            let behind = state.buf.len().saturating_add(wire_len(&item)) > max_bytes / 2
+                || state.items >= max_items / 2;
+            // Something is in the buffer, so a writer or the flusher comes for it (and
+            // for what is held).
+            if behind {
+                if state.held.len() >= MAX_HELD {
+                    return Ok(Pushed::Superseded);
+                }
+                state.held.push(item);
+                return Ok(Pushed::Queued);
+            }
         }
         let over_bytes =
             |state: &State| state.buf.len().saturating_add(wire_len(&item)) > max_bytes;
@@ -167,7 +219,7 @@ impl Outbox {
                 flusher.schedule(self.clone());
             }
         }
-        Ok(())
+        Ok(Pushed::Queued)
     }
 
     /// Hand the output to the writer: `queued` drains what the session's queue still
@@ -203,11 +255,19 @@ impl Outbox {
         if state.mode != Mode::Scheduled {
             return;
         }
-        match state.write_now(counters) {
-            Written::All => state.mode = Mode::Idle,
-            Written::Partly => {
-                drop(state);
-                self.wake.notify_one();
+        loop {
+            match state.write_now(counters) {
+                Written::All if state.held.is_empty() => {
+                    state.mode = Mode::Idle;
+                    return;
+                }
+                // Caught up: what was held back goes now.
+                Written::All => state.release_held(),
+                Written::Partly => {
+                    drop(state);
+                    self.wake.notify_one();
+                    return;
+                }
             }
         }
     }
@@ -236,12 +296,15 @@ impl Outbox {
                     if state.mode != Mode::Writer {
                         break;
                     }
-                    if state.buf.is_empty() {
+                    if state.buf.is_empty() && state.held.is_empty() {
                         // Everything went: the socket takes what it is given.
                         state.mode = Mode::Idle;
                         state.stalled = false;
                         break;
                     }
+                    // The previous chunk is written: the latest of what was held back
+                    // goes with this one.
+                    state.release_held();
                     std::mem::swap(&mut state.buf, &mut chunk);
                     std::mem::swap(&mut state.pauses, &mut pauses);
                     let payload = state.payload;
@@ -305,6 +368,7 @@ impl Outbox {
         let mut state = self.lock();
         state.mode = Mode::Closed;
         state.socket = None;
+        state.held = Vec::new();
         let buf = std::mem::take(&mut state.buf);
         if !rest.is_empty() {
             // The writer's chunk ends on a frame boundary; what was queued after it is
@@ -355,6 +419,13 @@ impl State {
                 self.mode = Mode::Writer;
                 Written::Partly
             }
+        }
+    }
+
+    /// Queue what was held back, each the latest of its key.
+    fn release_held(&mut self) {
+        for item in std::mem::take(&mut self.held) {
+            self.append(&item);
         }
     }
 
@@ -529,7 +600,7 @@ mod tests {
         outbox
             .push(text(1), 100, 1 << 20, |item| {
                 queued.push(item);
-                Ok(())
+                Ok(Pushed::Queued)
             })
             .expect("detached: queued");
         outbox.attach(socket.clone(), flusher, queued);
@@ -628,6 +699,55 @@ mod tests {
         for n in 0..100 {
             assert_eq!(next_text(&mut client).await, format!("4{n}"));
         }
+        writer.abort();
+    }
+
+    #[tokio::test]
+    async fn latest_items_of_a_lagging_client_are_held_one_per_key_never_full() {
+        let (outbox, socket, flusher, mut client) = pair().await;
+        // No flusher task and a client that does not read yet: the socket stalls.
+        outbox.attach(socket.clone(), flusher.clone(), []);
+        let big = Outgoing::Frame(Frame::message(&"x".repeat(64 * 1024)));
+        for _ in 0..4 {
+            outbox
+                .push(big.clone(), 8, 64 << 20, |_| unreachable!())
+                .expect("under the limits");
+        }
+        outbox.flush(&flusher.counters);
+        assert!(outbox.lock().stalled, "256 KiB do not fit a socket pair");
+        let key: Arc<str> = Arc::from("/\u{0}room");
+        let latest = |n: usize| Outgoing::Latest(key.clone(), Frame::message(&n.to_string()));
+        let other = Outgoing::Latest(Arc::from("/\u{0}other"), Frame::message("o"));
+        // Far more than the item limit: none is refused, the held ones are replaced.
+        let mut superseded = 0;
+        for n in 0..1000 {
+            match outbox.push(latest(n), 8, 64 << 20, |_| unreachable!()) {
+                Ok(Pushed::Superseded) => superseded += 1,
+                Ok(Pushed::Queued) => {}
+                Err(e) => panic!("latest item {n} refused: {e:?}"),
+            }
+        }
+        assert_eq!(
+            outbox.push(other, 8, 64 << 20, |_| unreachable!()),
+            Ok(Pushed::Queued)
+        );
+        assert_eq!(superseded, 999, "all but the first replaced a held one");
+        assert!(outbox.lock().items < 8, "held items do not count");
+        assert_eq!(outbox.lock().held.len(), 2, "one per key");
+        // An ordinary item after the storm is still taken.
+        outbox
+            .push(text(7), 8, 64 << 20, |_| unreachable!())
+            .expect("not a slow consumer");
+        // Reading again, the client gets what was queued, then the latest of each key.
+        let writer = spawn_writer(&outbox, socket);
+        let mut seen = Vec::new();
+        while seen.last().map(String::as_str) != Some("4o") {
+            let text = next_text(&mut client).await;
+            if text.len() < 100 {
+                seen.push(text);
+            }
+        }
+        assert_eq!(seen, ["47", "4999", "4o"]);
         writer.abort();
     }
 

@@ -23,6 +23,11 @@ pub enum Outgoing {
     /// reading one WebSocket message per socket read still sees it apart from the packet
     /// before (used for the greeting right after CONNECT).
     Paced(Frame),
+    /// One packet that a later item with the same key makes obsolete (such as a room's
+    /// member count): a client that is behind gets the latest of each key rather than
+    /// every one, so that a storm of them cannot make it a slow consumer (see
+    /// [`Session::send`](super::Session::send)). The key is shared by every recipient.
+    Latest(Arc<str>, Frame),
     /// A WebSocket pong answering the client's WebSocket ping. Only a WebSocket carries
     /// it: it has no Engine.IO frames, so a polling response skips it.
     Pong(Bytes),
@@ -40,10 +45,20 @@ impl Outgoing {
         }
     }
 
+    /// The key of a [`Outgoing::Latest`] item.
+    pub fn latest_key(&self) -> Option<&Arc<str>> {
+        match self {
+            Outgoing::Latest(key, _) => Some(key),
+            _ => None,
+        }
+    }
+
     /// The frames of this item, in order.
     pub fn frames(&self) -> &[Frame] {
         match self {
-            Outgoing::Frame(f) | Outgoing::Paced(f) => std::slice::from_ref(f),
+            Outgoing::Frame(f) | Outgoing::Paced(f) | Outgoing::Latest(_, f) => {
+                std::slice::from_ref(f)
+            }
             Outgoing::Group(g) => g,
             Outgoing::Pong(_) => &[],
         }

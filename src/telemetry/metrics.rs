@@ -114,6 +114,7 @@ impl Metrics {
             received_bytes,
             sent_bytes,
             dropped_slow: dropped.with_label_values(&["slow_consumer"]),
+            superseded: dropped.with_label_values(&["superseded"]),
             origin_refused: counter(
                 r,
                 "iorelay_origin_refused_total",

@@ -725,3 +725,93 @@ allowed_hosts = ["other.internal"]
     assert.equal((await getAs("other.internal", "/healthz")).status, 200);
   });
 });
+
+describe("item 7: $presence storms stay within write_queue", () => {
+  // A small write_queue, so that a member that stops reading is soon "behind"; a long
+  // room name and generous rate limits, so that the storm (about 15 MB of $presence to
+  // the member) outgrows what the kernel buffers for a paused reader (a few MB) while
+  // every attacker stays within its own limits.
+  let storm;
+  before(async () => {
+    storm = await startDaemon(`
+[server]
+workers = 1
+[engine]
+write_queue = 16
+[namespaces."/p"]
+presence = true
+[namespaces."/p".limits]
+max_room_name = 1024
+events_per_second = 2000
+burst = 4000
+`);
+  });
+  after(async () => {
+    await stopDaemon(storm);
+  });
+
+  const ATTACKERS = 4;
+  const PAIRS = 1900; // $join + $leave: 3800 events each, within the burst of 4000
+  const ROOM = "stage-".padEnd(1000, "x");
+  // 15,000 events through a debug build on a shared machine take a while.
+  const STORM_MS = 60000;
+
+  async function attacker(i) {
+    const socket = io(`${storm.url}/p`, { forceNew: true, reconnection: false, transports: ["websocket"], auth: { name: `attacker${i}` } });
+    sockets.push(socket);
+    await withTimeout(new Promise((resolve, reject) => { socket.once("connect", resolve); socket.once("connect_error", reject); }), WAIT_MS, "attacker connect");
+    return socket;
+  }
+
+  it("keeps a member that reads slowly connected and gives it the final count", { timeout: 120000 }, async () => {
+    const dropped = async (reason) => (await scrape(storm)).value("iorelay_messages_dropped_total", { reason });
+    const slowBefore = await dropped("slow_consumer");
+    const supersededBefore = await dropped("superseded");
+
+    // The honest member: a raw WebSocket client that joins the room, then stops reading.
+    const member = new raw.Peer(`${storm.url.replace(/^http/, "ws")}/socket.io/?EIO=4&transport=websocket`);
+    assert.match(await member.nextPacket("the OPEN packet"), /^0\{/);
+    member.send("40/p,");
+    assert.match(await member.nextPacket("CONNECT reply"), /^40\/p,\{/);
+    member.send(`42/p,1${JSON.stringify(["$join", ROOM])}`);
+    assert.match(await member.nextPacket("$join ack"), /^43\/p,1\[\{"ok":true/);
+    member.ws._socket.pause();
+
+    const attackers = await Promise.all(Array.from({ length: ATTACKERS }, (_, i) => attacker(i)));
+    await Promise.all(
+      attackers.map(async (socket) => {
+        for (let n = 0; n < PAIRS; n++) {
+          socket.emit("$join", ROOM);
+          socket.emit("$leave", ROOM);
+        }
+        // In order: this ack comes after every event above was handled.
+        const last = await socket.timeout(STORM_MS).emitWithAck("$leave", ROOM);
+        assert.equal(last.ok, true, JSON.stringify(last));
+      }),
+    );
+    // The member fell behind (presence was superseded for it) but was not dropped.
+    assert.equal(await dropped("slow_consumer"), slowBefore, "a member was disconnected as a slow consumer");
+    assert.equal(member.closed, false);
+    assert.ok((await dropped("superseded")) > supersededBefore, "the storm never got the member behind: the test proves nothing");
+
+    // The storm is over; one more join sets the final count.
+    const honest = io(`${storm.url}/p`, { forceNew: true, reconnection: false, auth: { name: "honest" } });
+    sockets.push(honest);
+    await withTimeout(new Promise((resolve) => honest.once("connect", resolve)), WAIT_MS, "honest connect");
+    const joined = await honest.timeout(WAIT_MS).emitWithAck("$join", ROOM);
+    assert.deepEqual(joined, { ok: true, room: ROOM, count: 2 });
+
+    // Reading again, the member gets the latest count, the honest join.
+    member.ws._socket.resume();
+    let presence;
+    for (;;) {
+      const packet = await member.nextPacket("the final $presence");
+      if (!packet.startsWith('42/p,["$presence",')) continue;
+      presence = JSON.parse(packet.slice(5))[1];
+      if (presence.id === honest.id) break;
+    }
+    assert.deepEqual(presence, { room: ROOM, action: "join", id: honest.id, user: "honest", count: 2 });
+    assert.equal(member.closed, false);
+    assert.equal(await dropped("slow_consumer"), slowBefore);
+  });
+});
