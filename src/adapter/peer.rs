@@ -303,6 +303,7 @@ impl PeerAdapter {
             rooms: target.rooms.iter().map(|r| r.to_string()).collect(),
             except: target.except.as_deref().map(str::to_owned),
             frames: item.frames().to_vec(),
+            latest: item.latest_key().map(|k| k.to_string()),
             stamp,
         });
         delivered
@@ -315,6 +316,7 @@ impl PeerAdapter {
                 rooms,
                 except,
                 frames,
+                latest,
                 stamp,
             } => {
                 if let (Some(stamp), Some(record)) = (stamp, self.recorder.get()) {
@@ -324,10 +326,7 @@ impl PeerAdapter {
                     rooms: rooms.into_iter().map(Arc::from).collect(),
                     except: except.map(Arc::from),
                 };
-                let item = match frames.len() {
-                    1 => Outgoing::Frame(frames.into_iter().next().expect("one frame")),
-                    _ => Outgoing::Group(Arc::from(frames)),
-                };
+                let item = Outgoing::from_frames(frames, latest);
                 self.local.broadcast(&nsp, &target, &item);
             }
             Message::Join {

@@ -12,7 +12,7 @@
 //! | 2 | Join | nsp, room, socket id, optional user |
 //! | 3 | Leave | nsp, room, socket id |
 //! | 4 | Gone | nsp, socket id (left every room) |
-//! | 5 | Broadcast | nsp, rooms (list; empty = namespace), optional except id, frames (list of `u8` 0 text / 1 binary + blob), optional stamp (`u8` flag, then `u32` origin, `u64` sequence, `u64` ms since the epoch) |
+//! | 5 | Broadcast | nsp, rooms (list; empty = namespace), optional except id, frames (list of `u8` 0 text / 1 binary + blob), optional latest key, optional stamp (`u8` flag, then `u32` origin, `u64` sequence, `u64` ms since the epoch) |
 //! | 6 | Synced | (none: the snapshot after `Hello` is complete) |
 //!
 //! Decoding is strict and bounded (a frame over [`MAX_FRAME`] is an error, and no count or
@@ -89,6 +89,9 @@ pub enum Message {
         except: Option<String>,
         /// The encoded Engine.IO frames, in order.
         frames: Vec<Frame>,
+        /// The key of a one-frame item that a newer one of the same key supersedes for a
+        /// lagging receiver (`Outgoing::Latest`: a `$presence` and its count).
+        latest: Option<String>,
         /// Who accepted the event, for the receivers' history (none: not recorded).
         stamp: Option<Stamp>,
     },
@@ -156,6 +159,7 @@ impl Message {
                 rooms,
                 except,
                 frames,
+                latest,
                 stamp,
             } => {
                 out.put_u8(5);
@@ -178,6 +182,7 @@ impl Message {
                         }
                     }
                 }
+                put_opt(out, latest.as_deref());
                 match stamp {
                     None => out.put_u8(0),
                     Some(stamp) => {
@@ -259,6 +264,7 @@ fn decode_body(b: &mut Bytes) -> Result<Message, WireError> {
                 };
                 frames.push(frame);
             }
+            let latest = get_opt(b)?;
             let stamp = match get_u8(b)? {
                 0 => None,
                 1 => Some(Stamp {
@@ -273,6 +279,7 @@ fn decode_body(b: &mut Bytes) -> Result<Message, WireError> {
                 rooms,
                 except,
                 frames,
+                latest,
                 stamp,
             }
         }
@@ -394,6 +401,7 @@ mod tests {
                     Frame::message("51-[\"e\",{\"_placeholder\":true,\"num\":0}]"),
                     Frame::Binary(Bytes::from_static(&[0, 1, 2, 255])),
                 ],
+                latest: None,
                 stamp: Some(Stamp {
                     origin: 2,
                     seq: 1 << 50,
@@ -405,6 +413,7 @@ mod tests {
                 rooms: vec![],
                 except: None,
                 frames: vec![],
+                latest: Some("/\u{0}room".into()),
                 stamp: None,
             },
         ]
@@ -523,14 +532,18 @@ mod tests {
                 vec(text(), 0..4),
                 proptest::option::of(text()),
                 vec(frame(), 0..4),
+                proptest::option::of(text()),
                 proptest::option::of((any::<u32>(), any::<u64>(), any::<u64>()))
             )
-                .prop_map(|(nsp, rooms, except, frames, stamp)| Message::Broadcast {
-                    nsp,
-                    rooms,
-                    except,
-                    frames,
-                    stamp: stamp.map(|(origin, seq, at_ms)| Stamp { origin, seq, at_ms }),
+                .prop_map(|(nsp, rooms, except, frames, latest, stamp)| {
+                    Message::Broadcast {
+                        nsp,
+                        rooms,
+                        except,
+                        frames,
+                        latest,
+                        stamp: stamp.map(|(origin, seq, at_ms)| Stamp { origin, seq, at_ms }),
+                    }
                 }),
         ]
     }

@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod diff;
 pub mod load;
+pub mod render;
 pub mod units;
 pub mod validate;
 pub mod webhooks;
@@ -40,10 +41,22 @@ pub struct Config {
     /// Declared namespaces, keyed by name (`"/"`, `"/chat"`). When the config declares
     /// none, [`Config::effective_namespaces`] serves `/` with [`NamespaceConfig::default`].
     pub namespaces: BTreeMap<String, NamespaceConfig>,
+    /// Who the admin listener answers (every route).
+    pub admin: AdminConfig,
     /// The server API on the admin listener.
     pub api: ApiConfig,
     /// Room and membership events POSTed to a receiver.
     pub webhooks: WebhooksConfig,
+}
+
+/// `[admin]`: the admin listener (`server.admin_listen`) as a whole.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Host names (no port, no scheme) that requests may carry in `Host` besides IP
+    /// literals and `localhost`; any other `Host` is refused with 421 on every route, so
+    /// that a web page cannot reach the listener through DNS rebinding. Default `[]`.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// `[api]`: the server API under `/api/v1/` on the admin listener.
@@ -323,6 +336,14 @@ pub struct NamespaceConfig {
     /// What the relay appends, as one object argument, to each relayed application event
     /// (`"id"`, `"user"`, `"ip"`, `"time"`, `"origin"`). Default `[]` (nothing).
     pub meta: Vec<MetaField>,
+    /// Which rooms `$members` lists the members (ids, names) of: `"joined"` (only rooms
+    /// the asking socket is in), `"all"` (also any room it may `$join` by itself, so not
+    /// with `join = "none"`) or `"none"`. Default `"joined"`.
+    pub members: Listing,
+    /// What `$rooms` lists, with member counts: `"all"` (every room of the namespace, as
+    /// a rooms page needs), `"joined"` (only the asking socket's own rooms) or `"none"`.
+    /// Default `"all"`.
+    pub rooms: Listing,
     /// Size, rate and membership limits.
     pub limits: Limits,
     /// Per-event rules that override the namespace defaults, keyed by event name.
@@ -367,6 +388,8 @@ impl Default for NamespaceConfig {
             announce: false,
             welcome: None,
             meta: Vec::new(),
+            members: Listing::Joined,
+            rooms: Listing::All,
             limits: Limits::default(),
             events: BTreeMap::new(),
             auth: AuthConfig::default(),
@@ -401,6 +424,18 @@ pub enum MetaField {
     Time,
     /// The `Origin` header of the sender's handshake (`null` without one).
     Origin,
+}
+
+/// What a client may list with `$members` or `$rooms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Listing {
+    /// Any room of the namespace (for `$members`: any the client may `$join`).
+    All,
+    /// Only the rooms the asking socket is in.
+    Joined,
+    /// Nothing: the listing is refused.
+    None,
 }
 
 /// Which rooms a client may join with `$join`.

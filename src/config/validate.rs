@@ -1,5 +1,5 @@
-//! Checks that a well-typed [`Config`] makes sense, and its rendering for
-//! `iorelay check-config`.
+//! Checks that a well-typed [`Config`] makes sense (its rendering for
+//! `iorelay check-config` is [`render`](super::render), re-exported here).
 //!
 //! Types already rule out most mistakes (serde refuses unknown keys, bad sizes, bad
 //! durations); what is left here are rules on values and between keys: a zero timeout, a
@@ -11,7 +11,8 @@ use std::collections::HashSet;
 use std::fmt;
 use std::time::Duration;
 
-use super::{Config, EventRule, JoinPolicy, Limits, NamespaceConfig, Route, Size};
+pub use super::render::{REDACTED, SECRET_KEYS, render};
+use super::{Config, EventRule, JoinPolicy, Limits, Listing, NamespaceConfig, Route, Size};
 
 /// One broken rule: the dotted key it is about and why, in words an operator acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +59,7 @@ pub fn validate(c: &Config) -> Result<(), Vec<Problem>> {
     check_server(c, &mut problems);
     check_origins_and_proxies(c, &mut problems);
     check_engine(c, &mut problems);
+    check_admin(c, &mut problems);
     check_api(c, &mut problems);
     for (key, reason) in super::webhooks::check(&c.webhooks) {
         problems.push(Problem::new(key, reason));
@@ -186,6 +188,17 @@ fn check_server(c: &Config, out: &mut Vec<Problem>) {
 
 /// Largest `api.max_body`.
 const MAX_API_BODY: u64 = 64 << 20;
+
+fn check_admin(c: &Config, out: &mut Vec<Problem>) {
+    for (i, entry) in c.admin.allowed_hosts.iter().enumerate() {
+        if let Err(e) = crate::http::host::Hosts::parse(std::slice::from_ref(entry)) {
+            out.push(Problem::new(
+                format!("admin.allowed_hosts[{i}]"),
+                e.to_string(),
+            ));
+        }
+    }
+}
 
 fn check_api(c: &Config, out: &mut Vec<Problem>) {
     // The token file is read where it is used (at start and on reload), not here: the
@@ -332,6 +345,14 @@ fn check_namespace(c: &Config, name: &str, ns: &NamespaceConfig, out: &mut Vec<P
     }
     if let Some(welcome) = &ns.welcome {
         check_welcome(&format!("{key}.welcome"), welcome, out);
+    }
+    if ns.members == Listing::All && ns.join == JoinPolicy::None {
+        // "all" reaches the rooms a client may enter by itself; with no such room it
+        // would silently mean "joined".
+        out.push(Problem::new(
+            format!("{key}.members"),
+            "\"all\" lists the rooms a client may $join, and join = \"none\" allows none; use \"joined\" (or a join policy)",
+        ));
     }
     check_limits(c, &key, &ns.limits, out);
     if let Some(history) = &ns.history {
@@ -518,84 +539,6 @@ fn check_limits(c: &Config, ns_key: &str, l: &Limits, out: &mut Vec<Problem>) {
     }
 }
 
-/// Dotted keys whose values are secrets, which [`render`] prints as [`REDACTED`]. A `*`
-/// matches any one key (a namespace name, say). Add the key here in the same change that
-/// adds a secret to the config tree (a JWT key, a Redis password, the API token); the
-/// `redaction_*` tests check that the walk finds nested keys.
-pub const SECRET_KEYS: &[&str] = &[
-    "api.tokens",
-    "namespaces.*.auth.jwt.secret",
-    "webhooks.secret",
-];
-
-/// What [`render`] prints in place of a secret.
-pub const REDACTED: &str = "<redacted>";
-
-/// The effective config as TOML, for `iorelay check-config`: every key with its value,
-/// in the order of the config tree, secrets replaced by [`REDACTED`]. Without secrets the
-/// text reads back to the same [`Config`].
-pub fn render(c: &Config) -> String {
-    let mut table = toml::Table::try_from(c).expect("the config tree serializes to a TOML table");
-    let mut redacted_any = false;
-    for key in SECRET_KEYS {
-        redacted_any |= redact(&mut table, &key.split('.').collect::<Vec<_>>());
-    }
-    // Printing the struct keeps the tree's key order (a table prints sorted); the
-    // redacted table goes back through the struct for that, as secrets are strings.
-    let ordered = if redacted_any {
-        table.clone().try_into::<Config>().ok()
-    } else {
-        Some(c.clone())
-    };
-    match ordered {
-        Some(config) => toml::to_string(&config),
-        None => toml::to_string(&table),
-    }
-    .expect("a TOML table prints as TOML")
-}
-
-/// Replaces every value at `path` (with `*` segments) by [`REDACTED`]; true if any was.
-fn redact(table: &mut toml::Table, path: &[&str]) -> bool {
-    match path {
-        [] => false,
-        [last] => {
-            let mut hit = false;
-            for (k, v) in table.iter_mut() {
-                if *last != "*" && k != last {
-                    continue;
-                }
-                match v {
-                    // A list of secrets stays a list, so that the text still reads back.
-                    toml::Value::Array(items) => {
-                        for item in items.iter_mut() {
-                            *item = toml::Value::String(REDACTED.to_owned());
-                            hit = true;
-                        }
-                    }
-                    // An empty secret (a key that is off) hides nothing and reads back.
-                    toml::Value::String(s) if s.is_empty() => {}
-                    _ => {
-                        *v = toml::Value::String(REDACTED.to_owned());
-                        hit = true;
-                    }
-                }
-            }
-            hit
-        }
-        [first, rest @ ..] => {
-            let mut hit = false;
-            for (k, v) in table.iter_mut() {
-                if *first == "*" || k == first {
-                    if let toml::Value::Table(inner) = v {
-                        hit |= redact(inner, rest);
-                    }
-                }
-            }
-            hit
-        }
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
@@ -672,6 +615,7 @@ mod tests {
         c.engine.outbound_budget = Size(998);
         c.engine.body_timeout = Duration::ZERO;
         c.server.group = Some("iorelay".to_owned());
+        c.admin.allowed_hosts = vec!["relay.internal".to_owned(), "http://x:1".to_owned()];
         assert_eq!(
             keys(&c),
             [
@@ -697,6 +641,7 @@ mod tests {
                 "engine.write_queue",
                 "engine.echo_path",
                 "engine.echo_path",
+                "admin.allowed_hosts[1]",
                 // The implicit `/` follows a small max_payload instead of failing.
             ]
         );
@@ -711,6 +656,23 @@ mod tests {
         c.engine.transports = vec![Transport::Websocket];
         c.engine.echo_path = Some("/socket.io/".to_owned());
         assert_eq!(keys(&c), ["engine.echo_path"]);
+    }
+
+    #[test]
+    fn members_all_needs_a_join_policy() {
+        let mut c = Config::default();
+        let ns = |join, members| NamespaceConfig {
+            join,
+            members,
+            ..NamespaceConfig::default()
+        };
+        c.namespaces
+            .insert("/a".to_owned(), ns(JoinPolicy::None, Listing::All));
+        c.namespaces
+            .insert("/b".to_owned(), ns(JoinPolicy::None, Listing::Joined));
+        c.namespaces
+            .insert("/c".to_owned(), ns(JoinPolicy::Any, Listing::All));
+        assert_eq!(keys(&c), ["namespaces./a.members"]);
     }
 
     #[test]
@@ -905,6 +867,8 @@ mod tests {
                 route: route.clone(),
                 greet: Some("hello".to_owned()),
                 announce: true,
+                members: [Listing::Joined, Listing::All, Listing::None][i % 3],
+                rooms: [Listing::None, Listing::Joined, Listing::All][i % 3],
                 welcome: Some(crate::config::Welcome {
                     event: "hi".to_owned(),
                     args: vec![serde_json::json!({"a": [1, "b"]})],
@@ -999,8 +963,14 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert!(redact(&mut table, &["namespaces", "*", "auth", "secret"]));
-        assert!(!redact(&mut table, &["server", "password"]));
+        assert!(super::super::render::redact(
+            &mut table,
+            &["namespaces", "*", "auth", "secret"]
+        ));
+        assert!(!super::super::render::redact(
+            &mut table,
+            &["server", "password"]
+        ));
         let text = toml::to_string(&table).unwrap();
         assert!(!text.contains("s1") && !text.contains("s2"), "{text}");
         assert_eq!(text.matches(REDACTED).count(), 2, "{text}");

@@ -329,6 +329,7 @@ pub async fn run(
     let access = Arc::new(Access::configured(
         &loaded.config,
         metrics.api_requests.clone(),
+        metrics.admin_host_refused.clone(),
     )?);
     let webhooks = Webhooks::new(&loaded.config.webhooks, metrics.webhooks.clone())?;
     webhooks.spawn();

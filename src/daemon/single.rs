@@ -58,6 +58,7 @@ pub async fn run(
     let access = Arc::new(Access::configured(
         &loaded.config,
         metrics.api_requests.clone(),
+        metrics.admin_host_refused.clone(),
     )?);
     // This process is the whole host: it owns the webhook sender.
     let webhooks = Webhooks::new(&loaded.config.webhooks, metrics.webhooks.clone())?;

@@ -24,6 +24,9 @@ pub struct Meters {
     /// Outgoing packets not queued because the worker's outbound budget was reached (the
     /// client is closed as `memory_budget`).
     pub dropped_budget: IntCounter,
+    /// [`Outgoing::Latest`](super::Outgoing::Latest) packets a lagging client did not
+    /// get because a newer one of the same key replaced them.
+    pub superseded: IntCounter,
     /// Engine.IO requests refused because of their `Origin`.
     pub origin_refused: IntCounter,
     /// Handshakes refused by a connection limit, by `reason` (`session_limit`,
@@ -76,6 +79,8 @@ impl Default for Meters {
             dropped_slow: IntCounter::new("unregistered", "unregistered")
                 .expect("static metric options are valid"),
             dropped_budget: IntCounter::new("unregistered", "unregistered")
+                .expect("static metric options are valid"),
+            superseded: IntCounter::new("unregistered", "unregistered")
                 .expect("static metric options are valid"),
             origin_refused: IntCounter::new("unregistered", "unregistered")
                 .expect("static metric options are valid"),

@@ -16,6 +16,12 @@
 //! the engine's outbound [`Budget`]: an item that would take it over is refused
 //! ([`Refused::OverBudget`]) and the session closes. The flusher's path charges nothing.
 //!
+//! [`Outgoing::Latest`] items (a `$presence` and its count) are the one exception to the
+//! slow-consumer rule: once half the limit waits they are *held*, one per key, the newest
+//! replacing the older (counted as superseded), and go out with the writer's next chunk.
+//! A storm of them costs a lagging client at most one item per key, never its
+//! connection; the common case (a client that keeps up) takes no extra step.
+//!
 //! [`Session::send`]: super::Session::send
 
 use std::future::Future;
@@ -27,15 +33,28 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 
+use super::TransportBytes;
 use super::budget::Budget;
 use super::outgoing::{Outgoing, PACE};
-use super::wsio::{self, WriteSide};
-use super::{Frame, TransportBytes};
+use super::wsio::{WriteSide, put_item, wire_len};
 
 /// Capacity an outbox keeps between writes; a larger buffer is freed once written.
 const KEEP_CAPACITY: usize = 16 * 1024;
 /// Outboxes the flusher writes before it lets other tasks run.
 const FLUSH_TURN: usize = 256;
+/// Most [`Outgoing::Latest`] keys one outbox holds back; a further key's item is dropped
+/// (as superseded). Keys are rooms and namespaces, bounded by the relay's `max_rooms`.
+const MAX_HELD: usize = 256;
+
+/// How [`Outbox::push`] took an item.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Queued (or held back, to go out with the next write).
+    Queued,
+    /// Dropped: a newer item of the same [`Outgoing::Latest`] key replaced it, or
+    /// replaced an older one.
+    Superseded,
+}
 
 /// Why [`Outbox::push`] did not take an item.
 #[derive(Debug, PartialEq, Eq)]
@@ -80,6 +99,9 @@ struct State {
     /// Bytes of `buf` charged to the budget: all of it while the writer owns the output
     /// (but an item refused by the budget), nothing otherwise.
     charged: usize,
+    /// [`Outgoing::Latest`] items held back while the client is behind, one per key,
+    /// the newest: appended to `buf` when the writer next takes it.
+    held: Vec<Outgoing>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +142,7 @@ impl Outbox {
                 cut: false,
                 stalled: false,
                 charged: 0,
+                held: Vec::new(),
             }),
             wake: Notify::new(),
         })
@@ -132,21 +155,50 @@ impl Outbox {
     /// Take `item` for the WebSocket, within `max_items` items and `max_bytes` bytes
     /// waiting. While detached, `queue` is called instead, under the same lock (so that
     /// an attach cannot slip in between) and its answer returned.
+    ///
+    /// An [`Outgoing::Latest`] item never counts against the limits: while the client is
+    /// behind (half the bytes or half the items waiting) it is held back, replacing a
+    /// held one of its key, and goes out when the writer next takes the buffer. A storm
+    /// of them costs a lagging client one item per key, not a disconnect.
     pub(crate) fn push<Q>(
         self: &Arc<Self>,
         item: Outgoing,
         max_items: usize,
         max_bytes: usize,
         queue: Q,
-    ) -> Result<(), Refused>
+    ) -> Result<Pushed, Refused>
     where
-        Q: FnOnce(Outgoing) -> Result<(), Refused>,
+        Q: FnOnce(Outgoing) -> Result<Pushed, Refused>,
     {
         let mut state = self.lock();
         match state.mode {
             Mode::Detached => return queue(item),
             Mode::Closed => return Err(Refused::Closed),
             Mode::Idle | Mode::Scheduled | Mode::Writer => {}
+        }
+        if let Some(key) = item.latest_key() {
+            if let Some(older) = state
+                .held
+                .iter_mut()
+                .find(|held| held.latest_key() == Some(key))
+            {
+                *older = item;
+                return Ok(Pushed::Superseded);
+            }
+            // Half the items whether the socket is stalled yet or not: these items must
+            // never bring the buffer near the limit at which the next ordinary item (a
+            // ping, an ack) would find the client a slow consumer.
+            let behind = state.buf.len().saturating_add(wire_len(&item)) > max_bytes / 2
+                || state.items >= max_items / 2;
+            // Something is in the buffer, so a writer or the flusher comes for it (and
+            // for what is held).
+            if behind {
+                if state.held.len() >= MAX_HELD {
+                    return Ok(Pushed::Superseded);
+                }
+                state.held.push(item);
+                return Ok(Pushed::Queued);
+            }
         }
         let over_bytes =
             |state: &State| state.buf.len().saturating_add(wire_len(&item)) > max_bytes;
@@ -198,7 +250,7 @@ impl Outbox {
                 flusher.schedule(self.clone());
             }
         }
-        Ok(())
+        Ok(Pushed::Queued)
     }
 
     /// Hand the output to the writer: `queued` drains what the session's queue still
@@ -245,12 +297,20 @@ impl Outbox {
         if state.mode != Mode::Scheduled {
             return;
         }
-        match state.write_now(counters) {
-            Written::All => state.mode = Mode::Idle,
-            Written::Partly => {
-                self.charge_held(&mut state);
-                drop(state);
-                self.wake.notify_one();
+        loop {
+            match state.write_now(counters) {
+                Written::All if state.held.is_empty() => {
+                    state.mode = Mode::Idle;
+                    return;
+                }
+                // Caught up: what was held back goes now.
+                Written::All => state.release_held(),
+                Written::Partly => {
+                    self.charge_held(&mut state);
+                    drop(state);
+                    self.wake.notify_one();
+                    return;
+                }
             }
         }
     }
@@ -284,12 +344,15 @@ impl Outbox {
                     if state.mode != Mode::Writer {
                         break;
                     }
-                    if state.buf.is_empty() {
+                    if state.buf.is_empty() && state.held.is_empty() {
                         // Everything went: the socket takes what it is given.
                         state.mode = Mode::Idle;
                         state.stalled = false;
                         break;
                     }
+                    // The previous chunk is written: the latest of what was held back
+                    // goes with this one.
+                    state.release_held();
                     std::mem::swap(&mut state.buf, &mut chunk);
                     std::mem::swap(&mut state.pauses, &mut pauses);
                     let payload = state.payload;
@@ -356,6 +419,7 @@ impl Outbox {
         state.mode = Mode::Closed;
         state.socket = None;
         self.budget.release(std::mem::take(&mut state.charged));
+        state.held = Vec::new();
         let buf = std::mem::take(&mut state.buf);
         if !rest.is_empty() {
             // The writer's chunk ends on a frame boundary; what was queued after it is
@@ -435,6 +499,13 @@ impl State {
         }
     }
 
+    /// Queue what was held back, each the latest of its key.
+    fn release_held(&mut self) {
+        for item in std::mem::take(&mut self.held) {
+            self.append(&item);
+        }
+    }
+
     fn append(&mut self, item: &Outgoing) {
         if matches!(item, Outgoing::Paced(_)) {
             self.pauses.push(self.buf.len());
@@ -464,33 +535,6 @@ impl State {
         if self.buf.capacity() > KEEP_CAPACITY {
             self.buf = Vec::new();
         }
-    }
-}
-
-/// Bytes an item takes on the wire (its frames' headers included).
-fn wire_len(item: &Outgoing) -> usize {
-    match item {
-        Outgoing::Pong(data) => data.len() + 2,
-        _ => item.frames().iter().map(|f| f.len() + 10).sum(),
-    }
-}
-
-/// Append an item's WebSocket frames to `buf`.
-pub(crate) fn put_item(buf: &mut Vec<u8>, item: &Outgoing) {
-    if let Outgoing::Pong(data) = item {
-        wsio::put_frame(buf, wsio::OP_PONG, data);
-        return;
-    }
-    for frame in item.frames() {
-        put_packet(buf, frame);
-    }
-}
-
-/// Append one Engine.IO packet as a WebSocket frame.
-pub(crate) fn put_packet(buf: &mut Vec<u8>, frame: &Frame) {
-    match frame {
-        Frame::Text(t) => wsio::put_frame(buf, wsio::OP_TEXT, t.as_bytes()),
-        Frame::Binary(b) => wsio::put_frame(buf, wsio::OP_BINARY, b),
     }
 }
 
@@ -546,8 +590,8 @@ impl Flusher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Meters;
     use crate::engine::wsio::WsSocket;
+    use crate::engine::{Frame, Meters};
     use futures_util::StreamExt;
     use tokio_tungstenite::WebSocketStream;
     use tokio_tungstenite::tungstenite::Message;
@@ -618,7 +662,7 @@ mod tests {
         outbox
             .push(text(1), 100, 1 << 20, |item| {
                 queued.push(item);
-                Ok(())
+                Ok(Pushed::Queued)
             })
             .expect("detached: queued");
         outbox.attach(socket.clone(), flusher, queued);
@@ -766,6 +810,55 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn latest_items_of_a_lagging_client_are_held_one_per_key_never_full() {
+        let (outbox, socket, flusher, mut client) = pair().await;
+        // No flusher task and a client that does not read yet: the socket stalls.
+        outbox.attach(socket.clone(), flusher.clone(), []);
+        let big = Outgoing::Frame(Frame::message(&"x".repeat(64 * 1024)));
+        for _ in 0..4 {
+            outbox
+                .push(big.clone(), 8, 64 << 20, |_| unreachable!())
+                .expect("under the limits");
+        }
+        outbox.flush(&flusher.counters);
+        assert!(outbox.lock().stalled, "256 KiB do not fit a socket pair");
+        let key: Arc<str> = Arc::from("/\u{0}room");
+        let latest = |n: usize| Outgoing::Latest(key.clone(), Frame::message(&n.to_string()));
+        let other = Outgoing::Latest(Arc::from("/\u{0}other"), Frame::message("o"));
+        // Far more than the item limit: none is refused, the held ones are replaced.
+        let mut superseded = 0;
+        for n in 0..1000 {
+            match outbox.push(latest(n), 8, 64 << 20, |_| unreachable!()) {
+                Ok(Pushed::Superseded) => superseded += 1,
+                Ok(Pushed::Queued) => {}
+                Err(e) => panic!("latest item {n} refused: {e:?}"),
+            }
+        }
+        assert_eq!(
+            outbox.push(other, 8, 64 << 20, |_| unreachable!()),
+            Ok(Pushed::Queued)
+        );
+        assert_eq!(superseded, 999, "all but the first replaced a held one");
+        assert!(outbox.lock().items < 8, "held items do not count");
+        assert_eq!(outbox.lock().held.len(), 2, "one per key");
+        // An ordinary item after the storm is still taken.
+        outbox
+            .push(text(7), 8, 64 << 20, |_| unreachable!())
+            .expect("not a slow consumer");
+        // Reading again, the client gets what was queued, then the latest of each key.
+        let writer = spawn_writer(&outbox, socket);
+        let mut seen = Vec::new();
+        while seen.last().map(String::as_str) != Some("4o") {
+            let text = next_text(&mut client).await;
+            if text.len() < 100 {
+                seen.push(text);
+            }
+        }
+        assert_eq!(seen, ["47", "4999", "4o"]);
+        writer.abort();
+    }
+
+    #[tokio::test]
     async fn the_item_limit_counts_once_the_socket_takes_no_more() {
         let (outbox, socket, flusher, _client) = pair().await;
         // No flusher task and a client that does not read: 8 × 64 KiB is more than a
@@ -843,7 +936,7 @@ mod tests {
         let Leftover::Rest(mut rest) = left else {
             panic!("the cut frame must be completed");
         };
-        wsio::put_close(&mut rest, 1000);
+        crate::engine::wsio::put_close(&mut rest, 1000);
         let finish = tokio::spawn(async move { socket.write_all(&rest).await });
         match client.next().await {
             Some(Ok(Message::Binary(b))) => {

@@ -48,6 +48,23 @@ impl Queue {
         Ok(())
     }
 
+    /// Put an [`Outgoing::Latest`] item in the place of the newest queued one of its key,
+    /// when the queue is half full or `behind`; the replaced item's bytes. Gives the item
+    /// back when it takes no place (the queue has room enough, or holds none of its key).
+    pub(crate) fn supersede(&self, item: Outgoing, behind: bool) -> Result<usize, Outgoing> {
+        let Some(key) = item.latest_key() else {
+            return Err(item);
+        };
+        let mut items = self.items.lock();
+        if !behind && items.len() < self.capacity / 2 {
+            return Err(item);
+        }
+        match items.iter_mut().rev().find(|q| q.latest_key() == Some(key)) {
+            Some(older) => Ok(std::mem::replace(older, item).bytes()),
+            None => Err(item),
+        }
+    }
+
     /// Whether nothing is queued.
     #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
@@ -92,6 +109,27 @@ mod tests {
             [Frame::Text(t)] => t.to_string(),
             other => panic!("one text frame expected, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_latest_item_replaces_the_newest_of_its_key_once_half_full() {
+        let queue = Queue::new(4);
+        let key: std::sync::Arc<str> = std::sync::Arc::from("k");
+        let latest = |n: usize| Outgoing::Latest(key.clone(), Frame::message(&n.to_string()));
+        // Room enough: it takes no place, the caller queues it.
+        assert!(queue.supersede(latest(0), false).is_err());
+        queue.push(latest(0)).expect("room");
+        queue.push(item(1)).expect("room");
+        // Half full: it replaces the queued one of its key, in its place.
+        assert_eq!(
+            queue.supersede(latest(2), false).map_err(|_| ()),
+            Ok(latest(0).bytes())
+        );
+        assert_eq!(text(&queue.try_recv().expect("queued")), "42");
+        assert_eq!(text(&queue.try_recv().expect("queued")), "41");
+        // Behind in bytes with nothing of its key queued: the caller queues it.
+        assert!(queue.supersede(latest(3), true).is_err());
+        assert!(queue.supersede(item(4), true).is_err(), "not a latest item");
     }
 
     #[tokio::test]

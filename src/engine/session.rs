@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::budget::Budget;
 use super::meters::Meters;
-use super::outbox::{Outbox, Refused};
+use super::outbox::{Outbox, Pushed, Refused};
 use super::outgoing::Outgoing;
 use super::packet::{Frame, Packet};
 use super::queue::Queue;
@@ -296,7 +296,9 @@ impl Session {
 
     /// Queue an item for the client without waiting. A full queue closes the session as a
     /// slow consumer (the caller is usually a fan-out that must not stall on one reader);
-    /// returns whether the item was queued.
+    /// returns whether the item was queued. An [`Outgoing::Latest`] item never does: to a
+    /// client that is behind it goes in place of an older one of its key (counted in
+    /// `superseded`).
     pub fn send(&self, item: Outgoing) -> bool {
         if self.is_closed() {
             return false;
@@ -308,7 +310,11 @@ impl Session {
                 self.enqueue(item, budget)
             });
         match pushed {
-            Ok(()) => true,
+            Ok(Pushed::Queued) => true,
+            Ok(Pushed::Superseded) => {
+                self.meters.superseded.inc();
+                true
+            }
             Err(Refused::Full) => {
                 self.meters.dropped_slow.inc();
                 tracing::info!(sid = %self.sid, "outbound queue full, closing slow consumer");
@@ -326,9 +332,23 @@ impl Session {
     }
 
     /// Put an item on the queue that a transport takes from (before a WebSocket writer
-    /// has attached the outbox).
-    fn enqueue(&self, item: Outgoing, budget: usize) -> Result<(), Refused> {
+    /// has attached the outbox). An [`Outgoing::Latest`] item, while the queue is half
+    /// full (items or bytes), takes the place of a queued one of its key instead.
+    fn enqueue(&self, item: Outgoing, budget: usize) -> Result<Pushed, Refused> {
         let bytes = item.bytes();
+        let item = if item.latest_key().is_some() {
+            let behind = self.queued_bytes.load(Ordering::Acquire) > budget / 2;
+            match self.queue.supersede(item, behind) {
+                Ok(older) => {
+                    self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+                    self.queued_bytes.fetch_sub(older, Ordering::AcqRel);
+                    return Ok(Pushed::Superseded);
+                }
+                Err(item) => item,
+            }
+        } else {
+            item
+        };
         let before = self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
         if before.saturating_add(bytes) > budget {
             self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
@@ -338,7 +358,7 @@ impl Session {
             self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
             return Err(Refused::OverBudget);
         }
-        self.queue.push(item).map_err(|_| {
+        self.queue.push(item).map(|()| Pushed::Queued).map_err(|_| {
             self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
             self.budget.release(bytes);
             Refused::Full

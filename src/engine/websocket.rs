@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
 use super::TransportBytes;
-use super::outbox::{self, Flusher, Leftover};
+use super::outbox::{Flusher, Leftover};
 use super::outgoing::Outgoing;
 use super::packet::{Frame, Packet};
 use super::session::{CloseReason, Session};
@@ -334,7 +334,7 @@ async fn write_websocket(
 /// Write one packet at once (before the writer runs: OPEN, the probe's answer).
 pub(super) async fn write_frame(sink: &WriteSide, frame: &Frame) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(frame.len() + 10);
-    outbox::put_packet(&mut buf, frame);
+    super::wsio::put_packet(&mut buf, frame);
     sink.write_all(&buf).await
 }
 

@@ -14,6 +14,8 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream, tcp, unix};
 
+use super::{Frame, Outgoing};
+
 /// Opcode of a text frame.
 pub(crate) const OP_TEXT: u8 = 0x1;
 /// Opcode of a binary frame.
@@ -142,6 +144,33 @@ pub(crate) fn put_frame(buf: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
 /// Append a close frame with `code` and no reason.
 pub(crate) fn put_close(buf: &mut Vec<u8>, code: u16) {
     put_frame(buf, OP_CLOSE, &code.to_be_bytes());
+}
+
+/// Bytes an item takes on the wire (its frames' headers included).
+pub(crate) fn wire_len(item: &Outgoing) -> usize {
+    match item {
+        Outgoing::Pong(data) => data.len() + 2,
+        _ => item.frames().iter().map(|f| f.len() + 10).sum(),
+    }
+}
+
+/// Append an item's WebSocket frames to `buf`.
+pub(crate) fn put_item(buf: &mut Vec<u8>, item: &Outgoing) {
+    if let Outgoing::Pong(data) = item {
+        put_frame(buf, OP_PONG, data);
+        return;
+    }
+    for frame in item.frames() {
+        put_packet(buf, frame);
+    }
+}
+
+/// Append one Engine.IO packet as a WebSocket frame.
+pub(crate) fn put_packet(buf: &mut Vec<u8>, frame: &Frame) {
+    match frame {
+        Frame::Text(t) => put_frame(buf, OP_TEXT, t.as_bytes()),
+        Frame::Binary(b) => put_frame(buf, OP_BINARY, b),
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The admin listener's routes: `/healthz`, `/readyz` and `/metrics` (open, for health
 //! checks and Prometheus), and everything under `/api/v1/` (the server API and the ops
-//! routes, behind a bearer token: [`api`](super::api)). Never exposed publicly by default
+//! routes, behind a bearer token: [`api`](super::api)). Every route first checks the
+//! request's `Host` ([`host`](super::host)) against DNS rebinding. Never exposed publicly by default
 //! (loopback). Also the [`Control`] of a single process ([`Local`]) and the status
 //! document it and each worker build ([`Status`]).
 
@@ -74,6 +75,27 @@ impl std::fmt::Debug for Admin {
 impl Admin {
     /// Serve one request.
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path();
+        // Every route checks Host, the open ones too: a rebound page must not read
+        // /metrics (room and namespace names) either. Scrapers and monitors address the
+        // listener by IP or localhost, which always pass. The API checks it itself, to
+        // count the refusal with its other answers.
+        let route = match path {
+            "/healthz" => Some("healthz"),
+            "/readyz" => Some("readyz"),
+            "/metrics" => Some("metrics"),
+            path if path.starts_with("/api/v1/") => None,
+            _ => Some("other"),
+        };
+        if let Some(route) = route {
+            let host = req.headers().get(header::HOST).map(|v| v.as_bytes());
+            if !self.access.admits_host(route, host) {
+                return plain(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "misdirected request: the Host header names neither an IP address, localhost nor admin.allowed_hosts\n",
+                );
+            }
+        }
         match req.uri().path() {
             "/healthz" | "/readyz" => {
                 if self.health.is_serving() {

@@ -18,16 +18,19 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::control::Control;
+use super::host::Hosts;
 use crate::api::{self, Call, Emit, Reply, Tokens};
 use crate::config::Config;
 
-/// Who may use the API and how much they may send (swapped on reload), and the count of
-/// what was asked.
+/// Who may use the admin listener — the `Host` names it answers to, the API's tokens —
+/// and how much they may send (swapped on reload), and the count of what was asked.
 #[derive(Debug, Default)]
 pub struct Access {
-    state: RwLock<(Tokens, usize)>,
+    state: RwLock<Settings>,
     /// `iorelay_api_requests_total{route,status}`, when registered.
     requests: Option<prometheus::IntCounterVec>,
+    /// `iorelay_admin_host_refused_total{route}`, when registered.
+    host_refused: Option<prometheus::IntCounterVec>,
 }
 
 impl Access {
@@ -36,12 +39,32 @@ impl Access {
     pub fn load(config: &Config) -> Result<Settings, api::tokens::Error> {
         let tokens = Tokens::load(&config.api.tokens, config.api.token_file.as_deref())?;
         let limit = usize::try_from(config.api.max_body.bytes()).unwrap_or(usize::MAX);
-        Ok(Settings(tokens, limit))
+        // Validation refused a bad name already; none is the safe reading of one anyway.
+        let hosts = Hosts::parse(&config.admin.allowed_hosts).unwrap_or_default();
+        Ok(Settings(tokens, limit, hosts))
     }
 
     /// Access as `settings` say, from the next request on.
     pub fn install(&self, settings: Settings) {
-        *self.state.write() = (settings.0, settings.1);
+        *self.state.write() = settings;
+    }
+
+    /// Whether a request to `route` (a label of `iorelay_admin_host_refused_total`) with
+    /// the `Host` `host` may be answered; a refusal is logged and counted.
+    pub fn admits_host(&self, route: &'static str, host: Option<&[u8]>) -> bool {
+        if self.state.read().2.admits(host) {
+            return true;
+        }
+        // A browser on the host can send these at will: DEBUG, the counter is the signal.
+        tracing::debug!(
+            route,
+            host = %String::from_utf8_lossy(host.unwrap_or_default()),
+            "admin request refused: its Host is not this listener's (DNS rebinding?)"
+        );
+        if let Some(refused) = &self.host_refused {
+            refused.with_label_values(&[route]).inc();
+        }
+        false
     }
 
     /// Access as `config` says (at start), counting requests in `requests`; logs what
@@ -49,9 +72,11 @@ impl Access {
     pub fn configured(
         config: &Config,
         requests: prometheus::IntCounterVec,
+        host_refused: prometheus::IntCounterVec,
     ) -> Result<Access, api::tokens::Error> {
         let access = Access {
             requests: Some(requests),
+            host_refused: Some(host_refused),
             ..Access::default()
         };
         access.install(Access::load(config)?);
@@ -75,9 +100,10 @@ impl Access {
     }
 }
 
-/// The `[api]` settings of a config, loaded and checked.
-#[derive(Debug)]
-pub struct Settings(Tokens, usize);
+/// The `[admin]` and `[api]` settings of a config, loaded and checked: the tokens, the
+/// body limit, the allowed `Host` names.
+#[derive(Debug, Default)]
+pub struct Settings(Tokens, usize, Hosts);
 
 /// `POST /api/v1/sockets/{id}/join|leave`.
 #[derive(Debug, Deserialize)]
@@ -110,6 +136,16 @@ struct RoomsBody {
 fn root() -> String {
     "/".to_owned()
 }
+
+/// The status of a request whose `Host` is not this listener's: 421 Misdirected Request
+/// ("this server does not answer for that authority", RFC 9110 §15.5.20) says exactly
+/// that, and keeps it apart from 401 (token) and 403 (Origin) for an operator who finds
+/// a misnamed proxy or scraper in the log. No browser reads a 421 answer's body as the
+/// rebound page's content any more than a 403's.
+pub const MISDIRECTED: u16 = 421;
+/// Its error text.
+pub const MISDIRECTED_TEXT: &str =
+    "the Host header names neither an IP address, localhost nor admin.allowed_hosts";
 
 /// Longest room name or socket id a backend may name, in characters (the OpenAPI
 /// document's `maxLength`).
@@ -175,6 +211,13 @@ async fn answer(
 ) -> Result<Response<Full<Bytes>>, Reply> {
     let (head, incoming) = req.into_parts();
     let path = head.uri.path();
+    let host = head
+        .headers
+        .get(header::HOST)
+        .map(header::HeaderValue::as_bytes);
+    if !access.admits_host("api", host) {
+        return Err(Reply::error(MISDIRECTED, MISDIRECTED_TEXT));
+    }
     if head.headers.contains_key(header::ORIGIN) {
         tracing::warn!(
             path,

@@ -12,6 +12,7 @@ pub mod api;
 pub mod control;
 pub mod files;
 pub mod forward;
+pub mod host;
 pub mod response;
 
 use std::net::SocketAddr;

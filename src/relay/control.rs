@@ -1,6 +1,7 @@
 //! Control events the relay answers itself: `$join`, `$leave`, `$rooms`, `$members`,
 //! `$history` (answered by [`recall`]), and the `$presence` announcements that joins and
-//! leaves cause.
+//! leaves cause. What the two listings show is the namespace's `rooms` and `members`
+//! policy ([`Policy::may_list_members`]).
 //!
 //! Replies go through the ack when the client asked for one; refusals without an ack come
 //! back as `$error` (see [`reply::refuse`](super::reply::refuse)).
@@ -15,7 +16,8 @@ use super::recall;
 use super::reply::{outgoing, presence, refuse};
 use super::shared::Shared;
 use super::socket::Socket;
-use crate::adapter::{Member, Target};
+use crate::adapter::{Member, RoomCount, Target, is_listed};
+use crate::config::Listing;
 use crate::socketio::packet as sio;
 
 /// Handle a `$…` event.
@@ -46,10 +48,7 @@ pub async fn handle(
         }
         "$join" => join(relay, policy, socket, args).await,
         "$leave" => leave(relay, policy, socket, args).await,
-        "$rooms" => {
-            let rooms = relay.bus.rooms(&socket.nsp).await;
-            Ok(json!({ "ok": true, "rooms": rooms }))
-        }
+        "$rooms" => rooms(relay, policy, socket).await,
         "$members" => members(relay, policy, socket, args).await,
         _ => Err(Refusal::UnknownControl),
     };
@@ -221,9 +220,7 @@ async fn members(
     args: &[&RawValue],
 ) -> Result<Value, Refusal> {
     let room = room_arg(args)?;
-    if !socket.is_in(&room) {
-        policy.may_join(&room, &socket.grants)?;
-    }
+    policy.may_list_members(&room, socket.is_in(&room), &socket.grants)?;
     let members: Vec<Value> = relay
         .bus
         .members(&socket.nsp, &room)
@@ -232,6 +229,25 @@ async fn members(
         .map(|m| json!({ "id": &*m.id, "user": m.user.as_deref() }))
         .collect();
     Ok(json!({ "ok": true, "room": room, "members": members }))
+}
+
+/// `$rooms` under the namespace's `rooms` policy: every listed room of the namespace, or
+/// the socket's own (each counted host-wide), or a refusal.
+async fn rooms(relay: &Shared, policy: &Policy, socket: &Arc<Socket>) -> Result<Value, Refusal> {
+    let rooms = match policy.config.rooms {
+        Listing::None => return Err(Refusal::ListingDisabled),
+        Listing::All => relay.bus.rooms(&socket.nsp).await,
+        Listing::Joined => {
+            // At most `max_rooms` look-ups, in name order as the full listing is.
+            let mut own = Vec::new();
+            for room in socket.joined().into_iter().filter(|r| is_listed(r)) {
+                let count = relay.bus.count(&socket.nsp, &room).await;
+                own.push(RoomCount { room, count });
+            }
+            own
+        }
+    };
+    Ok(json!({ "ok": true, "rooms": rooms }))
 }
 
 /// Tell the other members of `room` that `socket` joined or left it.

@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use super::auth::{Gate, Grants};
 use super::meta::Meta;
 use crate::config::auth::KeyError;
-use crate::config::{AckReply, JoinPolicy, MetaField, NamespaceConfig, Route};
+use crate::config::{AckReply, JoinPolicy, Listing, MetaField, NamespaceConfig, Route};
 
 /// Why a namespace config did not compile (validation catches both first; a key file
 /// can still change between validation and compilation).
@@ -69,6 +69,10 @@ pub enum Refusal {
     NotInRoom,
     /// A `$history` argument (or `$join`'s `history`) that does not parse.
     BadHistoryAsk,
+    /// `$members` of a room the socket is not in, under `members = "joined"`.
+    NotAMember,
+    /// `$members` or `$rooms` under a listing policy of `"none"`.
+    ListingDisabled,
 }
 
 impl Refusal {
@@ -94,6 +98,8 @@ impl Refusal {
             Refusal::NoHistory => "this namespace keeps no history",
             Refusal::NotInRoom => "join the room first",
             Refusal::BadHistoryAsk => "bad history request",
+            Refusal::NotAMember => "only members of a room may list its members",
+            Refusal::ListingDisabled => "listing is not allowed in this namespace",
         }
     }
 
@@ -118,6 +124,7 @@ impl Refusal {
             Refusal::NoHistory => "no_history",
             Refusal::NotInRoom => "not_in_room",
             Refusal::BadHistoryAsk => "bad_request",
+            Refusal::NotAMember | Refusal::ListingDisabled => "listing_forbidden",
         }
     }
 }
@@ -205,6 +212,25 @@ impl Policy {
         }
     }
 
+    /// Whether `$members` of `room` may be answered for a socket (`member`: it is in the
+    /// room) under the namespace's `members` policy; room names are checked either way.
+    pub fn may_list_members(
+        &self,
+        room: &str,
+        member: bool,
+        grants: &Grants,
+    ) -> Result<(), Refusal> {
+        self.check_room_name(room)?;
+        match self.config.members {
+            Listing::None => Err(Refusal::ListingDisabled),
+            _ if member => Ok(()),
+            Listing::Joined => Err(Refusal::NotAMember),
+            // A room the client could enter by itself holds nothing it could not see by
+            // joining; any other room stays private.
+            Listing::All => self.may_join(room, grants),
+        }
+    }
+
     /// Room names: non-empty, bounded, not reserved (`$…`).
     pub fn check_room_name(&self, room: &str) -> Result<(), Refusal> {
         if room.is_empty() {
@@ -254,6 +280,41 @@ mod tests {
         }
         assert_eq!(p.check_room_name("café ☕ room"), Ok(()));
         assert_eq!(Refusal::RoomControl.label(), "bad_room_name");
+    }
+
+    #[test]
+    fn members_listing_follows_the_policy() {
+        let none = Grants::default();
+        let policy = |members, join| {
+            Policy::compile(&NamespaceConfig {
+                members,
+                join,
+                ..NamespaceConfig::default()
+            })
+            .expect("valid")
+        };
+        let joined = policy(Listing::Joined, JoinPolicy::Any);
+        assert_eq!(joined.may_list_members("r", true, &none), Ok(()));
+        assert_eq!(
+            joined.may_list_members("r", false, &none),
+            Err(Refusal::NotAMember)
+        );
+        let all = policy(Listing::All, JoinPolicy::Pattern("[a-z]+".into()));
+        assert_eq!(all.may_list_members("r", false, &none), Ok(()));
+        assert_eq!(
+            all.may_list_members("R1", false, &none),
+            Err(Refusal::RoomNotAllowed)
+        );
+        let off = policy(Listing::None, JoinPolicy::Any);
+        assert_eq!(
+            off.may_list_members("r", true, &none),
+            Err(Refusal::ListingDisabled)
+        );
+        assert_eq!(
+            off.may_list_members("$r", true, &none),
+            Err(Refusal::RoomReserved)
+        );
+        assert_eq!(Refusal::NotAMember.label(), "listing_forbidden");
     }
 
     #[test]

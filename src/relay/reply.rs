@@ -37,7 +37,8 @@ pub fn outgoing(text: &str, attachments: &[Bytes]) -> Outgoing {
 }
 
 /// The `$presence` event (`room` `None` for the namespace's own announcements), encoded
-/// once for every recipient.
+/// once for every recipient; keyed by namespace and room, so that a newer one supersedes
+/// it for a client that is behind.
 pub fn presence(
     nsp: &str,
     member: &Member,
@@ -54,7 +55,12 @@ pub fn presence(
     })
     .to_string();
     let raw = RawValue::from_string(body).expect("serde_json output is valid JSON");
-    outgoing(&sio::encode_event(nsp, "$presence", &[&raw], None, 0), &[])
+    let text = sio::encode_event(nsp, "$presence", &[&raw], None, 0);
+    // It carries the room's (or namespace's) count, so the newest one for a room is all
+    // a lagging client needs: a storm of joins and leaves then costs it one queued
+    // packet per room, never its connection (see engine::Outgoing::Latest).
+    let key = format!("{nsp}\u{0}{}", room.unwrap_or(""));
+    Outgoing::Latest(Arc::from(key), Frame::message(&text))
 }
 
 /// Tell the client its event was refused: through the ack when it asked for one, else

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub reload_unconfirmed: IntCounterVec,
     /// Server API requests by route and HTTP status.
     pub api_requests: IntCounterVec,
+    /// Admin listener requests refused for their `Host` header, by route.
+    pub admin_host_refused: IntCounterVec,
     /// Broadcasts not sent to a sibling worker whose bus link was over its byte bound.
     pub bus_dropped: IntCounter,
 }
@@ -124,6 +126,7 @@ impl Metrics {
             sent_bytes,
             dropped_slow: dropped.with_label_values(&["slow_consumer"]),
             dropped_budget: dropped.with_label_values(&["memory_budget"]),
+            superseded: dropped.with_label_values(&["superseded"]),
             origin_refused: counter(
                 r,
                 "iorelay_origin_refused_total",
@@ -255,6 +258,12 @@ impl Metrics {
                 "iorelay_api_requests_total",
                 "Server API requests (/api/v1/), by route and HTTP status.",
                 &["route", "status"],
+            ),
+            admin_host_refused: counter_vec(
+                r,
+                "iorelay_admin_host_refused_total",
+                "Admin listener requests refused (421) because their Host header names neither an IP address, localhost nor admin.allowed_hosts; route is healthz, readyz, metrics, api or other.",
+                &["route"],
             ),
             registry,
             engine,

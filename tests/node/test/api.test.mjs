@@ -48,6 +48,8 @@ shutdown_timeout = "1s"
 [namespaces."/"]
 join = "any"
 presence = true
+# The multi-worker tests ask $members of a room before the asker is in it.
+members = "all"
 
 [namespaces."/admin"]
 join = "none"

@@ -10,8 +10,10 @@ import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { connect as tcpConnect } from "node:net";
+import { request as httpRequest } from "node:http";
 import { io } from "socket.io-client";
-import { startDaemon, stopDaemon, scrape, waitForMetric } from "../lib/admin.mjs";
+import { startDaemon, stopDaemon, scrape, waitForMetric, runCli } from "../lib/admin.mjs";
+import { TEST_TOKEN } from "../lib/spawn.mjs";
 import { rawEngineIO, withTimeout } from "../lib/raw.mjs";
 
 const WAIT_MS = 5000;
@@ -589,6 +591,301 @@ handshake_burst_per_ip = 10
       after.value("iorelay_connections_refused_total", { reason: "ip_rate" }) >
         before.value("iorelay_connections_refused_total", { reason: "ip_rate" }),
     );
+  });
+});
+
+describe("item 11: $members and $rooms are policies", () => {
+  // /m the defaults (members of joined rooms, every room listed); /ma members = "all";
+  // /mn members = "none"; /rj rooms = "joined".
+  const listing = (m = "") => `
+[server]
+workers = 1
+[namespaces."/m"]
+${m}
+[namespaces."/ma"]
+members = "all"
+[namespaces."/mn"]
+members = "none"
+[namespaces."/rj"]
+rooms = "joined"
+`;
+  let lister;
+  const own = [];
+  before(async () => {
+    lister = await startDaemon(listing());
+  });
+  after(async () => {
+    await stopDaemon(lister);
+  });
+  afterEach(() => {
+    while (own.length) own.pop().disconnect();
+  });
+
+  async function client(nsp, name) {
+    const socket = io(lister.url + nsp, { forceNew: true, reconnection: false, auth: { name } });
+    own.push(socket);
+    await withTimeout(
+      new Promise((resolve, reject) => {
+        socket.once("connect", resolve);
+        socket.once("connect_error", reject);
+      }),
+      WAIT_MS,
+      `connect to ${nsp}`,
+    );
+    return socket;
+  }
+  const ask = (socket, event, ...args) => socket.timeout(WAIT_MS).emitWithAck(event, ...args);
+  const refusals = async () =>
+    (await scrape(lister)).value("iorelay_events_refused_total", { reason: "listing_forbidden" });
+  const notMember = { ok: false, error: "only members of a room may list its members" };
+  const disabled = { ok: false, error: "listing is not allowed in this namespace" };
+
+  it("lists members to a room's members only by default, to anyone with \"all\", to nobody with \"none\"", async () => {
+    const before = await refusals();
+    for (const nsp of ["/m", "/ma", "/mn"]) {
+      const alice = await client(nsp, "alice");
+      const eve = await client(nsp, "eve");
+      assert.equal((await ask(alice, "$join", "secret")).ok, true);
+      const asMember = await ask(alice, "$members", "secret");
+      const asStranger = await ask(eve, "$members", "secret");
+      const listed = { ok: true, room: "secret", members: [{ id: alice.id, user: "alice" }] };
+      if (nsp === "/m") {
+        assert.deepEqual(asMember, listed, nsp);
+        assert.deepEqual(asStranger, notMember, nsp);
+        // Without an ack request the refusal comes back as $error, as for $join.
+        const error = nextEvent(eve, "$error");
+        eve.emit("$members", "secret");
+        assert.deepEqual((await error)[0], { event: "$members", error: notMember.error });
+      } else if (nsp === "/ma") {
+        assert.deepEqual(asMember, listed, nsp);
+        assert.deepEqual(asStranger, listed, nsp);
+      } else {
+        assert.deepEqual(asMember, disabled, nsp);
+        assert.deepEqual(asStranger, disabled, nsp);
+      }
+    }
+    // /m: one acked and one unacked refusal; /mn: two.
+    assert.equal((await refusals()) - before, 4);
+  });
+
+  it("lists only the client's own rooms with rooms = \"joined\", every room by default", async () => {
+    for (const nsp of ["/m", "/rj"]) {
+      const alice = await client(nsp, "alice");
+      const bob = await client(nsp, "bob");
+      for (const room of ["a-room", "b-room"]) assert.equal((await ask(alice, "$join", room)).ok, true);
+      assert.equal((await ask(bob, "$join", "b-room")).ok, true);
+      assert.equal((await ask(bob, "$join", "c-room")).ok, true);
+      const rooms = await ask(alice, "$rooms");
+      assert.equal(rooms.ok, true, nsp);
+      if (nsp === "/m") {
+        // Every room, bob's own too (earlier tests' rooms may still be leaving).
+        const ours = rooms.rooms.filter((r) => r.room.endsWith("-room"));
+        assert.deepEqual(ours, [{ room: "a-room", count: 1 }, { room: "b-room", count: 2 }, { room: "c-room", count: 1 }]);
+      } else {
+        assert.deepEqual(rooms.rooms, [{ room: "a-room", count: 1 }, { room: "b-room", count: 2 }]);
+      }
+    }
+  });
+
+  it("follows a reload", async () => {
+    const alice = await client("/m", "alice");
+    const eve = await client("/m", "eve");
+    assert.equal((await ask(alice, "$join", "secret")).ok, true);
+    assert.deepEqual(await ask(eve, "$members", "secret"), notMember);
+    assert.equal((await ask(eve, "$rooms")).ok, true);
+    const from = lister.mark();
+    lister.writeConfig(listing(`members = "all"\nrooms = "none"`));
+    lister.signal("SIGHUP");
+    await lister.waitForLog(/INFO.*configuration reloaded/, { from });
+    // The same connected sockets, under the new policy.
+    assert.deepEqual(await ask(eve, "$members", "secret"), {
+      ok: true,
+      room: "secret",
+      members: [{ id: alice.id, user: "alice" }],
+    });
+    assert.deepEqual(await ask(eve, "$rooms"), disabled);
+  });
+});
+
+describe("item 10: the admin listener checks Host (DNS rebinding)", () => {
+  let admin;
+  before(async () => {
+    admin = await startDaemon(`
+[server]
+workers = 1
+[admin]
+allowed_hosts = ["relay.internal"]
+[namespaces."/"]
+`);
+  });
+  after(async () => {
+    await stopDaemon(admin);
+  });
+
+  /** GET `path` on the admin listener with `host` as the Host header; { status, body }. */
+  function getAs(host, path, headers = {}) {
+    const { hostname, port } = new URL(admin.adminUrl);
+    return withTimeout(
+      new Promise((resolve, reject) => {
+        const req = httpRequest({ hostname, port, path, method: "GET", setHost: false, headers: { host, ...headers } }, (res) => {
+          let body = "";
+          res.setEncoding("utf8");
+          res.on("data", (chunk) => (body += chunk));
+          res.on("end", () => resolve({ status: res.statusCode, body }));
+        });
+        req.on("error", reject);
+        req.end();
+      }),
+      WAIT_MS,
+      `GET ${path} as ${host}`,
+    );
+  }
+  const auth = { authorization: `Bearer ${TEST_TOKEN}` };
+  const refusedOn = async (route) =>
+    (await scrape(admin)).value("iorelay_admin_host_refused_total", { route });
+
+  it("refuses a foreign Host on every route, with 421, counted", async () => {
+    const api = (await scrape(admin)).value("iorelay_api_requests_total", { route: "status", status: "421" });
+    const port = new URL(admin.adminUrl).port;
+    for (const host of ["evil.example", `evil.example:${port}`, "127.0.0.1.evil.example", "localhost.evil.example:1"]) {
+      for (const path of ["/healthz", "/readyz", "/metrics", "/nowhere"]) {
+        const res = await getAs(host, path);
+        assert.equal(res.status, 421, `${host} ${path}: ${res.status} ${res.body}`);
+        assert.doesNotMatch(res.body, /iorelay_/, "no metrics to a rebound page");
+      }
+      // The API refuses it before the token is even looked at, a valid token or not.
+      const status = await getAs(host, "/api/v1/status", auth);
+      assert.equal(status.status, 421, `${host} /api/v1/status`);
+      assert.equal(JSON.parse(status.body).ok, false);
+    }
+    for (const route of ["healthz", "readyz", "metrics", "other", "api"]) {
+      assert.equal(await refusedOn(route), 4, route);
+    }
+    const after = (await scrape(admin)).value("iorelay_api_requests_total", { route: "status", status: "421" });
+    assert.equal(after - api, 4);
+  });
+
+  it("answers scrapers and monitors by address, localhost and the configured name", async () => {
+    const port = new URL(admin.adminUrl).port;
+    for (const host of [`127.0.0.1:${port}`, "127.0.0.1", `[::1]:${port}`, `localhost:${port}`, "relay.internal", `RELAY.internal:${port}`]) {
+      // promtool/Prometheus and monit ask /metrics and /healthz with the address as Host.
+      const metrics = await getAs(host, "/metrics");
+      assert.equal(metrics.status, 200, `${host} /metrics`);
+      assert.match(metrics.body, /iorelay_/);
+      assert.equal((await getAs(host, "/healthz")).status, 200, `${host} /healthz`);
+      assert.equal((await getAs(host, "/readyz")).status, 200, `${host} /readyz`);
+      assert.equal((await getAs(host, "/api/v1/status", auth)).status, 200, `${host} /api/v1/status`);
+    }
+  });
+
+  it("lets the ops commands through (they send the listener's address)", async () => {
+    const { code, stdout, stderr } = await runCli(["status", "--admin", admin.adminAddr, "--json"]);
+    assert.equal(code, 0, `iorelay status: ${stdout}${stderr}`);
+  });
+
+  it("takes allowed_hosts from a reload", async () => {
+    const from = admin.mark();
+    admin.writeConfig(`
+[server]
+workers = 1
+[admin]
+allowed_hosts = ["other.internal"]
+[namespaces."/"]
+`);
+    admin.signal("SIGHUP");
+    await admin.waitForLog(/INFO.*configuration reloaded/, { from });
+    assert.equal((await getAs("relay.internal", "/healthz")).status, 421);
+    assert.equal((await getAs("other.internal", "/healthz")).status, 200);
+  });
+});
+
+describe("item 7: $presence storms stay within write_queue", () => {
+  // A small write_queue, so that a member that stops reading is soon "behind"; a long
+  // room name and generous rate limits, so that the storm (about 15 MB of $presence to
+  // the member) outgrows what the kernel buffers for a paused reader (a few MB) while
+  // every attacker stays within its own limits.
+  let storm;
+  before(async () => {
+    storm = await startDaemon(`
+[server]
+workers = 1
+[engine]
+write_queue = 16
+[namespaces."/p"]
+presence = true
+[namespaces."/p".limits]
+max_room_name = 1024
+events_per_second = 2000
+burst = 4000
+`);
+  });
+  after(async () => {
+    await stopDaemon(storm);
+  });
+
+  const ATTACKERS = 4;
+  const PAIRS = 1900; // $join + $leave: 3800 events each, within the burst of 4000
+  const ROOM = "stage-".padEnd(1000, "x");
+  // 15,000 events through a debug build on a shared machine take a while.
+  const STORM_MS = 60000;
+
+  async function attacker(i) {
+    const socket = io(`${storm.url}/p`, { forceNew: true, reconnection: false, transports: ["websocket"], auth: { name: `attacker${i}` } });
+    sockets.push(socket);
+    await withTimeout(new Promise((resolve, reject) => { socket.once("connect", resolve); socket.once("connect_error", reject); }), WAIT_MS, "attacker connect");
+    return socket;
+  }
+
+  it("keeps a member that reads slowly connected and gives it the final count", { timeout: 120000 }, async () => {
+    const dropped = async (reason) => (await scrape(storm)).value("iorelay_messages_dropped_total", { reason });
+    const slowBefore = await dropped("slow_consumer");
+    const supersededBefore = await dropped("superseded");
+
+    // The honest member: a raw WebSocket client that joins the room, then stops reading.
+    const member = new raw.Peer(`${storm.url.replace(/^http/, "ws")}/socket.io/?EIO=4&transport=websocket`);
+    assert.match(await member.nextPacket("the OPEN packet"), /^0\{/);
+    member.send("40/p,");
+    assert.match(await member.nextPacket("CONNECT reply"), /^40\/p,\{/);
+    member.send(`42/p,1${JSON.stringify(["$join", ROOM])}`);
+    assert.match(await member.nextPacket("$join ack"), /^43\/p,1\[\{"ok":true/);
+    member.ws._socket.pause();
+
+    const attackers = await Promise.all(Array.from({ length: ATTACKERS }, (_, i) => attacker(i)));
+    await Promise.all(
+      attackers.map(async (socket) => {
+        for (let n = 0; n < PAIRS; n++) {
+          socket.emit("$join", ROOM);
+          socket.emit("$leave", ROOM);
+        }
+        // In order: this ack comes after every event above was handled.
+        const last = await socket.timeout(STORM_MS).emitWithAck("$leave", ROOM);
+        assert.equal(last.ok, true, JSON.stringify(last));
+      }),
+    );
+    // The member fell behind (presence was superseded for it) but was not dropped.
+    assert.equal(await dropped("slow_consumer"), slowBefore, "a member was disconnected as a slow consumer");
+    assert.equal(member.closed, false);
+    assert.ok((await dropped("superseded")) > supersededBefore, "the storm never got the member behind: the test proves nothing");
+
+    // The storm is over; one more join sets the final count.
+    const honest = io(`${storm.url}/p`, { forceNew: true, reconnection: false, auth: { name: "honest" } });
+    sockets.push(honest);
+    await withTimeout(new Promise((resolve) => honest.once("connect", resolve)), WAIT_MS, "honest connect");
+    const joined = await honest.timeout(WAIT_MS).emitWithAck("$join", ROOM);
+    assert.deepEqual(joined, { ok: true, room: ROOM, count: 2 });
+
+    // Reading again, the member gets the latest count, the honest join.
+    member.ws._socket.resume();
+    let presence;
+    for (;;) {
+      const packet = await member.nextPacket("the final $presence");
+      if (!packet.startsWith('42/p,["$presence",')) continue;
+      presence = JSON.parse(packet.slice(5))[1];
+      if (presence.id === honest.id) break;
+    }
+    assert.deepEqual(presence, { room: ROOM, action: "join", id: honest.id, user: "honest", count: 2 });
+    assert.equal(member.closed, false);
+    assert.equal(await dropped("slow_consumer"), slowBefore);
   });
 });
 

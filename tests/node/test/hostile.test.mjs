@@ -418,6 +418,8 @@ burst = 1000
 
 [namespaces."/pattern"]
 join = { pattern = "^[a-z]+$" }
+# $members of rooms the client is not in, within the join pattern.
+members = "all"
 # Every namespace's max_event_size must fit in max_payload (the default is 64KB).
 [namespaces."/pattern".limits]
 max_event_size = "2KB"

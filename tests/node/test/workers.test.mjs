@@ -74,6 +74,8 @@ join = ${join}
 route = "rooms"
 echo = false
 presence = ${presence}
+# The tests watch membership settle from sockets outside the room.
+members = "all"
 
 [namespaces."/".limits]
 events_per_second = 1000
