@@ -674,7 +674,10 @@ describe("hostile input against small limits", () => {
       const refused = [
         ["a number", [42]],
         ["null", [null]],
-        ["an object", [{ room: "x" }]],
+        ["an object without a room", [{ name: "x" }]],
+        ["an object whose room is not a string", [{ room: 42 }]],
+        ["an object with a reserved room", [{ room: "$secret" }]],
+        ["a history that is not a count", [{ room: "x", history: "all" }]],
         ["an array", [["x"]]],
         ["no argument", []],
         ["an empty string", [""]],
