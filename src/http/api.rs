@@ -383,13 +383,18 @@ async fn route(head: &hyper::http::request::Parts, body: Body) -> Result<Route, 
         }
         ["rooms", room, "history"] if !room.is_empty() => {
             expect(Method::GET)?;
+            // Any count is a valid limit (the namespace's history.size caps it): one too
+            // large for this machine's integers means "all".
             let limit = match query("limit") {
-                Some(n) => Some(n.parse::<usize>().map_err(|_| {
-                    Refused::Reply(Reply::error(
+                Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                    Some(n.parse::<usize>().unwrap_or(usize::MAX))
+                }
+                Some(n) => {
+                    return Err(Refused::Reply(Reply::error(
                         400,
                         format!("limit {n:?} is not a count of events"),
-                    ))
-                })?),
+                    )));
+                }
                 None => None,
             };
             Ok(Route::Call(Call::History {

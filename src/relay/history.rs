@@ -148,7 +148,10 @@ impl FromStr for Position {
                 return Err(BadPosition);
             }
             let seq = u64::from_str_radix(seq, 36).map_err(|_| BadPosition)?;
-            if seen.insert(origin, seq).is_some() || seen.len() > MAX_ORIGINS {
+            // A repeated origin keeps its highest sequence (what joining positions gives).
+            let kept = seen.entry(origin).or_insert(seq);
+            *kept = (*kept).max(seq);
+            if seen.len() > MAX_ORIGINS {
                 return Err(BadPosition);
             }
         }
@@ -575,13 +578,17 @@ mod tests {
         assert_eq!(text, "1-z.2-h2ddojudq9");
         assert_eq!(text.parse::<Position>(), Ok(p));
         assert_eq!("".parse::<Position>(), Ok(Position::default()));
+        // A repeated origin keeps its highest sequence.
+        assert_eq!(
+            "1-1.1-2".parse::<Position>().map(|p| p.to_string()),
+            Ok("1-2".to_owned())
+        );
         for bad in [
             "x",
             "1",
             "1-",
             "-1",
             "1-!",
-            "1-1.1-2",
             "1-1..2-2",
             "99999999999-1",
             "1-zzzzzzzzzzzzzz",

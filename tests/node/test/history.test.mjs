@@ -112,6 +112,10 @@ describe("room history", () => {
     const apiSince = await apiHistory(room, `namespace=%2Fh&since=${encodeURIComponent(since.position)}&limit=5`);
     assert.deepEqual(apiSince.body.events.map((e) => e.args[0]), ["m6"]);
     assert.equal((await apiHistory(room, "namespace=%2Fh&since=bogus")).status, 400);
+    // Any count is a limit (history.size caps it), even one past 64 bits; a non-count is not.
+    const huge = await apiHistory(room, "namespace=%2Fh&limit=125018243673632593747356181069824");
+    assert.deepEqual(huge.body.events.map((e) => e.args[0]), ["m4", "m5", "m6"]);
+    assert.equal((await apiHistory(room, "namespace=%2Fh&limit=-1")).status, 400);
     assert.equal((await apiHistory(room, "namespace=%2Fnone")).status, 404);
   }));
 
