@@ -340,8 +340,12 @@ impl Session {
             let behind = self.queued_bytes.load(Ordering::Acquire) > budget / 2;
             match self.queue.supersede(item, behind) {
                 Ok(older) => {
+                    // The newer item takes the older one's place in both counts (added
+                    // first, so that neither dips below what is really queued).
                     self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
                     self.queued_bytes.fetch_sub(older, Ordering::AcqRel);
+                    self.budget.charge(bytes);
+                    self.budget.release(older);
                     return Ok(Pushed::Superseded);
                 }
                 Err(item) => item,
@@ -551,6 +555,36 @@ mod tests {
         assert!(session.send(item.clone()));
         assert!(!session.send(item), "120 bytes would be over the budget");
         assert_eq!(session.close_reason(), Some(CloseReason::SlowConsumer));
+    }
+
+    #[tokio::test]
+    async fn superseded_items_keep_the_worker_budget_exact() {
+        let budget = Arc::new(Budget::new(usize::MAX));
+        let session = Session::new(
+            Sid::random(),
+            TransportKind::Polling,
+            4,
+            Default::default(),
+            budget.clone(),
+        );
+        let key: Arc<str> = Arc::from("/\0room");
+        // Counts of growing width: each newer item is larger than the one it replaces.
+        for n in [9u64, 10, 100, 1000, 10000] {
+            let item = Outgoing::Latest(key.clone(), Frame::message(&n.to_string()));
+            session.send(item);
+            session.send(Outgoing::Frame(Frame::message("x")));
+        }
+        let mut queued = 0;
+        while let Some(item) = session.queue.try_recv() {
+            queued += item.bytes();
+            session.dequeued(item.bytes());
+        }
+        assert!(queued > 0);
+        assert_eq!(
+            budget.held(),
+            0,
+            "everything charged was released, nothing more"
+        );
     }
 
     /// Time since `start` is `expected`, give or take the timer wheel's millisecond.
