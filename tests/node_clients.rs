@@ -105,6 +105,7 @@ suites! {
     metrics => "metrics",
     origins => "origins",
     privileges => "privileges",
+    recovery => "recovery",
     relay => "relay",
     signal_drain => "signal-drain",
     signal_reload => "signal-reload",

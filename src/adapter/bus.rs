@@ -73,9 +73,129 @@ pub type Departures = Vec<(Arc<str>, usize)>;
 /// that room's remaining host-wide count.
 pub type DepartureHook = Box<dyn Fn(&str, &Member, &str, usize) + Send + Sync>;
 
-/// Called for each stamped broadcast that arrives from another process: namespace, the
-/// target's rooms (empty: the namespace), the stamp, and the frames as delivered.
-pub type RecordHook = Box<dyn Fn(&str, &[String], Stamp, &[crate::engine::Frame]) + Send + Sync>;
+/// A stamped broadcast that arrived from another process, as the record hook sees it.
+#[derive(Debug)]
+pub struct Stamped<'a> {
+    /// The namespace.
+    pub nsp: &'a str,
+    /// Who it reaches here.
+    pub target: &'a Target,
+    /// Who accepted it, and when.
+    pub stamp: Stamp,
+    /// The packet as the origin delivered it.
+    pub item: &'a Outgoing,
+}
+
+/// Called for each stamped broadcast that arrives from another process, before it is
+/// delivered: returns whether the hook delivered it to this process's sockets itself
+/// (it may need to, to send them something else, as an offset of its own); if not,
+/// the bus delivers `item` as it came.
+pub type RecordHook = Box<dyn Fn(&Stamped<'_>) -> bool + Send + Sync>;
+
+/// A socket that dropped and whose client may come back for it (connection state
+/// recovery), as the processes of a host tell each other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkRecord {
+    /// Namespace.
+    pub nsp: Arc<str>,
+    /// The socket.
+    pub member: Member,
+    /// Its rooms (the relay's own `$…` ones too).
+    pub rooms: Vec<Arc<str>>,
+    /// When it dropped, ms since the Unix epoch.
+    pub dropped_ms: u64,
+}
+
+/// Whom a delivery reached, in the terms of [`Target`] and [`Pick`] together (what the
+/// recovery log keeps of each event).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Audience {
+    /// Members of any of these rooms.
+    pub rooms: Vec<Arc<str>>,
+    /// These sockets. With no `rooms` and no `ids`: every socket of the namespace.
+    pub ids: Vec<Arc<str>>,
+    /// Not the members of these rooms.
+    pub except_rooms: Vec<Arc<str>>,
+    /// Not these sockets.
+    pub except_ids: Vec<Arc<str>>,
+}
+
+impl Audience {
+    /// Who a relayed broadcast reached.
+    pub fn of_target(target: &Target) -> Audience {
+        Audience {
+            rooms: target.rooms.clone(),
+            except_ids: target.except.iter().cloned().collect(),
+            ..Audience::default()
+        }
+    }
+
+    /// Who a server API emit reached.
+    pub fn of_pick(pick: &Pick) -> Audience {
+        Audience {
+            rooms: pick.rooms.clone(),
+            ids: pick.sockets.clone(),
+            except_rooms: pick.except.clone(),
+            except_ids: pick.except.clone(),
+        }
+    }
+
+    /// Whether socket `id`, a member of `rooms`, was reached.
+    pub fn reaches(&self, id: &str, rooms: &std::collections::BTreeSet<Arc<str>>) -> bool {
+        if self.except_ids.iter().any(|x| &**x == id)
+            || self.except_rooms.iter().any(|r| rooms.contains(r))
+        {
+            return false;
+        }
+        (self.rooms.is_empty() && self.ids.is_empty())
+            || self.ids.iter().any(|x| &**x == id)
+            || self.rooms.iter().any(|r| rooms.contains(r))
+    }
+}
+
+/// An event a process keeps for connection state recovery, as it hands it to a new
+/// peer (which has none of the events from before it started).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logged {
+    /// Namespace.
+    pub nsp: Arc<str>,
+    /// Whom it reached.
+    pub audience: Audience,
+    /// Who accepted it, and when.
+    pub stamp: Stamp,
+    /// The packet as delivered.
+    pub frames: Vec<crate::engine::Frame>,
+}
+
+/// What a new link's snapshot sends for connection state recovery: every socket this
+/// process keeps parked, and every event it keeps.
+pub type RecoverySource = Box<dyn Fn() -> (Vec<ParkRecord>, Vec<Logged>) + Send + Sync>;
+
+/// What the other processes say about the sockets that connection state recovery keeps.
+#[derive(Debug)]
+pub enum Parking<'a> {
+    /// A socket dropped and may come back.
+    Parked(&'a ParkRecord),
+    /// A socket of theirs joined a room: it is live there (restored, if it was parked).
+    Joined {
+        /// Namespace.
+        nsp: &'a str,
+        /// Socket id.
+        id: &'a str,
+    },
+    /// An event they keep (sent to a new process, after the snapshot): keep it too.
+    Logged(&'a Logged),
+    /// Its client came back to them: close it here if it is here.
+    Evict {
+        /// Namespace.
+        nsp: &'a str,
+        /// Socket id.
+        id: &'a str,
+    },
+}
+
+/// Called for each [`Parking`] message from another process.
+pub type ParkingHook = Box<dyn Fn(Parking<'_>) + Send + Sync>;
 
 /// Room membership and fan-out for every namespace.
 pub trait Adapter: Send + Sync + 'static {
@@ -112,6 +232,31 @@ pub trait Adapter: Send + Sync + 'static {
 
     /// Register what to do with stamped broadcasts from other processes.
     fn set_record_hook(&self, _hook: RecordHook) {}
+
+    /// [`remove_socket`](Adapter::remove_socket) a socket that its client may come back
+    /// for: the other processes keep it as `park` says ([`Parking::Parked`]).
+    fn remove_parked_socket(&self, park: &ParkRecord) -> BoxFuture<'_, Departures> {
+        self.remove_socket(&park.nsp, &park.member.id)
+    }
+
+    /// Tell the other processes of a socket parked here that was not this process's (a
+    /// member of a process that died), so that its client may come back to any of them.
+    fn share_park(&self, _park: &ParkRecord) {}
+
+    /// Register where a new link's snapshot finds what recovery keeps here.
+    fn set_recovery_source(&self, _source: RecoverySource) {}
+
+    /// Ask the other processes to close socket `id` if they hold it (its client came
+    /// back here); each that does parks it.
+    fn evict(&self, _nsp: &str, _id: &str) {}
+
+    /// Whether another process has socket `id` as a member of some room.
+    fn held_elsewhere(&self, _nsp: &str, _id: &str) -> bool {
+        false
+    }
+
+    /// Register what to do with the other processes' [`Parking`] messages.
+    fn set_parking_hook(&self, _hook: ParkingHook) {}
 
     /// Deliver to this process's sockets only (announcements every process makes for
     /// itself, such as the leaves of a lost peer's members).

@@ -27,8 +27,8 @@ pub mod replica;
 pub mod wire;
 
 pub use bus::{
-    Adapter, DepartureHook, Departures, Member, Pick, Recipient, RecordHook, RoomCount, Stamp,
-    Target, is_listed,
+    Adapter, Audience, DepartureHook, Departures, Logged, Member, ParkRecord, Parking, ParkingHook,
+    Pick, Recipient, RecordHook, RecoverySource, RoomCount, Stamp, Stamped, Target, is_listed,
 };
 pub use local::LocalAdapter;
 pub use peer::PeerAdapter;

@@ -23,15 +23,19 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::bus::{
-    Adapter, DepartureHook, Departures, Member, Pick, Recipient, RecordHook, RoomCount, Stamp,
-    Target, is_listed,
+    Adapter, DepartureHook, Departures, Member, ParkRecord, ParkingHook, Pick, Recipient,
+    RecordHook, RecoverySource, RoomCount, Stamp, Target, is_listed,
 };
 pub use super::link::LinkError;
+
+mod apply;
+mod loss;
 use super::local::LocalAdapter;
 use super::occupancy::Occupancy;
 use super::replica::{Departed, Replicas};
 use super::wire::{Message, VERSION};
 use crate::engine::{BoxFuture, Outgoing};
+use apply::{logged_message, park_message};
 
 /// Bytes queued per link past which broadcasts to that peer are dropped (and counted):
 /// a peer that does not keep up loses fan-out, not memberships.
@@ -79,6 +83,11 @@ pub struct PeerAdapter {
     hook: OnceLock<DepartureHook>,
     /// Hears the stamped broadcasts of peers (the relay records them in its history).
     recorder: OnceLock<RecordHook>,
+    /// Hears the peers' parked, joined and evicted sockets (connection state recovery).
+    parking: OnceLock<ParkingHook>,
+    /// What recovery keeps here (parked sockets, logged events), for a new link's
+    /// snapshot.
+    kept: OnceLock<RecoverySource>,
     /// Link numbering.
     next_link: AtomicU64,
     /// Peers whose links all ended, waiting out [`RELINK_GRACE`]: node → the number of
@@ -118,6 +127,8 @@ impl PeerAdapter {
             replicas: Replicas::default(),
             hook: OnceLock::new(),
             recorder: OnceLock::new(),
+            parking: OnceLock::new(),
+            kept: OnceLock::new(),
             next_link: AtomicU64::new(1),
             orphans: Mutex::new(HashMap::new()),
             resync: Mutex::new(HashMap::new()),
@@ -221,6 +232,14 @@ impl PeerAdapter {
             }
         }
         Message::Synced.encode(&mut buf);
+        // What recovery keeps here: a new process has nothing from before it started.
+        let (parks, logged) = self.kept.get().map(|source| source()).unwrap_or_default();
+        for park in &parks {
+            park_message(park).encode(&mut buf);
+        }
+        for event in logged {
+            logged_message(event).encode(&mut buf);
+        }
         writer.write_all(&buf).await.map_err(LinkError::Write)?;
         while let Some(first) = rx.recv().await {
             let mut batch = BytesMut::from(&first[..]);
@@ -309,125 +328,6 @@ impl PeerAdapter {
         delivered
     }
 
-    fn apply(&self, node: u32, msg: Message) {
-        match msg {
-            Message::Broadcast {
-                nsp,
-                rooms,
-                except,
-                frames,
-                latest,
-                stamp,
-            } => {
-                if let (Some(stamp), Some(record)) = (stamp, self.recorder.get()) {
-                    record(&nsp, &rooms, stamp, &frames);
-                }
-                let target = Target {
-                    rooms: rooms.into_iter().map(Arc::from).collect(),
-                    except: except.map(Arc::from),
-                };
-                let item = Outgoing::from_frames(frames, latest);
-                self.local.broadcast(&nsp, &target, &item);
-            }
-            Message::Join {
-                nsp,
-                room,
-                id,
-                user,
-            } => {
-                if let Some(room) = self.replicas.join(node, &nsp, room, id, user) {
-                    self.occupancy.up(&nsp, &room);
-                }
-            }
-            Message::Leave { nsp, room, id } => {
-                if let Some(room) = self.replicas.leave(node, &nsp, &room, &id) {
-                    self.occupancy.down(&nsp, &room);
-                }
-            }
-            Message::Gone { nsp, id } => {
-                for room in self.replicas.gone(node, &nsp, &id) {
-                    self.occupancy.down(&nsp, &room);
-                }
-            }
-            // Handled by the reader (it announces departures).
-            Message::Synced | Message::Hello { .. } => {}
-        }
-    }
-
-    /// A link ended: forget it and, if it was the peer's only one, its members once
-    /// [`RELINK_GRACE`] passed without the peer coming back.
-    fn lost(self: &Arc<Self>, link: u64) {
-        self.links.lock().remove(&link);
-        let node = self.inbound.lock().remove(&link);
-        let Some(node) = node else {
-            return;
-        };
-        let still_linked = self.inbound.lock().values().any(|n| *n == node);
-        tracing::info!(node = self.node, peer = node, "peer link down");
-        if still_linked {
-            return;
-        }
-        let wait = self.next_link.fetch_add(1, Ordering::Relaxed);
-        self.orphans.lock().insert(node, wait);
-        let bus = Arc::downgrade(self);
-        tokio::spawn(async move {
-            tokio::time::sleep(RELINK_GRACE).await;
-            let Some(bus) = bus.upgrade() else {
-                return;
-            };
-            let expired = {
-                let mut orphans = bus.orphans.lock();
-                let mine = orphans.get(&node) == Some(&wait);
-                if mine {
-                    orphans.remove(&node);
-                }
-                mine
-            };
-            if expired {
-                bus.drop_replica(node).await;
-            }
-        });
-    }
-
-    /// Forget a peer's members (those of a resync it did not finish too) and report each
-    /// departure.
-    async fn drop_replica(&self, node: u32) {
-        let mut departed = self.remove_replica(node);
-        departed.extend(self.resync.lock().remove(&node).unwrap_or_default());
-        self.announce(departed).await;
-    }
-
-    /// Take `node`'s replica out, with its rooms out of the occupancy.
-    fn remove_replica(&self, node: u32) -> Vec<Departed> {
-        let departed = self.replicas.remove(node);
-        let rooms: HashSet<(&str, &Arc<str>)> =
-            departed.iter().map(|d| (d.nsp.as_str(), &d.room)).collect();
-        for (nsp, room) in rooms {
-            self.occupancy.down(nsp, room);
-        }
-        departed
-    }
-
-    /// Report departures to the hook, each (namespace, member, room) once, yielding to
-    /// the runtime every [`ANNOUNCE_BATCH`]: a dead peer's members × rooms must not hold
-    /// this process's thread (and its heartbeat answers) in one burst.
-    async fn announce(&self, departed: Vec<Departed>) {
-        let Some(hook) = self.hook.get() else {
-            return;
-        };
-        let mut seen = HashSet::new();
-        for (i, Departed { nsp, member, room }) in departed.into_iter().enumerate() {
-            if i > 0 && i % ANNOUNCE_BATCH == 0 {
-                tokio::task::yield_now().await;
-            }
-            if !seen.insert((nsp.clone(), member.id.clone(), room.clone())) {
-                continue;
-            }
-            let count = self.host_count(&nsp, &room);
-            hook(&nsp, &member, &room, count);
-        }
-    }
-
     /// Queue a message for every peer. Past [`LINK_BYTES`] queued on a link, a
     /// broadcast is dropped for that peer (and counted); a membership message is never
     /// dropped (a lost one would leave the peer's replica wrong for good) unless the
@@ -476,6 +376,34 @@ impl PeerAdapter {
         }
     }
 
+    /// Take a local socket out and tell the peers it is gone (or parked).
+    fn remove(
+        &self,
+        nsp: &str,
+        id: &str,
+        parked: Option<&ParkRecord>,
+    ) -> BoxFuture<'_, Departures> {
+        let left = self.local.remove_now(nsp, id);
+        for (room, _) in left.iter().filter(|(_, n)| *n == 0) {
+            self.occupancy.down(nsp, room);
+        }
+        self.publish(&match parked {
+            Some(park) => park_message(park),
+            None => Message::Gone {
+                nsp: nsp.to_owned(),
+                id: id.to_owned(),
+            },
+        });
+        let left = left
+            .into_iter()
+            .map(|(room, n)| {
+                let total = n + self.replica_count(nsp, &room);
+                (room, total)
+            })
+            .collect();
+        Box::pin(async move { left })
+    }
+
     fn replica_count(&self, nsp: &str, room: &str) -> usize {
         self.replicas.count(nsp, room)
     }
@@ -491,22 +419,34 @@ impl Adapter for PeerAdapter {
     }
 
     fn remove_socket(&self, nsp: &str, id: &str) -> BoxFuture<'_, Departures> {
-        let left = self.local.remove_now(nsp, id);
-        for (room, _) in left.iter().filter(|(_, n)| *n == 0) {
-            self.occupancy.down(nsp, room);
-        }
-        self.publish(&Message::Gone {
+        self.remove(nsp, id, None)
+    }
+
+    fn remove_parked_socket(&self, park: &ParkRecord) -> BoxFuture<'_, Departures> {
+        self.remove(&park.nsp, &park.member.id, Some(park))
+    }
+
+    fn share_park(&self, park: &ParkRecord) {
+        self.publish(&park_message(park));
+    }
+
+    fn set_recovery_source(&self, source: RecoverySource) {
+        let _ = self.kept.set(source);
+    }
+
+    fn evict(&self, nsp: &str, id: &str) {
+        self.publish(&Message::Evict {
             nsp: nsp.to_owned(),
             id: id.to_owned(),
         });
-        let left = left
-            .into_iter()
-            .map(|(room, n)| {
-                let total = n + self.replica_count(nsp, &room);
-                (room, total)
-            })
-            .collect();
-        Box::pin(async move { left })
+    }
+
+    fn held_elsewhere(&self, nsp: &str, id: &str) -> bool {
+        self.replicas.has_member(nsp, id)
+    }
+
+    fn set_parking_hook(&self, hook: ParkingHook) {
+        let _ = self.parking.set(hook);
     }
 
     fn join(&self, nsp: &str, room: &str, id: &str) -> BoxFuture<'_, usize> {

@@ -166,6 +166,14 @@ impl Replicas {
         departed
     }
 
+    /// Whether any peer has member `id` in some room of `nsp`.
+    pub fn has_member(&self, nsp: &str, id: &str) -> bool {
+        self.by_node
+            .read()
+            .values()
+            .any(|r| r.get(nsp).is_some_and(|ns| ns.memberships.contains_key(id)))
+    }
+
     /// Whether `node`'s member `id` is in `room` of `nsp`.
     pub fn contains(&self, node: u32, nsp: &str, room: &str, id: &str) -> bool {
         self.by_node

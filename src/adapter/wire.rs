@@ -1,4 +1,4 @@
-//! The wire format between relay processes on one host (workers), version 3.
+//! The wire format between relay processes on one host (workers), version 4.
 //!
 //! A stream of frames: `u32` big-endian length of what follows, then a `u8` kind and the
 //! fields. Strings and byte blobs are a `u32` length and the bytes; an optional string is
@@ -14,6 +14,9 @@
 //! | 4 | Gone | nsp, socket id (left every room) |
 //! | 5 | Broadcast | nsp, rooms (list; empty = namespace), optional except id, frames (list of `u8` 0 text / 1 binary + blob), optional latest key, optional stamp (`u8` flag, then `u32` origin, `u64` sequence, `u64` ms since the epoch) |
 //! | 6 | Synced | (none: the snapshot after `Hello` is complete) |
+//! | 7 | Park | nsp, socket id, optional user, rooms (list), `u64` ms since the epoch when it dropped (kept for connection state recovery; from its own process it is also gone, as `Gone`) |
+//! | 8 | Evict | nsp, socket id (its client came back elsewhere: whoever holds it closes it) |
+//! | 9 | Logged | nsp, rooms, ids, except rooms, except ids (lists), frames (as in Broadcast), stamp (`u32` origin, `u64` sequence, `u64` ms) — an event kept for recovery, sent after the snapshot |
 //!
 //! Decoding is strict and bounded (a frame over [`MAX_FRAME`] is an error, and no count or
 //! length inside a frame is believed past the bytes that are there), because a corrupt
@@ -26,7 +29,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use crate::engine::Frame;
 
 /// The version spoken in `Hello`.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 /// Largest frame accepted.
 pub const MAX_FRAME: usize = 64 << 20;
 
@@ -98,6 +101,48 @@ pub enum Message {
     /// The memberships that followed `Hello` are all of the sender's: the receiver may
     /// now tell who of a relinking peer's earlier members is really gone.
     Synced,
+    /// A socket dropped, and its client may come back for it: the receiver keeps it
+    /// for recovery. Sent by the socket's process as it drops (then it is also gone, as
+    /// with `Gone`), by a process that parked a dead peer's member, and after the
+    /// snapshot for every socket the sender keeps.
+    Park {
+        /// Namespace.
+        nsp: String,
+        /// Socket id.
+        id: String,
+        /// Display name.
+        user: Option<String>,
+        /// Its rooms.
+        rooms: Vec<String>,
+        /// When it dropped, ms since the Unix epoch.
+        dropped_ms: u64,
+    },
+    /// An event the sender keeps for connection state recovery (after the snapshot, so
+    /// that a new process has the events from before it started).
+    Logged {
+        /// Namespace.
+        nsp: String,
+        /// Members of any of these rooms…
+        rooms: Vec<String>,
+        /// …and these sockets (neither: the whole namespace)…
+        ids: Vec<String>,
+        /// …but not the members of these rooms…
+        except_rooms: Vec<String>,
+        /// …nor these sockets.
+        except_ids: Vec<String>,
+        /// The encoded Engine.IO frames, in order.
+        frames: Vec<Frame>,
+        /// Who accepted it, and when.
+        stamp: Stamp,
+    },
+    /// The client of this socket came back to the sender: the process that still holds
+    /// the socket closes it (and parks it), so that the sender can restore it.
+    Evict {
+        /// Namespace.
+        nsp: String,
+        /// Socket id.
+        id: String,
+    },
 }
 
 /// A frame that cannot be decoded.
@@ -169,19 +214,7 @@ impl Message {
                     put_str(out, r);
                 }
                 put_opt(out, except.as_deref());
-                put_len(out, frames.len());
-                for f in frames {
-                    match f {
-                        Frame::Text(t) => {
-                            out.put_u8(0);
-                            put_blob(out, t.as_str().as_bytes());
-                        }
-                        Frame::Binary(b) => {
-                            out.put_u8(1);
-                            put_blob(out, b);
-                        }
-                    }
-                }
+                put_frames(out, frames);
                 put_opt(out, latest.as_deref());
                 match stamp {
                     None => out.put_u8(0),
@@ -194,6 +227,47 @@ impl Message {
                 }
             }
             Message::Synced => out.put_u8(6),
+            Message::Park {
+                nsp,
+                id,
+                user,
+                rooms,
+                dropped_ms,
+            } => {
+                out.put_u8(7);
+                put_str(out, nsp);
+                put_str(out, id);
+                put_opt(out, user.as_deref());
+                put_len(out, rooms.len());
+                for r in rooms {
+                    put_str(out, r);
+                }
+                out.put_u64(*dropped_ms);
+            }
+            Message::Evict { nsp, id } => {
+                out.put_u8(8);
+                put_str(out, nsp);
+                put_str(out, id);
+            }
+            Message::Logged {
+                nsp,
+                rooms,
+                ids,
+                except_rooms,
+                except_ids,
+                frames,
+                stamp,
+            } => {
+                out.put_u8(9);
+                put_str(out, nsp);
+                for list in [rooms, ids, except_rooms, except_ids] {
+                    put_list(out, list);
+                }
+                put_frames(out, frames);
+                out.put_u32(stamp.origin);
+                out.put_u64(stamp.seq);
+                out.put_u64(stamp.at_ms);
+            }
         }
         let len = u32::try_from(out.len() - start - 4).unwrap_or(u32::MAX);
         out[start..start + 4].copy_from_slice(&len.to_be_bytes());
@@ -252,18 +326,7 @@ fn decode_body(b: &mut Bytes) -> Result<Message, WireError> {
                 rooms.push(get_str(b)?);
             }
             let except = get_opt(b)?;
-            let n = get_count(b)?;
-            let mut frames = Vec::with_capacity(n.min(64));
-            for _ in 0..n {
-                let frame = match get_u8(b)? {
-                    0 => {
-                        Frame::Text(Utf8Bytes::try_from(get_blob(b)?).map_err(|_| WireError::Utf8)?)
-                    }
-                    1 => Frame::Binary(get_blob(b)?),
-                    other => return Err(WireError::UnknownKind(other)),
-                };
-                frames.push(frame);
-            }
+            let frames = get_frames(b)?;
             let latest = get_opt(b)?;
             let stamp = match get_u8(b)? {
                 0 => None,
@@ -284,8 +347,88 @@ fn decode_body(b: &mut Bytes) -> Result<Message, WireError> {
             }
         }
         6 => Message::Synced,
+        7 => {
+            let nsp = get_str(b)?;
+            let id = get_str(b)?;
+            let user = get_opt(b)?;
+            let n = get_count(b)?;
+            let mut rooms = Vec::with_capacity(n.min(64));
+            for _ in 0..n {
+                rooms.push(get_str(b)?);
+            }
+            Message::Park {
+                nsp,
+                id,
+                user,
+                rooms,
+                dropped_ms: get_u64(b)?,
+            }
+        }
+        8 => Message::Evict {
+            nsp: get_str(b)?,
+            id: get_str(b)?,
+        },
+        9 => Message::Logged {
+            nsp: get_str(b)?,
+            rooms: get_list(b)?,
+            ids: get_list(b)?,
+            except_rooms: get_list(b)?,
+            except_ids: get_list(b)?,
+            frames: get_frames(b)?,
+            stamp: Stamp {
+                origin: get_u32(b)?,
+                seq: get_u64(b)?,
+                at_ms: get_u64(b)?,
+            },
+        },
         other => return Err(WireError::UnknownKind(other)),
     })
+}
+
+fn put_list(out: &mut BytesMut, list: &[String]) {
+    put_len(out, list.len());
+    for s in list {
+        put_str(out, s);
+    }
+}
+
+fn put_frames(out: &mut BytesMut, frames: &[Frame]) {
+    put_len(out, frames.len());
+    for f in frames {
+        match f {
+            Frame::Text(t) => {
+                out.put_u8(0);
+                put_blob(out, t.as_str().as_bytes());
+            }
+            Frame::Binary(b) => {
+                out.put_u8(1);
+                put_blob(out, b);
+            }
+        }
+    }
+}
+
+fn get_list(b: &mut Bytes) -> Result<Vec<String>, WireError> {
+    let n = get_count(b)?;
+    let mut list = Vec::with_capacity(n.min(64));
+    for _ in 0..n {
+        list.push(get_str(b)?);
+    }
+    Ok(list)
+}
+
+fn get_frames(b: &mut Bytes) -> Result<Vec<Frame>, WireError> {
+    let n = get_count(b)?;
+    let mut frames = Vec::with_capacity(n.min(64));
+    for _ in 0..n {
+        let frame = match get_u8(b)? {
+            0 => Frame::Text(Utf8Bytes::try_from(get_blob(b)?).map_err(|_| WireError::Utf8)?),
+            1 => Frame::Binary(get_blob(b)?),
+            other => return Err(WireError::UnknownKind(other)),
+        };
+        frames.push(frame);
+    }
+    Ok(frames)
 }
 
 fn put_len(out: &mut BytesMut, n: usize) {
@@ -393,6 +536,30 @@ mod tests {
                 id: "x".into(),
             },
             Message::Synced,
+            Message::Park {
+                nsp: "/".into(),
+                id: "x".into(),
+                user: Some("ann".into()),
+                rooms: vec!["$namespace".into(), "r".into()],
+                dropped_ms: 1_733_210_000_000,
+            },
+            Message::Evict {
+                nsp: "/chat".into(),
+                id: "y".into(),
+            },
+            Message::Logged {
+                nsp: "/r".into(),
+                rooms: vec!["a".into()],
+                ids: vec!["s1".into()],
+                except_rooms: vec![],
+                except_ids: vec!["s2".into()],
+                frames: vec![Frame::message("2/r,[\"m\",1,\"1-kq3z\"]")],
+                stamp: Stamp {
+                    origin: 1,
+                    seq: 1 << 40,
+                    at_ms: 1_733_210_000_001,
+                },
+            },
             Message::Broadcast {
                 nsp: "/".into(),
                 rooms: vec!["a".into(), "b".into()],
@@ -486,8 +653,8 @@ mod tests {
             Message::decode(&mut buf),
             Err(WireError::TooLarge(_))
         ));
-        let mut buf = BytesMut::from(&[0, 0, 0, 1, 9][..]);
-        assert_eq!(Message::decode(&mut buf), Err(WireError::UnknownKind(9)));
+        let mut buf = BytesMut::from(&[0, 0, 0, 1, 99][..]);
+        assert_eq!(Message::decode(&mut buf), Err(WireError::UnknownKind(99)));
     }
 
     /// Decode everything in `buf`, bounded: whatever the bytes, no panic, no endless loop.
@@ -526,6 +693,42 @@ mod tests {
             }),
             (text(), text(), text()).prop_map(|(nsp, room, id)| Message::Leave { nsp, room, id }),
             (text(), text()).prop_map(|(nsp, id)| Message::Gone { nsp, id }),
+            (
+                text(),
+                text(),
+                proptest::option::of(text()),
+                vec(text(), 0..4),
+                any::<u64>()
+            )
+                .prop_map(|(nsp, id, user, rooms, dropped_ms)| Message::Park {
+                    nsp,
+                    id,
+                    user,
+                    rooms,
+                    dropped_ms
+                }),
+            (text(), text()).prop_map(|(nsp, id)| Message::Evict { nsp, id }),
+            (
+                text(),
+                vec(vec(text(), 0..3), 4),
+                vec(frame(), 0..3),
+                (any::<u32>(), any::<u64>(), any::<u64>())
+            )
+                .prop_map(|(nsp, mut lists, frames, (origin, seq, at_ms))| {
+                    let except_ids = lists.pop().unwrap();
+                    let except_rooms = lists.pop().unwrap();
+                    let ids = lists.pop().unwrap();
+                    let rooms = lists.pop().unwrap();
+                    Message::Logged {
+                        nsp,
+                        rooms,
+                        ids,
+                        except_rooms,
+                        except_ids,
+                        frames,
+                        stamp: Stamp { origin, seq, at_ms },
+                    }
+                }),
             Just(Message::Synced),
             (
                 text(),

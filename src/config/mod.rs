@@ -152,6 +152,11 @@ pub struct ServerConfig {
     /// Most bytes of room history (`history` of the namespaces) one process keeps; past
     /// it the oldest events of the host go first. Default `"64MB"`.
     pub history_budget: Size,
+    /// Most bytes of events one process keeps for connection state recovery (namespaces
+    /// with `recovery`), and most dropped sockets it keeps (one per 2 KiB of it); past it
+    /// the oldest go first, and a client that missed an event no longer kept is not
+    /// recovered. Default `"64MB"`.
+    pub recovery_budget: Size,
     /// Pages besides the server's own that may connect (the `Origin` of handshakes,
     /// WebSockets and polling; CORS for polling): exact origins
     /// (`"https://app.example.com"`), `"loopback"` (http(s) on localhost, 127.0.0.1 or
@@ -182,6 +187,7 @@ impl Default for ServerConfig {
             events_per_ip_per_second: 1000,
             event_burst_per_ip: 2000,
             history_budget: Size(64_000_000),
+            recovery_budget: Size(64_000_000),
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
         }
@@ -354,6 +360,29 @@ pub struct NamespaceConfig {
     /// Keep the last events relayed to each room (and to the whole namespace) for
     /// `$join` with `history`, `$history` and the server API. Default: none kept.
     pub history: Option<HistoryConfig>,
+    /// Connection state recovery (the Socket.IO 4.6+ extension): the CONNECT answer
+    /// carries a `pid`, relayed events carry an offset as their last argument, and a
+    /// client that comes back within `max_disconnection` gets its id, rooms and every
+    /// event it missed. Default: off.
+    pub recovery: Option<RecoveryConfig>,
+}
+
+/// `recovery = { max_disconnection = "2m" }`: how long a dropped socket is kept for its
+/// client to come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecoveryConfig {
+    /// Longest a client may stay away and still recover, 1s to 1h. Default `"2m"`.
+    #[serde(with = "humantime_serde")]
+    pub max_disconnection: Duration,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        RecoveryConfig {
+            max_disconnection: Duration::from_secs(120),
+        }
+    }
 }
 
 /// `history = { size = 100, ttl = "10m" }`: what a namespace keeps of its rooms' events.
@@ -394,6 +423,7 @@ impl Default for NamespaceConfig {
             events: BTreeMap::new(),
             auth: AuthConfig::default(),
             history: None,
+            recovery: None,
         }
     }
 }

@@ -369,6 +369,15 @@ fn check_namespace(c: &Config, name: &str, ns: &NamespaceConfig, out: &mut Vec<P
             ));
         }
     }
+    if let Some(recovery) = &ns.recovery
+        && !(Duration::from_secs(1)..=Duration::from_secs(3600))
+            .contains(&recovery.max_disconnection)
+    {
+        out.push(Problem::new(
+            format!("{key}.recovery.max_disconnection"),
+            "must be 1s to 1h",
+        ));
+    }
     let claims_join = ns.join == JoinPolicy::Claims;
     let mut auth = Vec::new();
     super::auth::check(&format!("{key}.auth"), &ns.auth, claims_join, &mut auth);

@@ -11,6 +11,7 @@ use std::os::unix::net::UnixStream;
 use super::control::ToWorker;
 use super::{Error, master, privileges, single, sockets, spawn, worker};
 use crate::config::{Config, LoadOptions, Loaded};
+use crate::relay::recovery::Key;
 
 /// Why a worker did not get its config from the master's first control message.
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +22,7 @@ pub enum FirstMessage {
     /// It is not a control message this worker understands (another version's?).
     #[error("the first message is unreadable: {0}")]
     Unreadable(serde_json::Error),
-    /// It is a control message, but not the config.
+    /// It is a control message, but not the config and key (or the key is malformed).
     #[error("the first message is not the config")]
     NotConfig,
 }
@@ -60,19 +61,22 @@ pub fn daemon(loaded: Loaded, options: LoadOptions) -> Result<(), Error> {
 pub fn worker(argv: &[String]) -> Result<(), Error> {
     let args = spawn::parse(argv).ok_or(Error::NotAWorker)?;
     let (listener, control) = spawn::adopt(&args).map_err(Error::Inherited)?;
-    let config = first_config(&control)?;
+    let (config, key) = first_config(&control)?;
     let log = crate::telemetry::init(&config.log);
     privileges::apply(None).map_err(Error::Privileges)?;
     let runtime = runtime()?;
-    runtime.block_on(worker::run(args, listener, control, config, log))
+    runtime.block_on(worker::run(args, listener, control, config, key, log))
 }
 
-/// The config the master sends first. Read before anything else, byte by byte, so that
-/// nothing the master sent after it (a reload) is read ahead and lost.
-fn first_config(control: &UnixStream) -> Result<Config, FirstMessage> {
+/// The config and pid key the master sends first. Read before anything else, byte by
+/// byte, so that nothing the master sent after it (a reload) is read ahead and lost.
+fn first_config(control: &UnixStream) -> Result<(Config, Key), FirstMessage> {
     let line = read_line_unbuffered(control).map_err(FirstMessage::Read)?;
     match serde_json::from_str(&line).map_err(FirstMessage::Unreadable)? {
-        ToWorker::Config(config) => Ok(*config),
+        ToWorker::Start { config, key } => {
+            let key = Key::from_text(&key).ok_or(FirstMessage::NotConfig)?;
+            Ok((*config, key))
+        }
         _ => Err(FirstMessage::NotConfig),
     }
 }
@@ -129,8 +133,17 @@ mod tests {
             drop(a);
             first_config(&b)
         };
-        let config = crate::daemon::control::encode(&ToWorker::Config(Box::default()));
-        assert_eq!(first(config.as_bytes()).unwrap(), Config::default());
+        let key = Key::random();
+        let start = crate::daemon::control::encode(&ToWorker::Start {
+            config: Box::default(),
+            key: key.to_text(),
+        });
+        assert_eq!(first(start.as_bytes()).unwrap(), (Config::default(), key));
+        let reload = crate::daemon::control::encode(&ToWorker::Config(Box::default()));
+        assert!(matches!(
+            first(reload.as_bytes()),
+            Err(FirstMessage::NotConfig)
+        ));
         let ping = crate::daemon::control::encode(&ToWorker::Ping(1));
         assert!(matches!(
             first(ping.as_bytes()),

@@ -13,7 +13,16 @@ use crate::config::Config;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ToWorker {
-    /// The config to run with (first message) or to switch to (reload).
+    /// The first message: the config to run with, and the host's key for the pids of
+    /// connection state recovery (the same in every worker, so that any of them can
+    /// restore a socket another one held).
+    Start {
+        /// The config.
+        config: Box<Config>,
+        /// The pid key, as text.
+        key: String,
+    },
+    /// The config to switch to (reload).
     Config(Box<Config>),
     /// Heartbeat; answer with the same number.
     Ping(u64),

@@ -41,6 +41,7 @@ pub async fn run(
     listener: std::net::TcpListener,
     control: std::os::unix::net::UnixStream,
     config: Config,
+    key: crate::relay::recovery::Key,
     log: LogHandle,
 ) -> Result<(), Error> {
     // A HUP meant for the master (`systemctl kill`, `killall -HUP`, logrotate) must not
@@ -60,6 +61,7 @@ pub async fn run(
         &metrics,
         Some((args.id, forwarder.clone())),
     )?;
+    stack.relay.shared().recovery.set_key(key);
     let public_site = stack.public.clone();
     tokio::spawn(accept_forwarded(forwarder.clone(), args.id, public_site));
     let listener = TcpListener::from_std(listener).map_err(Error::Listener)?;
@@ -113,6 +115,10 @@ pub async fn run(
         };
         let reply = match serde_json::from_str::<ToWorker>(&line) {
             Ok(ToWorker::Ping(n)) => ToMaster::Pong(n),
+            Ok(ToWorker::Start { .. }) => {
+                tracing::warn!("a second start message ignored");
+                continue;
+            }
             Ok(ToWorker::Config(next)) => match stack.reconfigure(&next) {
                 Ok(()) => {
                     if let Err(err) = log.set_level(&next.log.level) {

@@ -186,6 +186,8 @@ pub struct Workers {
     /// Ids for the server API's emits, which every worker records in its history under
     /// the same id (origin 0, the master's).
     sequence: crate::relay::history::Sequence,
+    /// The host's key for recovery pids, handed to every worker it starts.
+    key: crate::relay::recovery::Key,
 }
 
 impl Workers {
@@ -244,7 +246,7 @@ impl Workers {
     /// Ask every live worker for a report; answers that do not come in time are missed.
     /// Returns each worker's metrics exposition and status document.
     pub async fn reports(&self) -> Vec<(String, Value)> {
-        self.ask(usize::MAX, ToWorker::Report)
+        self.ask(usize::MAX, false, |id, _| ToWorker::Report(id))
             .await
             .into_iter()
             .filter_map(|answer| match answer {
@@ -260,7 +262,7 @@ impl Workers {
     /// needs, without each worker building its status document); answers that do not
     /// come in time are missed.
     pub async fn metrics(&self) -> Vec<String> {
-        self.ask(usize::MAX, ToWorker::Metrics)
+        self.ask(usize::MAX, false, |id, _| ToWorker::Metrics(id))
             .await
             .into_iter()
             .filter_map(|answer| match answer {
@@ -277,14 +279,13 @@ impl Workers {
             Scope::AnyOne => 1,
             Scope::Every => usize::MAX,
         };
-        let stamp = matches!(call, Call::Emit(_))
-            .then(|| crate::relay::history::Event::stamp_now(self.sequence.next()));
-        let make = |id| ToWorker::Api {
+        let stamped = matches!(call, Call::Emit(_));
+        let make = |id, stamp| ToWorker::Api {
             id,
             call: call.clone(),
             stamp,
         };
-        self.ask(how_many, make)
+        self.ask(how_many, stamped, make)
             .await
             .into_iter()
             .filter_map(|answer| match answer {
@@ -297,9 +298,18 @@ impl Workers {
     /// Send a request (made by `make` from its number) to up to `how_many` ready workers
     /// (all when there are fewer) and wait for their answers together, at most
     /// [`ASK_TIMEOUT`]; requests that were not answered by then are forgotten.
-    async fn ask(&self, how_many: usize, make: impl Fn(u64) -> ToWorker) -> Vec<ToMaster> {
+    async fn ask(
+        &self,
+        how_many: usize,
+        stamped: bool,
+        make: impl Fn(u64, Option<crate::adapter::Stamp>) -> ToWorker,
+    ) -> Vec<ToMaster> {
         let asked: Vec<(u64, Pending, oneshot::Receiver<ToMaster>)> = {
             let slots = self.slots.lock();
+            // Taken under the lock that orders the sends, so that every worker gets the
+            // emits in the order of their ids (what a recovery position relies on).
+            let stamp =
+                stamped.then(|| crate::relay::history::Event::stamp_now(self.sequence.next()));
             let mut ready: Vec<(&WorkerId, &Slot)> = slots.iter().collect();
             ready.sort_by_key(|(id, slot)| (!slot.ready, **id));
             ready
@@ -307,7 +317,7 @@ impl Workers {
                 .filter_map(|(_, slot)| {
                     let id = self.next_request.fetch_add(1, Ordering::Relaxed);
                     let rx = slot.pending.lock().wait(id)?;
-                    if slot.tx.send(make(id)).is_err() {
+                    if slot.tx.send(make(id, stamp)).is_err() {
                         // Its control writer is gone (the worker died): no answer comes.
                         slot.pending.lock().by_id.remove(&id);
                         return None;
@@ -363,7 +373,10 @@ impl Workers {
             });
         }
         let (tx, rx) = mpsc::unbounded_channel::<ToWorker>();
-        let _ = tx.send(ToWorker::Config(Box::new(config.clone())));
+        let _ = tx.send(ToWorker::Start {
+            config: Box::new(config.clone()),
+            key: self.key.to_text(),
+        });
         let pending = Pending::default();
         let last_pong = Arc::new(Mutex::new(Instant::now()));
         let slot = Slot {

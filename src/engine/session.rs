@@ -65,6 +65,8 @@ pub enum CloseReason {
     InvalidData = 9,
     /// Its outbound queue would take the worker over `engine.outbound_budget`.
     MemoryBudget = 10,
+    /// Its client came back on a new session, which takes over what this one carried.
+    Replaced = 11,
 }
 
 impl CloseReason {
@@ -80,6 +82,7 @@ impl CloseReason {
             8 => CloseReason::Shutdown,
             9 => CloseReason::InvalidData,
             10 => CloseReason::MemoryBudget,
+            11 => CloseReason::Replaced,
             _ => return None,
         })
     }
@@ -97,7 +100,22 @@ impl CloseReason {
             CloseReason::Shutdown => "shutdown",
             CloseReason::InvalidData => "invalid_data",
             CloseReason::MemoryBudget => "memory_budget",
+            CloseReason::Replaced => "replaced",
         }
+    }
+
+    /// Whether the client may well come back for what the session carried (its
+    /// transport went away, or the server went down), rather than having given it up,
+    /// broken the rules or fallen too far behind: what connection state recovery keeps.
+    pub fn is_recoverable(self) -> bool {
+        matches!(
+            self,
+            CloseReason::ClientClose
+                | CloseReason::PingTimeout
+                | CloseReason::TransportError
+                | CloseReason::Shutdown
+                | CloseReason::Replaced
+        )
     }
 }
 

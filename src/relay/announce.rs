@@ -27,11 +27,18 @@ pub const ROOM: &str = "$namespace";
 /// after the CONNECT answer and before the socket is on the bus, so that it comes before
 /// anything relayed. Paced like `greet`, so that a client reading one WebSocket message
 /// at a time sees it apart from the CONNECT.
-pub fn welcome(policy: &Policy, socket: &Socket) {
+pub fn welcome(relay: &Shared, policy: &Policy, socket: &Socket) {
     let Some(welcome) = &policy.config.welcome else {
         return;
     };
-    let args: Vec<&RawValue> = policy.welcome_args.iter().map(AsRef::as_ref).collect();
+    let mut args: Vec<&RawValue> = policy.welcome_args.iter().map(AsRef::as_ref).collect();
+    // With recovery a client takes any event's last string argument for its offset: give
+    // it a true one.
+    let offset = policy
+        .config
+        .recovery
+        .map(|_| super::deliver::current_offset(relay));
+    args.extend(offset.as_deref());
     let text = sio::encode_event(&socket.nsp, &welcome.event, &args, None, 0);
     socket
         .session()

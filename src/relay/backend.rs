@@ -14,6 +14,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::control;
+use super::deliver;
 use super::events::{self, json_array};
 use super::history::Position;
 use super::history::{Event, EventId, Keep};
@@ -227,37 +228,62 @@ fn emit_here(relay: &Shared, emit: &Emit, stamp: Option<Stamp>) -> Result<Part, 
     if size > limit {
         return Err(Failure::TooLarge { size, limit });
     }
-    if let Some(history) = ns.policy().config.history
-        && (emit.sockets.is_empty() || !emit.rooms.is_empty())
-    {
-        let stamp = stamp.unwrap_or_else(|| {
+    let policy = ns.policy();
+    let recovery = policy.config.recovery;
+    // An emit to rooms or to all is recorded (one to sockets only concerns nobody later);
+    // with recovery, every emit is sequenced, so that it carries an offset.
+    let recorded = emit.sockets.is_empty() || !emit.rooms.is_empty();
+    let stamp = (recovery.is_some() || (recorded && policy.config.history.is_some())).then(|| {
+        stamp.unwrap_or_else(|| {
             let id = relay.sequence.next();
             Event::stamp_now(id)
-        });
+        })
+    });
+    let id = stamp.map(|stamp| EventId {
+        origin: stamp.origin,
+        seq: stamp.seq,
+    });
+    if let (Some(history), Some(stamp), Some(id), true) =
+        (policy.config.history, stamp, id, recorded)
+    {
         let event = Event {
-            id: EventId {
-                origin: stamp.origin,
-                seq: stamp.seq,
-            },
+            id,
             at: SystemTime::UNIX_EPOCH + Duration::from_millis(stamp.at_ms),
             name: Arc::from(emit.event.as_str()),
             args: Arc::from(json_array(&args)),
             attachments: attachments.clone(),
         };
         let rooms: Vec<Arc<str>> = names(&emit.rooms);
-        let keep = Keep {
-            size: history.size,
-            ttl: history.ttl,
-        };
-        events::record(relay, &ns.name, Arc::new(event), &rooms, keep);
+        events::record(
+            relay,
+            &ns.name,
+            Arc::new(event),
+            &rooms,
+            Keep::from(history),
+        );
     }
-    let item = outgoing(&text, &attachments);
     let pick = Pick {
         rooms: names(&emit.rooms),
         sockets: names(&emit.sockets),
         except: names(&emit.except),
     };
-    let delivered = relay.bus.deliver_local(&ns.name, &pick, &item);
+    let delivered = match (recovery, stamp, id) {
+        (Some(recovery), Some(stamp), Some(id)) => {
+            let packet = deliver::Packet {
+                nsp: &ns.name,
+                name: &emit.event,
+                args: &args,
+                attachments: &attachments,
+                announced: attachments.len(),
+            };
+            let retention = relay.retention(recovery.max_disconnection);
+            deliver::emitted(relay, packet, id, stamp.at_ms, &pick, retention)
+        }
+        _ => {
+            let item = outgoing(&text, &attachments);
+            relay.bus.deliver_local(&ns.name, &pick, &item)
+        }
+    };
     ns.counters.delivered.inc_by(delivered as u64);
     Ok(Part::Delivered(delivered))
 }

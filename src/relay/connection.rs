@@ -12,7 +12,7 @@
 //! gives no way to recover the stream after one), a packet that is merely out of place
 //! is logged and dropped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -23,21 +23,21 @@ use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use tokio::task::AbortHandle;
 
-use super::auth::{Credentials, Identity, clean_name};
-use super::bucket::TokenBucket;
-use super::depart::depart;
+use super::auth::{Credentials, clean_name};
+use super::depart::{depart, depart_closed};
 use super::policy::Refusal;
 use super::rates::Kept;
 use super::shared::{Owner, Shared};
-use super::socket::{Admitted, Socket};
-use super::{announce, control, events, reply};
-use crate::engine::sid::random_id;
+use super::socket::Socket;
+use super::{events, reply, restore};
 use crate::engine::{
-    BoxFuture, CloseReason, Connection, HandshakeInfo, Message, Outgoing, Session, Transport,
+    BoxFuture, CloseReason, Connection, HandshakeInfo, Message, Session, Transport,
 };
 use crate::socketio::binary::{Complete, ReassemblyError};
 use crate::socketio::packet::{self as sio, PacketKind};
 use crate::socketio::{Packet, PacketError, Reassembler};
+
+mod connect;
 
 /// Why a client's packet was not acted on.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +110,8 @@ struct State {
     sockets: HashMap<String, Arc<Socket>>,
     /// The rate limits of each namespace this connection left, for its next CONNECT.
     rates: Kept,
+    /// Namespaces whose CONNECT is claiming a dropped socket (and may wait for it).
+    claiming: HashSet<String>,
 }
 
 impl State {
@@ -170,6 +172,17 @@ impl Conn {
         });
         *conn.deadline.lock() = Some(deadline.abort_handle());
         conn
+    }
+
+    /// A claim that did not restore its socket: counted and logged; the CONNECT goes on
+    /// as a new socket.
+    fn missed(&self, nsp: &str, miss: restore::Miss) {
+        tracing::debug!(sid = %self.session.sid, nsp, reason = miss.label(), "socket not recovered");
+        self.relay
+            .meters
+            .recoveries
+            .with_label_values(&[nsp, miss.label()])
+            .inc();
     }
 
     /// Cancel the `connect_timeout` task, if it still runs.
@@ -362,152 +375,6 @@ impl Conn {
         .await?;
         Ok(())
     }
-
-    async fn connect(&self, packet: Packet) -> Result<(), Error> {
-        let nsp = packet.nsp;
-        let Some(ns) = self.relay.namespace(&nsp) else {
-            self.session
-                .send_frame(crate::engine::Frame::message(&sio::encode_connect_error(
-                    &nsp,
-                    "Invalid namespace",
-                )));
-            return Err(Error::UndeclaredNamespace(nsp));
-        };
-        if self.socket(&nsp).is_some() {
-            return Err(Error::DuplicateConnect(nsp));
-        }
-        let policy = ns.policy();
-        let limits = &policy.config.limits;
-        // The connection's buckets for the namespace outlive the socket: connect, `$join`,
-        // disconnect in a loop is bounded by `events_per_second`.
-        let now = Instant::now();
-        let (rate, allowed) = {
-            let mut state = self.state.lock();
-            match state.rates.get_mut(&nsp) {
-                // Connected here before: the buckets it left with.
-                Some(rates) => {
-                    rates
-                        .connects
-                        .set_limits(limits.events_per_second, limits.burst);
-                    (rates.events.clone(), rates.connects.take(now))
-                }
-                // The first connect is free, and its buckets are kept only once it
-                // leaves (`State::leave`): most connections never do, and a map
-                // per connection would cost every idle one a few hundred bytes.
-                None => {
-                    let events = TokenBucket::new(limits.events_per_second, limits.burst, now);
-                    (Arc::new(Mutex::new(events)), true)
-                }
-            }
-        };
-        if !allowed {
-            tracing::debug!(sid = %self.session.sid, %nsp, "connect refused: rate limit");
-            self.relay
-                .meters
-                .refused
-                .with_label_values(&[&nsp, Refusal::RateLimited.label()])
-                .inc();
-            self.session
-                .send_frame(crate::engine::Frame::message(&sio::encode_connect_error(
-                    &nsp,
-                    Refusal::RateLimited.message(),
-                )));
-            return Ok(());
-        }
-        let auth = packet.data.unwrap_or_else(empty_object);
-        if auth.get().len() as u64 > limits.max_auth_size.0 {
-            tracing::info!(sid = %self.session.sid, %nsp, size = auth.get().len(), "connect refused: auth payload over max_auth_size");
-            self.relay
-                .meters
-                .refused
-                .with_label_values(&[&nsp, Refusal::TooLarge.label()])
-                .inc();
-            self.session
-                .send_frame(crate::engine::Frame::message(&sio::encode_connect_error(
-                    &nsp,
-                    "auth payload too large",
-                )));
-            return Ok(());
-        }
-        let identity = match policy.gate.admit(&auth, &self.credentials) {
-            Ok(identity) => identity,
-            Err(reason) => {
-                tracing::info!(sid = %self.session.sid, %nsp, reason = %reason.label(), "connection refused by auth");
-                self.relay
-                    .meters
-                    .auth_refused
-                    .with_label_values(&[&nsp, reason.label()])
-                    .inc();
-                self.session
-                    .send_frame(crate::engine::Frame::message(&sio::encode_connect_error(
-                        &nsp,
-                        reason.message(),
-                    )));
-                return Ok(());
-            }
-        };
-        let Identity {
-            user,
-            verified,
-            grants,
-            join,
-        } = identity;
-        let user = user.or_else(|| display_name(&auth, &policy.config.user_field));
-        let id: Arc<str> = Arc::from(random_id());
-        let admitted = Admitted {
-            user,
-            auth,
-            grants,
-            address: self.address,
-            origin: self.origin.clone(),
-        };
-        let socket = Arc::new(Socket::new(
-            ns.name.clone(),
-            id.clone(),
-            admitted,
-            self.session.clone(),
-            rate,
-        ));
-        self.state
-            .lock()
-            .sockets
-            .insert(nsp.clone(), socket.clone());
-        self.connected_once.store(true, Ordering::Release);
-        self.end_deadline();
-        socket.send_text(&sio::encode_connect(&nsp, &id));
-        announce::welcome(&policy, &socket);
-        self.relay.bus.add_socket(&nsp, socket.recipient.clone());
-        let me: Weak<dyn Owner> = self.me.clone();
-        self.relay.hold(&socket, me);
-        if self.session.is_closed() {
-            // The session closed while this CONNECT was handled: its close has run
-            // already, so leave the bus here.
-            let removed = self.state.lock().sockets.remove(&nsp);
-            if let Some(socket) = removed {
-                let relay = self.relay.clone();
-                tokio::spawn(async move { depart(&relay, &socket).await });
-            }
-            return Ok(());
-        }
-        let transport = self.session.transport().counted_as().as_str();
-        *socket.counted_as.lock() = transport;
-        self.relay
-            .meters
-            .connections
-            .with_label_values(&[&nsp, transport])
-            .inc();
-        if let Some(greet) = &policy.config.greet {
-            let text = sio::encode_event(&nsp, greet, &[&socket.auth], None, 0);
-            self.session
-                .send(Outgoing::Paced(crate::engine::Frame::message(&text)));
-        }
-        announce::arrive(&self.relay, &policy, &socket).await;
-        if !join.is_empty() {
-            control::join_at_connect(&self.relay, &policy, &socket, &join).await;
-        }
-        tracing::debug!(sid = %self.session.sid, %nsp, socket = %id, user = ?socket.user(), verified, "socket connected");
-        Ok(())
-    }
 }
 
 impl Connection for Conn {
@@ -546,7 +413,7 @@ impl Connection for Conn {
         let relay = self.relay.clone();
         tokio::spawn(async move {
             for socket in sockets {
-                depart(&relay, &socket).await;
+                depart_closed(&relay, &socket, reason).await;
             }
         });
     }

@@ -159,6 +159,24 @@ pub async fn join_at_connect(
     }
 }
 
+/// A restored socket is back in `rooms` (joined on the bus already, see
+/// [`restore::resume`](super::restore::resume)): counted and announced as joins.
+pub async fn rejoined(
+    relay: &Shared,
+    policy: &Policy,
+    socket: &Arc<Socket>,
+    rooms: Vec<(Arc<str>, crate::engine::BoxFuture<'_, usize>)>,
+) {
+    for (room, count) in rooms {
+        let count = count.await;
+        relay.report_membership(socket, &room, true, count);
+        if policy.config.presence {
+            announce(relay, socket, &room, "join", count);
+        }
+    }
+    relay.count_rooms(&socket.nsp);
+}
+
 async fn leave(
     relay: &Shared,
     policy: &Policy,

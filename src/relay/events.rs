@@ -12,13 +12,14 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::control;
+use super::deliver;
 use super::history::{Event, EventId, Keep, Key};
 use super::meta::Sender;
 use super::policy::{Policy, Refusal, Resolved};
 use super::reply::{outgoing, refuse};
 use super::shared::{Counters, Shared};
 use super::socket::Socket;
-use crate::adapter::{Stamp, Target};
+use crate::adapter::{Stamped, Target};
 use crate::config::{AckReply, Route};
 use crate::engine::Frame;
 use crate::socketio::Packet;
@@ -70,16 +71,17 @@ pub async fn handle(
         return Ok(());
     }
     let how = policy.resolve(name);
-    let keep = policy.config.history.map(|h| Keep {
-        size: h.size,
-        ttl: h.ttl,
-    });
+    let keep = policy.config.history.map(Keep::from);
+    let retention = policy
+        .config
+        .recovery
+        .map(|r| relay.retention(r.max_disconnection));
     let payload = Payload {
         args: &event.args,
         attachments: &attachments,
         announced: packet.attachments,
     };
-    if let Err(error) = route(relay, counters, socket, &how, &payload, keep) {
+    if let Err(error) = route(relay, counters, socket, &how, &payload, keep, retention) {
         refuse(relay, socket, name, packet.id, error);
         return Ok(());
     }
@@ -147,6 +149,7 @@ fn route(
     how: &Resolved<'_>,
     payload: &Payload<'_>,
     keep: Option<Keep>,
+    retention: Option<super::recovery::Retention>,
 ) -> Result<(), Refusal> {
     let rooms = match how.route {
         Route::None => return Err(Refusal::NotAllowed),
@@ -181,6 +184,35 @@ fn route(
             &with_meta
         }
     };
+    if let Some(retention) = retention {
+        // Recovery: sequenced, offset and logged under the ledger (see `deliver`).
+        let target = rooms.map(|rooms| Target {
+            rooms,
+            except: Some(socket.id().clone()),
+        });
+        let echo = (how.echo || matches!(how.route, Route::Sender)).then(|| socket.session());
+        let packet = deliver::Packet {
+            nsp: &socket.nsp,
+            name: how.name,
+            args: delivered_args,
+            attachments: payload.attachments,
+            announced: payload.announced,
+        };
+        let (accepted, delivered) =
+            deliver::accepted(relay, packet, target.as_ref(), echo, retention);
+        if let (Some((id, at)), Some(keep), Some(target)) = (accepted, keep, &target) {
+            let event = Event {
+                id,
+                at,
+                name: Arc::from(how.name),
+                args: Arc::from(json_array(delivered_args)),
+                attachments: payload.attachments.to_vec(),
+            };
+            record(relay, &socket.nsp, Arc::new(event), &target.rooms, keep);
+        }
+        counters.delivered.inc_by(delivered as u64);
+        return Ok(());
+    }
     let text = sio::encode_event(
         &socket.nsp,
         how.name,
@@ -221,29 +253,54 @@ fn route(
     Ok(())
 }
 
-/// Record a stamped broadcast that another process accepted (the bus's record hook), in
-/// the history of its rooms when its namespace keeps one. `frames` are the packet as
-/// delivered: the event's text, then its attachments.
-pub fn record_remote(relay: &Shared, nsp: &str, rooms: &[String], stamp: Stamp, frames: &[Frame]) {
-    let Some(ns) = relay.namespace(nsp) else {
-        return;
+/// A stamped broadcast that another process accepted (the bus's record hook): kept in
+/// the history of its rooms when its namespace keeps one, and, when the namespace has
+/// `recovery`, delivered here under the ledger with this process's offset. Returns
+/// whether it was delivered here.
+pub fn record_remote(relay: &Shared, stamped: &Stamped<'_>) -> bool {
+    let Some(ns) = relay.namespace(stamped.nsp) else {
+        return false;
     };
-    let Some(history) = ns.policy().config.history else {
-        return;
+    let policy = ns.policy();
+    let recovery = policy.config.recovery;
+    if let Some(history) = policy.config.history
+        && let Some(event) = remote_event(stamped, recovery.is_some())
+    {
+        record(
+            relay,
+            &ns.name,
+            Arc::new(event),
+            &stamped.target.rooms,
+            Keep::from(history),
+        );
+    }
+    let Some(recovery) = recovery else {
+        return false;
     };
+    deliver::arrived(relay, stamped, relay.retention(recovery.max_disconnection));
+    true
+}
+
+/// The history record of a peer's broadcast, decoded from its frames (the packet as
+/// delivered: the event's text, then its attachments), without the origin's offset.
+fn remote_event(stamped: &Stamped<'_>, has_offset: bool) -> Option<Event> {
+    let frames = stamped.item.frames();
     let Some(Frame::Text(text)) = frames.first() else {
-        return;
+        return None;
     };
     // An Engine.IO MESSAGE: `4`, then the Socket.IO packet.
-    let Some(packet_text) = text.as_str().strip_prefix('4') else {
-        return;
-    };
+    let packet_text = text.as_str().strip_prefix('4')?;
     let Ok(packet) = sio::decode(packet_text, frames.len()) else {
-        tracing::debug!(nsp, "a peer's broadcast did not decode; not recorded");
-        return;
+        tracing::debug!(
+            nsp = stamped.nsp,
+            "a peer's broadcast did not decode; not recorded"
+        );
+        return None;
     };
-    let Ok(event) = packet.event() else {
-        return;
+    let event = packet.event().ok()?;
+    let args = match has_offset {
+        true => &event.args[..event.args.len().saturating_sub(1)],
+        false => &event.args[..],
     };
     let attachments = frames[1..]
         .iter()
@@ -252,22 +309,16 @@ pub fn record_remote(relay: &Shared, nsp: &str, rooms: &[String], stamp: Stamp, 
             Frame::Text(_) => None,
         })
         .collect();
-    let event = Event {
+    Some(Event {
         id: EventId {
-            origin: stamp.origin,
-            seq: stamp.seq,
+            origin: stamped.stamp.origin,
+            seq: stamped.stamp.seq,
         },
-        at: SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(stamp.at_ms),
+        at: SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(stamped.stamp.at_ms),
         name: Arc::from(&*event.name),
-        args: Arc::from(json_array(&event.args)),
+        args: Arc::from(json_array(args)),
         attachments,
-    };
-    let rooms: Vec<Arc<str>> = rooms.iter().map(|r| Arc::from(r.as_str())).collect();
-    let keep = Keep {
-        size: history.size,
-        ttl: history.ttl,
-    };
-    record(relay, &ns.name, Arc::new(event), &rooms, keep);
+    })
 }
 
 /// Keep `event` in the history of each of `rooms` (the namespace's own when empty).

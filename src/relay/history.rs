@@ -114,6 +114,14 @@ impl Position {
     pub fn has_seen(&self, id: EventId) -> bool {
         self.0.get(&id.origin).is_some_and(|&seq| id.seq <= seq)
     }
+
+    /// Whether this position has seen everything `other` has.
+    pub fn covers(&self, other: &Position) -> bool {
+        other
+            .0
+            .iter()
+            .all(|(&origin, &seq)| self.has_seen(EventId { origin, seq }))
+    }
 }
 
 impl fmt::Display for Position {
@@ -210,7 +218,8 @@ impl Event {
     }
 }
 
-fn stamp_at(id: EventId, at: SystemTime) -> crate::adapter::Stamp {
+/// The stamp of event `id` accepted at `at`.
+pub fn stamp_at(id: EventId, at: SystemTime) -> crate::adapter::Stamp {
     crate::adapter::Stamp {
         origin: id.origin,
         seq: id.seq,
@@ -236,6 +245,15 @@ pub struct Keep {
     pub size: usize,
     /// Longest an event is kept.
     pub ttl: Duration,
+}
+
+impl From<crate::config::HistoryConfig> for Keep {
+    fn from(history: crate::config::HistoryConfig) -> Keep {
+        Keep {
+            size: history.size,
+            ttl: history.ttl,
+        }
+    }
 }
 
 #[derive(Debug)]

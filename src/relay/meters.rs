@@ -25,6 +25,17 @@ pub struct Meters {
     pub history_bytes: IntGauge,
     /// History events dropped to stay within `server.history_budget`.
     pub history_evicted: IntCounter,
+    /// Dropped sockets kept for connection state recovery.
+    pub recovery_sessions: IntGauge,
+    /// Events kept for connection state recovery.
+    pub recovery_events: IntGauge,
+    /// Bytes of events kept for recovery, as counted against `server.recovery_budget`.
+    pub recovery_bytes: IntGauge,
+    /// Recovery events dropped to stay within `server.recovery_budget`.
+    pub recovery_evicted: IntCounter,
+    /// CONNECTs that claimed a dropped socket, by `namespace` and `result` (`recovered`,
+    /// or why not).
+    pub recoveries: IntCounterVec,
 }
 
 impl Default for Meters {
@@ -48,6 +59,13 @@ impl Default for Meters {
             history_bytes: IntGauge::with_opts(opts()).expect("static metric options are valid"),
             history_evicted: IntCounter::with_opts(opts())
                 .expect("static metric options are valid"),
+            recovery_sessions: IntGauge::with_opts(opts())
+                .expect("static metric options are valid"),
+            recovery_events: IntGauge::with_opts(opts()).expect("static metric options are valid"),
+            recovery_bytes: IntGauge::with_opts(opts()).expect("static metric options are valid"),
+            recovery_evicted: IntCounter::with_opts(opts())
+                .expect("static metric options are valid"),
+            recoveries: counter(&["namespace", "result"]),
         }
     }
 }

@@ -24,6 +24,9 @@
 //! - [`addresses`]: each client address's event budget, shared by its connections.
 //! - [`history`]: the last events of each room, and the positions readers have reached.
 //! - [`recall`]: `$history` and `$join`'s `history`, answered from it.
+//! - [`recovery`]: what connection state recovery keeps (offsets, the log of delivered
+//!   events, the dropped sockets, pids); [`deliver`] sends events of namespaces with
+//!   `recovery` through it, [`restore`] answers the CONNECT that claims a socket back.
 //! - [`meters`]: the relay's instruments.
 //!
 //! Imports inside the relay point one way, down this list: `backend`, `connection` →
@@ -38,6 +41,7 @@ pub mod backend;
 pub mod bucket;
 pub mod connection;
 pub mod control;
+pub mod deliver;
 pub mod depart;
 pub mod events;
 pub mod history;
@@ -46,7 +50,9 @@ pub mod meters;
 pub mod policy;
 pub mod rates;
 pub mod recall;
+pub mod recovery;
 pub mod reply;
+pub mod restore;
 pub mod shared;
 pub mod socket;
 
@@ -90,6 +96,7 @@ impl Relay {
             .bus
             .set_departure_hook(Box::new(move |nsp, member, room, count| {
                 if let Some(shared) = weak.upgrade() {
+                    depart::park_departed(&shared, nsp, member, room);
                     if crate::adapter::is_listed(room) {
                         control::announce_departed(&shared, nsp, member, room, count);
                         shared.report_departed(nsp, member, room, count);
@@ -100,13 +107,26 @@ impl Relay {
                 }
             }));
         let weak = Arc::downgrade(&shared);
-        shared
-            .bus
-            .set_record_hook(Box::new(move |nsp, rooms, stamp, frames| {
-                if let Some(shared) = weak.upgrade() {
-                    events::record_remote(&shared, nsp, rooms, stamp, frames);
-                }
-            }));
+        shared.bus.set_record_hook(Box::new(move |stamped| {
+            weak.upgrade()
+                .is_some_and(|shared| events::record_remote(&shared, stamped))
+        }));
+        let weak = Arc::downgrade(&shared);
+        shared.bus.set_parking_hook(Box::new(move |parking| {
+            if let Some(shared) = weak.upgrade() {
+                depart::parking(&shared, parking);
+            }
+        }));
+        let weak = Arc::downgrade(&shared);
+        shared.bus.set_recovery_source(Box::new(move || {
+            weak.upgrade()
+                .map(|shared| {
+                    let parks = shared.recovery.parked().records();
+                    let logged = shared.recovery.ledger().log.export();
+                    (parks, logged)
+                })
+                .unwrap_or_default()
+        }));
         let relay = Relay { shared };
         relay.reconfigure(config)?;
         Ok(relay)
@@ -144,6 +164,11 @@ impl Relay {
         self.shared
             .history
             .set_budget(usize::try_from(config.server.history_budget.0).unwrap_or(usize::MAX));
+        self.shared
+            .recovery
+            .set_budget(usize::try_from(config.server.recovery_budget.0).unwrap_or(usize::MAX));
+        self.shared
+            .set_drop_notice(config.engine.ping_interval + config.engine.ping_timeout);
         self.shared.set_pending_budget(
             usize::try_from(config.engine.pending_budget.0).unwrap_or(usize::MAX),
         );
@@ -166,8 +191,9 @@ impl Relay {
         Ok(())
     }
 
-    /// Drop expired history every few seconds, so that a room that fell silent frees
-    /// its memory without anyone asking about it; ends with the relay.
+    /// Drop expired history (and what recovery keeps past its time) every few seconds,
+    /// so that a room that fell silent frees its memory without anyone asking about it;
+    /// ends with the relay.
     pub fn spawn_history_sweep(&self) {
         let weak = Arc::downgrade(&self.shared);
         tokio::spawn(async move {
@@ -178,8 +204,14 @@ impl Relay {
                 let Some(shared) = weak.upgrade() else {
                     return;
                 };
-                shared.history.sweep(std::time::Instant::now());
+                let now = std::time::Instant::now();
+                shared.history.sweep(now);
                 shared.count_history();
+                shared.recovery.expire(now, |nsp| {
+                    let ns = shared.namespace(nsp)?;
+                    ns.policy().config.recovery.map(|r| r.max_disconnection)
+                });
+                shared.count_recovery();
             }
         });
     }

@@ -17,6 +17,7 @@ use super::addresses::Addresses;
 use super::history::{History, Sequence};
 use super::meters::Meters;
 use super::policy::Policy;
+use super::recovery::{Recovery, Retention};
 use super::socket::Socket;
 use crate::adapter::{Adapter, Member};
 use crate::engine::BoxFuture;
@@ -110,8 +111,13 @@ pub struct Shared {
     pub history: History,
     /// Ids for the events this process accepts.
     pub sequence: Sequence,
+    /// What connection state recovery keeps (namespaces with `recovery`).
+    pub recovery: Recovery,
     /// How long a session may go without joining a namespace, in milliseconds.
     connect_timeout_ms: AtomicUsize,
+    /// How long a dropped connection may take to notice (a ping interval and timeout),
+    /// in milliseconds.
+    drop_notice_ms: AtomicUsize,
     /// How long a binary packet may wait for its attachments, in milliseconds.
     attachment_timeout_ms: AtomicUsize,
     /// `engine.pending_budget`: most bytes of incomplete binary packets held in all.
@@ -150,8 +156,10 @@ impl Shared {
             addresses: Addresses::new(u32::MAX, u32::MAX),
             history: History::new(0),
             sequence: Sequence::starting_now(0),
+            recovery: Recovery::default(),
             connect_timeout_ms: AtomicUsize::new(0),
             attachment_timeout_ms: AtomicUsize::new(0),
+            drop_notice_ms: AtomicUsize::new(0),
             pending_budget: AtomicUsize::new(usize::MAX),
             pending: AtomicUsize::new(0),
             max_attachments: AtomicUsize::new(0),
@@ -346,6 +354,34 @@ impl Shared {
             .set(i64::try_from(usage.bytes).unwrap_or(i64::MAX));
         m.history_evicted
             .inc_by(usage.evicted.saturating_sub(m.history_evicted.get()));
+    }
+
+    /// How long a dropped connection may take to notice (`engine`'s ping interval plus
+    /// timeout).
+    pub fn set_drop_notice(&self, notice: Duration) {
+        let ms = usize::try_from(notice.as_millis()).unwrap_or(usize::MAX);
+        self.drop_notice_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long the recovery log keeps an event of a namespace with `window`.
+    pub fn retention(&self, window: Duration) -> Retention {
+        let notice = self.drop_notice_ms.load(Ordering::Relaxed) as u64;
+        Retention::of(window, Duration::from_millis(notice))
+    }
+
+    /// Refresh the recovery gauges.
+    pub fn count_recovery(&self) {
+        let usage = self.recovery.ledger().log.usage();
+        let parked = self.recovery.parked().len();
+        let m = &self.meters;
+        m.recovery_sessions
+            .set(i64::try_from(parked).unwrap_or(i64::MAX));
+        m.recovery_events
+            .set(i64::try_from(usage.events).unwrap_or(i64::MAX));
+        m.recovery_bytes
+            .set(i64::try_from(usage.bytes).unwrap_or(i64::MAX));
+        m.recovery_evicted
+            .inc_by(usage.evicted.saturating_sub(m.recovery_evicted.get()));
     }
 
     /// Refresh the rooms gauge of a namespace after its memberships changed.

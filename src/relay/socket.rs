@@ -16,7 +16,7 @@ use crate::adapter::Recipient;
 use crate::engine::{Frame, Session};
 
 /// Who a socket is, as its CONNECT was admitted.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Admitted {
     /// The display name.
     pub user: Option<Arc<str>>,

@@ -191,6 +191,32 @@ impl Metrics {
                 "iorelay_history_evicted_total",
                 "History events dropped before their time to stay within server.history_budget.",
             ),
+            recovery_sessions: gauge(
+                r,
+                "iorelay_recovery_sessions",
+                "Dropped sockets kept for connection state recovery (each worker keeps the host's).",
+            ),
+            recovery_events: gauge(
+                r,
+                "iorelay_recovery_events",
+                "Events kept for connection state recovery (each worker keeps the host's).",
+            ),
+            recovery_bytes: gauge(
+                r,
+                "iorelay_recovery_bytes",
+                "Bytes of events kept for recovery, as counted against server.recovery_budget.",
+            ),
+            recovery_evicted: counter(
+                r,
+                "iorelay_recovery_evicted_total",
+                "Recovery events dropped before their time to stay within server.recovery_budget.",
+            ),
+            recoveries: counter_vec(
+                r,
+                "iorelay_recovery_total",
+                "CONNECTs that claimed a dropped socket, by namespace and result (recovered, or why not).",
+                &["namespace", "result"],
+            ),
         };
         let webhooks = webhooks::Meters {
             events: counter_vec(

@@ -162,6 +162,19 @@ pub fn encode_connect(nsp: &str, sid: &str) -> String {
     out
 }
 
+/// CONNECT accepted with connection state recovery: `0/nsp,{"sid":"...","pid":"..."}`.
+pub fn encode_connect_with_pid(nsp: &str, sid: &str, pid: &str) -> String {
+    let mut out =
+        String::with_capacity(HEADER_MAX + nsp.len() + json_str_len(sid) + json_str_len(pid) + 16);
+    push_header(&mut out, PacketKind::Connect, 0, nsp, None);
+    out.push_str("{\"sid\":");
+    push_json_str(&mut out, sid);
+    out.push_str(",\"pid\":");
+    push_json_str(&mut out, pid);
+    out.push('}');
+    out
+}
+
 /// CONNECT refused: `4/nsp,{"message":"..."}`, the message JSON-escaped.
 pub fn encode_connect_error(nsp: &str, message: &str) -> String {
     let mut out = String::with_capacity(HEADER_MAX + nsp.len() + json_str_len(message) + 12);

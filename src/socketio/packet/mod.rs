@@ -53,8 +53,8 @@ mod placeholders;
 
 pub use decode::{RESERVED_EVENTS, decode};
 pub use encode::{
-    encode_ack, encode_ack_json, encode_connect, encode_connect_error, encode_disconnect,
-    encode_event,
+    encode_ack, encode_ack_json, encode_connect, encode_connect_error, encode_connect_with_pid,
+    encode_disconnect, encode_event,
 };
 
 /// The Socket.IO v5 packet types, in wire order.
