@@ -7,7 +7,8 @@
 //   many people are here, and ann sees bob connect;
 // - a message from one reaches the other, and its sender's own copy shows as theirs;
 // - backend.py, started here against the admin listener with a server API token, pushes
-//   every second and both pages show the pushes; it is stopped by its PID;
+//   every second and both pages show the pushes; it is stopped by its PID; with a wrong
+//   token it says that the relay answered 401;
 // - a page that lies about who it is shows under its connection's name, as text;
 // - another origin is refused;
 // - bob closes his tab: ann sees him leave and the count;
@@ -185,6 +186,31 @@ describe("right now (examples/right-now) in Chromium", () => {
     assert.equal(signal, null, `the backend died of ${signal}:\n${backend.output()}`);
     assert.equal(code, 0, `the backend exited ${code}:\n${backend.output()}`);
   });
+
+  it("backend.py with a wrong token says why its pushes fail (401), and stops on SIGTERM", logs(async () => {
+    const child = spawn("python3", [join(EXAMPLE, "backend.py"), "--interval", "1"], {
+      env: { ...process.env, IORELAY_ADMIN: daemon.adminUrl, IORELAY_TOKEN: "not-the-token-0123456789" },
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let output = "";
+    child.stderr.setEncoding("utf8");
+    const exit = new Promise((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
+    try {
+      await new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no failure line within ${WAIT_MS}ms:\n${output}`)), WAIT_MS);
+        child.stderr.on("data", (c) => {
+          output += c;
+          if (/push 1 failed: HTTP 401/.test(output)) {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+      });
+    } finally {
+      process.kill(child.pid, "SIGTERM");
+      assert.deepEqual(await exit, { code: 0, signal: null }, output);
+    }
+  }));
 
   it("a page cannot sign as someone else: the name shown is its connection's, as text", logs(async () => {
     const socket = io(daemon.url, { forceNew: true, reconnection: false, auth: { name: "mallory" } });
