@@ -92,6 +92,8 @@ macro_rules! suites {
 
 suites! {
     api => "api",
+    app_analytics => "app-analytics",
+    app_right_now => "app-right-now",
     attack => "attack",
     auth => "auth",
     browser_demo => "browser-demo",
