@@ -92,6 +92,7 @@ macro_rules! suites {
 
 suites! {
     api => "api",
+    app_stream => "app-stream",
     attack => "attack",
     auth => "auth",
     browser_demo => "browser-demo",
