@@ -98,7 +98,7 @@ async function backendUntil(pred, what) {
 
 /** A user: a browser context of its own with the example page open. */
 async function openUser(name) {
-  const context = await browser.newContext({ viewport: { width: 980, height: 760 }, colorScheme: "light" });
+  const context = await browser.newContext({ viewport: { width: 900, height: 600 }, colorScheme: "light" });
   context.setDefaultTimeout(WAIT_MS);
   const page = await context.newPage();
   const user = { name, context, page, errors: [] };
