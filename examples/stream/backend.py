@@ -174,6 +174,8 @@ def log(line):
 def handler_for(backend):
     class Handler(BaseHTTPRequestHandler):
         server_version = "stream-backend"
+        # A peer that stops sending mid-request does not hold its thread for ever.
+        timeout = 10
 
         def answer(self, status, obj):
             data = json.dumps(obj).encode()
@@ -245,8 +247,8 @@ def main():
     server.daemon_threads = True
     try:
         backend.resync()
-    except (OSError, ValueError) as err:
-        log(f"resync failed (the relay is not up yet?): {err}")
+    except Exception as err:  # the periodic resync tries again
+        log(f"resync failed (the relay is not up yet?): {err!r}")
     stop = threading.Event()
     threading.Thread(target=every, args=(args.interval, stop, backend.tick, "tick"), daemon=True).start()
     threading.Thread(target=every, args=(args.resync, stop, backend.resync, "resync"), daemon=True).start()
