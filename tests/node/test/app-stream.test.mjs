@@ -321,6 +321,8 @@ describe("examples/stream: stream search in a real browser (two users, backend.p
   it("screenshots of both users' pages, and no page errors", async (t) => {
     for (const user of [users.ann, users.bob]) {
       assert.deepEqual(user.errors, [], `${user.name}'s page logged errors`);
+      // No item caught halfway through its fade-in.
+      await user.page.addStyleTag({ content: ".item { animation: none !important; }" });
       const file = join(shotDir, `stream-${user.name}.png`);
       await user.page.screenshot({ path: file, fullPage: false, animations: "disabled" });
       const png = readFileSync(file);
