@@ -94,6 +94,7 @@ suites! {
     api => "api",
     app_analytics => "app-analytics",
     app_right_now => "app-right-now",
+    app_stream => "app-stream",
     attack => "attack",
     auth => "auth",
     browser_demo => "browser-demo",

@@ -54,7 +54,11 @@
     function joinRoom(socket, label) {
       socket.emit("$join", roomName, function (reply) {
         if (reply && reply.ok) {
-          if (label === "infra") status("In " + reply.room + " · " + users(reply.count));
+          if (label === "infra") {
+            status("In " + reply.room + " · " + users(reply.count));
+            // Open rooms pages ask for the counts again (iorelay.toml, rooms_changed).
+            socket.emit("rooms_changed");
+          }
         } else {
           append("error", "Could not join " + roomName + ": " + (reply && reply.error));
         }
@@ -67,6 +71,8 @@
 
     // The book's user_entered, from the relay's presence events.
     chatInfra.on("$presence", function (p) {
+      // "room": null is the namespace's connect/leave announcement, for the rooms page.
+      if (!p || typeof p.room !== "string" || p.room !== roomName) return;
       var who = p.user || "Someone";
       var what = p.action === "join" ? " has joined the room." : " has left the room.";
       append("systemMessage", who + what);

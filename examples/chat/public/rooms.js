@@ -1,4 +1,5 @@
-// The book's rooms.js against iorelay: $rooms on /chat_infra lists rooms with user counts.
+// The book's rooms.js against iorelay: $rooms on /chat_infra lists rooms with user counts,
+// asked again whenever the counts may have changed, so that the list stays live.
 (function () {
   "use strict";
 
@@ -35,15 +36,31 @@
     $("status").textContent = rooms.length ? rooms.length + " room(s)" : "No rooms yet: start one.";
   }
 
+  // One $rooms at a time, at most one every GAP_MS: a burst of changes (a class opening
+  // the chat at once) costs a few asks, within the namespace's rate limit.
+  var GAP_MS = 250;
+  var busy = false;
+  var again = false;
   function refresh() {
+    if (busy) { again = true; return; }
+    busy = true;
+    again = false;
     chatInfra.timeout(5000).emit("$rooms", function (err, reply) {
-      if (err) { $("status").textContent = "No answer from the relay."; return; }
-      if (reply && reply.ok) render(reply.rooms);
+      if (err) $("status").textContent = "No answer from the relay.";
+      else if (reply && reply.ok) render(reply.rooms);
       else $("status").textContent = "Could not list rooms: " + (reply && reply.error);
+      setTimeout(function () {
+        busy = false;
+        if (again) refresh();
+      }, GAP_MS);
     });
   }
 
   chatInfra.on("connect", refresh);
+  // Live counts: someone connected or left (the relay's announcement, "room": null), or a
+  // chat page joined a room (its rooms_changed). Either way the relay has the counts.
+  chatInfra.on("$presence", function (p) { if (p && p.room === null) refresh(); });
+  chatInfra.on("rooms_changed", refresh);
   chatInfra.on("connect_error", function (err) { $("status").textContent = "Cannot connect: " + err.message; });
   $("refresh").addEventListener("click", refresh);
 

@@ -1,12 +1,20 @@
 // The book's chat (chapters 3–4) on iorelay: examples/chat/iorelay.toml, driven by Node
 // socket.io clients that do what examples/chat/public/*.js do in the browser.
 //
+// The last part runs the pages themselves in headless Chromium (Debian's, through
+// playwright-core): three users with their own cookie jars use the rooms page and the chat
+// room through their forms and links; the rooms page's counts follow joins and closed tabs
+// without a reload. Screenshots go to a temp dir that is removed afterwards, unless
+// TEST_IORELAY_SCREENSHOTS names a directory to keep them in.
+//
 // Each "page" is one Manager (one connection) carrying /chat_infra and /chat_com, the way
 // io("/chat_infra") + io("/chat_com") share a connection in a browser. Nothing here sleeps:
 // every step waits for the event or ack it needs.
 import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { get as httpGet } from "node:http";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Manager } from "socket.io-client";
 import { startRelay, repoRoot } from "../lib/relay.mjs";
@@ -143,7 +151,9 @@ describe("the book's chat on examples/chat/iorelay.toml", () => {
     assert.deepEqual(alice.infraJoin, { ok: true, room: alice.room, count: 1 });
 
     // bob opens the same room: alice is told on /chat_infra, with the user count.
-    const entered = alice.infra.inbox.next("$presence", (p) => p.action === "join");
+    // (announce = true also tells every socket of /chat_infra of connections, "room": null:
+    // that is for the rooms page, and the chat page skips it.)
+    const entered = alice.infra.inbox.next("$presence", (p) => p.action === "join" && p.room === alice.room);
     const bob = await openChatPage("bob", url1);
     assert.deepEqual(bob.infraJoin, { ok: true, room: alice.room, count: 2 });
     const [p] = await entered;
@@ -170,11 +180,11 @@ describe("the book's chat on examples/chat/iorelay.toml", () => {
     assert.deepEqual(await sendMessage(bob, "Anyone here?"), { ok: true });
     assert.deepEqual(await second, [{ username: "bob", message: "Anyone here?", from: bob.com.id }]);
     assert.equal(carol.com.inbox.all("message").length, 1, "carol got a message of another room");
-    assert.deepEqual(carol.infra.inbox.all("$presence"), [], "carol was told of a join in another room");
+    assert.deepEqual(carol.infra.inbox.all("$presence").filter(([p]) => p.room !== null), [], "carol was told of a join in another room");
     // Joins are announced once, on /chat_infra only (presence = false on /chat_com).
     assert.deepEqual(alice.com.inbox.all("$presence"), []);
     assert.deepEqual(carol.com.inbox.all("$presence"), []);
-    assert.equal(alice.infra.inbox.all("$presence").length, 1);
+    assert.equal(alice.infra.inbox.all("$presence").filter(([p]) => p.room !== null).length, 1);
   }));
 
   it("the rooms page lists the rooms with user counts, and a closed page says 'X has left'", withLogs(async () => {
@@ -191,7 +201,7 @@ describe("the book's chat on examples/chat/iorelay.toml", () => {
 
     // ben closes his tab: both namespaces go with the connection.
     const benId = ben.infra.id; // the client forgets its id once disconnected
-    const left = ann.infra.inbox.next("$presence", (p) => p.action === "leave");
+    const left = ann.infra.inbox.next("$presence", (p) => p.action === "leave" && p.room === ann.room);
     ben.close();
     const [p] = await left;
     assert.deepEqual(p, { room: ann.room, action: "leave", id: benId, user: "ben", count: 1 });
@@ -243,5 +253,138 @@ describe("the example's pages, served with IORELAY_SERVER__STATIC_DIR as the REA
       t.diagnostic(`relay log:\n${pages.logs()}`);
       throw err;
     }
+  });
+});
+
+const CHROMIUM = "/usr/bin/chromium";
+const CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+const BROWSER_WAIT_MS = 10000;
+
+describe("the example's pages in a real browser (Debian chromium, three users)", () => {
+  let site;
+  let browser;
+  let shotDir;
+  let keepShots = false;
+  const users = {};
+
+  before(async () => {
+    assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install -y chromium (never let playwright download a browser)`);
+    const { chromium } = await import("playwright-core");
+    site = await startRelay("", {
+      configFile: CONFIG_FILE,
+      env: { IORELAY_SERVER__STATIC_DIR: join(repoRoot, "examples", "chat", "public") },
+    });
+    keepShots = Boolean(process.env.TEST_IORELAY_SCREENSHOTS);
+    shotDir = keepShots ? process.env.TEST_IORELAY_SCREENSHOTS : mkdtempSync(join(tmpdir(), "iorelay-shots-"));
+    mkdirSync(shotDir, { recursive: true });
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30000 });
+  });
+
+  after(async () => {
+    if (browser) await browser.close().catch(() => {});
+    if (site) await site.stop().catch(() => {});
+    if (shotDir && !keepShots) rmSync(shotDir, { recursive: true, force: true });
+  });
+
+  /** A user with a browser context (cookie jar) of its own, on the rooms page. */
+  async function openUser(name) {
+    const context = await browser.newContext({ viewport: { width: 820, height: 620 }, colorScheme: "light" });
+    context.setDefaultTimeout(BROWSER_WAIT_MS);
+    const page = await context.newPage();
+    const user = { name, context, page, errors: [] };
+    page.on("pageerror", (err) => user.errors.push(`pageerror: ${err.message}`));
+    page.on("console", (msg) => {
+      if (msg.type() === "error") user.errors.push(`console.error: ${msg.text()}`);
+    });
+    await page.goto(`${site.url}/rooms.html`, { waitUntil: "load" });
+    users[name] = user;
+    return user;
+  }
+
+  /** Wait until `locator` shows `text`; the failure says what it shows instead. */
+  async function shows(user, locator, text, what) {
+    try {
+      await locator.filter({ hasText: text }).first().waitFor({ timeout: BROWSER_WAIT_MS });
+    } catch (err) {
+      const now = await user.page.locator("main").innerText().catch(() => "(gone)");
+      throw new Error(`${user.name}'s page: ${what} never showed ${JSON.stringify(String(text))}; the page shows:\n${now}\nrelay log:\n${site.logs()}`, { cause: err });
+    }
+  }
+
+  /** The user-count cell of `room` on a rooms page. */
+  const countOf = (user, room) =>
+    user.page.locator("#rooms_list li").filter({ has: user.page.locator(".room_name", { hasText: new RegExp(`^${room}$`) }) }).locator(".room_users");
+
+  const log = (user) => user.page.getByRole("log", { name: "Messages" }).locator("div");
+
+  it("nickname cookie, 'X has joined', messages, and a rooms page whose counts follow along live", async () => {
+    const room = "jsconf";
+    const watcher = await openUser("watcher");
+    await shows(watcher, watcher.page.locator("#status"), "No rooms yet", "the status");
+
+    // ann saves a nickname and starts a room from the rooms page.
+    const ann = await openUser("ann");
+    await ann.page.getByLabel("Your nickname").fill("ann");
+    await ann.page.getByRole("button", { name: "Save" }).click();
+    await ann.page.getByLabel("Start a new room").fill(room);
+    await ann.page.getByRole("button", { name: "Start" }).click();
+    await ann.page.waitForURL(`**/index.html?room=${room}`);
+    await shows(ann, log(ann), "Hello ann", "the greeting (name_set)");
+    await shows(ann, ann.page.locator("#status"), `In ${room} · 1 user`, "the status");
+    const cookie = (await ann.context.cookies()).find((c) => c.name === "nickname");
+    assert.equal(cookie?.value, "ann", "the rooms page set the nickname cookie");
+
+    // The relay names ann from that cookie alone, on /chat_com as on /chat_infra: a socket
+    // opened in her page without any auth payload is "ann" in the room's member list.
+    const members = await ann.page.evaluate(async (r) => {
+      const s = io("/chat_com", { forceNew: true });
+      try {
+        await new Promise((resolve, reject) => { s.on("connect", resolve); s.on("connect_error", reject); });
+        await s.timeout(5000).emitWithAck("$join", r);
+        const reply = await s.timeout(5000).emitWithAck("$members", r);
+        return reply.members.map((m) => m.user);
+      } finally {
+        s.close();
+      }
+    }, room);
+    assert.deepEqual(members, ["ann", "ann"]);
+
+    // The watcher's rooms page counts ann without a reload.
+    await shows(watcher, countOf(watcher, room), "[ 1 User ]", `${room}'s count`);
+
+    // bob sees the room on his rooms page, names himself and joins it by its link.
+    const bob = await openUser("bob");
+    await shows(bob, countOf(bob, room), "[ 1 User ]", `${room}'s count`);
+    await bob.page.getByLabel("Your nickname").fill("bob");
+    await bob.page.getByRole("button", { name: "Save" }).click();
+    await bob.page.getByRole("link", { name: `Join ${room}` }).click();
+    await shows(bob, log(bob), "Hello bob", "the greeting");
+    await shows(ann, log(ann), "bob has joined the room.", "the joined announcement");
+    await shows(ann, ann.page.locator("#status"), `In ${room} · 2 users`, "the status");
+    await shows(watcher, countOf(watcher, room), "[ 2 Users ]", `${room}'s count`);
+
+    // Messages: ann gets bob's, bob gets his own copy.
+    await bob.page.getByLabel("Message", { exact: true }).fill("hi ann");
+    await bob.page.getByRole("button", { name: "Send" }).click();
+    await shows(ann, ann.page.locator("#messages .userMessage"), "hi ann", "bob's message");
+    assert.equal(await ann.page.locator("#messages .userMessage .name").first().textContent(), "bob:");
+    await shows(bob, bob.page.locator("#messages .myMessage"), "hi ann", "bob's own copy");
+
+    // bob closes his tab: ann is told, the watcher's count drops.
+    await bob.page.close();
+    await shows(ann, log(ann), "bob has left the room.", "the left announcement");
+    await shows(watcher, countOf(watcher, room), "[ 1 User ]", `${room}'s count after bob left`);
+    assert.equal(await log(ann).filter({ hasText: "has joined the room." }).count(), 1, "one joined announcement (not one per namespace, nor for the rooms pages)");
+
+    const file = join(shotDir, "chat-rooms.png");
+    await watcher.page.screenshot({ path: file, animations: "disabled" });
+    await ann.page.screenshot({ path: join(shotDir, "chat-room.png"), animations: "disabled" });
+    assert.equal(readFileSync(file).subarray(1, 4).toString("latin1"), "PNG");
+
+    // ann leaves too: the room is gone from the list.
+    await ann.page.close();
+    await shows(watcher, watcher.page.locator("#status"), "No rooms yet", "the status once the room emptied");
+    assert.equal(await countOf(watcher, room).count(), 0);
+    for (const user of Object.values(users)) assert.deepEqual(user.errors, [], `${user.name}'s page logged errors`);
   });
 });
