@@ -329,10 +329,13 @@ class Client {
       else this.joined = true;
     });
     socket.on("disconnect", (reason) => {
+      // socket.io-client also says "disconnect" when its transport closes between the
+      // Engine.IO open and the namespace's CONNECT answer: only a connected socket's
+      // disconnect is one here, so that the reasons add up to the reconnects.
+      if (this.connected && !closing) this.reasons[reason] = (this.reasons[reason] ?? 0) + 1;
+      if (this.connected) this.downAt = now();
       this.connected = false;
       this.joined = false;
-      this.downAt = now();
-      if (!closing) this.reasons[reason] = (this.reasons[reason] ?? 0) + 1;
     });
     // The number is the first argument; with recovery the server appends its offset.
     socket.on("msg", (n) => {
