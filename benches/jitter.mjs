@@ -22,7 +22,8 @@
 //     appends is ignored): received, missing (of the messages the server acked),
 //     duplicates, out of order, reconnects and whether each was recovered.
 //
-// Prints a table and writes a CSV per server and one per client. Exit status: 1 when
+// Prints a table and writes two CSV files: a row per server, and a row per client and
+// server. Exit status: 1 when
 // iorelay with recovery delivered less than every acked message to every client, or
 // delivered one twice or out of order; 2 when the run itself failed. Node's figures are
 // reported, never a failure. While the recovery key is not in iorelay's config yet,
