@@ -29,16 +29,17 @@
 // reported, never a failure. While the recovery key is not in iorelay's config yet,
 // `check-config` refuses it and iorelay is skipped with that reason.
 import { createRequire } from "node:module";
-import { spawn, spawnSync } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync, appendFileSync, rmSync } from "node:fs";
+import { appendFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { monitorEventLoopDelay } from "node:perf_hooks";
-import { startDaemon, stopDaemon, workerSlots, workerPids, waitForStatus } from "../tests/node/lib/admin.mjs";
-import { iorelayBin, prepareConfig, relayEnv } from "../tests/node/lib/spawn.mjs";
+import { workerSlots, waitForStatus } from "../tests/node/lib/admin.mjs";
+import { iorelayBin } from "../tests/node/lib/spawn.mjs";
 import { workerOf } from "../tests/node/lib/workers.mjs";
 import { CutProxy } from "./jitter-proxy.mjs";
+import { NAMESPACE, ROOM, iorelayConfig, iorelayRefuses, startIorelay, startNode } from "./jitter-servers.mjs";
+import { summarize, printTable, writeCsv, fmt } from "./jitter-report.mjs";
 
 const require = createRequire(new URL("../tests/node/package.json", import.meta.url));
 const { io } = require("socket.io-client");
@@ -106,9 +107,6 @@ if (bad.length) {
 }
 if (o.killAt < 0) o.killAt = o.duration / 2;
 
-const NAMESPACE = "/jitter";
-const ROOM = "jitter";
-const RECOVERY_MS = 2 * 60 * 1000;
 const TOTAL = Math.round(o.rate * o.duration);
 // A client's connect (socket.io's default) or $join ack that takes longer fails.
 const ACK_MS = 20_000;
@@ -167,123 +165,6 @@ function cutSchedule(rand) {
 // The wrapper (benches/jitter) kills what is named here if this process dies first.
 function notePid(pid, tag) {
   if (o.pidfile) appendFileSync(o.pidfile, `${pid} ${tag}\n`);
-}
-
-// ---------------------------------------------------------------- servers
-/**
- * CPU seconds (user + system) of a server: the process, its reaped children (a killed
- * iorelay worker's time moves to the master's cutime/cstime) and its live children
- * (`kids`, iorelay's workers).
- */
-function cpuSeconds(pid, kids = []) {
-  const ticks = (p, reaped) => {
-    try {
-      const stat = readFileSync(`/proc/${p}/stat`, "utf8");
-      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      // Fields 14-17 of proc(5): utime, stime, cutime, cstime (f[0] is field 3).
-      return Number(f[11]) + Number(f[12]) + (reaped ? Number(f[13]) + Number(f[14]) : 0);
-    } catch {
-      return 0;
-    }
-  };
-  // USER_HZ is 100 on Linux.
-  return (ticks(pid, true) + kids.reduce((sum, k) => sum + ticks(k, false), 0)) / 100;
-}
-
-/** iorelay's config for the run: 2 workers, /jitter relaying to the namespace or a room. */
-function iorelayConfig() {
-  const eps = Math.max(50, Math.ceil(o.rate * 2));
-  return `
-[server]
-workers = 2
-shutdown_timeout = "2s"
-# Each client sends an X-Forwarded-For of its own, so that the reconnect storm after a
-# worker kill does not meet the per-address handshake limits.
-trusted_proxies = ["127.0.0.1"]
-events_per_ip_per_second = ${Math.max(1000, eps)}
-event_burst_per_ip = ${Math.max(2000, eps * 2)}
-
-[namespaces."${NAMESPACE}"]
-join = "${o.route === "room" ? "any" : "none"}"
-route = "${o.route === "room" ? "rooms" : "namespace"}"
-echo = false
-presence = false
-${o.iorelayRecovery ? 'recovery = { max_disconnection = "2m" }' : ""}
-
-[namespaces."${NAMESPACE}".limits]
-# The publisher sends --rate events per second.
-events_per_second = ${eps}
-burst = ${eps * 2}
-`;
-}
-
-/** `iorelay check-config` on the config: null when accepted, else its complaint. */
-function iorelayRefuses(config) {
-  const { dir, configFile, asRoot } = prepareConfig("iorelay-jitter-check-", config);
-  try {
-    const run = spawnSync(iorelayBin, ["check-config", "--config", configFile], { env: relayEnv(asRoot), encoding: "utf8", timeout: 30000 });
-    if (run.error) throw run.error;
-    return run.status === 0 ? null : { status: run.status, text: `${run.stderr}${run.stdout}`.trim() };
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-async function startIorelay() {
-  const daemon = await startDaemon(iorelayConfig(), { env: { IORELAY_LOG__LEVEL: "warn,iorelay=info" } });
-  // Its config file's path (a fresh temp dir) is in its command line: a unique tag.
-  notePid(daemon.pid, daemon.configFile);
-  await waitForStatus(daemon, (s) => s.workers?.length === 2 && s.workers.every((w) => w.peers === 1), 20000, "both workers linked");
-  return {
-    url: daemon.url,
-    pid: daemon.pid,
-    daemon,
-    cpu: () => cpuSeconds(daemon.pid, workerPids(daemon)),
-    stop: () => stopDaemon(daemon),
-    logs: () => daemon.logs(),
-  };
-}
-
-async function startNode(recovery) {
-  const script = join(here, "peers", "node", "jitter-server.mjs");
-  // The tag argument (ignored by the script) makes its command line unique for the pid file.
-  const tag = `jitter-${process.pid}-${now()}`;
-  const child = spawn(process.execPath, [script, tag], {
-    env: { ...process.env, PORT: "0", ROUTE: o.route, NAMESPACE, RECOVERY_MS: recovery ? String(RECOVERY_MS) : "0" },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  notePid(child.pid, tag);
-  let output = "";
-  const exited = new Promise((r) => child.on("exit", r));
-  const url = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`jitter-server.mjs did not listen within 20 s:\n${output}`)), 20000);
-    const onData = (chunk) => {
-      output += chunk;
-      const m = output.match(/listening on (http:\/\/127\.0\.0\.1:\d+)\//);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    };
-    child.stdout.setEncoding("utf8").on("data", onData);
-    child.stderr.setEncoding("utf8").on("data", onData);
-    child.on("exit", (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`jitter-server.mjs exited (code ${code}, signal ${signal}):\n${output}`));
-    });
-  });
-  return {
-    url,
-    pid: child.pid,
-    cpu: () => cpuSeconds(child.pid),
-    logs: () => output,
-    async stop() {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill("SIGKILL");
-        await exited;
-      }
-    },
-  };
 }
 
 // ---------------------------------------------------------------- clients
@@ -426,7 +307,7 @@ async function publish(pub, t0) {
 // ---------------------------------------------------------------- one server
 async function runServer(name) {
   log(`${name}: starting`);
-  const server = name === "iorelay" ? await startIorelay() : await startNode(name === "node-recovery");
+  const server = name === "iorelay" ? await startIorelay(o, notePid) : await startNode(o, name === "node-recovery", notePid);
   current = server;
   const lag = monitorEventLoopDelay({ resolution: 20 });
   const proxies = [];
@@ -567,116 +448,6 @@ async function killWorker(server, pub, clients, r) {
   }
 }
 
-// ---------------------------------------------------------------- the report
-function summarize(r) {
-  const cs = r.clients;
-  const sum = (f) => cs.reduce((s, c) => s + f(c), 0);
-  const expected = r.pub.acked * cs.length;
-  const received = sum((c) => c.received);
-  const pct = (c) => (r.pub.acked ? (100 * c.received) / r.pub.acked : 100);
-  const reasons = {};
-  for (const c of cs) for (const [k, v] of Object.entries(c.reasons)) reasons[k] = (reasons[k] ?? 0) + v;
-  return {
-    server: r.name,
-    clients: cs.length,
-    sent: r.pub.sent,
-    acked: r.pub.acked,
-    expected,
-    received,
-    deliveredPct: expected ? (100 * received) / expected : 100,
-    clientsFull: cs.filter((c) => c.missing === 0).length,
-    minClientPct: Math.min(...cs.map(pct)),
-    missing: sum((c) => c.missing),
-    duplicates: sum((c) => c.duplicates),
-    outOfOrder: sum((c) => c.outOfOrder),
-    malformed: sum((c) => c.malformed),
-    unconfirmed: sum((c) => c.unconfirmed),
-    cuts: sum((c) => c.cuts),
-    refused: sum((c) => c.refused),
-    reconnects: sum((c) => c.reconnects),
-    recovered: sum((c) => c.recovered),
-    notRecovered: sum((c) => c.notRecovered),
-    offlineMeanS: sum((c) => c.offlineS) / cs.length,
-    connectedAtEnd: cs.filter((c) => c.connected).length,
-    reasons,
-    kill: r.kill,
-    killedMissing: r.kill ? cs.filter((c) => c.killed).reduce((s, c) => s + c.missing, 0) : 0,
-    pub: r.pub,
-    drained: r.drained,
-    lagMaxMs: r.lagMaxMs,
-    lagP99Ms: r.lagP99Ms,
-    load: r.load,
-    serverCpuPct: r.serverCpuPct,
-  };
-}
-
-const fmt = (x, d = 0) => (x === undefined || x === null ? "-" : typeof x === "number" ? x.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d }) : String(x));
-
-function printTable(sums, skipped) {
-  const rows = [
-    ["messages sent / acked", (s) => `${fmt(s.sent)} / ${fmt(s.acked)}`],
-    ["expected deliveries", (s) => fmt(s.expected)],
-    ["delivered %", (s) => `${fmt(s.deliveredPct, 2)}%`],
-    ["clients with 100%", (s) => `${s.clientsFull} / ${s.clients}`],
-    ["worst client", (s) => `${fmt(s.minClientPct, 1)}%`],
-    ["missing", (s) => fmt(s.missing)],
-    ["duplicates", (s) => fmt(s.duplicates)],
-    ["out of order", (s) => fmt(s.outOfOrder)],
-    ["cuts (reconnects refused)", (s) => `${fmt(s.cuts)} (${fmt(s.refused)})`],
-    ["reconnects", (s) => fmt(s.reconnects)],
-    ["  recovered / not", (s) => `${fmt(s.recovered)} / ${fmt(s.notRecovered)}`],
-    ["offline per client, mean", (s) => `${fmt(s.offlineMeanS, 1)} s`],
-    ["worker kill -9 (its clients)", (s) => (s.kill ? `slot ${s.kill.slot} at ${fmt(s.kill.at)} s (${s.kill.victims.size}), back in ${fmt(s.kill.backS, 1)} s` : "-")],
-    ["  missing on its clients", (s) => (s.kill ? fmt(s.killedMissing) : "-")],
-    ["connected at the end", (s) => `${s.connectedAtEnd} / ${s.clients}${s.drained ? "" : " (drain timed out)"}`],
-    ["publisher: no ack / refused / disconnects", (s) => `${s.pub.noAck} / ${s.pub.refused} / ${s.pub.disconnects}`],
-    ["publish ack ms p50 / p99 / max", (s) => `${fmt(s.pub.ackP50, 1)} / ${fmt(s.pub.ackP99, 0)} / ${fmt(s.pub.ackMax, 0)}`],
-    ["delivered but not acked; malformed", (s) => `${fmt(s.unconfirmed)}; ${fmt(s.malformed)}`],
-    ["server CPU % in the window", (s) => fmt(s.serverCpuPct, 0)],
-    ["harness event-loop delay p99 / max", (s) => `${fmt(s.lagP99Ms, 0)} / ${fmt(s.lagMaxMs, 0)} ms`],
-    ["load average, start / end", (s) => `${fmt(s.load[0], 1)} / ${fmt(s.load[1], 1)}`],
-  ];
-  const cols = [["", ...rows.map(([k]) => k)], ...sums.map((s) => [label(s.server), ...rows.map(([, f]) => f(s))])];
-  const widths = cols.map((col) => Math.max(...col.map((x) => x.length)));
-  console.log(
-    `\njitter: ${o.clients} clients (${o.transport}, route ${o.route}), ${o.rate} msg/s for ${o.duration} s, ` +
-      `about ${o.cuts} cuts per client of ${o.outageMin}–${o.outageMax} s, seed ${o.seed}; socket.io-client ${clientVersion}, ` +
-      `node ${process.version} with socket.io ${serverVersion}`,
-  );
-  if (sums.length === 0) console.log("  (no server ran)");
-  for (let row = 0; sums.length && row <= rows.length; row++) {
-    console.log(`  ${cols.map((col, j) => (j === 0 ? col[row].padEnd(widths[j]) : col[row].padStart(widths[j]))).join("  ")}`);
-  }
-  for (const [name, why] of skipped) console.log(`\n${label(name)}: skipped: ${why}`);
-  for (const s of sums) console.log(`${label(s.server)} disconnect reasons: ${JSON.stringify(s.reasons)}`);
-}
-
-function label(name) {
-  if (name === "iorelay") return o.iorelayRecovery ? "iorelay" : "iorelay (no recovery)";
-  return name === "node" ? "node" : "node + recovery";
-}
-
-function writeCsv(sums, results, skipped, stamp) {
-  mkdirSync(dirname(o.csv), { recursive: true });
-  const head = "time,server,transport,route,clients,duration_s,rate,cuts_per_client,seed,sent,acked,expected,received,delivered_pct,clients_100pct,worst_client_pct,missing,duplicates,out_of_order,cuts,refused_connects,reconnects,recovered,not_recovered,offline_mean_s,killed_worker_clients,killed_worker_missing,ack_p50_ms,ack_p99_ms,ack_max_ms,server_cpu_pct,loadavg_start,loadavg_end,status";
-  const lines = [head];
-  const common = (server) => [stamp, label(server), o.transport, o.route, o.clients, o.duration, o.rate, o.cuts, o.seed];
-  for (const s of sums) {
-    lines.push([...common(s.server), s.sent, s.acked, s.expected, s.received, s.deliveredPct.toFixed(3), s.clientsFull, s.minClientPct.toFixed(2), s.missing, s.duplicates, s.outOfOrder, s.cuts, s.refused, s.reconnects, s.recovered, s.notRecovered, s.offlineMeanS.toFixed(2), s.kill ? s.kill.victims.size : "", s.kill ? s.killedMissing : "", ...[s.pub.ackP50, s.pub.ackP99, s.pub.ackMax, s.serverCpuPct].map((x) => x?.toFixed(1) ?? ""), ...s.load.map((x) => x.toFixed(2)), "ran"].join(","));
-  }
-  for (const [name, why] of skipped) lines.push([...common(name), ...Array(24).fill(""), `"skipped: ${why.replaceAll('"', "'")}"`].join(","));
-  writeFileSync(o.csv, `${lines.join("\n")}\n`);
-  const perClient = o.csv.replace(/\.csv$/, "") + "-clients.csv";
-  const cl = ["server,client,received,missing,duplicates,out_of_order,cuts,refused_connects,reconnects,recovered,not_recovered,offline_s,on_killed_worker"];
-  for (const r of results) {
-    for (const c of r.clients) {
-      cl.push([label(r.name), c.client, c.received, c.missing, c.duplicates, c.outOfOrder, c.cuts, c.refused, c.reconnects, c.recovered, c.notRecovered, c.offlineS.toFixed(2), c.killed ? 1 : 0].join(","));
-    }
-  }
-  writeFileSync(perClient, `${cl.join("\n")}\n`);
-  console.log(`\nCSV: ${o.csv} (per client: ${perClient})`);
-}
-
 // ---------------------------------------------------------------- main
 let running = null;
 // The server of the current round, so that Ctrl-C stops it (by pid) before exiting.
@@ -695,7 +466,7 @@ async function main() {
   const skipped = [];
   const order = o.servers.filter((s, i) => o.servers.indexOf(s) === i);
   if (order.includes("iorelay")) {
-    const refused = iorelayRefuses(iorelayConfig());
+    const refused = iorelayRefuses(iorelayConfig(o));
     if (refused) {
       // Until recovery is in iorelay's config, check-config refuses the key: skip, say why.
       if (!/recovery/.test(refused.text)) throw new Error(`iorelay check-config refused the jitter config (exit ${refused.status}):\n${refused.text}`);
@@ -712,8 +483,8 @@ async function main() {
   }
   running = null;
   const sums = results.map(summarize);
-  printTable(sums, skipped);
-  writeCsv(sums, results, skipped, stamp);
+  printTable(o, sums, skipped, { client: clientVersion, server: serverVersion });
+  writeCsv(o, sums, results, skipped, stamp);
 
   const io = sums.find((s) => s.server === "iorelay");
   if (io && o.iorelayRecovery) {
