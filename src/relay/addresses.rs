@@ -14,12 +14,13 @@
 //! larger than about twice the live addresses. Sockets that never send an event cost the
 //! table nothing.
 //!
-//! Every event of every connection from one address takes from the same bucket, on
-//! whichever runtime thread reads it (behind a proxy or a NAT, that is most of the
-//! traffic; in the benchmarks, all of it). So the bucket is a
-//! [`SharedBucket`](super::bucket::SharedBucket): one atomic word and a compare-and-swap
-//! per admitted event, no lock for the threads to queue on; the limits in force are one
-//! more word, read with it.
+//! Every event of every connection from one address takes from the same bucket (behind a
+//! proxy or a NAT, that is most of the traffic; in the benchmarks, all of it). So the
+//! bucket is a [`SharedBucket`](super::bucket::SharedBucket): one atomic word and a
+//! compare-and-swap per admitted event instead of a lock and a float refill (a worker
+//! runs one thread, so the lock was never contended, but it was the dearer of the two:
+//! about 15 ns more per event), and it stays correct if the table is ever shared by
+//! threads; the limits in force are one more word, read with it.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
