@@ -12,7 +12,7 @@
 // by the relay, so "the relay has it" is known without sleeping.
 import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import { io } from "socket.io-client";
+import { io, Manager } from "socket.io-client";
 import { startDaemon, stopDaemon, withLogs, bothWorkersLinked, workerSlots, scrape, metric } from "../lib/admin.mjs";
 import { workerOf, within } from "../lib/workers.mjs";
 import { freshRoom, WAIT_MS } from "../lib/clients.mjs";
@@ -161,6 +161,42 @@ describe("recovery on one worker", () => {
 
     const { samples } = await scrape(daemon);
     assert.equal(metric(samples, "iorelay_recovery_total", { namespace: "/r", result: "recovered" }), 1);
+  }));
+
+  it("over HTTP long-polling too", logs(async () => {
+    const room = freshRoom("r");
+    const receiver = await client(daemon, "/r", { auth: { name: "pam" }, transports: ["polling"] });
+    const sender = await client(daemon, "/r", { auth: { name: "quin" } });
+    for (const s of [receiver, sender]) assert.equal((await ack(s, "$join", room)).ok, true);
+    await send(sender, room, 1, 2);
+    await until(receiver, () => receiver.msgs.length === 2, "the first two");
+    await cut(receiver);
+    await send(sender, room, 3, 3);
+    await until(receiver, () => receiver.connects.length === 2, "the reconnect");
+    assert.equal(receiver.connects[1].recovered, true);
+    assert.equal(receiver.connects[1].id, receiver.connects[0].id);
+    await until(receiver, () => receiver.msgs.length === 5, "all five");
+    assertExactly(receiver, 1, 5);
+  }));
+
+  it("a socket the server still holds is taken over by its client's new connection", logs(async () => {
+    const room = freshRoom("r");
+    const old = await client(daemon, "/r", { auth: { name: "rex" }, reconnection: false });
+    const sender = await client(daemon, "/r", { auth: { name: "sue" } });
+    for (const s of [old, sender]) assert.equal((await ack(s, "$join", room)).ok, true);
+    await send(sender, room, 1, 2);
+    await until(old, () => old.msgs.length === 2, "the first two");
+    // As after a network cut the server has not noticed: the same client (its pid and
+    // offset) arrives on a new connection while the old one is still open.
+    const oldGone = new Promise((resolve) => old.once("disconnect", resolve));
+    const again = await client(daemon, "/r", { auth: { name: "rex", pid: old._pid, offset: old._lastOffset } });
+    assert.equal(again.connects[0].id, old.connects[0].id, "the same socket id");
+    await within(oldGone, WAIT_MS, "the old connection closed");
+    await send(sender, room, 3, 2);
+    await until(again, () => again.msgs.length === 2, "the new events, in the restored room");
+    assert.deepEqual(again.msgs.map(([n]) => n), [3, 4]);
+    const members = await ack(sender, "$members", room);
+    assert.equal(members.members.filter((m) => m.user === "rex").length, 1, JSON.stringify(members));
   }));
 
   it("drops again and again lose nothing and duplicate nothing", logs(async () => {
@@ -316,6 +352,43 @@ describe("recovery across two workers", () => {
     await until(receiver, () => receiver.msgs.length === 9, "all nine");
     assertExactly(receiver, 1, 9);
     await bothWorkersLinked(daemon);
+  }));
+
+  it("a socket still held by the other worker is taken over there", logs(async () => {
+    const room = freshRoom("r");
+    const old = await clientOn(undefined, "tom");
+    const sender = await clientOn(undefined, "uma");
+    for (const s of [old, sender]) assert.equal((await ack(s, "$join", room)).ok, true);
+    await send(sender, room, 1, 1);
+    await until(old, () => old.msgs.length === 1, "the first");
+    old.io.reconnection(false);
+    const oldGone = new Promise((resolve) => old.once("disconnect", resolve));
+    // Open connections until one lands on the other worker, then claim the socket there.
+    let manager;
+    for (let tries = 0; tries < 40 && !manager; tries++) {
+      const m = new Manager(daemon.url, { forceNew: true, transports: ["websocket"], reconnection: false, autoConnect: false });
+      await within(new Promise((resolve, reject) => m.open((err) => (err ? reject(err) : resolve()))), WAIT_MS, "engine open");
+      if (workerOf(m.engine.id) !== old.connects[0].worker) manager = m;
+      else m.engine.close();
+    }
+    assert.ok(manager, "a connection on the other worker");
+    const again = manager.socket("/r", { auth: { name: "tom", pid: old._pid, offset: old._lastOffset } });
+    sockets.push(again);
+    again.msgs = [];
+    again.on("msg", (...args) => again.msgs.push(args));
+    const claimed = new Promise((resolve) => again.once("connect", resolve));
+    again.connect();
+    await within(claimed, WAIT_MS * 2, "the claim");
+    again.connects = [{ id: again.id }];
+    again.waiters = new Set();
+    again.on("msg", () => {
+      for (const w of again.waiters) w();
+    });
+    assert.equal(again.connects[0].id, old.connects[0].id, "the same socket id");
+    await within(oldGone, WAIT_MS, "the old connection closed");
+    await send(sender, room, 2, 2);
+    await until(again, () => again.msgs.length === 2, "the new events, in the restored room");
+    assert.deepEqual(again.msgs.map(([n]) => n), [2, 3]);
   }));
 
   it("events of the server API are recovered too", logs(async () => {
