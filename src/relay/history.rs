@@ -115,6 +115,13 @@ impl Position {
         self.0.get(&id.origin).is_some_and(|&seq| id.seq <= seq)
     }
 
+    /// Note everything `other` has seen.
+    pub fn merge(&mut self, other: &Position) {
+        for (&origin, &seq) in &other.0 {
+            self.advance(EventId { origin, seq });
+        }
+    }
+
     /// Whether this position has seen everything `other` has.
     pub fn covers(&self, other: &Position) -> bool {
         other

@@ -124,15 +124,20 @@ pub async fn claim(
     if park.user.as_ref() != user {
         return Err(Miss::OtherUser);
     }
-    let after = match offset {
-        Some(o) if o.len() <= MAX_OFFSET => o.parse::<Position>().map_err(|_| Miss::BadOffset)?,
+    // Whatever came before the socket connected it cannot have missed (a client holds
+    // no offset until its first event, and an empty one for a `welcome` sent before any).
+    let mut after = relay
+        .recovery
+        .ledger()
+        .log
+        .position_before(nsp, claim.since_ms);
+    match offset {
+        Some(o) if o.len() <= MAX_OFFSET => {
+            after.merge(&o.parse::<Position>().map_err(|_| Miss::BadOffset)?);
+        }
         Some(_) => return Err(Miss::BadOffset),
-        None => relay
-            .recovery
-            .ledger()
-            .log
-            .position_before(nsp, claim.since_ms),
-    };
+        None => {}
+    }
     // What the client saw on its old worker may still be on its way here; an origin that
     // died will never send it (and the client has it).
     let deadline = Instant::now() + CATCH_UP_WAIT;
