@@ -239,6 +239,11 @@ impl PeerAdapter {
         }
         for event in logged {
             logged_message(event).encode(&mut buf);
+            // The log may be large: written as it is encoded, not held whole.
+            if buf.len() > MAX_BATCH {
+                writer.write_all(&buf).await.map_err(LinkError::Write)?;
+                buf.clear();
+            }
         }
         writer.write_all(&buf).await.map_err(LinkError::Write)?;
         while let Some(first) = rx.recv().await {
@@ -576,6 +581,66 @@ mod tests {
             tokio::task::yield_now().await;
         }
         panic!("condition not reached");
+    }
+
+    #[tokio::test]
+    async fn recovery_state_is_handed_to_a_new_peer_and_parks_travel_whole() {
+        use super::super::bus::{Audience, Logged, Parking};
+        use crate::engine::Frame;
+        let (a, b) = (PeerAdapter::new(0), PeerAdapter::new(1));
+        let park = ParkRecord {
+            nsp: Arc::from("/r"),
+            member: Member {
+                id: Arc::from("s1"),
+                user: Some(Arc::from("ann")),
+            },
+            rooms: vec![Arc::from("$namespace"), Arc::from("room")],
+            dropped_ms: 1_733_210_000_000,
+        };
+        let logged = Logged {
+            nsp: Arc::from("/r"),
+            audience: Audience {
+                rooms: vec![Arc::from("room")],
+                ..Audience::default()
+            },
+            stamp: Stamp {
+                origin: 1,
+                seq: 7,
+                at_ms: 1_733_210_000_001,
+            },
+            frames: vec![Frame::message("2/r,[\"m\",\"1-7\"]")],
+        };
+        let kept = (vec![park.clone()], vec![logged.clone()]);
+        a.set_recovery_source(Box::new(move || kept.clone()));
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let sink = heard.clone();
+        b.set_parking_hook(Box::new(move |p| {
+            sink.lock().push(match p {
+                Parking::Parked(record) => format!("park {} {:?}", record.member.id, record),
+                Parking::Logged(event) => format!("logged {:?}", event),
+                Parking::Joined { id, .. } => format!("joined {id}"),
+                Parking::Evict { id, .. } => format!("evict {id}"),
+            });
+        }));
+        // A new link: the snapshot carries what recovery keeps.
+        link(&a, &b);
+        until(|| heard.lock().len() == 2).await;
+        assert_eq!(heard.lock()[0], format!("park s1 {park:?}"));
+        assert_eq!(heard.lock()[1], format!("logged {logged:?}"));
+        // A socket parked as it leaves goes out whole; an evict goes to every peer.
+        let r = recipient("s2", 4);
+        a.add_socket("/r", r.clone());
+        a.join("/r", "room", "s2").await;
+        let mut gone = park.clone();
+        gone.member.id = Arc::from("s2");
+        a.remove_parked_socket(&gone).await;
+        a.evict("/r", "s3");
+        until(|| heard.lock().len() == 5).await;
+        let heard = heard.lock().clone();
+        assert_eq!(heard[2], "joined s2");
+        assert_eq!(heard[3], format!("park s2 {gone:?}"));
+        assert_eq!(heard[4], "evict s3");
+        until(|| !b.held_elsewhere("/r", "s2")).await;
     }
 
     #[tokio::test]
