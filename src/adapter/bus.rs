@@ -167,9 +167,38 @@ pub struct Logged {
     pub frames: Vec<crate::engine::Frame>,
 }
 
-/// What a new link's snapshot sends for connection state recovery: every socket this
-/// process keeps parked, and every event it keeps.
-pub type RecoverySource = Box<dyn Fn() -> (Vec<ParkRecord>, Vec<Logged>) + Send + Sync>;
+/// An event of a room's history (or a namespace's, `room` none), as a process hands it to
+/// a new peer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    /// Namespace.
+    pub nsp: Arc<str>,
+    /// The room; none for the namespace's broadcasts to all.
+    pub room: Option<Arc<str>>,
+    /// Who accepted it, and when.
+    pub stamp: Stamp,
+    /// The event name.
+    pub name: Arc<str>,
+    /// Its arguments, a JSON array with binary placeholders.
+    pub args: Arc<str>,
+    /// Its binary attachments.
+    pub attachments: Vec<bytes::Bytes>,
+}
+
+/// What a process keeps that a new one (a restarted worker) has none of: the sockets it
+/// keeps parked and the events it keeps for recovery, and the rooms' history.
+#[derive(Debug, Clone, Default)]
+pub struct Kept {
+    /// Parked sockets.
+    pub parks: Vec<ParkRecord>,
+    /// Events kept for recovery.
+    pub logged: Vec<Logged>,
+    /// History events.
+    pub recorded: Vec<Recorded>,
+}
+
+/// What a new link's snapshot sends after the memberships.
+pub type RecoverySource = Box<dyn Fn() -> Kept + Send + Sync>;
 
 /// What the other processes say about the sockets that connection state recovery keeps.
 #[derive(Debug)]
@@ -185,6 +214,9 @@ pub enum Parking<'a> {
     },
     /// An event they keep (sent to a new process, after the snapshot): keep it too.
     Logged(&'a Logged),
+    /// An event of their history (sent to a new process, after the snapshot): keep it
+    /// too.
+    Recorded(&'a Recorded),
     /// Its client came back to them: close it here if it is here.
     Evict {
         /// Namespace.

@@ -27,8 +27,9 @@ pub mod replica;
 pub mod wire;
 
 pub use bus::{
-    Adapter, Audience, DepartureHook, Departures, Logged, Member, ParkRecord, Parking, ParkingHook,
-    Pick, Recipient, RecordHook, RecoverySource, RoomCount, Stamp, Stamped, Target, is_listed,
+    Adapter, Audience, DepartureHook, Departures, Kept, Logged, Member, ParkRecord, Parking,
+    ParkingHook, Pick, Recipient, RecordHook, Recorded, RecoverySource, RoomCount, Stamp, Stamped,
+    Target, is_listed,
 };
 pub use local::LocalAdapter;
 pub use peer::PeerAdapter;

@@ -35,7 +35,7 @@ use super::occupancy::Occupancy;
 use super::replica::{Departed, Replicas};
 use super::wire::{Message, VERSION};
 use crate::engine::{BoxFuture, Outgoing};
-use apply::{logged_message, park_message};
+use apply::{logged_message, park_message, recorded_message};
 
 /// Bytes queued per link past which broadcasts to that peer are dropped (and counted):
 /// a peer that does not keep up loses fan-out, not memberships.
@@ -233,13 +233,15 @@ impl PeerAdapter {
         }
         Message::Synced.encode(&mut buf);
         // What recovery keeps here: a new process has nothing from before it started.
-        let (parks, logged) = self.kept.get().map(|source| source()).unwrap_or_default();
-        for park in &parks {
+        let kept = self.kept.get().map(|source| source()).unwrap_or_default();
+        for park in &kept.parks {
             park_message(park).encode(&mut buf);
         }
-        for event in logged {
-            logged_message(event).encode(&mut buf);
-            // The log may be large: written as it is encoded, not held whole.
+        let logged = kept.logged.into_iter().map(logged_message);
+        let recorded = kept.recorded.into_iter().map(recorded_message);
+        for message in logged.chain(recorded) {
+            message.encode(&mut buf);
+            // The logs may be large: written as they are encoded, not held whole.
             if buf.len() > MAX_BATCH {
                 writer.write_all(&buf).await.map_err(LinkError::Write)?;
                 buf.clear();
@@ -585,7 +587,7 @@ mod tests {
 
     #[tokio::test]
     async fn recovery_state_is_handed_to_a_new_peer_and_parks_travel_whole() {
-        use super::super::bus::{Audience, Logged, Parking};
+        use super::super::bus::{Audience, Kept, Logged, Parking};
         use crate::engine::Frame;
         let (a, b) = (PeerAdapter::new(0), PeerAdapter::new(1));
         let park = ParkRecord {
@@ -610,7 +612,11 @@ mod tests {
             },
             frames: vec![Frame::message("2/r,[\"m\",\"1-7\"]")],
         };
-        let kept = (vec![park.clone()], vec![logged.clone()]);
+        let kept = Kept {
+            parks: vec![park.clone()],
+            logged: vec![logged.clone()],
+            recorded: Vec::new(),
+        };
         a.set_recovery_source(Box::new(move || kept.clone()));
         let heard = Arc::new(Mutex::new(Vec::new()));
         let sink = heard.clone();
@@ -618,6 +624,7 @@ mod tests {
             sink.lock().push(match p {
                 Parking::Parked(record) => format!("park {} {:?}", record.member.id, record),
                 Parking::Logged(event) => format!("logged {:?}", event),
+                Parking::Recorded(event) => format!("recorded {:?}", event),
                 Parking::Joined { id, .. } => format!("joined {id}"),
                 Parking::Evict { id, .. } => format!("evict {id}"),
             });

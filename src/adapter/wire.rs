@@ -17,6 +17,7 @@
 //! | 7 | Park | nsp, socket id, optional user, rooms (list), `u64` ms since the epoch when it dropped (kept for connection state recovery; from its own process it is also gone, as `Gone`) |
 //! | 8 | Evict | nsp, socket id (its client came back elsewhere: whoever holds it closes it) |
 //! | 9 | Logged | nsp, rooms, ids, except rooms, except ids (lists), frames (as in Broadcast), stamp (`u32` origin, `u64` sequence, `u64` ms) — an event kept for recovery, sent after the snapshot |
+//! | 10 | Recorded | nsp, optional room, stamp (as in Logged), name, args (JSON text), attachments (list of blobs) — a history event, sent after the snapshot |
 //!
 //! Decoding is strict and bounded (a frame over [`MAX_FRAME`] is an error, and no count or
 //! length inside a frame is believed past the bytes that are there), because a corrupt
@@ -134,6 +135,22 @@ pub enum Message {
         frames: Vec<Frame>,
         /// Who accepted it, and when.
         stamp: Stamp,
+    },
+    /// An event of the sender's room history (after the snapshot, so that a new process
+    /// has the history from before it started).
+    Recorded {
+        /// Namespace.
+        nsp: String,
+        /// The room; none for the namespace's broadcasts to all.
+        room: Option<String>,
+        /// Who accepted it, and when.
+        stamp: Stamp,
+        /// The event name.
+        name: String,
+        /// Its arguments, a JSON array with binary placeholders.
+        args: String,
+        /// Its binary attachments.
+        attachments: Vec<Bytes>,
     },
     /// The client of this socket came back to the sender: the process that still holds
     /// the socket closes it (and parks it), so that the sender can restore it.
@@ -268,6 +285,27 @@ impl Message {
                 out.put_u64(stamp.seq);
                 out.put_u64(stamp.at_ms);
             }
+            Message::Recorded {
+                nsp,
+                room,
+                stamp,
+                name,
+                args,
+                attachments,
+            } => {
+                out.put_u8(10);
+                put_str(out, nsp);
+                put_opt(out, room.as_deref());
+                out.put_u32(stamp.origin);
+                out.put_u64(stamp.seq);
+                out.put_u64(stamp.at_ms);
+                put_str(out, name);
+                put_str(out, args);
+                put_len(out, attachments.len());
+                for a in attachments {
+                    put_blob(out, a);
+                }
+            }
         }
         let len = u32::try_from(out.len() - start - 4).unwrap_or(u32::MAX);
         out[start..start + 4].copy_from_slice(&len.to_be_bytes());
@@ -381,6 +419,30 @@ fn decode_body(b: &mut Bytes) -> Result<Message, WireError> {
                 at_ms: get_u64(b)?,
             },
         },
+        10 => {
+            let nsp = get_str(b)?;
+            let room = get_opt(b)?;
+            let stamp = Stamp {
+                origin: get_u32(b)?,
+                seq: get_u64(b)?,
+                at_ms: get_u64(b)?,
+            };
+            let name = get_str(b)?;
+            let args = get_str(b)?;
+            let n = get_count(b)?;
+            let mut attachments = Vec::with_capacity(n.min(64));
+            for _ in 0..n {
+                attachments.push(get_blob(b)?);
+            }
+            Message::Recorded {
+                nsp,
+                room,
+                stamp,
+                name,
+                args,
+                attachments,
+            }
+        }
         other => return Err(WireError::UnknownKind(other)),
     })
 }
@@ -560,6 +622,18 @@ mod tests {
                     at_ms: 1_733_210_000_001,
                 },
             },
+            Message::Recorded {
+                nsp: "/h".into(),
+                room: Some("r".into()),
+                stamp: Stamp {
+                    origin: 0,
+                    seq: 99,
+                    at_ms: 1_733_210_000_002,
+                },
+                name: "m".into(),
+                args: "[1,{\"_placeholder\":true,\"num\":0}]".into(),
+                attachments: vec![Bytes::from_static(&[7, 8])],
+            },
             Message::Broadcast {
                 nsp: "/".into(),
                 rooms: vec!["a".into(), "b".into()],
@@ -729,6 +803,26 @@ mod tests {
                         stamp: Stamp { origin, seq, at_ms },
                     }
                 }),
+            (
+                text(),
+                proptest::option::of(text()),
+                (any::<u32>(), any::<u64>(), any::<u64>()),
+                text(),
+                text(),
+                vec(vec(any::<u8>(), 0..8), 0..3)
+            )
+                .prop_map(
+                    |(nsp, room, (origin, seq, at_ms), name, args, attachments)| {
+                        Message::Recorded {
+                            nsp,
+                            room,
+                            stamp: Stamp { origin, seq, at_ms },
+                            name,
+                            args,
+                            attachments: attachments.into_iter().map(Bytes::from).collect(),
+                        }
+                    }
+                ),
             Just(Message::Synced),
             (
                 text(),

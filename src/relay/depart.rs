@@ -71,6 +71,14 @@ pub fn parking(relay: &Shared, parking: Parking<'_>) {
                 super::deliver::handed_over(relay, logged, retention);
             }
         }
+        Parking::Recorded(recorded) => {
+            if let Some(history) = relay
+                .namespace(&recorded.nsp)
+                .and_then(|ns| ns.policy().config.history)
+            {
+                super::events::record_handed(relay, recorded, history.into());
+            }
+        }
         Parking::Evict { nsp, id } => {
             if let Some(held) = relay.held(id).filter(|h| &*h.socket.nsp == nsp) {
                 tracing::debug!(

@@ -321,6 +321,28 @@ fn remote_event(stamped: &Stamped<'_>, has_offset: bool) -> Option<Event> {
     })
 }
 
+/// Keep a history event another process handed over (this one is new).
+pub fn record_handed(relay: &Shared, recorded: &crate::adapter::Recorded, keep: Keep) {
+    let event = Event {
+        id: EventId {
+            origin: recorded.stamp.origin,
+            seq: recorded.stamp.seq,
+        },
+        at: SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(recorded.stamp.at_ms),
+        name: recorded.name.clone(),
+        args: recorded.args.clone(),
+        attachments: recorded.attachments.clone(),
+    };
+    let key = Key {
+        nsp: recorded.nsp.clone(),
+        room: recorded.room.clone(),
+    };
+    relay
+        .history
+        .record_handed(&key, keep, Arc::new(event), Instant::now());
+    relay.count_history();
+}
+
 /// Keep `event` in the history of each of `rooms` (the namespace's own when empty).
 pub fn record(relay: &Shared, nsp: &Arc<str>, event: Arc<Event>, rooms: &[Arc<str>], keep: Keep) {
     let now = Instant::now();

@@ -363,6 +363,71 @@ impl History {
         inner.fit_budget();
     }
 
+    /// Record `event`, which another process kept from before this one started (a
+    /// restarted worker is handed the host's history): in its place by time among the
+    /// events `key` has, unless it has it already.
+    pub fn record_handed(&self, key: &Key, keep: Keep, event: Arc<Event>, now: Instant) {
+        let mut inner = self.inner.lock();
+        if keep.size == 0 || keep.ttl.is_zero() {
+            return;
+        }
+        let arrival = inner.next_arrival;
+        inner.next_arrival += 1;
+        let age = event.at.elapsed().unwrap_or_default();
+        let recorded = now.checked_sub(age).unwrap_or(now);
+        let cost = event.cost();
+        let log = inner.logs.entry(key.clone()).or_insert_with(|| Log {
+            events: VecDeque::new(),
+            keep,
+        });
+        if log.events.iter().any(|k| k.event.id == event.id) {
+            return;
+        }
+        let at = log
+            .events
+            .iter()
+            .rposition(|k| (k.event.at, k.event.id) <= (event.at, event.id))
+            .map_or(0, |i| i + 1);
+        let old_front = log.events.front().map(|k| k.arrival);
+        log.events.insert(
+            at,
+            Kept {
+                arrival,
+                recorded,
+                event,
+            },
+        );
+        if at == 0 {
+            if let Some(old) = old_front {
+                inner.fronts.remove(&old);
+            }
+            inner.fronts.insert(arrival, key.clone());
+        }
+        inner.bytes += cost;
+        inner.events += 1;
+        inner.trim(key, now);
+        inner.fit_budget();
+    }
+
+    /// Every event kept, as a new process is handed them.
+    pub fn export(&self) -> Vec<crate::adapter::Recorded> {
+        let inner = self.inner.lock();
+        inner
+            .logs
+            .iter()
+            .flat_map(|(key, log)| {
+                log.events.iter().map(|k| crate::adapter::Recorded {
+                    nsp: key.nsp.clone(),
+                    room: key.room.clone(),
+                    stamp: k.event.stamp(),
+                    name: k.event.name.clone(),
+                    args: k.event.args.clone(),
+                    attachments: k.event.attachments.clone(),
+                })
+            })
+            .collect()
+    }
+
     /// The events of `key` not seen at `after` (all without it), oldest first, at most
     /// the latest `limit` of them.
     pub fn read(
@@ -504,6 +569,36 @@ mod tests {
 
     fn args(events: &[Arc<Event>]) -> Vec<&str> {
         events.iter().map(|e| &*e.args).collect()
+    }
+
+    #[test]
+    fn events_handed_over_take_their_place_by_time_once() {
+        let store = History::new(1 << 20);
+        let now = Instant::now();
+        let at = |ms: u64, origin: u32, seq: u64, args: &str| {
+            let mut e = (*event(origin, seq, args)).clone();
+            e.at = SystemTime::now() - Duration::from_secs(30) + Duration::from_millis(ms);
+            Arc::new(e)
+        };
+        let keep = Keep { size: 10, ..KEEP };
+        // Live events first (what a restarted worker saw since it started)...
+        store.record(&key("r"), keep, at(300, 1, 30, "c"), now);
+        store.record(&key("r"), keep, at(400, 2, 40, "d"), now);
+        // ...then the others' history, older, some of it twice.
+        store.record_handed(&key("r"), keep, at(100, 1, 10, "a"), now);
+        store.record_handed(&key("r"), keep, at(200, 2, 20, "b"), now);
+        store.record_handed(&key("r"), keep, at(100, 1, 10, "a"), now);
+        store.record_handed(&key("r"), keep, at(400, 2, 40, "d"), now);
+        assert_eq!(
+            args(&store.read(&key("r"), None, 10, now)),
+            ["a", "b", "c", "d"]
+        );
+        assert_eq!(store.usage().events, 4);
+        let exported: Vec<u64> = store.export().iter().map(|r| r.stamp.seq).collect();
+        assert_eq!(exported, [10, 20, 30, 40]);
+        // The front moved: the oldest goes first when the budget shrinks.
+        store.set_budget(store.usage().bytes - 1);
+        assert_eq!(args(&store.read(&key("r"), None, 10, now)), ["b", "c", "d"]);
     }
 
     #[test]

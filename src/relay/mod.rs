@@ -120,10 +120,10 @@ impl Relay {
         let weak = Arc::downgrade(&shared);
         shared.bus.set_recovery_source(Box::new(move || {
             weak.upgrade()
-                .map(|shared| {
-                    let parks = shared.recovery.parked().records();
-                    let logged = shared.recovery.ledger().log.export();
-                    (parks, logged)
+                .map(|shared| crate::adapter::Kept {
+                    parks: shared.recovery.parked().records(),
+                    logged: shared.recovery.ledger().log.export(),
+                    recorded: shared.history.export(),
                 })
                 .unwrap_or_default()
         }));

@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
-use super::super::bus::{Adapter, Audience, Logged, Member, ParkRecord, Parking, Stamped, Target};
+use super::super::bus::{
+    Adapter, Audience, Logged, Member, ParkRecord, Parking, Recorded, Stamped, Target,
+};
 use super::super::wire::Message;
 use super::PeerAdapter;
 use crate::engine::Outgoing;
@@ -91,6 +93,26 @@ impl PeerAdapter {
                     hook(Parking::Evict { nsp: &nsp, id: &id });
                 }
             }
+            Message::Recorded {
+                nsp,
+                room,
+                stamp,
+                name,
+                args,
+                attachments,
+            } => {
+                if let Some(hook) = self.parking.get() {
+                    let recorded = Recorded {
+                        nsp: Arc::from(nsp),
+                        room: room.map(Arc::from),
+                        stamp,
+                        name: Arc::from(name),
+                        args: Arc::from(args),
+                        attachments,
+                    };
+                    hook(Parking::Recorded(&recorded));
+                }
+            }
             Message::Logged {
                 nsp,
                 rooms,
@@ -144,5 +166,17 @@ pub(super) fn logged_message(event: Logged) -> Message {
         except_ids: names(&event.audience.except_ids),
         frames: event.frames,
         stamp: event.stamp,
+    }
+}
+
+/// The wire message for a history event.
+pub(super) fn recorded_message(event: Recorded) -> Message {
+    Message::Recorded {
+        nsp: event.nsp.to_string(),
+        room: event.room.as_deref().map(str::to_owned),
+        stamp: event.stamp,
+        name: event.name.to_string(),
+        args: event.args.to_string(),
+        attachments: event.attachments,
     }
 }

@@ -8,7 +8,7 @@
 // known without sleeping.
 import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import { startDaemon, stopDaemon, scrape, withLogs, bothWorkersLinked } from "../lib/admin.mjs";
+import { startDaemon, stopDaemon, scrape, withLogs, bothWorkersLinked, workerSlots, waitForStatus } from "../lib/admin.mjs";
 import { workerClient } from "../lib/workers.mjs";
 import { TEST_TOKEN } from "../lib/spawn.mjs";
 import { openClient, connected, ack, join, freshRoom } from "../lib/clients.mjs";
@@ -282,5 +282,29 @@ history = { size = 10 }
       headers: { Authorization: `Bearer ${TEST_TOKEN}` },
     }).then((r) => r.json());
     assert.deepEqual(listed.events.map((e) => e.args[0]).sort(), ["from-a", "from-api", "from-b"]);
+  });
+
+  it("a worker killed and restarted is handed the host's history by the others", async () => {
+    const writer = await workerClient(pair.url, pairSockets, { transports: ["websocket"] });
+    const room = freshRoom("restart");
+    assert.equal((await ack(writer, "$join", room)).ok, true);
+    for (const n of [1, 2, 3]) assert.deepEqual(await ack(writer, "msg", `m${n}`), { ok: true });
+    // Kill the worker the writer is NOT on; its replacement starts with nothing of its own.
+    const victim = 1 - writer.worker;
+    const slots = workerSlots(pair);
+    const old = slots.find((w) => w.worker === victim).pid;
+    process.kill(old, "SIGKILL");
+    await waitForStatus(pair, (st) => st.workers?.length === 2 && st.workers.every((w) => w.peers === 1 && w.pid !== old), 15000, "the replacement linked");
+    // A reader on the replacement sees the events from before it started, in order.
+    let reader;
+    for (let i = 0; i < 60 && !reader; i++) {
+      const c = await workerClient(pair.url, pairSockets, { transports: ["websocket"] });
+      if (c.worker === victim) reader = c;
+      else c.disconnect();
+    }
+    assert.ok(reader, "a client on the restarted worker");
+    const reply = await ack(reader, "$join", { room, history: 10 });
+    assert.equal(reply.ok, true, JSON.stringify(reply));
+    assert.deepEqual(reply.events.map((e) => e.args[0]), ["m1", "m2", "m3"]);
   });
 });
