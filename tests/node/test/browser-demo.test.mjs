@@ -5,7 +5,7 @@
 // its network (Chromium's offline emulation, for that tab only) while the other writes, and
 // comes back with the same session and every missed message, in order, once, without
 // joining the room again; after the relay restarts (nothing left to recover) both tabs say
-// "New session" and join again.
+// "New session" and join again; put out by the server API, they say so.
 //
 // The browser is Debian's Chromium (/usr/bin/chromium, package "chromium"; .ci/run installs
 // it), driven through playwright-core, which never downloads a browser of its own. A machine
@@ -20,7 +20,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:f
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startDaemon, stopDaemon } from "../lib/admin.mjs";
-import { repoRoot } from "../lib/spawn.mjs";
+import { repoRoot, TEST_TOKEN } from "../lib/spawn.mjs";
 
 const CHROMIUM = "/usr/bin/chromium";
 const CHROMIUM_ARGS = [
@@ -371,6 +371,22 @@ describe("demo page in a real browser (Debian chromium, two tabs)", () => {
       assert.ok(png.length > 5000, `${file} is only ${png.length} bytes`);
       assert.equal(png.subarray(1, 4).toString("latin1"), "PNG", `${file} is not a PNG`);
       t.diagnostic(`${tab.name}'s tab: ${file}${keepShots ? "" : " (removed afterwards; set TEST_IORELAY_SCREENSHOTS=DIR to keep)"}`);
+    }
+  });
+
+  it("put out by the relay (the server API's disconnect), a tab says so instead of 'reconnecting'", async () => {
+    const { ann, bob } = tabs;
+    assert.ok(ann && bob, "the tabs were opened by the previous tests");
+    const res = await fetch(`${relay.adminUrl}/api/v1/disconnect`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${TEST_TOKEN}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ namespace: "/", rooms: [ROOM] }),
+    });
+    const body = await res.json();
+    assert.deepEqual(body, { ok: true, disconnected: 2 });
+    for (const tab of [ann, bob]) {
+      await waitForLine(tab, "info", "The relay disconnected you; Leave and Enter to come back.");
+      await waitForText(tab, tab.page.getByRole("status"), "Disconnected by the relay", "the status");
     }
   });
 });
