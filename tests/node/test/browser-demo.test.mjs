@@ -261,7 +261,7 @@ describe("demo page in a real browser (Debian chromium, two tabs)", () => {
     ]);
   });
 
-  it("bob's tab loses its network while ann writes; back online it shows 'recovered' and the missed messages, in order, once", async () => {
+  it("bob's tab loses its network while ann writes; back online it shows 'recovered' and the missed messages, in order, once", async (t) => {
     const { ann, bob } = tabs;
     assert.ok(ann && bob, "the tabs were opened by the previous tests");
     const bobStatus = bob.page.getByRole("status");
@@ -312,6 +312,7 @@ describe("demo page in a real browser (Debian chromium, two tabs)", () => {
     assert.deepEqual(ann.errors, [], "ann's tab logged errors");
     const shot = join(shotDir, "demo-bob-recovered.png");
     await bob.page.screenshot({ path: shot, fullPage: true, timeout: WAIT_MS });
+    t.diagnostic(`bob's tab, recovered: ${shot}${keepShots ? "" : " (removed afterwards; set TEST_IORELAY_SCREENSHOTS=DIR to keep)"}`);
   });
 
   it("with nothing to recover (the relay restarted), both tabs say 'New session', join again and talk", async () => {
