@@ -1103,9 +1103,13 @@ mod tests {
         let text = std::fs::read_to_string(repo_config("default.toml")).unwrap();
         let loaded = load_text(&text, &[]).unwrap();
         let mut expected = Config::default();
-        expected
-            .namespaces
-            .insert("/".to_owned(), NamespaceConfig::default());
+        // The one departure from the built-ins: "/" recovers dropped connections, for
+        // the built-in demo page (static/index.html), which shows it.
+        let root = NamespaceConfig {
+            recovery: Some(crate::config::RecoveryConfig::default()),
+            ..NamespaceConfig::default()
+        };
+        expected.namespaces.insert("/".to_owned(), root);
         assert_eq!(loaded.config, expected);
     }
 

@@ -1,6 +1,11 @@
 // The built-in demo chat page (static/index.html, served at "/") in a real browser, as the
 // README promises: two tabs pick a nickname and a room through the page's own form and talk,
 // with the socket.io client bundle iorelay serves itself (no CDN, nothing beyond the relay).
+// The relay runs config/default.toml, whose "/" recovers dropped connections: one tab loses
+// its network (Chromium's offline emulation, for that tab only) while the other writes, and
+// comes back with the same session and every missed message, in order, once, without
+// joining the room again; after the relay restarts (nothing left to recover) both tabs say
+// "New session" and join again; put out by the server API, they say so.
 //
 // The browser is Debian's Chromium (/usr/bin/chromium, package "chromium"; .ci/run installs
 // it), driven through playwright-core, which never downloads a browser of its own. A machine
@@ -14,7 +19,8 @@ import assert from "node:assert/strict";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startRelay } from "../lib/relay.mjs";
+import { startDaemon, stopDaemon } from "../lib/admin.mjs";
+import { repoRoot, TEST_TOKEN } from "../lib/spawn.mjs";
 
 const CHROMIUM = "/usr/bin/chromium";
 const CHROMIUM_ARGS = [
@@ -124,6 +130,22 @@ async function say(tab, text) {
   await tab.page.getByRole("button", { name: "Send", exact: true }).click();
 }
 
+/**
+ * Take one tab off the network, or put it back: Chromium's offline emulation through the
+ * DevTools protocol, for that tab alone (playwright's context.setOffline would cut both).
+ * The page sees the browser's "offline" event, on which the socket.io client closes its
+ * transport ("transport close") and keeps trying to reconnect, failing until it is back.
+ */
+async function setOffline(tab, offline) {
+  tab.cdp ??= await context.newCDPSession(tab.page);
+  await tab.cdp.send("Network.emulateNetworkConditions", { offline, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+}
+
+/** The tab's log lines as "text", from line `from` on. */
+async function linesFrom(tab, from = 0) {
+  return (await tab.page.locator("#log li").allTextContents()).slice(from);
+}
+
 const NO_CHROMIUM =
   `${CHROMIUM} is missing: the browser tests need Debian's Chromium. Install it with ` +
   "`apt-get update && apt-get install -y chromium` (.ci/run does this on CI). " +
@@ -139,7 +161,9 @@ describe("demo page in a real browser (Debian chromium, two tabs)", () => {
   before(async () => {
     assert.ok(existsSync(CHROMIUM), NO_CHROMIUM);
     const { chromium } = await import("playwright-core");
-    relay = await startRelay(""); // no namespace declared: "/" with join any, route rooms, presence on
+    // What `cargo run` in a checkout serves: "/" with join any, route rooms, presence and
+    // recovery on (the test profile is not beside the copy; the environment gives ports).
+    relay = await startDaemon(readFileSync(join(repoRoot, "config", "default.toml"), "utf8"));
     profileDir = mkdtempSync(join(tmpdir(), "iorelay-chromium-"));
     keepShots = Boolean(process.env.TEST_IORELAY_SCREENSHOTS);
     shotDir = keepShots ? process.env.TEST_IORELAY_SCREENSHOTS : mkdtempSync(join(tmpdir(), "iorelay-shots-"));
@@ -159,7 +183,7 @@ describe("demo page in a real browser (Debian chromium, two tabs)", () => {
   after(async () => {
     // Each step on its own, so one failure does not leave the rest running.
     if (context) await context.close().catch(() => {});
-    if (relay) await relay.stop().catch(() => {});
+    if (relay) await stopDaemon(relay).catch(() => {});
     if (profileDir) rmSync(profileDir, { recursive: true, force: true });
     if (shotDir && !keepShots) rmSync(shotDir, { recursive: true, force: true });
   });
@@ -237,6 +261,93 @@ describe("demo page in a real browser (Debian chromium, two tabs)", () => {
     ]);
   });
 
+  it("bob's tab loses its network while ann writes; back online it shows 'recovered' and the missed messages, in order, once", async (t) => {
+    const { ann, bob } = tabs;
+    assert.ok(ann && bob, "the tabs were opened by the previous tests");
+    const bobStatus = bob.page.getByRole("status");
+    const bobFrom = (await linesFrom(bob)).length;
+    const bobErrors = bob.errors.length;
+
+    await setOffline(bob, true);
+    await waitForText(bob, bobStatus, "Reconnecting…", "the status");
+    await waitForLine(bob, "info", "Connection lost (transport close); reconnecting…");
+
+    // Each acked by the relay (ann's "mine" line appears on the ack): the relay has them
+    // all before bob's tab is back.
+    const missed = ["are you still there, bob?", "the kettle is on", "third time lucky"];
+    for (const text of missed) {
+      await say(ann, text);
+      await waitForLine(ann, "mine", text, "ann (you)");
+    }
+
+    await setOffline(bob, false);
+    // The reconnect waits out the client's backoff (at most its 5 s cap, plus a retry).
+    await waitForText(bob, bobStatus, "Recovered — 3 missed messages delivered", "the status");
+    for (const text of missed) {
+      const got = await waitForLine(bob, "theirs", text, "ann");
+      assert.match(await got.getAttribute("class"), /\bmissed\b/, `${JSON.stringify(text)} is marked as missed`);
+    }
+    // In order, each once, and no $join again: the relay restored the room membership.
+    assert.deepEqual(await linesFrom(bob, bobFrom), [
+      "Connection lost (transport close); reconnecting…",
+      ...missed.map((text) => `ann:${text}`),
+      "Back with the same session: 3 missed messages delivered.",
+    ]);
+    await waitForText(bob, bobStatus, "Recovered — 3 missed messages delivered · 2 people here", "the status");
+    await waitForText(bob, bob.page.getByText(/^Here: /), "Here: ann, bob", "the member list");
+    await waitForText(ann, ann.page.getByRole("status"), "2 people here", "the status");
+    await waitForText(ann, ann.page.getByText(/^Here: /), "Here: ann, bob", "the member list");
+
+    // Still in the room, both ways, and what comes now is not counted as missed.
+    await say(ann, "welcome back");
+    const live = await waitForLine(bob, "theirs", "welcome back", "ann");
+    assert.doesNotMatch(await live.getAttribute("class"), /\bmissed\b/);
+    await say(bob, "all caught up, thanks");
+    await waitForLine(ann, "theirs", "all caught up, thanks", "bob");
+    await waitForLine(bob, "mine", "all caught up, thanks", "bob (you)");
+
+    // While offline, Chromium logs each failed reconnect attempt; nothing else may appear.
+    const during = bob.errors.slice(bobErrors).filter((e) => !/ERR_INTERNET_DISCONNECTED/.test(e));
+    assert.deepEqual(during, [], "bob's tab logged errors besides the failed attempts while offline");
+    assert.deepEqual(ann.errors, [], "ann's tab logged errors");
+    const shot = join(shotDir, "demo-bob-recovered.png");
+    await bob.page.screenshot({ path: shot, fullPage: true, timeout: WAIT_MS });
+    t.diagnostic(`bob's tab, recovered: ${shot}${keepShots ? "" : " (removed afterwards; set TEST_IORELAY_SCREENSHOTS=DIR to keep)"}`);
+  });
+
+  it("with nothing to recover (the relay restarted), both tabs say 'New session', join again and talk", async () => {
+    const { ann, bob } = tabs;
+    assert.ok(ann && bob, "the tabs were opened by the previous tests");
+    const from = { ann: (await linesFrom(ann)).length, bob: (await linesFrom(bob)).length };
+    const errors = { ann: ann.errors.length, bob: bob.errors.length };
+    // A new relay process on the same address: the old one's parked sockets and events
+    // went with it, and it does not know their pids. (The address was ours a moment ago;
+    // the pages must find the relay where they left it.)
+    const text = readFileSync(join(repoRoot, "config", "default.toml"), "utf8");
+    const addr = relay.publicAddr;
+    await stopDaemon(relay);
+    relay = await startDaemon(text, { env: { IORELAY_SERVER__LISTEN: addr } });
+
+    for (const tab of [ann, bob]) {
+      await waitForLine(tab, "info", "Reconnected as a new session: messages sent while you were away are not shown.");
+      await waitForText(tab, tab.page.getByRole("status"), "New session", "the status");
+    }
+    for (const tab of [ann, bob]) {
+      await waitForText(tab, tab.page.getByRole("status"), "New session · 2 people here", "the status");
+      await waitForText(tab, tab.page.getByText(/^Here: /), "Here: ann, bob", "the member list");
+      const lines = await linesFrom(tab, from[tab.name]);
+      assert.match(lines[0], /^Connection lost \(transport (close|error)\); reconnecting…$/, JSON.stringify(lines));
+      assert.equal(lines.filter((l) => l.startsWith(`You joined #${ROOM} (`)).length, 1, JSON.stringify(lines));
+    }
+    await say(bob, "new session, same garden");
+    await waitForLine(ann, "theirs", "new session, same garden", "bob");
+    // While the relay was down, Chromium logged each refused reconnect attempt.
+    for (const tab of [ann, bob]) {
+      const other = tab.errors.slice(errors[tab.name]).filter((e) => !/ERR_CONNECTION_REFUSED/.test(e));
+      assert.deepEqual(other, [], `${tab.name}'s tab logged errors besides the refused attempts`);
+    }
+  });
+
   it("the pages talked to the relay only: no CDN, no other host", async () => {
     const origin = new URL(relay.url);
     for (const tab of Object.values(tabs)) {
@@ -261,6 +372,22 @@ describe("demo page in a real browser (Debian chromium, two tabs)", () => {
       assert.ok(png.length > 5000, `${file} is only ${png.length} bytes`);
       assert.equal(png.subarray(1, 4).toString("latin1"), "PNG", `${file} is not a PNG`);
       t.diagnostic(`${tab.name}'s tab: ${file}${keepShots ? "" : " (removed afterwards; set TEST_IORELAY_SCREENSHOTS=DIR to keep)"}`);
+    }
+  });
+
+  it("put out by the relay (the server API's disconnect), a tab says so instead of 'reconnecting'", async () => {
+    const { ann, bob } = tabs;
+    assert.ok(ann && bob, "the tabs were opened by the previous tests");
+    const res = await fetch(`${relay.adminUrl}/api/v1/disconnect`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${TEST_TOKEN}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ namespace: "/", rooms: [ROOM] }),
+    });
+    const body = await res.json();
+    assert.deepEqual(body, { ok: true, disconnected: 2 });
+    for (const tab of [ann, bob]) {
+      await waitForLine(tab, "info", "The relay disconnected you; Leave and Enter to come back.");
+      await waitForText(tab, tab.page.getByRole("status"), "Disconnected by the relay", "the status");
     }
   });
 });
