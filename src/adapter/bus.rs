@@ -217,12 +217,14 @@ pub enum Parking<'a> {
     /// An event of their history (sent to a new process, after the snapshot): keep it
     /// too.
     Recorded(&'a Recorded),
-    /// Its client came back to them: close it here if it is here.
+    /// Its client came back to them as `user`: close it here if it is here as that user.
     Evict {
         /// Namespace.
         nsp: &'a str,
         /// Socket id.
         id: &'a str,
+        /// The user the client came back as.
+        user: Option<&'a str>,
     },
 }
 
@@ -278,9 +280,9 @@ pub trait Adapter: Send + Sync + 'static {
     /// Register where a new link's snapshot finds what recovery keeps here.
     fn set_recovery_source(&self, _source: RecoverySource) {}
 
-    /// Ask the other processes to close socket `id` if they hold it (its client came
-    /// back here); each that does parks it.
-    fn evict(&self, _nsp: &str, _id: &str) {}
+    /// Ask the other processes to close socket `id` if they hold it as `user` (its
+    /// client came back here); each that does parks it.
+    fn evict(&self, _nsp: &str, _id: &str, _user: Option<&str>) {}
 
     /// Whether another process has socket `id` as a member of some room.
     fn held_elsewhere(&self, _nsp: &str, _id: &str) -> bool {

@@ -441,10 +441,11 @@ impl Adapter for PeerAdapter {
         let _ = self.kept.set(source);
     }
 
-    fn evict(&self, nsp: &str, id: &str) {
+    fn evict(&self, nsp: &str, id: &str, user: Option<&str>) {
         self.publish(&Message::Evict {
             nsp: nsp.to_owned(),
             id: id.to_owned(),
+            user: user.map(str::to_owned),
         });
     }
 
@@ -626,7 +627,7 @@ mod tests {
                 Parking::Logged(event) => format!("logged {:?}", event),
                 Parking::Recorded(event) => format!("recorded {:?}", event),
                 Parking::Joined { id, .. } => format!("joined {id}"),
-                Parking::Evict { id, .. } => format!("evict {id}"),
+                Parking::Evict { id, user, .. } => format!("evict {id} {user:?}"),
             });
         }));
         // A new link: the snapshot carries what recovery keeps.
@@ -641,12 +642,12 @@ mod tests {
         let mut gone = park.clone();
         gone.member.id = Arc::from("s2");
         a.remove_parked_socket(&gone).await;
-        a.evict("/r", "s3");
+        a.evict("/r", "s3", Some("ann"));
         until(|| heard.lock().len() == 5).await;
         let heard = heard.lock().clone();
         assert_eq!(heard[2], "joined s2");
         assert_eq!(heard[3], format!("park s2 {gone:?}"));
-        assert_eq!(heard[4], "evict s3");
+        assert_eq!(heard[4], "evict s3 Some(\"ann\")");
         until(|| !b.held_elsewhere("/r", "s2")).await;
     }
 

@@ -15,7 +15,7 @@
 //! | 5 | Broadcast | nsp, rooms (list; empty = namespace), optional except id, frames (list of `u8` 0 text / 1 binary + blob), optional latest key, optional stamp (`u8` flag, then `u32` origin, `u64` sequence, `u64` ms since the epoch) |
 //! | 6 | Synced | (none: the snapshot after `Hello` is complete) |
 //! | 7 | Park | nsp, socket id, optional user, rooms (list), `u64` ms since the epoch when it dropped (kept for connection state recovery; from its own process it is also gone, as `Gone`) |
-//! | 8 | Evict | nsp, socket id (its client came back elsewhere: whoever holds it closes it) |
+//! | 8 | Evict | nsp, socket id, optional user (its client came back elsewhere as that user: whoever holds it as that user closes it) |
 //! | 9 | Logged | nsp, rooms, ids, except rooms, except ids (lists), frames (as in Broadcast), stamp (`u32` origin, `u64` sequence, `u64` ms) — an event kept for recovery, sent after the snapshot |
 //! | 10 | Recorded | nsp, optional room, stamp (as in Logged), name, args (JSON text), attachments (list of blobs) — a history event, sent after the snapshot |
 //!
@@ -159,6 +159,8 @@ pub enum Message {
         nsp: String,
         /// Socket id.
         id: String,
+        /// The user the client came back as (a socket of another user is not closed).
+        user: Option<String>,
     },
 }
 
@@ -261,10 +263,11 @@ impl Message {
                 }
                 out.put_u64(*dropped_ms);
             }
-            Message::Evict { nsp, id } => {
+            Message::Evict { nsp, id, user } => {
                 out.put_u8(8);
                 put_str(out, nsp);
                 put_str(out, id);
+                put_opt(out, user.as_deref());
             }
             Message::Logged {
                 nsp,
@@ -405,6 +408,7 @@ fn decode_body(b: &mut Bytes) -> Result<Message, WireError> {
         8 => Message::Evict {
             nsp: get_str(b)?,
             id: get_str(b)?,
+            user: get_opt(b)?,
         },
         9 => Message::Logged {
             nsp: get_str(b)?,
@@ -608,6 +612,7 @@ mod tests {
             Message::Evict {
                 nsp: "/chat".into(),
                 id: "y".into(),
+                user: Some("ann".into()),
             },
             Message::Logged {
                 nsp: "/r".into(),
@@ -781,7 +786,8 @@ mod tests {
                     rooms,
                     dropped_ms
                 }),
-            (text(), text()).prop_map(|(nsp, id)| Message::Evict { nsp, id }),
+            (text(), text(), proptest::option::of(text()))
+                .prop_map(|(nsp, id, user)| Message::Evict { nsp, id, user }),
             (
                 text(),
                 vec(vec(text(), 0..3), 4),

@@ -12,7 +12,7 @@
 //! gives no way to recover the stream after one), a packet that is merely out of place
 //! is logged and dropped.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -110,8 +110,6 @@ struct State {
     sockets: HashMap<String, Arc<Socket>>,
     /// The rate limits of each namespace this connection left, for its next CONNECT.
     rates: Kept,
-    /// Namespaces whose CONNECT is claiming a dropped socket (and may wait for it).
-    claiming: HashSet<String>,
 }
 
 impl State {

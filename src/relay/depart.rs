@@ -47,7 +47,12 @@ pub async fn depart_closed(relay: &Shared, socket: &Arc<Socket>, reason: CloseRe
 pub fn parking(relay: &Shared, parking: Parking<'_>) {
     match parking {
         Parking::Parked(record) => {
-            if !recovers(relay, &record.nsp) {
+            // A stale word (a dead process's member announced late) about a socket that
+            // is live here again changes nothing.
+            let live_here = relay
+                .held(&record.member.id)
+                .is_some_and(|h| h.socket.nsp == record.nsp);
+            if live_here || !recovers(relay, &record.nsp) {
                 return;
             }
             let park = Park::from_record(record);
@@ -79,8 +84,11 @@ pub fn parking(relay: &Shared, parking: Parking<'_>) {
                 super::events::record_handed(relay, recorded, history.into());
             }
         }
-        Parking::Evict { nsp, id } => {
-            if let Some(held) = relay.held(id).filter(|h| &*h.socket.nsp == nsp) {
+        Parking::Evict { nsp, id, user } => {
+            let held = relay
+                .held(id)
+                .filter(|h| &*h.socket.nsp == nsp && h.socket.user().map(|u| &**u) == user);
+            if let Some(held) = held {
                 tracing::debug!(
                     nsp,
                     socket = id,

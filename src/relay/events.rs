@@ -298,9 +298,9 @@ fn remote_event(stamped: &Stamped<'_>, has_offset: bool) -> Option<Event> {
         return None;
     };
     let event = packet.event().ok()?;
-    let args = match has_offset {
-        true => &event.args[..event.args.len().saturating_sub(1)],
-        false => &event.args[..],
+    let args = match event.args.split_last() {
+        Some((last, rest)) if has_offset && super::recovery::is_offset_json(last.get()) => rest,
+        _ => &event.args[..],
     };
     let attachments = frames[1..]
         .iter()

@@ -31,6 +31,10 @@ const TAKEOVER_WAIT: Duration = Duration::from_secs(3);
 /// still on their way here from their origin).
 const CATCH_UP_WAIT: Duration = Duration::from_secs(1);
 
+/// How long a new process (a restarted worker) waits for what its peers keep before a
+/// pid it knows nothing of is taken for unknown.
+const SETTLE: Duration = Duration::from_secs(10);
+
 /// Longest offset looked at (a position names at most a few hundred origins).
 const MAX_OFFSET: usize = 4096;
 
@@ -100,30 +104,60 @@ pub async fn claim(
 ) -> Result<Claimed, Miss> {
     let claim = relay.recovery.key().open(nsp, pid).ok_or(Miss::Unknown)?;
     let sid = claim.sid.as_str();
+    // Whoever holds or keeps the socket must know it as this user: checked before
+    // anything is closed, so that a pid alone cannot end someone else's socket.
+    let held_here = relay.held(sid).filter(|h| &*h.socket.nsp == nsp);
+    if held_here.as_ref().is_some_and(|h| h.socket.user() != user) {
+        return Err(Miss::OtherUser);
+    }
+    let kept_user = relay
+        .recovery
+        .parked()
+        .peek(nsp, sid)
+        .map(|p| p.user.clone());
+    if kept_user.as_ref().is_some_and(|u| u.as_ref() != user) {
+        return Err(Miss::OtherUser);
+    }
+    let held_elsewhere = relay.bus.held_elsewhere(nsp, sid);
+    // Nowhere to be found: no reason to wait (unless this process is new, and its peers
+    // have not told it what they keep yet).
+    if held_here.is_none()
+        && kept_user.is_none()
+        && !held_elsewhere
+        && !relay.recovery.is_new(SETTLE)
+    {
+        return Err(Miss::NotKept);
+    }
     // Its client is back, so the socket it left is gone for good, wherever it is.
-    if let Some(held) = relay.held(sid).filter(|h| &*h.socket.nsp == nsp) {
+    if let Some(held) = held_here {
         held.socket.session().close(CloseReason::Replaced);
-    } else if relay.bus.held_elsewhere(nsp, sid) {
-        relay.bus.evict(nsp, sid);
+    } else if held_elsewhere {
+        relay.bus.evict(nsp, sid, user.map(|u| &**u));
     }
     let deadline = Instant::now() + TAKEOVER_WAIT;
     relay
         .recovery
         .wait_until(deadline, || {
-            relay.recovery.parked().contains(nsp, sid) && relay.held(sid).is_none()
+            relay.recovery.parked().contains(nsp, sid)
+                && relay.held(sid).is_none()
+                && !relay.bus.held_elsewhere(nsp, sid)
         })
         .await;
+    {
+        let parked = relay.recovery.parked();
+        let park = parked.peek(nsp, sid).ok_or(Miss::NotKept)?;
+        if park.at.elapsed() > window {
+            return Err(Miss::Expired);
+        }
+        if park.user.as_ref() != user {
+            return Err(Miss::OtherUser);
+        }
+    }
     let park = relay
         .recovery
         .parked()
         .take(nsp, sid)
         .ok_or(Miss::NotKept)?;
-    if park.at.elapsed() > window {
-        return Err(Miss::Expired);
-    }
-    if park.user.as_ref() != user {
-        return Err(Miss::OtherUser);
-    }
     // Whatever came before the socket connected it cannot have missed (a client holds
     // no offset until its first event, and an empty one for a `welcome` sent before any).
     let mut after = relay

@@ -88,9 +88,13 @@ impl PeerAdapter {
                     hook(Parking::Parked(&park));
                 }
             }
-            Message::Evict { nsp, id } => {
+            Message::Evict { nsp, id, user } => {
                 if let Some(hook) = self.parking.get() {
-                    hook(Parking::Evict { nsp: &nsp, id: &id });
+                    hook(Parking::Evict {
+                        nsp: &nsp,
+                        id: &id,
+                        user: user.as_deref(),
+                    });
                 }
             }
             Message::Recorded {

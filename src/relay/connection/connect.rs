@@ -10,14 +10,14 @@ use parking_lot::Mutex;
 
 use super::super::auth::Identity;
 use super::super::bucket::TokenBucket;
-use super::super::depart::depart;
+use super::super::depart::depart_closed;
 use super::super::policy::Refusal;
 use super::super::shared::Owner;
 use super::super::socket::{Admitted, Socket};
 use super::super::{announce, control, restore};
 use super::{Conn, Error, display_name, empty_object};
-use crate::engine::Outgoing;
 use crate::engine::sid::random_id;
+use crate::engine::{CloseReason, Outgoing};
 use crate::socketio::Packet;
 use crate::socketio::packet as sio;
 
@@ -114,11 +114,8 @@ impl Conn {
         let user = user.or_else(|| display_name(&auth, &policy.config.user_field));
         let claimed = match (policy.config.recovery, restore::asked(&auth)) {
             (Some(recovery), Some((pid, offset))) => {
-                // Claiming may wait for the socket to be parked elsewhere: another CONNECT
-                // of this namespace meanwhile is a duplicate.
-                if !self.state.lock().claiming.insert(nsp.clone()) {
-                    return Err(Error::DuplicateConnect(nsp));
-                }
+                // Claiming may wait for the socket to be parked elsewhere; the session's
+                // packets are handled one at a time, so no other CONNECT comes meanwhile.
                 let claimed = restore::claim(
                     &self.relay,
                     &nsp,
@@ -128,7 +125,6 @@ impl Conn {
                     user.as_ref(),
                 )
                 .await;
-                self.state.lock().claiming.remove(&nsp);
                 claimed.map_err(|miss| self.missed(&nsp, miss)).ok()
             }
             _ => None,
@@ -191,11 +187,14 @@ impl Conn {
         self.relay.hold(&socket, me);
         if self.session.is_closed() {
             // The session closed while this CONNECT was handled: its close has run
-            // already, so leave the bus here.
+            // already, so leave the bus here (parked, with `recovery`: the client may
+            // well come back).
             let removed = self.state.lock().sockets.remove(&nsp);
             if let Some(socket) = removed {
                 let relay = self.relay.clone();
-                tokio::spawn(async move { depart(&relay, &socket).await });
+                tokio::spawn(async move {
+                    depart_closed(&relay, &socket, CloseReason::TransportError).await;
+                });
             }
             return Ok(());
         }

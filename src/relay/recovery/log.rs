@@ -192,15 +192,32 @@ impl Log {
         if gap {
             return None;
         }
-        let mut missed: Vec<&Entry> = space
-            .entries
-            .iter()
-            .map(|k| &k.entry)
-            .filter(|e| !after.has_seen(e.id) && e.audience.reaches(id, rooms))
-            .collect();
-        // Events handed over by another process come after those delivered here; in
-        // time order, each origin's are in sequence again.
-        missed.sort_by_key(|e| (e.at_ms, e.id.origin, e.id.seq));
+        // Each origin's events in sequence order (events handed over by another process
+        // come after those delivered here), the origins interleaved by time.
+        let mut by_origin: BTreeMap<u32, VecDeque<&Entry>> = BTreeMap::new();
+        for entry in space.entries.iter().map(|k| &k.entry) {
+            if !after.has_seen(entry.id) && entry.audience.reaches(id, rooms) {
+                by_origin
+                    .entry(entry.id.origin)
+                    .or_default()
+                    .push_back(entry);
+            }
+        }
+        for queue in by_origin.values_mut() {
+            queue.make_contiguous().sort_by_key(|e| e.id.seq);
+        }
+        let mut missed = Vec::new();
+        loop {
+            let next = by_origin
+                .iter()
+                .filter_map(|(&origin, q)| Some((q.front()?.at_ms, origin)))
+                .min();
+            let Some((_, origin)) = next else {
+                break;
+            };
+            let queue = by_origin.get_mut(&origin).expect("found above");
+            missed.extend(queue.pop_front());
+        }
         Some(missed)
     }
 

@@ -64,6 +64,9 @@ pub struct Recovery {
     /// Woken when a socket is parked or the position advances (a restore waiting for
     /// either).
     changed: Notify,
+    /// When this process started: a new one (a restarted worker) learns the parked
+    /// sockets from its peers once linked, so for a while "not kept here" proves nothing.
+    started: Instant,
 }
 
 impl Default for Recovery {
@@ -73,6 +76,7 @@ impl Default for Recovery {
             ledger: Mutex::new(Ledger::default()),
             parked: Mutex::new(Parked::new(0)),
             changed: Notify::new(),
+            started: Instant::now(),
         }
     }
 }
@@ -103,6 +107,12 @@ impl Recovery {
     /// The dropped sockets, locked.
     pub fn parked(&self) -> MutexGuard<'_, Parked> {
         self.parked.lock()
+    }
+
+    /// Whether this process is new enough that its peers may not have told it what they
+    /// keep yet.
+    pub fn is_new(&self, settle: Duration) -> bool {
+        self.started.elapsed() < settle
     }
 
     /// Wake whoever waits for a park or a delivery.
@@ -157,25 +167,48 @@ pub fn offset_arg(offset: &str) -> Box<RawValue> {
     RawValue::from_string(format!("\"{offset}\"")).expect("a position is plain ASCII")
 }
 
-/// `item` (an event whose last argument is an offset) with `offset` as that argument
-/// instead; unchanged when it does not end that way.
+/// Whether `json` (one JSON value) is an offset: a string holding a position.
+pub fn is_offset_json(json: &str) -> bool {
+    json.strip_prefix('"')
+        .and_then(|j| j.strip_suffix('"'))
+        .is_some_and(looks_like_position)
+}
+
+/// `origin-seq` pairs joined by `.` (what [`Position`] writes), or nothing.
+fn looks_like_position(text: &str) -> bool {
+    text.is_empty()
+        || text.split('.').all(|pair| {
+            pair.split_once('-').is_some_and(|(origin, seq)| {
+                !origin.is_empty()
+                    && origin.bytes().all(|b| b.is_ascii_digit())
+                    && !seq.is_empty()
+                    && seq
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+            })
+        })
+}
+
+/// `item` (an event) with `offset` as its last argument: in place of the offset it ends
+/// with, or added when it ends with none (an event from a process whose config did not
+/// have `recovery` yet, during a reload).
 pub fn with_offset(item: &Outgoing, offset: &str) -> Outgoing {
     let frames = item.frames();
     let Some(Frame::Text(text)) = frames.first() else {
         return item.clone();
     };
-    let Some(body) = text.as_str().strip_suffix("\"]") else {
+    let Some(body) = text.as_str().strip_suffix(']') else {
         return item.clone();
     };
-    // Offsets hold no quote: the last one before the end opens it.
-    let Some(open) = body.rfind('"') else {
-        return item.clone();
-    };
-    if !body[..open].ends_with(',') {
-        return item.clone();
-    }
-    let mut out = String::with_capacity(open + offset.len() + 3);
-    out.push_str(&body[..=open]);
+    // Offsets hold no quote: the last one before the end opens a trailing offset.
+    let kept = body
+        .strip_suffix('"')
+        .and_then(|b| b.rfind('"'))
+        .filter(|&open| body[..open].ends_with(',') && is_offset_json(&body[open..]))
+        .map_or(body, |open| &body[..open - 1]);
+    let mut out = String::with_capacity(kept.len() + offset.len() + 4);
+    out.push_str(kept);
+    out.push_str(",\"");
     out.push_str(offset);
     out.push_str("\"]");
     let first = Frame::Text(out.into());
@@ -223,10 +256,29 @@ mod tests {
     }
 
     #[test]
-    fn an_event_without_an_offset_is_left_alone() {
-        for packet in [r#"2["m",{"a":1}]"#, r#"2["m"]"#, "2[]", r#"2"x""#] {
+    fn an_event_without_an_offset_gets_one_added() {
+        for (packet, spliced) in [
+            (r#"2["m",{"a":1}]"#, r#"42["m",{"a":1},"0-1"]"#),
+            (r#"2["m"]"#, r#"42["m","0-1"]"#),
+            (r#"2["m","hello"]"#, r#"42["m","hello","0-1"]"#),
+            (r#"2["m","a,\"b"]"#, r#"42["m","a,\"b","0-1"]"#),
+        ] {
             let item = Outgoing::Frame(Frame::message(packet));
-            assert_eq!(text(&with_offset(&item, "0-1")), format!("4{packet}"));
+            assert_eq!(text(&with_offset(&item, "0-1")), spliced);
+        }
+        let not_an_event = Outgoing::Frame(Frame::message(r#"2"x""#));
+        assert_eq!(text(&with_offset(&not_an_event, "0-1")), r#"42"x""#);
+        assert!(is_offset_json(r#""1-abc.22-z0""#));
+        assert!(is_offset_json(r#""""#));
+        for not in [
+            r#""hello""#,
+            r#""1-""#,
+            r#""-1""#,
+            r#""1-A""#,
+            "1",
+            r#""1-a.""#,
+        ] {
+            assert!(!is_offset_json(not), "{not}");
         }
     }
 

@@ -133,6 +133,11 @@ impl Parked {
         self.sockets.remove(&(Arc::from(nsp), Arc::from(id)))
     }
 
+    /// What is kept of socket `id` of `nsp`, left in place.
+    pub fn peek(&self, nsp: &str, id: &str) -> Option<&Park> {
+        self.sockets.get(&(Arc::from(nsp), Arc::from(id)))
+    }
+
     /// Whether socket `id` of `nsp` is kept.
     pub fn contains(&self, nsp: &str, id: &str) -> bool {
         self.sockets.contains_key(&(Arc::from(nsp), Arc::from(id)))
