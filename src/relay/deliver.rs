@@ -131,9 +131,10 @@ pub fn emitted(
     delivered
 }
 
-/// An event another process keeps, handed over to this new process: kept here too (not
-/// delivered: it is from before this process served anyone), for the clients that come
-/// back here.
+/// An event another process keeps, handed over on a new link (all of them, to a
+/// restarted worker, which has none from before it started): kept here too unless it is
+/// already, for the clients that come back here, but not delivered and not counted in
+/// this process's position (it was not delivered here).
 pub fn handed_over(relay: &Shared, logged: &Logged, keep: Retention) {
     let id = EventId {
         origin: logged.stamp.origin,

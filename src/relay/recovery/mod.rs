@@ -14,6 +14,18 @@
 //! in the frames it sends to the other processes; each replaces it with its own
 //! ([`with_offset`]) before delivering.
 //!
+//! # Limits (known)
+//! - A peer link over its backlog bound drops broadcasts (counted in
+//!   `iorelay_bus_dropped_total`); a client of the receiving worker may then miss them
+//!   for good, recovery included.
+//! - A restored socket's missed events are the log's events to the rooms it was in when
+//!   it dropped (as the official server does): one joined after its last offset may get
+//!   that room's events from before the join.
+//! - The wait for what the client saw on its old worker ends after a second; events of a
+//!   link backlogged longer than that are delivered to the restored socket again.
+//! - Rooms are restored as they were, not checked again against the join policy and the
+//!   new CONNECT's token claims.
+//!
 //! # What is kept
 //! - [`log`]: every delivered event of the namespace, with whom it reached, for the
 //!   window (and the time a drop takes to notice), under `server.recovery_budget`.

@@ -6,7 +6,9 @@
 //!
 //! Bounded: at most `capacity` sockets (the oldest go first), each for its namespace's
 //! `max_disconnection`. A socket that joins a room anywhere is live again, and its entry
-//! here goes.
+//! here goes; a late word of it (a dead process's member parked by a survivor after it
+//! was restored elsewhere) may put it back, which is harmless: a claim of a socket live
+//! elsewhere takes it over first, and the entry expires.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
