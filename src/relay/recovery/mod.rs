@@ -16,8 +16,8 @@
 //!
 //! # Limits (known)
 //! - A peer link over its backlog bound drops broadcasts (counted in
-//!   `iorelay_messages_dropped_total{reason="bus_backlog"}`); a client of the receiving worker may then miss them
-//!   for good, recovery included.
+//!   `iorelay_messages_dropped_total{reason="bus_backlog"}`); a client of the receiving
+//!   worker may then miss them for good, recovery included.
 //! - A restored socket's missed events are the log's events to the rooms it was in when
 //!   it dropped (as the official server does): one joined after its last offset may get
 //!   that room's events from before the join.
