@@ -105,14 +105,19 @@ impl CloseReason {
     }
 
     /// Whether the client may well come back for what the session carried (its
-    /// transport went away, or the server went down), rather than having given it up,
-    /// broken the rules or fallen too far behind: what connection state recovery keeps.
+    /// transport went away, the server went down, or its queue filled while it was gone
+    /// — a polling client cut off unnoticed), rather than having given it up or broken
+    /// the rules: what connection state recovery keeps. (A queue that filled is freed
+    /// with the session; what the client missed comes back from the recovery log, which
+    /// has a bound of its own.)
     pub fn is_recoverable(self) -> bool {
         matches!(
             self,
             CloseReason::ClientClose
                 | CloseReason::PingTimeout
                 | CloseReason::TransportError
+                | CloseReason::SlowConsumer
+                | CloseReason::MemoryBudget
                 | CloseReason::Shutdown
                 | CloseReason::Replaced
         )

@@ -21,7 +21,7 @@ use super::history::Position;
 use super::recovery::{self, Park};
 use super::shared::Shared;
 use super::socket::Socket;
-use crate::engine::{BoxFuture, CloseReason};
+use crate::engine::{BoxFuture, CloseReason, Frame, Outgoing};
 use crate::socketio::packet as sio;
 
 /// Longest wait for a socket held elsewhere to be closed and parked.
@@ -34,6 +34,10 @@ const CATCH_UP_WAIT: Duration = Duration::from_secs(1);
 /// How long a new process (a restarted worker) waits for what its peers keep before a
 /// pid it knows nothing of is taken for unknown.
 const SETTLE: Duration = Duration::from_secs(10);
+
+/// Most frames, and bytes, of missed events sent as one queue item.
+const REPLAY_FRAMES: usize = 256;
+const REPLAY_BYTES: usize = 256 * 1024;
 
 /// Longest offset looked at (a position names at most a few hundred origins).
 const MAX_OFFSET: usize = 4096;
@@ -230,12 +234,25 @@ pub fn resume<'a>(
         socket.id(),
         &pid,
     ));
+    // What was missed goes out in groups: a socket's queue counts items, and a replay of
+    // a thousand events into a polling session that has not polled yet must not make its
+    // client a slow consumer; each group stays small enough for the byte bounds.
     let mut running = claimed.after.clone();
     let replayed = missed.len();
+    let mut group: Vec<Frame> = Vec::new();
+    let mut bytes = 0;
     for entry in missed {
         running.advance(entry.id);
         let item = recovery::with_offset(&entry.item, &running.to_string());
-        socket.session().send(item);
+        bytes += item.bytes();
+        group.extend_from_slice(item.frames());
+        if group.len() >= REPLAY_FRAMES || bytes >= REPLAY_BYTES {
+            socket.session().send(Outgoing::Group(Arc::from(std::mem::take(&mut group))));
+            bytes = 0;
+        }
+    }
+    if !group.is_empty() {
+        socket.session().send(Outgoing::Group(Arc::from(group)));
     }
     relay.bus.add_socket(&socket.nsp, socket.recipient.clone());
     let rooms: BTreeSet<Arc<str>> = claimed
