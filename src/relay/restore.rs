@@ -247,7 +247,9 @@ pub fn resume<'a>(
         bytes += item.bytes();
         group.extend_from_slice(item.frames());
         if group.len() >= REPLAY_FRAMES || bytes >= REPLAY_BYTES {
-            socket.session().send(Outgoing::Group(Arc::from(std::mem::take(&mut group))));
+            socket
+                .session()
+                .send(Outgoing::Group(Arc::from(std::mem::take(&mut group))));
             bytes = 0;
         }
     }
