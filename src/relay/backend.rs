@@ -8,7 +8,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
@@ -239,20 +238,13 @@ fn emit_here(relay: &Shared, emit: &Emit, stamp: Option<Stamp>) -> Result<Part, 
             Event::stamp_now(id)
         })
     });
-    let id = stamp.map(|stamp| EventId {
-        origin: stamp.origin,
-        seq: stamp.seq,
-    });
-    if let (Some(history), Some(stamp), Some(id), true) =
-        (policy.config.history, stamp, id, recorded)
-    {
-        let event = Event {
-            id,
-            at: SystemTime::UNIX_EPOCH + Duration::from_millis(stamp.at_ms),
-            name: Arc::from(emit.event.as_str()),
-            args: Arc::from(json_array(&args)),
-            attachments: attachments.clone(),
-        };
+    if let (Some(history), Some(stamp), true) = (policy.config.history, stamp, recorded) {
+        let event = Event::stamped(
+            stamp,
+            Arc::from(emit.event.as_str()),
+            Arc::from(json_array(&args)),
+            attachments.clone(),
+        );
         let rooms: Vec<Arc<str>> = names(&emit.rooms);
         events::record(
             relay,
@@ -267,8 +259,8 @@ fn emit_here(relay: &Shared, emit: &Emit, stamp: Option<Stamp>) -> Result<Part, 
         sockets: names(&emit.sockets),
         except: names(&emit.except),
     };
-    let delivered = match (recovery, stamp, id) {
-        (Some(recovery), Some(stamp), Some(id)) => {
+    let delivered = match (recovery, stamp) {
+        (Some(recovery), Some(stamp)) => {
             let packet = deliver::Packet {
                 nsp: &ns.name,
                 name: &emit.event,
@@ -277,7 +269,14 @@ fn emit_here(relay: &Shared, emit: &Emit, stamp: Option<Stamp>) -> Result<Part, 
                 announced: attachments.len(),
             };
             let retention = relay.retention(recovery.max_disconnection);
-            deliver::emitted(relay, packet, id, stamp.at_ms, &pick, retention)
+            deliver::emitted(
+                relay,
+                packet,
+                EventId::of(stamp),
+                stamp.at_ms,
+                &pick,
+                retention,
+            )
         }
         _ => {
             let item = outgoing(&text, &attachments);

@@ -84,10 +84,7 @@ pub fn accepted(
 
 /// An event another process accepted: deliver it here with this process's offset.
 pub fn arrived(relay: &Shared, stamped: &Stamped<'_>, keep: Retention) {
-    let id = EventId {
-        origin: stamped.stamp.origin,
-        seq: stamped.stamp.seq,
-    };
+    let id = EventId::of(stamped.stamp);
     let nsp: Arc<str> = Arc::from(stamped.nsp);
     let mut ledger = relay.recovery.ledger();
     ledger.position.advance(id);
@@ -136,10 +133,7 @@ pub fn emitted(
 /// already, for the clients that come back here, but not delivered and not counted in
 /// this process's position (it was not delivered here).
 pub fn handed_over(relay: &Shared, logged: &Logged, keep: Retention) {
-    let id = EventId {
-        origin: logged.stamp.origin,
-        seq: logged.stamp.seq,
-    };
+    let id = EventId::of(logged.stamp);
     let entry = Entry {
         id,
         at_ms: logged.stamp.at_ms,

@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 
 use super::control;
 use super::deliver;
-use super::history::{Event, EventId, Keep, Key};
+use super::history::{Event, Keep, Key};
 use super::meta::Sender;
 use super::policy::{Policy, Refusal, Resolved};
 use super::reply::{outgoing, refuse};
@@ -309,30 +309,22 @@ fn remote_event(stamped: &Stamped<'_>, has_offset: bool) -> Option<Event> {
             Frame::Text(_) => None,
         })
         .collect();
-    Some(Event {
-        id: EventId {
-            origin: stamped.stamp.origin,
-            seq: stamped.stamp.seq,
-        },
-        at: SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(stamped.stamp.at_ms),
-        name: Arc::from(&*event.name),
-        args: Arc::from(json_array(args)),
+    Some(Event::stamped(
+        stamped.stamp,
+        Arc::from(&*event.name),
+        Arc::from(json_array(args)),
         attachments,
-    })
+    ))
 }
 
 /// Keep a history event another process handed over (this one is new).
 pub fn record_handed(relay: &Shared, recorded: &crate::adapter::Recorded, keep: Keep) {
-    let event = Event {
-        id: EventId {
-            origin: recorded.stamp.origin,
-            seq: recorded.stamp.seq,
-        },
-        at: SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(recorded.stamp.at_ms),
-        name: recorded.name.clone(),
-        args: recorded.args.clone(),
-        attachments: recorded.attachments.clone(),
-    };
+    let event = Event::stamped(
+        recorded.stamp,
+        recorded.name.clone(),
+        recorded.args.clone(),
+        recorded.attachments.clone(),
+    );
     let key = Key {
         nsp: recorded.nsp.clone(),
         room: recorded.room.clone(),

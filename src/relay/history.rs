@@ -211,6 +211,22 @@ impl Event {
         stamp_at(self.id, self.at)
     }
 
+    /// The event a stamp names, with what it carried.
+    pub fn stamped(
+        stamp: crate::adapter::Stamp,
+        name: Arc<str>,
+        args: Arc<str>,
+        attachments: Vec<Bytes>,
+    ) -> Event {
+        Event {
+            id: EventId::of(stamp),
+            at: SystemTime::UNIX_EPOCH + Duration::from_millis(stamp.at_ms),
+            name,
+            args,
+            attachments,
+        }
+    }
+
     /// A stamp for an event with id `id` accepted now.
     pub fn stamp_now(id: EventId) -> crate::adapter::Stamp {
         stamp_at(id, SystemTime::now())
@@ -230,9 +246,23 @@ pub fn stamp_at(id: EventId, at: SystemTime) -> crate::adapter::Stamp {
     crate::adapter::Stamp {
         origin: id.origin,
         seq: id.seq,
-        at_ms: at
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        at_ms: epoch_ms(at),
+    }
+}
+
+/// `at` in ms since the Unix epoch (0 before it), as stamps, pids and replies carry time.
+pub fn epoch_ms(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl EventId {
+    /// The id a stamp carries.
+    pub fn of(stamp: crate::adapter::Stamp) -> EventId {
+        EventId {
+            origin: stamp.origin,
+            seq: stamp.seq,
+        }
     }
 }
 

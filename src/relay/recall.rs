@@ -15,7 +15,7 @@
 //! Binary arguments come back as binary attachments of the ack, placeholders renumbered.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
@@ -185,10 +185,7 @@ fn fields(event: &Event) -> Map<String, Value> {
     let args: Value = serde_json::from_str(&event.args).unwrap_or(Value::Array(Vec::new()));
     let mut one = Position::default();
     one.advance(event.id);
-    let time = event
-        .at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let time = super::history::epoch_ms(event.at);
     let mut fields = Map::new();
     fields.insert("offset".to_owned(), Value::String(one.to_string()));
     fields.insert("event".to_owned(), Value::String(event.name.to_string()));

@@ -196,10 +196,7 @@ pub async fn claim(
 
 /// The pid of `socket`.
 pub fn pid_of(relay: &Shared, socket: &Socket) -> String {
-    let since_ms = socket
-        .since
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let since_ms = super::history::epoch_ms(socket.since);
     relay
         .recovery
         .key()

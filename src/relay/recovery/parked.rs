@@ -53,9 +53,7 @@ impl Park {
 
 /// Now, in ms since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    crate::relay::history::epoch_ms(SystemTime::now())
 }
 
 /// `at` on the wall clock, in ms since the Unix epoch.
