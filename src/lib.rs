@@ -12,7 +12,9 @@
 //!   presence, built on the two layers above.
 //! - [`adapter`]: the bus through which the relay reaches sockets: in this process
 //!   (local) or across the host's worker processes (peer links, versioned wire format);
-//!   Redis later.
+//!   the [`cluster`] adds the other nodes.
+//! - [`cluster`]: other nodes through Redis, in the formats of the Node adapters
+//!   (broadcasts, requests between nodes); a host's gateway answers for its sockets.
 //! - [`http`]: the hyper surface: public routing (Engine.IO, forwarding to the owning
 //!   worker, static files, the client bundle) and the admin listener (health, metrics,
 //!   ops API).
@@ -26,6 +28,7 @@
 
 pub mod adapter;
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod engine;

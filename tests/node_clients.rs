@@ -100,6 +100,7 @@ suites! {
     browser_demo => "browser-demo",
     bundle => "bundle",
     chat_book => "chat-book",
+    cluster_redis => "cluster-redis",
     engineio_conformance => "engineio-conformance",
     haproxy => "haproxy",
     history => "history",

@@ -231,6 +231,27 @@ pub enum Parking<'a> {
 /// Called for each [`Parking`] message from another process.
 pub type ParkingHook = Box<dyn Fn(Parking<'_>) + Send + Sync>;
 
+/// A client's event as it goes to the other nodes of a cluster.
+#[derive(Debug)]
+pub struct Published<'a> {
+    /// The event name.
+    pub name: &'a str,
+    /// Its arguments as delivered, binaries as numbered placeholders.
+    pub args: &'a [&'a serde_json::value::RawValue],
+    /// The binaries.
+    pub attachments: &'a [bytes::Bytes],
+    /// Members of any of these rooms; empty: every socket of the namespace.
+    pub rooms: &'a [Arc<str>],
+    /// Not these sockets.
+    pub except: &'a [Arc<str>],
+}
+
+/// Where a process's events go to reach the other nodes of a cluster.
+pub trait Publish: Send + Sync + std::fmt::Debug + 'static {
+    /// Send `event` of namespace `nsp` to the other nodes.
+    fn publish(&self, nsp: &str, event: &Published<'_>);
+}
+
 /// Room membership and fan-out for every namespace.
 pub trait Adapter: Send + Sync + 'static {
     /// Register a connected socket in a namespace.
@@ -291,6 +312,13 @@ pub trait Adapter: Send + Sync + 'static {
 
     /// Register what to do with the other processes' [`Parking`] messages.
     fn set_parking_hook(&self, _hook: ParkingHook) {}
+
+    /// Register where events go to reach the other nodes of a cluster.
+    fn set_publisher(&self, _publisher: Arc<dyn Publish>) {}
+
+    /// Send a client's event to the other nodes of a cluster (nowhere without one). The
+    /// host's processes get it through [`broadcast`](Adapter::broadcast), not here.
+    fn publish(&self, _nsp: &str, _event: &Published<'_>) {}
 
     /// Deliver to this process's sockets only (announcements every process makes for
     /// itself, such as the leaves of a lost peer's members).

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::bus::{Adapter, Departures, Member, Pick, Recipient, RoomCount, Target, is_listed};
+use super::bus::{
+    Adapter, Departures, Member, Pick, Publish, Published, Recipient, RoomCount, Target, is_listed,
+};
 use crate::engine::{BoxFuture, Outgoing};
 
 /// One namespace's sockets and rooms.
@@ -30,6 +32,8 @@ pub type Membership = (String, Arc<str>, Option<Arc<str>>, Vec<Arc<str>>);
 pub struct LocalAdapter {
     /// Namespace name → its space. Namespaces appear on first use.
     spaces: RwLock<HashMap<String, Arc<RwLock<Space>>>>,
+    /// Where events go to reach other nodes (a cluster's).
+    publisher: std::sync::OnceLock<Arc<dyn Publish>>,
 }
 
 impl LocalAdapter {
@@ -152,6 +156,16 @@ impl LocalAdapter {
 }
 
 impl Adapter for LocalAdapter {
+    fn set_publisher(&self, publisher: Arc<dyn Publish>) {
+        let _ = self.publisher.set(publisher);
+    }
+
+    fn publish(&self, nsp: &str, event: &Published<'_>) {
+        if let Some(p) = self.publisher.get() {
+            p.publish(nsp, event);
+        }
+    }
+
     fn add_socket(&self, nsp: &str, socket: Arc<Recipient>) {
         let space = self.space(nsp);
         space.write().sockets.insert(socket.id.clone(), socket);

@@ -28,8 +28,8 @@ pub mod wire;
 
 pub use bus::{
     Adapter, Audience, DepartureHook, Departures, Kept, Logged, Member, ParkRecord, Parking,
-    ParkingHook, Pick, Recipient, RecordHook, Recorded, RecoverySource, RoomCount, Stamp, Stamped,
-    Target, is_listed,
+    ParkingHook, Pick, Publish, Published, Recipient, RecordHook, Recorded, RecoverySource,
+    RoomCount, Stamp, Stamped, Target, is_listed,
 };
 pub use local::LocalAdapter;
 pub use peer::PeerAdapter;

@@ -23,8 +23,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::bus::{
-    Adapter, DepartureHook, Departures, Member, ParkRecord, ParkingHook, Pick, Recipient,
-    RecordHook, RecoverySource, RoomCount, Stamp, Target, is_listed,
+    Adapter, DepartureHook, Departures, Member, ParkRecord, ParkingHook, Pick, Publish, Published,
+    Recipient, RecordHook, RecoverySource, RoomCount, Stamp, Target, is_listed,
 };
 pub use super::link::LinkError;
 
@@ -421,6 +421,14 @@ impl PeerAdapter {
 }
 
 impl Adapter for PeerAdapter {
+    fn set_publisher(&self, publisher: Arc<dyn Publish>) {
+        self.local.set_publisher(publisher);
+    }
+
+    fn publish(&self, nsp: &str, event: &Published<'_>) {
+        self.local.publish(nsp, event);
+    }
+
     fn add_socket(&self, nsp: &str, socket: Arc<Recipient>) {
         self.local.add_socket(nsp, socket);
     }

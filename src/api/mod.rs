@@ -67,12 +67,32 @@ fn root() -> String {
     "/".to_owned()
 }
 
+/// An event that another node of the cluster (or a Redis emitter) broadcast: the daemon
+/// delivers it to its own sockets. Never built from an HTTP request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Relayed {
+    /// The namespace.
+    pub namespace: String,
+    /// The event name.
+    pub event: String,
+    /// Its arguments, a JSON array in which binaries are numbered placeholders.
+    pub args: String,
+    /// The binaries the placeholders number (base64).
+    pub binary: Vec<String>,
+    /// Members of any of these rooms, or the sockets with these ids; none: every socket.
+    pub rooms: Vec<String>,
+    /// Not the members of these rooms, nor the sockets with these ids.
+    pub except: Vec<String>,
+}
+
 /// What a backend asks of the daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "call")]
 pub enum Call {
     /// Deliver an event.
     Emit(Emit),
+    /// Deliver an event from another node.
+    Relay(Relayed),
     /// The rooms with their member counts, of one namespace or all.
     Rooms {
         /// Only this namespace.
@@ -303,7 +323,7 @@ pub fn merge(call: &Call, parts: Vec<Part>) -> Reply {
     }
     let no_socket = |socket: &str| Reply::error(404, format!("no socket {socket:?}"));
     match call {
-        Call::Emit(_) => {
+        Call::Emit(_) | Call::Relay(_) => {
             let recipients: usize = parts.iter().map(count).sum();
             Reply::ok(json!({ "recipients": recipients }))
         }

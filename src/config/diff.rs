@@ -18,6 +18,7 @@ const RESTART_ONLY: &[&str] = &[
     "log.format",
     "engine.path",
     "engine.echo_path",
+    "cluster",
 ];
 
 /// The dotted keys whose values differ, sorted (`engine.ping_interval`,

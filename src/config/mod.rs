@@ -5,10 +5,11 @@
 //! variables) lives in [`mod@load`]; checks that need more than a type (patterns compile, a
 //! route's room is a valid name, limits within `max_payload`, …) live in [`validate`];
 //! the `auth` tables of namespaces, their checks and reading their key files, in
-//! [`auth`]; `[webhooks]` and its checks in [`webhooks`].
+//! [`auth`]; `[webhooks]` and its checks in [`webhooks`]; `[cluster]` in [`cluster`].
 //! Nothing here knows about sockets or rooms; the relay reads these values.
 
 pub mod auth;
+pub mod cluster;
 pub mod diff;
 pub mod load;
 pub mod render;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use auth::{AuthConfig, JwtConfig, UserFrom};
+pub use cluster::ClusterConfig;
 pub use load::{ConfigError, Environment, LoadOptions, Loaded, load};
 pub use units::Size;
 pub use webhooks::WebhooksConfig;
@@ -47,6 +49,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// Room and membership events POSTed to a receiver.
     pub webhooks: WebhooksConfig,
+    /// Other nodes, through Redis.
+    pub cluster: ClusterConfig,
 }
 
 /// `[admin]`: the admin listener (`server.admin_listen`) as a whole.

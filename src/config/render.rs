@@ -25,6 +25,18 @@ pub fn render(c: &Config) -> String {
     for key in SECRET_KEYS {
         redacted_any |= redact(&mut table, &key.split('.').collect::<Vec<_>>());
     }
+    // The Redis URL stays readable (which server) with its password hidden.
+    if let Some(toml::Value::String(url)) = table
+        .get_mut("cluster")
+        .and_then(|c| c.as_table_mut())
+        .and_then(|c| c.get_mut("url"))
+    {
+        let masked = super::cluster::masked_url(url, REDACTED);
+        if masked != *url {
+            *url = masked;
+            redacted_any = true;
+        }
+    }
     // Printing the struct keeps the tree's key order (a table prints sorted); the
     // redacted table goes back through the struct for that, as secrets are strings.
     let ordered = if redacted_any {

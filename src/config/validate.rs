@@ -64,6 +64,9 @@ pub fn validate(c: &Config) -> Result<(), Vec<Problem>> {
     for (key, reason) in super::webhooks::check(&c.webhooks) {
         problems.push(Problem::new(key, reason));
     }
+    for (key, reason) in super::cluster::check(&c.cluster) {
+        problems.push(Problem::new(key, reason));
+    }
     for (name, ns) in &c.effective_namespaces() {
         check_namespace(c, name, ns, &mut problems);
     }

@@ -10,6 +10,7 @@ use std::os::unix::net::UnixStream;
 
 use super::control::ToWorker;
 use super::{Error, master, privileges, single, sockets, spawn, worker};
+use crate::cluster::NodeId;
 use crate::config::{Config, LoadOptions, Loaded};
 use crate::relay::recovery::Key;
 
@@ -61,21 +62,28 @@ pub fn daemon(loaded: Loaded, options: LoadOptions) -> Result<(), Error> {
 pub fn worker(argv: &[String]) -> Result<(), Error> {
     let args = spawn::parse(argv).ok_or(Error::NotAWorker)?;
     let (listener, control) = spawn::adopt(&args).map_err(Error::Inherited)?;
-    let (config, key) = first_config(&control)?;
+    let (config, key, node) = first_config(&control)?;
     let log = crate::telemetry::init(&config.log);
     privileges::apply(None).map_err(Error::Privileges)?;
     let runtime = runtime()?;
-    runtime.block_on(worker::run(args, listener, control, config, key, log))
+    let first = worker::First { config, key, node };
+    runtime.block_on(worker::run(args, listener, control, first, log))
 }
 
-/// The config and pid key the master sends first. Read before anything else, byte by
-/// byte, so that nothing the master sent after it (a reload) is read ahead and lost.
-fn first_config(control: &UnixStream) -> Result<(Config, Key), FirstMessage> {
+/// The config, pid key and node id the master sends first. Read before anything else,
+/// byte by byte, so that nothing the master sent after it (a reload) is read ahead and
+/// lost.
+fn first_config(control: &UnixStream) -> Result<(Config, Key, NodeId), FirstMessage> {
     let line = read_line_unbuffered(control).map_err(FirstMessage::Read)?;
     match serde_json::from_str(&line).map_err(FirstMessage::Unreadable)? {
-        ToWorker::Start { config, key } => {
+        ToWorker::Start { config, key, node } => {
             let key = Key::from_text(&key).ok_or(FirstMessage::NotConfig)?;
-            Ok((*config, key))
+            let node = if node.is_empty() {
+                NodeId::default()
+            } else {
+                NodeId(node)
+            };
+            Ok((*config, key, node))
         }
         _ => Err(FirstMessage::NotConfig),
     }
@@ -137,8 +145,12 @@ mod tests {
         let start = crate::daemon::control::encode(&ToWorker::Start {
             config: Box::default(),
             key: key.to_text(),
+            node: "n1".to_owned(),
         });
-        assert_eq!(first(start.as_bytes()).unwrap(), (Config::default(), key));
+        assert_eq!(
+            first(start.as_bytes()).unwrap(),
+            (Config::default(), key, NodeId("n1".to_owned()))
+        );
         let reload = crate::daemon::control::encode(&ToWorker::Config(Box::default()));
         assert!(matches!(
             first(reload.as_bytes()),

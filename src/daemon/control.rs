@@ -21,6 +21,9 @@ pub enum ToWorker {
         config: Box<Config>,
         /// The pid key, as text.
         key: String,
+        /// The host's node id in a cluster (the same in every worker).
+        #[serde(default)]
+        node: String,
     },
     /// The config to switch to (reload).
     Config(Box<Config>),

@@ -81,6 +81,8 @@ struct Master {
     access: Arc<Access>,
     /// The host's one webhook sender: workers report their joins and leaves here.
     webhooks: Webhooks,
+    /// The host's door to the cluster, if there is one.
+    gateway: Option<Arc<crate::cluster::Gateway>>,
     /// The live workers, shared with the admin routes that ask them for reports.
     workers: Arc<Workers>,
     /// Where workers' news (and the restart timers) go.
@@ -126,6 +128,7 @@ impl Master {
                 // channel, and systemd hears READY=1 (the API its report) once each
                 // confirmed it or the confirmation deadline passed.
                 let (workers, access, webhooks) = (&self.workers, &self.access, &self.webhooks);
+                let gateway = &self.gateway;
                 let mut confirming = None;
                 let report =
                     reload::reload(&self.options, &mut self.config, &self.metrics, |next| {
@@ -133,6 +136,11 @@ impl Master {
                         webhooks.reconfigure(&next.webhooks)?;
                         confirming = Some(workers.reconfigure(next));
                         access.install(api);
+                        if let Some(gateway) = gateway {
+                            let namespaces: Vec<String> =
+                                next.effective_namespaces().into_keys().collect();
+                            gateway.serve(&namespaces);
+                        }
                         Ok(())
                     });
                 let unconfirmed = self.metrics.reload_unconfirmed.clone();
@@ -333,16 +341,22 @@ pub async fn run(
     )?);
     let webhooks = Webhooks::new(&loaded.config.webhooks, metrics.webhooks.clone())?;
     webhooks.spawn();
+    let host = Arc::new(MasterControl {
+        workers: workers.clone(),
+        metrics: metrics.clone(),
+        reload: reloader(intent_tx.clone()),
+        about: about::facts(&loaded, bound.activated),
+        started: std::time::Instant::now(),
+    });
+    let (control, gateway) =
+        crate::cluster::front(&loaded.config, &workers.node, host, &metrics.cluster)?;
+    if gateway.is_some() {
+        health.watch_cluster(metrics.cluster.up.clone());
+    }
     let admin = Arc::new(Admin {
         health: health.clone(),
         access: access.clone(),
-        control: Arc::new(MasterControl {
-            workers: workers.clone(),
-            metrics: metrics.clone(),
-            reload: reloader(intent_tx.clone()),
-            about: about::facts(&loaded, bound.activated),
-            started: std::time::Instant::now(),
-        }),
+        control,
     });
     let mut admin = Serving::start(admin_listener, admin);
     let (event_tx, mut events) = mpsc::unbounded_channel();
@@ -361,6 +375,7 @@ pub async fn run(
         health,
         access,
         webhooks,
+        gateway,
         workers,
         events: event_tx,
         generation: Generation::default(),
@@ -520,6 +535,7 @@ mod tests {
             metrics: Metrics::new(),
             health: Arc::new(Health::default()),
             access: Arc::new(Access::default()),
+            gateway: None,
             webhooks: Webhooks::new(&Default::default(), Metrics::new().webhooks)
                 .expect("webhooks are off by default"),
             workers: Arc::new(Workers::default()),

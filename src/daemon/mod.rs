@@ -99,6 +99,9 @@ pub enum Error {
     /// The webhooks' secret file could not be read.
     #[error(transparent)]
     Webhooks(#[from] crate::webhooks::Error),
+    /// The cluster's Redis client could not be made (`cluster.url`, `password_file`).
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::redis::Error),
     /// The master could not create a worker's control socket pair.
     #[error("cannot create a worker's control channel: {0}")]
     ControlChannel(std::io::Error),
@@ -135,7 +138,9 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Identity(err) | Error::Privileges(err) => err.exit_code(),
-            Error::Relay(_) | Error::ApiTokens(_) | Error::Webhooks(_) => exit::CONFIG,
+            Error::Relay(_) | Error::ApiTokens(_) | Error::Webhooks(_) | Error::Cluster(_) => {
+                exit::CONFIG
+            }
             Error::Bind(_) => exit::UNAVAILABLE,
             Error::NotAWorker => exit::USAGE,
             Error::WorkerFatal(code) => *code,

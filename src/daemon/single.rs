@@ -40,12 +40,10 @@ pub async fn run(
     let public_addr = public_listener.local_addr().map_err(Error::Listener)?;
     let admin_addr = admin_listener.local_addr().map_err(Error::Listener)?;
     let metrics = Metrics::new();
-    let stack = Stack::build(
-        &loaded.config,
-        Arc::new(LocalAdapter::new()),
-        &metrics,
-        None,
-    )?;
+    let node = crate::cluster::NodeId::default();
+    let bus = Arc::new(LocalAdapter::new());
+    crate::cluster::publish_from(&*bus, &loaded.config, &node, &metrics.cluster)?;
+    let stack = Stack::build(&loaded.config, bus, &metrics, None)?;
     let health = Arc::new(Health::default());
     let local = Local {
         metrics: metrics.clone(),
@@ -68,9 +66,14 @@ pub async fn run(
         .relay
         .shared()
         .set_membership_sink(Box::new(move |change| sink.push(events_of(&change))));
+    let (control, gateway) =
+        crate::cluster::front(&loaded.config, &node, Arc::new(local), &metrics.cluster)?;
+    if gateway.is_some() {
+        health.watch_cluster(metrics.cluster.up.clone());
+    }
     let admin = Arc::new(Admin {
         health: health.clone(),
-        control: Arc::new(local),
+        control,
         access: access.clone(),
     });
     // The admin listener outlives the public one, so that health checks see the drain.
@@ -106,6 +109,9 @@ pub async fn run(
                     let api = Access::load(next)?;
                     let hooks = crate::webhooks::Settings::resolve(&next.webhooks)?;
                     stack.reconfigure(next)?;
+                    if let Some(gateway) = &gateway {
+                        gateway.serve(&next.effective_namespaces().into_keys().collect::<Vec<_>>());
+                    }
                     access.install(api);
                     webhooks.install(hooks);
                     if let Err(err) = log.set_level(&next.log.level) {

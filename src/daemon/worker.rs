@@ -35,15 +35,27 @@ use crate::webhooks::{Event, events_of};
 /// Longest pause between attempts to link to a sibling.
 const MAX_LINK_BACKOFF: Duration = Duration::from_secs(1);
 
+/// What the master sends first: the config, the host's key for recovery pids and its
+/// node id in a cluster.
+#[derive(Debug)]
+pub struct First {
+    /// The config.
+    pub config: Config,
+    /// The pid key.
+    pub key: crate::relay::recovery::Key,
+    /// The node id.
+    pub node: crate::cluster::NodeId,
+}
+
 /// Serve until the master says stop (or goes away).
 pub async fn run(
     args: WorkerArgs,
     listener: std::net::TcpListener,
     control: std::os::unix::net::UnixStream,
-    config: Config,
-    key: crate::relay::recovery::Key,
+    first: First,
     log: LogHandle,
 ) -> Result<(), Error> {
+    let First { config, key, node } = first;
     // A HUP meant for the master (`systemctl kill`, `killall -HUP`, logrotate) must not
     // kill the worker; TERM and INT stop it as they stop the master.
     let (intent_tx, mut intents) = tokio::sync::mpsc::unbounded_channel();
@@ -51,6 +63,7 @@ pub async fn run(
     let bus = PeerAdapter::new(args.id.0);
     let metrics = Metrics::new();
     bus.count_drops_in(metrics.bus_dropped.clone());
+    crate::cluster::publish_from(&*bus, &config, &node, &metrics.cluster)?;
     let forwarder = crate::http::forward::Forwarder {
         dir: args.dir.clone(),
         uid: spawn::own_uid(),

@@ -188,6 +188,8 @@ pub struct Workers {
     sequence: crate::relay::history::Sequence,
     /// The host's key for recovery pids, handed to every worker it starts.
     key: crate::relay::recovery::Key,
+    /// The host's node id in a cluster, handed to every worker it starts.
+    pub node: crate::cluster::NodeId,
 }
 
 impl Workers {
@@ -279,7 +281,7 @@ impl Workers {
             Scope::AnyOne => 1,
             Scope::Every => usize::MAX,
         };
-        let stamped = matches!(call, Call::Emit(_));
+        let stamped = matches!(call, Call::Emit(_) | Call::Relay(_));
         let make = |id, stamp| ToWorker::Api {
             id,
             call: call.clone(),
@@ -376,6 +378,7 @@ impl Workers {
         let _ = tx.send(ToWorker::Start {
             config: Box::new(config.clone()),
             key: self.key.to_text(),
+            node: self.node.0.clone(),
         });
         let pending = Pending::default();
         let last_pong = Arc::new(Mutex::new(Instant::now()));

@@ -30,6 +30,8 @@ use crate::telemetry::metrics::Metrics;
 #[derive(Debug, Default)]
 pub struct Health {
     state: AtomicU8,
+    /// `iorelay_cluster_up`, on a node of a cluster.
+    cluster: std::sync::OnceLock<prometheus::IntGauge>,
 }
 
 const STARTING: u8 = 0;
@@ -52,6 +54,16 @@ impl Health {
     /// Whether the daemon serves.
     pub fn is_serving(&self) -> bool {
         self.state.load(Ordering::Acquire) == SERVING
+    }
+
+    /// Report the cluster's state (`up`, 1 while subscribed on Redis) on `/readyz`.
+    pub fn watch_cluster(&self, up: prometheus::IntGauge) {
+        let _ = self.cluster.set(up);
+    }
+
+    /// Whether this node is in a cluster that it cannot reach.
+    pub fn cluster_degraded(&self) -> bool {
+        self.cluster.get().is_some_and(|up| up.get() == 0)
     }
 }
 
@@ -98,7 +110,17 @@ impl Admin {
         }
         match req.uri().path() {
             "/healthz" | "/readyz" => {
-                if self.health.is_serving() {
+                // Without Redis the node still serves its own clients (and the other
+                // nodes are as cut off): ready, but said to be degraded.
+                if self.health.is_serving()
+                    && self.health.cluster_degraded()
+                    && req.uri().path() == "/readyz"
+                {
+                    plain(
+                        StatusCode::OK,
+                        "ok; cluster degraded: not subscribed on Redis\n",
+                    )
+                } else if self.health.is_serving() {
                     plain(StatusCode::OK, "ok\n")
                 } else {
                     plain(StatusCode::SERVICE_UNAVAILABLE, "not serving\n")

@@ -22,7 +22,7 @@ use super::recall;
 use super::reply::outgoing;
 use super::shared::{Held, Namespace, Shared};
 use crate::adapter::{Pick, Stamp};
-use crate::api::{Call, Emit, Failure, MemberInfo, Part, RoomInfo, SocketInfo};
+use crate::api::{Call, Emit, Failure, MemberInfo, Part, Relayed, RoomInfo, SocketInfo};
 use crate::socketio::packet as sio;
 
 /// Answer `call` for this process. An emit is recorded in the history of its rooms under
@@ -41,6 +41,7 @@ async fn answer_or_fail(
 ) -> Result<Part, Failure> {
     match call {
         Call::Emit(emit) => emit_here(relay, emit, stamp),
+        Call::Relay(relayed) => relay_here(relay, relayed, stamp),
         Call::Rooms { namespace } => {
             let names = match namespace {
                 Some(n) => vec![declared(relay, n)?.name.to_string()],
@@ -203,15 +204,9 @@ fn describe(held: &Held) -> SocketInfo {
     }
 }
 
-/// Encode the event once and queue it for the chosen sockets of this process.
+/// An emit of the server API, made into the event it delivers.
 fn emit_here(relay: &Shared, emit: &Emit, stamp: Option<Stamp>) -> Result<Part, Failure> {
-    let ns = declared(relay, &emit.namespace)?;
-    let mut attachments = Vec::with_capacity(emit.binary.len());
-    for (i, data) in emit.binary.iter().enumerate() {
-        let bytes = crate::api::decode_binary(data)
-            .ok_or_else(|| Failure::Invalid(format!("binary[{i}] is not base64")))?;
-        attachments.push(Bytes::from(bytes));
-    }
+    let attachments = decode_binaries(&emit.binary)?;
     let mut args: Vec<Box<RawValue>> = Vec::with_capacity(emit.args.len() + attachments.len());
     for arg in &emit.args {
         args.push(raw(&arg.to_string()));
@@ -219,8 +214,78 @@ fn emit_here(relay: &Shared, emit: &Emit, stamp: Option<Stamp>) -> Result<Part, 
     for num in 0..attachments.len() {
         args.push(raw(&format!(r#"{{"_placeholder":true,"num":{num}}}"#)));
     }
-    let args: Vec<&RawValue> = args.iter().map(AsRef::as_ref).collect();
-    let text = sio::encode_event(&ns.name, &emit.event, &args, None, attachments.len());
+    let pick = Pick {
+        rooms: names(&emit.rooms),
+        sockets: names(&emit.sockets),
+        except: names(&emit.except),
+    };
+    let recorded = emit.sockets.is_empty() || !emit.rooms.is_empty();
+    let event = Outbound {
+        nsp: &emit.namespace,
+        name: &emit.event,
+        args,
+        attachments,
+        pick,
+        recorded,
+    };
+    deliver_here(relay, event, stamp)
+}
+
+/// An event another node of the cluster broadcast: its arguments hold their own
+/// placeholders, and a room may be a socket's id (as on a Node server).
+fn relay_here(relay: &Shared, relayed: &Relayed, stamp: Option<Stamp>) -> Result<Part, Failure> {
+    let attachments = decode_binaries(&relayed.binary)?;
+    let args: Vec<Box<RawValue>> = serde_json::from_str(&relayed.args)
+        .map_err(|e| Failure::Invalid(format!("args are not a JSON array: {e}")))?;
+    let rooms = names(&relayed.rooms);
+    let pick = Pick {
+        sockets: rooms.clone(),
+        rooms,
+        except: names(&relayed.except),
+    };
+    let event = Outbound {
+        nsp: &relayed.namespace,
+        name: &relayed.event,
+        args,
+        attachments,
+        pick,
+        recorded: true,
+    };
+    deliver_here(relay, event, stamp)
+}
+
+fn decode_binaries(binary: &[String]) -> Result<Vec<Bytes>, Failure> {
+    let mut attachments = Vec::with_capacity(binary.len());
+    for (i, data) in binary.iter().enumerate() {
+        let bytes = crate::api::decode_binary(data)
+            .ok_or_else(|| Failure::Invalid(format!("binary[{i}] is not base64")))?;
+        attachments.push(Bytes::from(bytes));
+    }
+    Ok(attachments)
+}
+
+/// An event from outside the namespace's clients, for the sockets it picks.
+struct Outbound<'a> {
+    nsp: &'a str,
+    name: &'a str,
+    args: Vec<Box<RawValue>>,
+    attachments: Vec<Bytes>,
+    pick: Pick,
+    /// Whether it goes in the history of its rooms (an event to some sockets only
+    /// concerns nobody later).
+    recorded: bool,
+}
+
+/// Encode the event once and queue it for the chosen sockets of this process.
+fn deliver_here(
+    relay: &Shared,
+    event: Outbound<'_>,
+    stamp: Option<Stamp>,
+) -> Result<Part, Failure> {
+    let ns = declared(relay, event.nsp)?;
+    let attachments = event.attachments;
+    let args: Vec<&RawValue> = event.args.iter().map(AsRef::as_ref).collect();
+    let text = sio::encode_event(&ns.name, event.name, &args, None, attachments.len());
     let size = text.len() + attachments.iter().map(Bytes::len).sum::<usize>();
     let limit =
         usize::try_from(ns.policy().config.limits.max_event_size.bytes()).unwrap_or(usize::MAX);
@@ -229,9 +294,8 @@ fn emit_here(relay: &Shared, emit: &Emit, stamp: Option<Stamp>) -> Result<Part, 
     }
     let policy = ns.policy();
     let recovery = policy.config.recovery;
-    // An emit to rooms or to all is recorded (one to sockets only concerns nobody later);
-    // with recovery, every emit is sequenced, so that it carries an offset.
-    let recorded = emit.sockets.is_empty() || !emit.rooms.is_empty();
+    // With recovery, every event is sequenced, so that it carries an offset.
+    let recorded = event.recorded;
     let stamp = (recovery.is_some() || (recorded && policy.config.history.is_some())).then(|| {
         stamp.unwrap_or_else(|| {
             let id = relay.sequence.next();
@@ -239,31 +303,26 @@ fn emit_here(relay: &Shared, emit: &Emit, stamp: Option<Stamp>) -> Result<Part, 
         })
     });
     if let (Some(history), Some(stamp), true) = (policy.config.history, stamp, recorded) {
-        let event = Event::stamped(
+        let kept = Event::stamped(
             stamp,
-            Arc::from(emit.event.as_str()),
+            Arc::from(event.name),
             Arc::from(json_array(&args)),
             attachments.clone(),
         );
-        let rooms: Vec<Arc<str>> = names(&emit.rooms);
         events::record(
             relay,
             &ns.name,
-            Arc::new(event),
-            &rooms,
+            Arc::new(kept),
+            &event.pick.rooms,
             Keep::from(history),
         );
     }
-    let pick = Pick {
-        rooms: names(&emit.rooms),
-        sockets: names(&emit.sockets),
-        except: names(&emit.except),
-    };
+    let pick = event.pick;
     let delivered = match (recovery, stamp) {
         (Some(recovery), Some(stamp)) => {
             let packet = deliver::Packet {
                 nsp: &ns.name,
-                name: &emit.event,
+                name: event.name,
                 args: &args,
                 attachments: &attachments,
                 announced: attachments.len(),

@@ -19,7 +19,7 @@ use super::policy::{Policy, Refusal, Resolved};
 use super::reply::{outgoing, refuse};
 use super::shared::{Counters, Shared};
 use super::socket::Socket;
-use crate::adapter::{Stamped, Target};
+use crate::adapter::{Published, Stamped, Target};
 use crate::config::{AckReply, Route};
 use crate::engine::Frame;
 use crate::socketio::Packet;
@@ -184,6 +184,21 @@ fn route(
             &with_meta
         }
     };
+    if let Some(rooms) = &rooms {
+        // Other nodes of a cluster get it as it is delivered here, without an offset
+        // (each node's clients get their own).
+        let except = [socket.id().clone()];
+        relay.bus.publish(
+            &socket.nsp,
+            &Published {
+                name: how.name,
+                args: delivered_args,
+                attachments: payload.attachments,
+                rooms,
+                except: &except,
+            },
+        );
+    }
     if let Some(retention) = retention {
         // Recovery: sequenced, offset and logged under the ledger (see `deliver`).
         let target = rooms.map(|rooms| Target {

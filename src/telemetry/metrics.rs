@@ -41,6 +41,8 @@ pub struct Metrics {
     pub admin_host_refused: IntCounterVec,
     /// Broadcasts not sent to a sibling worker whose bus link was over its byte bound.
     pub bus_dropped: IntCounter,
+    /// Cluster (Redis) instruments.
+    pub cluster: crate::cluster::Meters,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -291,6 +293,7 @@ impl Metrics {
                 "Admin listener requests refused (421) because their Host header names neither an IP address, localhost nor admin.allowed_hosts; route is healthz, readyz, metrics, api or other.",
                 &["route"],
             ),
+            cluster: crate::cluster::Meters::register(r),
             registry,
             engine,
             relay,

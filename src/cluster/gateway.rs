@@ -1,0 +1,450 @@
+//! A node's door to the cluster: the one place on a host (the master, or the single
+//! process) that reads Redis. Broadcasts of other nodes and emitters are delivered to the
+//! host's sockets as a server API emit is ([`Call::Relay`]); requests of other nodes
+//! (fetch sockets, all rooms, remote join, leave and disconnect, server-side emits,
+//! broadcasts with acks) are answered for the host's sockets through the same
+//! [`Control`] the admin listener uses; and the host's own server API emits go out to
+//! the other nodes ([`Clustered`]).
+//!
+//! The workers publish their clients' events themselves (see [`super::Outbound`]); every
+//! message of this host carries the same node id, so that this gateway skips them (the
+//! host's own bus already delivered them).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+
+use super::answer::{FetchedSocket, Handshake, Response};
+use super::format::{self, Channels, Kind, Request, Selection};
+use super::meters::Meters;
+use super::redis::{Incoming, Publisher, Subscriptions};
+use crate::api::{Call, Relayed, Reply, SocketInfo};
+use crate::engine::BoxFuture;
+use crate::http::control::Control;
+
+/// The gateway's state.
+pub struct Gateway {
+    /// This node's id (every process of the host publishes with it).
+    uid: String,
+    /// The channel prefix.
+    key: String,
+    /// The host behind it.
+    control: Arc<dyn Control>,
+    /// Where answers and the host's API emits go.
+    publisher: Publisher,
+    /// The namespaces served, whose channels are subscribed.
+    subscribed: watch::Sender<Subscriptions>,
+    /// The same namespaces, by broadcast channel prefix.
+    channels: parking_lot::RwLock<HashMap<String, Channels>>,
+    meters: Meters,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("uid", &self.uid).finish()
+    }
+}
+
+impl Gateway {
+    /// Start reading Redis for `namespaces` on behalf of `control`.
+    pub fn start(
+        config: &crate::config::ClusterConfig,
+        uid: String,
+        namespaces: &[String],
+        control: Arc<dyn Control>,
+        meters: Meters,
+    ) -> Result<Arc<Gateway>, super::redis::Error> {
+        let client = super::redis::client(config)?;
+        let publisher = Publisher::start(&client, meters.clone())?;
+        let (subscribed, wanted) = watch::channel(Subscriptions::default());
+        let gateway = Arc::new(Gateway {
+            uid,
+            key: config.key.clone(),
+            control,
+            publisher,
+            subscribed,
+            channels: parking_lot::RwLock::new(HashMap::new()),
+            meters: meters.clone(),
+        });
+        gateway.serve(namespaces);
+        let max = usize::try_from(config.max_message.as_u64()).unwrap_or(usize::MAX);
+        let rx = super::redis::subscribe(client, wanted, max, meters);
+        tokio::spawn(gateway.clone().run(rx));
+        Ok(gateway)
+    }
+
+    /// The node id.
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    /// Follow the namespaces of a new config.
+    pub fn serve(&self, namespaces: &[String]) {
+        let mut subs = Subscriptions::default();
+        let mut by_nsp = HashMap::new();
+        for nsp in namespaces {
+            let c = Channels::of(&self.key, nsp);
+            subs.patterns.insert(c.pattern());
+            subs.channels.insert(c.request.clone());
+            subs.channels.insert(c.response.clone());
+            subs.channels.insert(c.response_for(&self.uid));
+            by_nsp.insert(nsp.clone(), c);
+        }
+        *self.channels.write() = by_nsp;
+        self.subscribed.send_replace(subs);
+    }
+
+    async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Incoming>) {
+        while let Some(msg) = rx.recv().await {
+            let found = {
+                let channels = self.channels.read();
+                channels.iter().find_map(|(nsp, c)| {
+                    if msg.channel == c.request {
+                        Some((nsp.clone(), c.clone(), true))
+                    } else if msg.channel.starts_with(&c.broadcast) {
+                        Some((nsp.clone(), c.clone(), false))
+                    } else {
+                        None
+                    }
+                })
+            };
+            // Answers to this node: it asks nothing yet.
+            let Some((nsp, channels, is_request)) = found else {
+                continue;
+            };
+            if is_request {
+                // Requests may wait on the workers: each in its own task, so that
+                // broadcasts keep flowing (and keep their order).
+                let me = self.clone();
+                tokio::spawn(async move { me.request(&nsp, &channels, &msg.payload).await });
+            } else {
+                self.broadcast(&nsp, &msg.payload).await;
+            }
+        }
+    }
+
+    fn malformed(&self, what: &str, err: &format::Bad) {
+        self.meters.dropped.with_label_values(&["malformed"]).inc();
+        tracing::warn!(error = %err, "cluster: a malformed {what} from Redis dropped");
+    }
+
+    async fn broadcast(&self, nsp: &str, payload: &[u8]) {
+        let b = match format::decode(payload).and_then(|v| format::broadcast(&v)) {
+            Ok(b) => b,
+            Err(err) => return self.malformed("broadcast", &err),
+        };
+        if b.uid == self.uid || b.local {
+            return;
+        }
+        if b.nsp != nsp {
+            return self.malformed(
+                "broadcast",
+                &format::Bad::Shape("a namespace not its channel's"),
+            );
+        }
+        let relayed = relayed(nsp, b.event, b.to);
+        let reply = self.control.call(Call::Relay(relayed)).await;
+        if reply.status != 200 {
+            tracing::warn!(namespace = nsp, error = %reply.body["error"], "cluster: a broadcast from another node was refused");
+        }
+    }
+
+    async fn request(&self, nsp: &str, channels: &Channels, payload: &[u8]) {
+        let req = match format::decode(payload).and_then(|v| format::request(&v)) {
+            Ok(r) => r,
+            Err(err) => return self.malformed("request", &err),
+        };
+        if req.uid.as_deref() == Some(self.uid.as_str()) {
+            return;
+        }
+        self.meters
+            .requests
+            .with_label_values(&[req.kind.label()])
+            .inc();
+        let answer_to = match &req.uid {
+            Some(uid) => channels.response_for(uid),
+            None => channels.response.clone(),
+        };
+        let answer =
+            |response: Response<'_>| self.publisher.send(answer_to.clone(), response.encode());
+        let id = req.request_id.as_deref();
+        match req.kind {
+            Kind::Sockets | Kind::RemoteFetch => {
+                let Some(id) = id else { return };
+                let to = req.opts.clone().unwrap_or_else(|| Selection {
+                    rooms: req.rooms.clone(),
+                    except: Vec::new(),
+                });
+                let sockets = self.sockets(nsp).await;
+                let chosen = sockets.iter().filter(|s| selects(&to, s));
+                let list = if req.kind == Kind::Sockets {
+                    json!(chosen.map(|s| s.id.clone()).collect::<Vec<_>>())
+                } else {
+                    json!(chosen.map(fetched).collect::<Vec<_>>())
+                };
+                answer(Response {
+                    sockets: Some(list),
+                    ..Response::to(id)
+                });
+            }
+            Kind::AllRooms => {
+                let Some(id) = id else { return };
+                let mut rooms: BTreeSet<String> = self.rooms(nsp).await.into_iter().collect();
+                // A Node server lists each socket's own room too.
+                rooms.extend(self.sockets(nsp).await.into_iter().map(|s| s.id));
+                answer(Response {
+                    rooms: Some(rooms.into_iter().collect()),
+                    ..Response::to(id)
+                });
+            }
+            Kind::RemoteJoin | Kind::RemoteLeave => {
+                let join = req.kind == Kind::RemoteJoin;
+                let (targets, rooms) = self.targets(nsp, &req).await;
+                for socket in &targets {
+                    for room in &rooms {
+                        let call = if join {
+                            Call::Join {
+                                socket: socket.clone(),
+                                namespace: nsp.to_owned(),
+                                room: room.clone(),
+                            }
+                        } else {
+                            Call::Leave {
+                                socket: socket.clone(),
+                                namespace: nsp.to_owned(),
+                                room: room.clone(),
+                            }
+                        };
+                        let reply = self.control.call(call).await;
+                        if reply.status != 200 {
+                            tracing::info!(namespace = nsp, socket, room, error = %reply.body["error"], "cluster: a remote join or leave was refused");
+                        }
+                    }
+                }
+                if let (Some(id), true) = (id, req.sid.is_some() && !targets.is_empty()) {
+                    answer(Response::to(id));
+                }
+            }
+            Kind::RemoteDisconnect => {
+                let (targets, _) = self.targets(nsp, &req).await;
+                for socket in &targets {
+                    let call = Call::Kick {
+                        socket: socket.clone(),
+                        namespace: nsp.to_owned(),
+                    };
+                    self.control.call(call).await;
+                }
+                if let (Some(id), true) = (id, req.sid.is_some() && !targets.is_empty()) {
+                    answer(Response::to(id));
+                }
+            }
+            Kind::ServerSideEmit => {
+                // The relay runs no server code: it answers an acknowledged one with who
+                // it is, so that the sender's count of answers is complete.
+                if let Some(id) = id {
+                    let name = req.event.as_ref().map(|e| e.name.clone());
+                    answer(Response {
+                        kind: Some(Kind::ServerSideEmit.number()),
+                        data: Some(json!({
+                            "server": "iorelay",
+                            "version": env!("CARGO_PKG_VERSION"),
+                            "uid": self.uid,
+                            "event": name,
+                        })),
+                        ..Response::to(id)
+                    });
+                }
+            }
+            Kind::Broadcast => {
+                // Delivered without an ack id: the relay does not collect clients'
+                // acknowledgements for another node, and says so with a count of 0.
+                if let Some(event) = req.event.clone() {
+                    let to = req.opts.clone().unwrap_or_default();
+                    self.control
+                        .call(Call::Relay(relayed(nsp, event, to)))
+                        .await;
+                }
+                if let Some(id) = id {
+                    answer(Response {
+                        kind: Some(Kind::BroadcastClientCount.number()),
+                        client_count: Some(0),
+                        ..Response::to(id)
+                    });
+                }
+            }
+            Kind::BroadcastClientCount | Kind::BroadcastAck => {}
+        }
+    }
+
+    /// The sockets a join, leave or disconnect is about, and the rooms of a join or leave.
+    async fn targets(&self, nsp: &str, req: &Request) -> (Vec<String>, Vec<String>) {
+        let sockets = self.sockets(nsp).await;
+        let chosen: Vec<String> = match (&req.opts, &req.sid) {
+            (Some(to), _) => sockets
+                .iter()
+                .filter(|s| selects(to, s))
+                .map(|s| s.id.clone())
+                .collect(),
+            (None, Some(sid)) => sockets
+                .iter()
+                .filter(|s| &s.id == sid)
+                .map(|s| s.id.clone())
+                .collect(),
+            (None, None) => Vec::new(),
+        };
+        let rooms = match &req.room {
+            Some(room) => vec![room.clone()],
+            None => req.rooms.clone(),
+        };
+        (chosen, rooms)
+    }
+
+    /// The host's sockets of `nsp`.
+    async fn sockets(&self, nsp: &str) -> Vec<SocketInfo> {
+        let reply = self
+            .control
+            .call(Call::Sockets {
+                namespace: Some(nsp.to_owned()),
+                room: None,
+            })
+            .await;
+        serde_json::from_value(reply.body["sockets"].clone()).unwrap_or_default()
+    }
+
+    /// The host's room names in `nsp`.
+    async fn rooms(&self, nsp: &str) -> Vec<String> {
+        let reply = self
+            .control
+            .call(Call::Rooms {
+                namespace: Some(nsp.to_owned()),
+            })
+            .await;
+        reply.body["namespaces"][nsp]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["room"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Send a server API emit of this host to the other nodes.
+    fn publish_emit(&self, emit: &crate::api::Emit) {
+        let Some(c) = self.channels.read().get(&emit.namespace).cloned() else {
+            return;
+        };
+        let mut args: Vec<Box<serde_json::value::RawValue>> = Vec::new();
+        for arg in &emit.args {
+            if let Ok(raw) = serde_json::value::to_raw_value(arg) {
+                args.push(raw);
+            }
+        }
+        let mut attachments = Vec::new();
+        for (num, b) in emit.binary.iter().enumerate() {
+            if let Some(bytes) = crate::api::decode_binary(b) {
+                attachments.push(bytes::Bytes::from(bytes));
+                let placeholder = format!(r#"{{"_placeholder":true,"num":{num}}}"#);
+                if let Ok(raw) = serde_json::value::RawValue::from_string(placeholder) {
+                    args.push(raw);
+                }
+            }
+        }
+        let args: Vec<&serde_json::value::RawValue> = args.iter().map(AsRef::as_ref).collect();
+        let Ok(data) = format::data_of(&emit.event, &args, &attachments) else {
+            return;
+        };
+        let mut rooms: Vec<&str> = emit.rooms.iter().map(String::as_str).collect();
+        rooms.extend(emit.sockets.iter().map(String::as_str));
+        let except: Vec<&str> = emit.except.iter().map(String::as_str).collect();
+        let payload = format::encode_broadcast(&self.uid, &emit.namespace, &data, &rooms, &except);
+        self.publisher.send(c.broadcast_to(&rooms), payload);
+    }
+}
+
+fn relayed(nsp: &str, event: format::Event, to: Selection) -> Relayed {
+    Relayed {
+        namespace: nsp.to_owned(),
+        event: event.name,
+        args: event.args,
+        binary: event
+            .attachments
+            .iter()
+            .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
+            .collect(),
+        rooms: to.rooms,
+        except: to.except,
+    }
+}
+
+fn selects(to: &Selection, socket: &SocketInfo) -> bool {
+    let rooms: BTreeSet<&str> = socket.rooms.iter().map(String::as_str).collect();
+    to.selects(&socket.id, &rooms)
+}
+
+/// A socket as a Node server's `fetchSockets()` describes one.
+fn fetched(s: &SocketInfo) -> FetchedSocket {
+    let issued = humantime::parse_rfc3339(&s.connected_at)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let mut rooms = vec![s.id.clone()];
+    rooms.extend(s.rooms.iter().cloned());
+    FetchedSocket {
+        id: s.id.clone(),
+        handshake: Handshake {
+            headers: serde_json::Map::new(),
+            time: s.connected_at.clone(),
+            address: s.address.clone(),
+            xdomain: false,
+            secure: false,
+            issued,
+            url: "/socket.io/".to_owned(),
+            query: serde_json::Map::new(),
+            auth: serde_json::Map::new(),
+        },
+        rooms,
+        data: match &s.user {
+            Some(user) => json!({ "user": user }),
+            None => json!({}),
+        },
+    }
+}
+
+/// The admin listener's [`Control`] on a clustered node: the host's server API emits
+/// also go to the other nodes.
+pub struct Clustered {
+    /// The host.
+    pub inner: Arc<dyn Control>,
+    /// The gateway.
+    pub gateway: Arc<Gateway>,
+}
+
+impl Control for Clustered {
+    fn reload(&self) -> BoxFuture<'_, Value> {
+        self.inner.reload()
+    }
+
+    fn metrics(&self) -> BoxFuture<'_, String> {
+        self.inner.metrics()
+    }
+
+    fn status(&self) -> BoxFuture<'_, Value> {
+        self.inner.status()
+    }
+
+    fn call(&self, call: Call) -> BoxFuture<'_, Reply> {
+        Box::pin(async move {
+            let emit = match &call {
+                Call::Emit(emit) => Some(emit.clone()),
+                _ => None,
+            };
+            let reply = self.inner.call(call).await;
+            if let (Some(emit), 200) = (emit, reply.status) {
+                self.gateway.publish_emit(&emit);
+            }
+            reply
+        })
+    }
+}

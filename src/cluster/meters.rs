@@ -1,0 +1,81 @@
+//! The cluster's instruments (`iorelay_cluster_*`), registered with the daemon's others.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+/// The cluster's instruments.
+#[derive(Debug, Clone)]
+pub struct Meters {
+    /// 1 while subscribed on Redis (the master's, or a single process's).
+    pub up: IntGauge,
+    /// Subscriptions lost and made again.
+    pub reconnects: IntCounter,
+    /// Messages published.
+    pub published: IntCounter,
+    /// Messages that could not be published (Redis away or failing).
+    pub publish_failures: IntCounter,
+    /// Messages read from Redis.
+    pub received: IntCounter,
+    /// Messages dropped, by reason.
+    pub dropped: IntCounterVec,
+    /// Requests from other nodes answered, by type.
+    pub requests: IntCounterVec,
+}
+
+impl Meters {
+    /// Register the instruments in `r`.
+    pub fn register(r: &Registry) -> Meters {
+        let gauge = IntGauge::new(
+            "iorelay_cluster_up",
+            "1 while this node is subscribed on the cluster's Redis, 0 while it is not (or no cluster is configured).",
+        )
+        .expect("metric names here are valid");
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("metric names here are valid");
+            r.register(Box::new(c.clone()))
+                .expect("each metric is registered once");
+            c
+        };
+        let counter_vec = |name: &str, help: &str, label: &str| {
+            let c = IntCounterVec::new(Opts::new(name, help), &[label])
+                .expect("metric names here are valid");
+            r.register(Box::new(c.clone()))
+                .expect("each metric is registered once");
+            c
+        };
+        r.register(Box::new(gauge.clone()))
+            .expect("each metric is registered once");
+        let meters = Meters {
+            up: gauge,
+            reconnects: counter(
+                "iorelay_cluster_reconnects_total",
+                "Redis subscriptions lost and made again (every channel is subscribed again).",
+            ),
+            published: counter(
+                "iorelay_cluster_published_total",
+                "Messages published to the cluster's Redis.",
+            ),
+            publish_failures: counter(
+                "iorelay_cluster_publish_failures_total",
+                "Messages that could not be published to the cluster's Redis (it was away or failing).",
+            ),
+            received: counter(
+                "iorelay_cluster_received_total",
+                "Messages read from the cluster's Redis.",
+            ),
+            dropped: counter_vec(
+                "iorelay_cluster_dropped_total",
+                "Cluster messages dropped, by reason (publish_queue, receive_queue, too_large, malformed).",
+                "reason",
+            ),
+            requests: counter_vec(
+                "iorelay_cluster_requests_total",
+                "Requests from other nodes handled, by type (all_rooms, remote_fetch, remote_join, …).",
+                "type",
+            ),
+        };
+        for reason in ["publish_queue", "receive_queue", "too_large", "malformed"] {
+            meters.dropped.with_label_values(&[reason]);
+        }
+        meters
+    }
+}

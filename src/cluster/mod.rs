@@ -1,0 +1,134 @@
+//! The cluster: several nodes (hosts), each with its workers, sharing rooms through Redis
+//! in the formats of the Node adapters, so that iorelay nodes, Node socket.io servers
+//! and `@socket.io/redis-emitter` processes are one cluster (`[cluster]`).
+//!
+//! A host is one node of the cluster, with one node id ([`node_id`]) that its master and
+//! workers share:
+//! - every worker publishes its clients' events ([`Outbound`], which the bus calls);
+//! - the [`gateway`] (in the master, or the single process) alone reads Redis: it
+//!   delivers other nodes' broadcasts to the host's sockets as a server API emit is
+//!   delivered, answers their requests for the host's sockets, and publishes the host's
+//!   server API emits.
+//!
+//! [`format`] holds the messages and channel names, [`answer`] the answers to requests, [`redis`] the connections, [`meters`]
+//! the `iorelay_cluster_*` instruments.
+//!
+//! Not yet: the streams adapter, cluster-wide presence and listings, requests of this
+//! node to the others, and the clients' acks of another node's broadcast.
+
+pub mod answer;
+pub mod format;
+pub mod gateway;
+pub mod meters;
+pub mod redis;
+
+use std::sync::Arc;
+
+use crate::adapter::{Publish, Published};
+use crate::http::control::Control;
+pub use gateway::{Clustered, Gateway};
+pub use meters::Meters;
+
+/// A node's id in the cluster (the `uid` of the Node adapter's messages): 12 random
+/// hexadecimal digits, made once per daemon start (a Node server's is 6 characters; any
+/// text that no other node has will do).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeId(pub String);
+
+impl Default for NodeId {
+    fn default() -> NodeId {
+        let mut bytes = [0u8; 6];
+        getrandom::fill(&mut bytes).expect("the OS random source is available on Linux");
+        NodeId(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+}
+
+/// The admin listener's control, and the gateway behind it if there is one.
+pub type Front = (Arc<dyn Control>, Option<Arc<Gateway>>);
+
+/// The admin listener's [`Control`] for a host with `config`: with a cluster, the
+/// gateway is started on `host` and the control returned also publishes the host's API
+/// emits; without one, `host` itself.
+pub fn front(
+    config: &crate::config::Config,
+    node: &NodeId,
+    host: Arc<dyn Control>,
+    meters: &Meters,
+) -> Result<Front, redis::Error> {
+    if !config.cluster.enabled() {
+        return Ok((host, None));
+    }
+    let namespaces: Vec<String> = config.effective_namespaces().into_keys().collect();
+    let gateway = Gateway::start(
+        &config.cluster,
+        node.0.clone(),
+        &namespaces,
+        host.clone(),
+        meters.clone(),
+    )?;
+    tracing::info!(node = %node.0, key = %config.cluster.key, "cluster: this node joins through Redis");
+    let front = Clustered {
+        inner: host,
+        gateway: gateway.clone(),
+    };
+    Ok((Arc::new(front), Some(gateway)))
+}
+
+/// Make `bus` publish its clients' events to the cluster, if `config` has one.
+pub fn publish_from(
+    bus: &dyn crate::adapter::Adapter,
+    config: &crate::config::Config,
+    node: &NodeId,
+    meters: &Meters,
+) -> Result<(), redis::Error> {
+    if config.cluster.enabled() {
+        bus.set_publisher(Outbound::start(
+            &config.cluster,
+            node.0.clone(),
+            meters.clone(),
+        )?);
+    }
+    Ok(())
+}
+
+/// What a process publishes for its clients' events: a broadcast from this node, on the
+/// channel the Node adapter would use.
+#[derive(Debug)]
+pub struct Outbound {
+    uid: String,
+    key: String,
+    publisher: redis::Publisher,
+}
+
+impl Outbound {
+    /// Publish as node `uid` to the Redis of `config`.
+    pub fn start(
+        config: &crate::config::ClusterConfig,
+        uid: String,
+        meters: Meters,
+    ) -> Result<Arc<Outbound>, redis::Error> {
+        let client = redis::client(config)?;
+        Ok(Arc::new(Outbound {
+            uid,
+            key: config.key.clone(),
+            publisher: redis::Publisher::start(&client, meters)?,
+        }))
+    }
+}
+
+impl Publish for Outbound {
+    fn publish(&self, nsp: &str, event: &Published<'_>) {
+        let data = match format::data_of(event.name, event.args, event.attachments) {
+            Ok(data) => data,
+            Err(err) => {
+                tracing::warn!(error = %err, "cluster: an event not published");
+                return;
+            }
+        };
+        let rooms: Vec<&str> = event.rooms.iter().map(|r| &**r).collect();
+        let except: Vec<&str> = event.except.iter().map(|r| &**r).collect();
+        let channel = format::Channels::of(&self.key, nsp).broadcast_to(&rooms);
+        let payload = format::encode_broadcast(&self.uid, nsp, &data, &rooms, &except);
+        self.publisher.send(channel, payload);
+    }
+}

@@ -1,0 +1,177 @@
+//! `[cluster]`: whether this node shares its rooms with other nodes through Redis, where
+//! that Redis is, and the bounds of the requests between nodes.
+//!
+//! This module owns the shape of those keys and their checks ([`check`]); connecting,
+//! the channels and the messages are the `cluster` module's.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How nodes share rooms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdapterKind {
+    /// This node alone (its workers share rooms with each other only).
+    #[default]
+    None,
+    /// Redis pub/sub, in the format of `@socket.io/redis-adapter` 8.x.
+    Redis,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `"none"` or `"redis"`. Default `"none"`.
+    pub adapter: AdapterKind,
+    /// The Redis server: `redis://[:password@]host[:port][/db]`, `rediss://…` for TLS
+    /// (verified against the system's CA certificates), or `redis+unix:///path`.
+    /// Default `"redis://127.0.0.1:6379"`.
+    pub url: String,
+    /// A file holding the Redis password (surrounding whitespace trimmed), read at
+    /// start; wins over a password in `url`. Default: none.
+    pub password_file: Option<PathBuf>,
+    /// The prefix of every channel, as the Node adapter's `key` option: nodes and
+    /// emitters share a cluster only with the same key. Default `"socket.io"`.
+    pub key: String,
+    /// How long a request to the other nodes (all rooms, fetch sockets) waits for their
+    /// answers, as the Node adapter's `requestsTimeout`. Default `"5s"`.
+    #[serde(with = "humantime_serde")]
+    pub requests_timeout: Duration,
+    /// The largest message read from Redis; larger ones are dropped, logged and
+    /// counted. Default `"16MiB"`.
+    pub max_message: bytesize::ByteSize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            adapter: AdapterKind::None,
+            url: "redis://127.0.0.1:6379".to_owned(),
+            password_file: None,
+            key: "socket.io".to_owned(),
+            requests_timeout: Duration::from_secs(5),
+            max_message: bytesize::ByteSize::mib(16),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether this node is part of a cluster.
+    pub fn enabled(&self) -> bool {
+        self.adapter != AdapterKind::None
+    }
+}
+
+/// The URL schemes the Redis client understands.
+const SCHEMES: &[&str] = &["redis://", "rediss://", "redis+unix://", "unix://"];
+
+/// Every broken rule of `[cluster]`, as (key, reason).
+pub fn check(c: &ClusterConfig) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if !SCHEMES.iter().any(|s| c.url.starts_with(s)) {
+        out.push((
+            "cluster.url".to_owned(),
+            format!("must start with one of {}", SCHEMES.join(", ")),
+        ));
+    } else if let Err(e) = redis::IntoConnectionInfo::into_connection_info(c.url.as_str()) {
+        out.push(("cluster.url".to_owned(), format!("not a Redis URL: {e}")));
+    }
+    if c.key.is_empty() || c.key.len() > 256 || c.key.contains('#') {
+        out.push((
+            "cluster.key".to_owned(),
+            "must be 1 to 256 bytes without '#'".to_owned(),
+        ));
+    }
+    let timeout = c.requests_timeout;
+    if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&timeout) {
+        out.push((
+            "cluster.requests_timeout".to_owned(),
+            "must be between 100ms and 60s".to_owned(),
+        ));
+    }
+    let max = c.max_message.as_u64();
+    if !(1024..=512 * 1024 * 1024).contains(&max) {
+        out.push((
+            "cluster.max_message".to_owned(),
+            "must be between 1KiB and 512MiB".to_owned(),
+        ));
+    }
+    out
+}
+
+/// `url` with its password (if any) replaced by `mask`, for `check-config`.
+pub fn masked_url(url: &str, mask: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &rest[..at];
+    let user = match userinfo.split_once(':') {
+        Some((user, pass)) if !pass.is_empty() => user,
+        _ => return url.to_owned(),
+    };
+    format!("{scheme}://{user}:{mask}{}", &rest[at..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_is_off_and_valid() {
+        let c = ClusterConfig::default();
+        assert!(!c.enabled());
+        assert!(check(&c).is_empty());
+    }
+
+    #[test]
+    fn bad_urls_keys_and_bounds_are_named() {
+        let c = ClusterConfig {
+            adapter: AdapterKind::Redis,
+            url: "http://x".to_owned(),
+            key: "a#b".to_owned(),
+            requests_timeout: Duration::from_millis(1),
+            max_message: bytesize::ByteSize(10),
+            ..ClusterConfig::default()
+        };
+        let keys: Vec<String> = check(&c).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            [
+                "cluster.url",
+                "cluster.key",
+                "cluster.requests_timeout",
+                "cluster.max_message"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_masked() {
+        assert_eq!(
+            masked_url("redis://:s3cret@h:6379/0", "<redacted>"),
+            "redis://:<redacted>@h:6379/0"
+        );
+        assert_eq!(masked_url("rediss://app:pw@h", "*"), "rediss://app:*@h");
+        assert_eq!(masked_url("redis://h:6379", "*"), "redis://h:6379");
+        assert_eq!(masked_url("redis://user@h", "*"), "redis://user@h");
+    }
+
+    #[test]
+    fn check_config_prints_the_url_without_its_password() {
+        let mut config = crate::config::Config::default();
+        config.cluster.url = "redis://:hunter2@10.0.0.5:6379/1".to_owned();
+        let text = crate::config::render::render(&config);
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(
+            text.contains("redis://:<redacted>@10.0.0.5:6379/1"),
+            "{text}"
+        );
+    }
+}
