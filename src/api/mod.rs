@@ -296,7 +296,7 @@ impl Reply {
         }
     }
 
-    fn ok(fields: Value) -> Reply {
+    pub fn ok(fields: Value) -> Reply {
         let mut body = serde_json::Map::new();
         body.insert("ok".to_owned(), Value::Bool(true));
         if let Value::Object(fields) = fields {

@@ -38,6 +38,8 @@ pub struct Handshake {
     pub query: serde_json::Map<String, serde_json::Value>,
     /// The CONNECT auth (not kept, it may hold a token: empty).
     pub auth: serde_json::Map<String, serde_json::Value>,
+    /// `polling` or `websocket` (not a Node server's field: iorelay nodes read it).
+    pub transport: String,
 }
 
 /// An answer to a request, in JSON as the Node adapter writes its own.

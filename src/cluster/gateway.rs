@@ -3,8 +3,8 @@
 //! host's sockets as a server API emit is ([`Call::Relay`]); requests of other nodes
 //! (fetch sockets, all rooms, remote join, leave and disconnect, server-side emits,
 //! broadcasts with acks) are answered for the host's sockets through the same
-//! [`Control`] the admin listener uses; and the host's own server API emits go out to
-//! the other nodes ([`Clustered`]).
+//! [`Control`] the admin listener uses; this node's own requests ([`Gateway::ask`]) get
+//! their answers here too.
 //!
 //! The workers publish their clients' events themselves (see [`super::Outbound`]); every
 //! message of this host carries the same node id, so that this gateway skips them (the
@@ -18,11 +18,11 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 use super::answer::{FetchedSocket, Handshake, Response};
+use super::ask::{Ask, Asker, Pending};
 use super::format::{self, Channels, Kind, Request, Selection};
 use super::meters::Meters;
 use super::redis::{Incoming, Publisher, Subscriptions};
-use crate::api::{Call, Relayed, Reply, SocketInfo};
-use crate::engine::BoxFuture;
+use crate::api::{Call, Relayed, SocketInfo};
 use crate::http::control::Control;
 
 /// The gateway's state.
@@ -37,8 +37,14 @@ pub struct Gateway {
     publisher: Publisher,
     /// The namespaces served, whose channels are subscribed.
     subscribed: watch::Sender<Subscriptions>,
-    /// The same namespaces, by broadcast channel prefix.
+    /// The same namespaces' channels, by namespace.
     channels: parking_lot::RwLock<HashMap<String, Channels>>,
+    /// A connection for this node's own questions (PUBSUB NUMSUB).
+    conn: redis::aio::ConnectionManager,
+    /// This node's requests waiting for answers.
+    pending: Pending,
+    /// How long they wait.
+    timeout: std::time::Duration,
     meters: Meters,
 }
 
@@ -59,6 +65,7 @@ impl Gateway {
     ) -> Result<Arc<Gateway>, super::redis::Error> {
         let client = super::redis::client(config)?;
         let publisher = Publisher::start(&client, meters.clone())?;
+        let conn = super::redis::lazy_connection(&client)?;
         let (subscribed, wanted) = watch::channel(Subscriptions::default());
         let gateway = Arc::new(Gateway {
             uid,
@@ -67,6 +74,9 @@ impl Gateway {
             publisher,
             subscribed,
             channels: parking_lot::RwLock::new(HashMap::new()),
+            conn,
+            pending: Pending::default(),
+            timeout: config.requests_timeout,
             meters: meters.clone(),
         });
         gateway.serve(namespaces);
@@ -102,7 +112,10 @@ impl Gateway {
             let found = {
                 let channels = self.channels.read();
                 channels.iter().find_map(|(nsp, c)| {
-                    if msg.channel == c.request {
+                    if msg.channel.starts_with(&c.response) {
+                        self.pending.answer(&msg.payload);
+                        None
+                    } else if msg.channel == c.request {
                         Some((nsp.clone(), c.clone(), true))
                     } else if msg.channel.starts_with(&c.broadcast) {
                         Some((nsp.clone(), c.clone(), false))
@@ -111,7 +124,6 @@ impl Gateway {
                     }
                 })
             };
-            // Answers to this node: it asks nothing yet.
             let Some((nsp, channels, is_request)) = found else {
                 continue;
             };
@@ -330,8 +342,49 @@ impl Gateway {
             .collect()
     }
 
+    /// The channels of namespace `nsp`, when it is served.
+    pub fn channels(&self, nsp: &str) -> Option<Channels> {
+        self.channels.read().get(nsp).cloned()
+    }
+
+    /// The namespaces served.
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.channels.read().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Ask the other nodes about namespace `nsp`; their answers.
+    pub async fn ask(&self, nsp: &str, what: Ask<'_>) -> Vec<Value> {
+        let Some(channels) = self.channels(nsp) else {
+            return Vec::new();
+        };
+        let asker = Asker {
+            uid: &self.uid,
+            publisher: &self.publisher,
+            conn: &self.conn,
+            pending: &self.pending,
+            timeout: self.timeout,
+        };
+        asker.ask(&channels, what).await
+    }
+
+    /// Ask the other nodes to disconnect the sockets of `rooms` (all with none) in `nsp`;
+    /// no answer is awaited.
+    pub fn disconnect_elsewhere(&self, nsp: &str, rooms: &[String]) {
+        let Some(c) = self.channels(nsp) else {
+            return;
+        };
+        let request = json!({
+            "uid": self.uid, "type": Kind::RemoteDisconnect.number(),
+            "opts": { "rooms": rooms, "except": [] }, "close": false,
+        });
+        self.publisher
+            .send(c.request, request.to_string().into_bytes());
+    }
+
     /// Send a server API emit of this host to the other nodes.
-    fn publish_emit(&self, emit: &crate::api::Emit) {
+    pub fn publish_emit(&self, emit: &crate::api::Emit) {
         let Some(c) = self.channels.read().get(&emit.namespace).cloned() else {
             return;
         };
@@ -403,48 +456,12 @@ fn fetched(s: &SocketInfo) -> FetchedSocket {
             url: "/socket.io/".to_owned(),
             query: serde_json::Map::new(),
             auth: serde_json::Map::new(),
+            transport: s.transport.clone(),
         },
         rooms,
         data: match &s.user {
             Some(user) => json!({ "user": user }),
             None => json!({}),
         },
-    }
-}
-
-/// The admin listener's [`Control`] on a clustered node: the host's server API emits
-/// also go to the other nodes.
-pub struct Clustered {
-    /// The host.
-    pub inner: Arc<dyn Control>,
-    /// The gateway.
-    pub gateway: Arc<Gateway>,
-}
-
-impl Control for Clustered {
-    fn reload(&self) -> BoxFuture<'_, Value> {
-        self.inner.reload()
-    }
-
-    fn metrics(&self) -> BoxFuture<'_, String> {
-        self.inner.metrics()
-    }
-
-    fn status(&self) -> BoxFuture<'_, Value> {
-        self.inner.status()
-    }
-
-    fn call(&self, call: Call) -> BoxFuture<'_, Reply> {
-        Box::pin(async move {
-            let emit = match &call {
-                Call::Emit(emit) => Some(emit.clone()),
-                _ => None,
-            };
-            let reply = self.inner.call(call).await;
-            if let (Some(emit), 200) = (emit, reply.status) {
-                self.gateway.publish_emit(&emit);
-            }
-            reply
-        })
     }
 }

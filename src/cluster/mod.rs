@@ -13,11 +13,15 @@
 //! [`format`] holds the messages and channel names, [`answer`] the answers to requests, [`redis`] the connections, [`meters`]
 //! the `iorelay_cluster_*` instruments.
 //!
-//! Not yet: the streams adapter, cluster-wide presence and listings, requests of this
-//! node to the others, and the clients' acks of another node's broadcast.
+//! [`front`] makes the server API cluster-wide with this node's own requests ([`ask`]).
+//!
+//! Not yet: the streams adapter, cluster-wide presence (counts and `$rooms`/`$members`
+//! of clients are host-wide), and the clients' acks of another node's broadcast.
 
 pub mod answer;
+pub mod ask;
 pub mod format;
+pub mod front;
 pub mod gateway;
 pub mod meters;
 pub mod redis;
@@ -26,7 +30,8 @@ use std::sync::Arc;
 
 use crate::adapter::{Publish, Published};
 use crate::http::control::Control;
-pub use gateway::{Clustered, Gateway};
+pub use front::Clustered;
+pub use gateway::Gateway;
 pub use meters::Meters;
 
 /// A node's id in the cluster (the `uid` of the Node adapter's messages): 12 random

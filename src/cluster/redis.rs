@@ -75,6 +75,22 @@ pub struct Outgoing {
     pub payload: Vec<u8>,
 }
 
+/// A connection for commands that is made on first use and again after a failure.
+pub fn lazy_connection(client: &redis::Client) -> Result<ConnectionManager, Error> {
+    client
+        .get_connection_manager_lazy(manager_config())
+        .map_err(Error::Url)
+}
+
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(COMMAND_TIMEOUT))
+        .set_response_timeout(Some(COMMAND_TIMEOUT))
+        .set_min_delay(BACKOFF_MIN)
+        .set_max_delay(BACKOFF_MAX)
+        .set_number_of_retries(2)
+}
+
 /// Publishes messages in the order given, without making the caller wait.
 #[derive(Debug, Clone)]
 pub struct Publisher {
@@ -86,15 +102,7 @@ impl Publisher {
     /// Start publishing through `client` (the connection is made on first use, and made
     /// again after a failure).
     pub fn start(client: &redis::Client, meters: Meters) -> Result<Publisher, Error> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(COMMAND_TIMEOUT))
-            .set_response_timeout(Some(COMMAND_TIMEOUT))
-            .set_min_delay(BACKOFF_MIN)
-            .set_max_delay(BACKOFF_MAX)
-            .set_number_of_retries(2);
-        let conn = client
-            .get_connection_manager_lazy(config)
-            .map_err(Error::Url)?;
+        let conn = lazy_connection(client)?;
         let (queue, rx) = mpsc::channel(PUBLISH_QUEUE);
         tokio::spawn(publish_loop(conn, rx, meters.clone()));
         Ok(Publisher { queue, meters })

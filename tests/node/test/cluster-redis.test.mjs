@@ -315,3 +315,56 @@ describe("cluster: two iorelay nodes", () => {
     assert.equal(b.inbox.all("hi").length, 1);
   }));
 });
+
+describe("cluster: the server API answers for the whole cluster", () => {
+  it("rooms, members and sockets include the other nodes' (a Node server's too); a socket elsewhere is moved and disconnected there", logs(async () => {
+    await startNode(1);
+    const first = daemon;
+    const second = await startDaemon(config(2));
+    closers.push(() => stopDaemon(second));
+    await second.waitForLog(/cluster: subscribed on Redis/);
+    const node = await startNodeServer();
+    const room = freshRoom("listed");
+    const here = client(first.url);
+    const there = client(second.url, { auth: { user: "bea" } });
+    const onNode = client(node.url);
+    await Promise.all([connected(here), connected(there), connected(onNode)]);
+    await join(here, room);
+    await join(there, room);
+    await onNode.timeout(WAIT_MS).emitWithAck("join", room);
+
+    const get = async (path) => {
+      const res = await fetch(`${first.adminUrl}${path}`, {
+        headers: { authorization: `Bearer ${TEST_TOKEN}` },
+        signal: AbortSignal.timeout(3 * WAIT_MS),
+      });
+      return { status: res.status, body: await res.json() };
+    };
+    const rooms = await get("/api/v1/rooms?namespace=/");
+    assert.equal(rooms.status, 200);
+    assert.deepEqual(rooms.body.namespaces["/"].find((r) => r.room === room), { room, count: 3 });
+
+    const members = await get(`/api/v1/rooms/${room}/members?namespace=/`);
+    assert.deepEqual(members.body.members.map((m) => m.id).sort(), [here.id, there.id, onNode.id].sort());
+
+    const listed = await get("/api/v1/sockets?namespace=/");
+    const byId = new Map(listed.body.sockets.map((s) => [s.id, s]));
+    assert.equal(byId.get(there.id)?.transport, "websocket");
+    assert.equal(byId.get(onNode.id)?.transport, "unknown");
+    assert.ok(byId.get(onNode.id).rooms.includes(room));
+
+    // A socket on the second node, moved through the first one's API.
+    const other = freshRoom("moved");
+    const moved = await api(`/api/v1/sockets/${there.id}/join`, { namespace: "/", room: other });
+    assert.equal(moved.status, 200, JSON.stringify(moved.body));
+    assert.equal(moved.body.count, 1);
+    node.io.to(other).emit("in-moved", 1);
+    assert.deepEqual(await there.inbox.next("in-moved"), [1]);
+
+    // And the Node server's socket, disconnected through it.
+    const gone = new Promise((r) => onNode.once("disconnect", r));
+    const kicked = await api(`/api/v1/sockets/${onNode.id}/disconnect`, { namespace: "/" });
+    assert.equal(kicked.status, 200, JSON.stringify(kicked.body));
+    assert.equal(await gone, "io server disconnect");
+  }));
+});
