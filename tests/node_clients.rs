@@ -100,6 +100,7 @@ suites! {
     browser_demo => "browser-demo",
     bundle => "bundle",
     chat_book => "chat-book",
+    cluster_haproxy => "cluster-haproxy",
     cluster_redis => "cluster-redis",
     engineio_conformance => "engineio-conformance",
     haproxy => "haproxy",

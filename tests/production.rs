@@ -94,6 +94,10 @@ fn the_walkthrough_config_checks_with_the_promised_settings() {
         "trusted_proxies = [\"10.0.0.5/32\"]",
         "allowed_origins = [\"https://chat.example.org\"]",
         "shutdown_timeout = \"30s\"",
+        // The site's file: the nodes share rooms through Redis.
+        "adapter = \"redis\"",
+        "url = \"redis://10.0.0.5:6379/0\"",
+        "password_file = \"/etc/iorelay/redis.password\"",
         // /etc/default/iorelay: the admin listener on the private address, for Prometheus.
         "admin_listen = \"10.0.0.11:9090\"",
         // The app's namespaces.
@@ -127,7 +131,8 @@ fn prometheus_accepts_the_scrape_config_and_the_alerts() {
 #[test]
 fn the_alerts_name_metrics_the_daemon_exports() {
     let alerts = read("examples/production/alerts.yml");
-    let names = read("src/telemetry/metrics.rs");
+    // The daemon's metric names, and the cluster's, registered beside them.
+    let names = read("src/telemetry/metrics.rs") + &read("src/cluster/meters.rs");
     let used: Vec<&str> = alerts
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .filter(|w| w.starts_with("iorelay_"))
@@ -136,7 +141,7 @@ fn the_alerts_name_metrics_the_daemon_exports() {
     for name in used {
         assert!(
             names.contains(&format!("\"{name}\"")),
-            "alerts.yml uses {name}, which src/telemetry/metrics.rs does not define"
+            "alerts.yml uses {name}, which neither src/telemetry/metrics.rs nor src/cluster/meters.rs defines"
         );
     }
 }
