@@ -63,6 +63,34 @@ pub struct Emit {
     pub binary: Vec<String>,
 }
 
+/// The longest room name or socket id a backend may name, in characters (the OpenAPI
+/// document's `maxLength`).
+pub const MAX_ROOM: usize = 256;
+
+/// A room name a backend (or another node) may use: 1 to [`MAX_ROOM`] characters, no
+/// control characters.
+pub fn check_room_name(room: &str) -> Result<(), String> {
+    if room.is_empty() || room.chars().count() > MAX_ROOM {
+        return Err(format!("a room name has 1 to {MAX_ROOM} characters"));
+    }
+    if room.chars().any(char::is_control) {
+        return Err("room names may not hold control characters".to_owned());
+    }
+    Ok(())
+}
+
+/// An event name a backend (or another node) may send: not empty, and none of those
+/// socket.io clients reserve.
+pub fn check_event_name(event: &str) -> Result<(), String> {
+    if event.is_empty() {
+        return Err("event must not be empty".to_owned());
+    }
+    if RESERVED_EVENTS.contains(&event) {
+        return Err(format!("{event:?} is reserved by socket.io clients"));
+    }
+    Ok(())
+}
+
 fn root() -> String {
     "/".to_owned()
 }

@@ -31,6 +31,10 @@ struct Waiting {
 impl Pending {
     /// An answer arrived (on a response channel): keep it if a request waits for it.
     pub fn answer(&self, payload: &[u8]) {
+        // Every node's answers to every node pass here: read none while none is awaited.
+        if self.waiting.lock().is_empty() {
+            return;
+        }
         let Ok(value) = format::decode(payload) else {
             return;
         };
@@ -142,6 +146,11 @@ impl Asker<'_> {
             }),
         };
         let (done, answers) = oneshot::channel();
+        // Forgotten however this ends, the caller's future dropped included.
+        let _forget = Forget {
+            pending: self.pending,
+            id: &id,
+        };
         self.pending.waiting.lock().insert(
             id.clone(),
             Waiting {
@@ -170,6 +179,18 @@ impl Asker<'_> {
     }
 }
 
+/// Removes a request from [`Pending`] when dropped.
+struct Forget<'a> {
+    pending: &'a Pending,
+    id: &'a str,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.pending.waiting.lock().remove(self.id);
+    }
+}
+
 /// A socket another node described in its answer to a fetch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Remote {
@@ -187,14 +208,18 @@ pub struct Remote {
     pub transport: Option<String>,
 }
 
-/// The sockets of fetch answers.
+/// The sockets of fetch answers, each once.
 pub fn remotes(answers: &[Value]) -> Vec<Remote> {
     let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for answer in answers {
         for s in answer["sockets"].as_array().into_iter().flatten() {
             let Some(id) = s["id"].as_str() else {
                 continue;
             };
+            if !seen.insert(id) {
+                continue;
+            }
             let rooms = s["rooms"]
                 .as_array()
                 .into_iter()

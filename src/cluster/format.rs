@@ -352,7 +352,11 @@ pub fn request(value: &Value) -> Result<Request, Bad> {
         kind,
         uid: text("uid"),
         request_id: text("requestId"),
-        opts: field(value, "opts").map(selection_of).transpose()?,
+        // `opts: null` is no opts (the single-socket form), as on a Node server.
+        opts: field(value, "opts")
+            .filter(|v| !v.is_nil())
+            .map(selection_of)
+            .transpose()?,
         rooms: rooms_of(field(value, "rooms"))?,
         sid: text("sid"),
         room: text("room"),
@@ -618,6 +622,8 @@ mod tests {
                 except: vec!["b".into()]
             })
         );
+        let r = request(&decode(br#"{"type":4,"sid":"x","opts":null}"#).unwrap()).unwrap();
+        assert_eq!((r.opts, r.sid.as_deref()), (None, Some("x")));
         let r = request(&decode(br#"{"uid":"n1","type":6,"data":["hello",1]}"#).unwrap()).unwrap();
         assert_eq!(r.event.unwrap().args, "[1]");
     }

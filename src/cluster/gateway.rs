@@ -127,11 +127,10 @@ impl Gateway {
             let Some((nsp, channels, is_request)) = found else {
                 continue;
             };
+            // One at a time, in the order they came, as a Node server applies them: a
+            // join followed by a broadcast to the room reaches the joined socket.
             if is_request {
-                // Requests may wait on the workers: each in its own task, so that
-                // broadcasts keep flowing (and keep their order).
-                let me = self.clone();
-                tokio::spawn(async move { me.request(&nsp, &channels, &msg.payload).await });
+                self.request(&nsp, &channels, &msg.payload).await;
             } else {
                 self.broadcast(&nsp, &msg.payload).await;
             }
@@ -150,6 +149,9 @@ impl Gateway {
         };
         if b.uid == self.uid || b.local {
             return;
+        }
+        if let Err(why) = crate::api::check_event_name(&b.event.name) {
+            return self.malformed("broadcast", &format::Bad::Undecodable(why));
         }
         if b.nsp != nsp {
             return self.malformed(
@@ -215,6 +217,8 @@ impl Gateway {
             Kind::RemoteJoin | Kind::RemoteLeave => {
                 let join = req.kind == Kind::RemoteJoin;
                 let (targets, rooms) = self.targets(nsp, &req).await;
+                let rooms: Vec<String> = rooms.into_iter().filter(|r| valid_room(r)).collect();
+                let mut refused = false;
                 for socket in &targets {
                     for room in &rooms {
                         let call = if join {
@@ -232,11 +236,14 @@ impl Gateway {
                         };
                         let reply = self.control.call(call).await;
                         if reply.status != 200 {
+                            refused = true;
                             tracing::info!(namespace = nsp, socket, room, error = %reply.body["error"], "cluster: a remote join or leave was refused");
                         }
                     }
                 }
-                if let (Some(id), true) = (id, req.sid.is_some() && !targets.is_empty()) {
+                // The asker hears of a move only when it was done.
+                let done = !refused && !rooms.is_empty();
+                if let (Some(id), true) = (id, req.sid.is_some() && !targets.is_empty() && done) {
                     answer(Response::to(id));
                 }
             }
@@ -429,6 +436,11 @@ fn relayed(nsp: &str, event: format::Event, to: Selection) -> Relayed {
         rooms: to.rooms,
         except: to.except,
     }
+}
+
+/// Whether a room named by another node may exist here (the server API's rule).
+fn valid_room(room: &str) -> bool {
+    crate::api::check_room_name(room).is_ok()
 }
 
 fn selects(to: &Selection, socket: &SocketInfo) -> bool {

@@ -26,7 +26,7 @@ const PUBLISH_BATCH: usize = 256;
 const RECEIVE_QUEUE: usize = 16_384;
 /// How long connecting (or one command) may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often an idle subscription is checked with a PING.
+/// How long a subscription may go without traffic before it is checked with a PING.
 const PING_EVERY: Duration = Duration::from_secs(5);
 /// The first and the longest pause between reconnection attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -255,6 +255,8 @@ async fn session(
                     continue;
                 }
                 meters.received.inc();
+                // Traffic shows the connection alive: the next ping waits a full period.
+                ping.reset();
                 let incoming = Incoming {
                     channel: msg.get_channel_name().to_owned(),
                     payload: payload.to_vec(),
@@ -275,8 +277,9 @@ async fn session(
                 sync(&mut sink, &mut have, &now).await?;
             }
             _ = ping.tick() => {
-                match tokio::time::timeout(COMMAND_TIMEOUT, sink.ping::<String>()).await {
-                    Ok(Ok(_)) => {}
+                // A subscribed RESP2 connection answers ["pong", ""]: any answer will do.
+                match tokio::time::timeout(COMMAND_TIMEOUT, sink.ping::<redis::Value>()).await {
+                    Ok(Ok(_)) => tracing::debug!("cluster: Redis answered a ping"),
                     Ok(Err(e)) => return Err(format!("ping: {e}")),
                     Err(_) => return Err("ping timed out".to_owned()),
                 }

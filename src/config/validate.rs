@@ -67,6 +67,16 @@ pub fn validate(c: &Config) -> Result<(), Vec<Problem>> {
     for (key, reason) in super::cluster::check(&c.cluster) {
         problems.push(Problem::new(key, reason));
     }
+    if c.cluster.enabled() {
+        // Channels are `<key>#<namespace>#…`: a `#` in a name would make one
+        // namespace's channels another's.
+        for name in c.effective_namespaces().keys().filter(|n| n.contains('#')) {
+            problems.push(Problem::new(
+                format!("namespaces.{name}"),
+                "a namespace name may not hold '#' with a [cluster] adapter".to_owned(),
+            ));
+        }
+    }
     for (name, ns) in &c.effective_namespaces() {
         check_namespace(c, name, ns, &mut problems);
     }

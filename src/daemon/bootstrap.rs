@@ -23,7 +23,8 @@ pub enum FirstMessage {
     /// It is not a control message this worker understands (another version's?).
     #[error("the first message is unreadable: {0}")]
     Unreadable(serde_json::Error),
-    /// It is a control message, but not the config and key (or the key is malformed).
+    /// It is a control message, but not the config, key and node id (or the key is
+    /// malformed, or the node id empty).
     #[error("the first message is not the config")]
     NotConfig,
 }
@@ -78,11 +79,11 @@ fn first_config(control: &UnixStream) -> Result<(Config, Key, NodeId), FirstMess
     match serde_json::from_str(&line).map_err(FirstMessage::Unreadable)? {
         ToWorker::Start { config, key, node } => {
             let key = Key::from_text(&key).ok_or(FirstMessage::NotConfig)?;
-            let node = if node.is_empty() {
-                NodeId::default()
-            } else {
-                NodeId(node)
-            };
+            // Every process of the host must publish as the same node.
+            if node.is_empty() {
+                return Err(FirstMessage::NotConfig);
+            }
+            let node = NodeId(node);
             Ok((*config, key, node))
         }
         _ => Err(FirstMessage::NotConfig),

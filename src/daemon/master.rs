@@ -333,6 +333,7 @@ pub async fn run(
     let admin_addr = admin_listener.local_addr().map_err(Error::Listener)?;
     let metrics = Metrics::new();
     let workers = Arc::new(Workers::default());
+    let _ = workers.cluster.set(loaded.config.cluster.clone());
     let health = Arc::new(Health::default());
     let access = Arc::new(Access::configured(
         &loaded.config,

@@ -190,6 +190,10 @@ pub struct Workers {
     key: crate::relay::recovery::Key,
     /// The host's node id in a cluster, handed to every worker it starts.
     pub node: crate::cluster::NodeId,
+    /// `[cluster]` as the master started with it (changing it needs a restart): every
+    /// worker, one restarted after a reload too, publishes to the cluster the master's
+    /// gateway reads.
+    pub cluster: std::sync::OnceLock<crate::config::ClusterConfig>,
 }
 
 impl Workers {
@@ -375,8 +379,12 @@ impl Workers {
             });
         }
         let (tx, rx) = mpsc::unbounded_channel::<ToWorker>();
+        let mut config = config.clone();
+        if let Some(cluster) = self.cluster.get() {
+            config.cluster = cluster.clone();
+        }
         let _ = tx.send(ToWorker::Start {
-            config: Box::new(config.clone()),
+            config: Box::new(config),
             key: self.key.to_text(),
             node: self.node.0.clone(),
         });

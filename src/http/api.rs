@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use super::control::Control;
 use super::host::Hosts;
-use crate::api::{self, Call, Emit, Reply, Tokens};
+use crate::api::{self, Call, Emit, MAX_ROOM, Reply, Tokens};
 use crate::config::Config;
 
 /// Who may use the admin listener — the `Host` names it answers to, the API's tokens —
@@ -146,10 +146,6 @@ pub const MISDIRECTED: u16 = 421;
 /// Its error text.
 pub const MISDIRECTED_TEXT: &str =
     "the Host header names neither an IP address, localhost nor admin.allowed_hosts";
-
-/// Longest room name or socket id a backend may name, in characters (the OpenAPI
-/// document's `maxLength`).
-const MAX_ROOM: usize = 256;
 
 /// What a route asks for.
 enum Route {
@@ -464,31 +460,11 @@ async fn route(head: &hyper::http::request::Parts, body: Body) -> Result<Route, 
 }
 
 fn check_room(room: &str) -> Result<(), Reply> {
-    if room.is_empty() || room.chars().count() > MAX_ROOM {
-        return Err(Reply::error(
-            400,
-            format!("a room name has 1 to {MAX_ROOM} characters"),
-        ));
-    }
-    if room.chars().any(char::is_control) {
-        return Err(Reply::error(
-            400,
-            "room names may not hold control characters",
-        ));
-    }
-    Ok(())
+    api::check_room_name(room).map_err(|why| Reply::error(400, why))
 }
 
 fn check_emit(emit: &Emit) -> Result<(), Reply> {
-    if emit.event.is_empty() {
-        return Err(Reply::error(400, "event must not be empty"));
-    }
-    if api::RESERVED_EVENTS.contains(&emit.event.as_str()) {
-        return Err(Reply::error(
-            400,
-            format!("{:?} is reserved by socket.io clients", emit.event),
-        ));
-    }
+    api::check_event_name(&emit.event).map_err(|why| Reply::error(400, why))?;
     for room in &emit.rooms {
         check_room(room)?;
     }

@@ -237,9 +237,14 @@ fn relay_here(relay: &Shared, relayed: &Relayed, stamp: Option<Stamp>) -> Result
     let attachments = decode_binaries(&relayed.binary)?;
     let args: Vec<Box<RawValue>> = serde_json::from_str(&relayed.args)
         .map_err(|e| Failure::Invalid(format!("args are not a JSON array: {e}")))?;
-    let rooms = names(&relayed.rooms);
+    // A name that is a socket of this process is that socket; any other a room (no
+    // client may join a room named after a connected socket: `control::enter`).
+    let (sockets, rooms): (Vec<Arc<str>>, Vec<Arc<str>>) = names(&relayed.rooms)
+        .into_iter()
+        .partition(|name| held_in(relay, name, &relayed.namespace).is_some());
+    let recorded = sockets.is_empty() || !rooms.is_empty();
     let pick = Pick {
-        sockets: rooms.clone(),
+        sockets,
         rooms,
         except: names(&relayed.except),
     };
@@ -249,7 +254,7 @@ fn relay_here(relay: &Shared, relayed: &Relayed, stamp: Option<Stamp>) -> Result
         args,
         attachments,
         pick,
-        recorded: true,
+        recorded,
     };
     deliver_here(relay, event, stamp)
 }

@@ -205,6 +205,10 @@ pub async fn enter(
     if socket.rooms.lock().len() >= policy.config.limits.max_rooms {
         return Err(Refusal::TooManyRooms);
     }
+    let held_here = relay.held(room).is_some_and(|h| h.socket.nsp == socket.nsp);
+    if held_here || relay.bus.held_elsewhere(&socket.nsp, room) {
+        return Err(Refusal::RoomIsSocket);
+    }
     let count = relay.bus.join(&socket.nsp, room, socket.id()).await;
     relay.count_rooms(&socket.nsp);
     socket.rooms.lock().insert(Arc::from(room));

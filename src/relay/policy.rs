@@ -59,6 +59,9 @@ pub enum Refusal {
     RoomTooLong,
     /// The room name starts with `$`.
     RoomReserved,
+    /// The room name is a connected socket's id (events to that socket, from a Node
+    /// server or an emitter of the cluster, must not reach a room's members).
+    RoomIsSocket,
     /// The room name holds control characters (terminal escapes, newlines).
     RoomControl,
     /// A `$…` event the relay does not know.
@@ -93,6 +96,7 @@ impl Refusal {
             Refusal::RoomEmpty => "room name is empty",
             Refusal::RoomTooLong => "room name too long",
             Refusal::RoomReserved => "room names starting with $ are reserved",
+            Refusal::RoomIsSocket => "a room may not be named after a connected socket",
             Refusal::RoomControl => "room names may not hold control characters",
             Refusal::UnknownControl => "unknown control event",
             Refusal::NoHistory => "this namespace keeps no history",
@@ -119,6 +123,7 @@ impl Refusal {
             | Refusal::RoomEmpty
             | Refusal::RoomTooLong
             | Refusal::RoomReserved
+            | Refusal::RoomIsSocket
             | Refusal::RoomControl => "bad_room_name",
             Refusal::UnknownControl => "unknown_control",
             Refusal::NoHistory => "no_history",

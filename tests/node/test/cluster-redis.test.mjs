@@ -63,8 +63,8 @@ presence = false
 }
 
 /** iorelay, clustered, once its gateway is subscribed. */
-async function startNode(workers = 2) {
-  daemon = await startDaemon(config(workers));
+async function startNode(workers = 2, opts = {}) {
+  daemon = await startDaemon(config(workers), opts);
   await daemon.waitForLog(/cluster: subscribed on Redis/);
   return daemon;
 }
@@ -153,8 +153,16 @@ describe("cluster: @socket.io/redis-emitter into iorelay", () => {
     assert.deepEqual(inRoom.inbox.all("others"), []);
     assert.deepEqual(inRoom.inbox.all("chat-only"), []);
 
+    // A socket id names that socket, and no client may join a room of that name to
+    // overhear it.
+    const refused = await outside.timeout(WAIT_MS).emitWithAck("$join", inRoom.id);
+    assert.equal(refused.ok, false);
+    assert.match(refused.error, /named after a connected socket/);
     emitter.to(inRoom.id).emit("to-one", "direct");
     assert.deepEqual(await inRoom.inbox.next("to-one"), ["direct"]);
+    emitter.emit("after-direct", 1);
+    await outside.inbox.next("after-direct");
+    assert.deepEqual(outside.inbox.all("to-one"), []);
   }));
 });
 
@@ -233,7 +241,10 @@ describe("cluster: a Node socket.io server with @socket.io/redis-adapter and ior
 
 describe("cluster: Redis goes away and comes back", () => {
   it("local delivery goes on, /readyz and metrics say degraded, and every channel is subscribed again", logs(async () => {
-    await startNode();
+    await startNode(2, { env: { IORELAY_LOG__LEVEL: "info,iorelay::cluster=debug" } });
+    // An idle subscription is checked with a PING (every 5 s): it stays subscribed.
+    await daemon.waitForLog(/Redis answered a ping/, { ms: 15000 });
+    await waitForMetric(daemon, "iorelay_cluster_reconnects_total", {}, (v) => v === 0, WAIT_MS, "no reconnect before the outage");
     const room = freshRoom("outage");
     const a = client(daemon.url);
     const b = client(daemon.url);
