@@ -424,13 +424,22 @@ fn to_json(
                 .collect::<Result<_, _>>()?,
         ),
         Value::Map(entries) => {
-            let mut map = serde_json::Map::with_capacity(entries.len());
-            for (k, v) in entries {
-                let key = match k {
-                    Value::String(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-                    other => other.to_string(),
-                };
-                map.insert(key, to_json(v, attachments, depth + 1)?);
+            let key_of = |k: &Value| match k {
+                Value::String(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                other => other.to_string(),
+            };
+            // A repeated key keeps its last value, as in JavaScript; the values it
+            // replaced are not read (their binaries would be attachments of nothing).
+            let mut last = std::collections::HashMap::with_capacity(entries.len());
+            for (i, (k, _)) in entries.iter().enumerate() {
+                last.insert(key_of(k), i);
+            }
+            let mut map = serde_json::Map::with_capacity(last.len());
+            for (i, (k, v)) in entries.iter().enumerate() {
+                let key = key_of(k);
+                if last.get(&key) == Some(&i) {
+                    map.insert(key, to_json(v, attachments, depth + 1)?);
+                }
             }
             J::Object(map)
         }
@@ -644,6 +653,22 @@ mod tests {
             except: vec!["r1".into()],
         };
         assert!(!except_room.selects("s1", &rooms));
+    }
+
+    #[test]
+    fn a_repeated_key_keeps_its_last_value_and_only_its_binaries() {
+        // Found by the cluster_message fuzz target: the first value, a binary, was
+        // replaced in the map but stayed an attachment.
+        let data = Value::Array(vec![
+            Value::from("e"),
+            Value::Map(vec![
+                (Value::from("k"), Value::Binary(b"i".to_vec())),
+                (Value::from("k"), Value::from(1)),
+            ]),
+        ]);
+        let event = event_of(&data).unwrap();
+        assert_eq!(event.args, r#"[{"k":1}]"#);
+        assert!(event.attachments.is_empty());
     }
 
     #[test]
