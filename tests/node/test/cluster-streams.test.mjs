@@ -201,6 +201,12 @@ describe("cluster-streams: a Node socket.io server with @socket.io/redis-streams
     assert.equal(answers.length, 1);
     assert.equal(answers[0].server, "iorelay");
 
+    // A broadcast with acks reaches iorelay's client; iorelay says none of its clients
+    // will ack (their acks are not collected), so Node does not wait for them.
+    const acked = await node.io.timeout(WAIT_MS).emitWithAck("ping-all", 1);
+    assert.deepEqual(acked, []);
+    assert.deepEqual(await onRelay.inbox.next("ping-all"), [1]);
+
     const gone = new Promise((r) => onRelay.once("disconnect", r));
     node.io.in(room).disconnectSockets();
     assert.equal(await gone, "io server disconnect");
