@@ -102,6 +102,7 @@ suites! {
     chat_book => "chat-book",
     cluster_haproxy => "cluster-haproxy",
     cluster_redis => "cluster-redis",
+    cluster_streams => "cluster-streams",
     engineio_conformance => "engineio-conformance",
     haproxy => "haproxy",
     history => "history",

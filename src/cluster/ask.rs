@@ -3,6 +3,10 @@
 //! answered (their number is the channel's subscribers, less this node, as the Node
 //! adapter counts) or `requests_timeout` passed, whichever is first. A node that does
 //! not answer in time costs the wait, not the answer: what came is used.
+//!
+//! The streams dialect has no answered join, leave or disconnect of one socket: the
+//! socket is fetched first, and the move or the disconnect written to the stream only
+//! when some node holds it (that node's answer to the fetch is the answer).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -12,7 +16,9 @@ use redis::aio::ConnectionManager;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use super::dialect::Dialect;
 use super::format::{self, Channels};
+use super::message::{self, Type};
 use super::redis::{Publisher, subscribers};
 
 /// Requests waiting for answers, by request id.
@@ -38,19 +44,24 @@ impl Pending {
         let Ok(value) = format::decode(payload) else {
             return;
         };
-        let Ok(json) = serde_json::to_value(&value) else {
-            return;
-        };
+        if let Ok(json) = serde_json::to_value(&value) {
+            self.answer_json(json);
+        }
+    }
+
+    /// An answer, as JSON with its `requestId`: keep it if a request waits for it.
+    pub fn answer_json(&self, json: Value) {
         let Some(id) = json.get("requestId").and_then(Value::as_str) else {
             return;
         };
+        let id = id.to_owned();
         let mut waiting = self.waiting.lock();
-        let Some(w) = waiting.get_mut(id) else {
+        let Some(w) = waiting.get_mut(&id) else {
             return;
         };
-        w.answers.push(json.clone());
+        w.answers.push(json);
         if w.answers.len() >= w.expected {
-            let w = waiting.remove(id).expect("present above");
+            let w = waiting.remove(&id).expect("present above");
             if let Some(done) = w.done {
                 let _ = done.send(w.answers);
             }
@@ -74,6 +85,8 @@ pub struct Asker<'a> {
     pub uid: &'a str,
     /// Where requests go.
     pub publisher: &'a Publisher,
+    /// The cluster's format.
+    pub dialect: &'a Dialect,
     /// A connection for PUBSUB NUMSUB.
     pub conn: &'a ConnectionManager,
     /// The waiting requests.
@@ -101,28 +114,20 @@ pub enum Ask<'a> {
 }
 
 impl Asker<'_> {
-    /// Ask the other nodes of namespace `channels`; returns their answers.
-    pub async fn ask(&self, channels: &Channels, what: Ask<'_>) -> Vec<Value> {
-        let mut conn = self.conn.clone();
-        let others =
-            match tokio::time::timeout(self.timeout, subscribers(&mut conn, &channels.request))
-                .await
-            {
-                Ok(Ok(n)) => n.saturating_sub(1),
-                Ok(Err(err)) => {
-                    tracing::warn!(error = %err, "cluster: cannot count the other nodes");
-                    return Vec::new();
-                }
-                Err(_) => return Vec::new(),
-            };
-        // One answer is enough when one node holds the socket.
-        let expected = match what {
-            Ask::Fetch(_) => others,
-            Ask::Move { .. } | Ask::Kick(_) => others.min(1),
-        };
-        if expected == 0 {
-            return Vec::new();
+    /// Ask the other nodes of namespace `nsp` (whose channels are `channels`); returns
+    /// their answers.
+    pub async fn ask(&self, nsp: &str, channels: &Channels, what: Ask<'_>) -> Vec<Value> {
+        if self.dialect.is_streams() {
+            return self.ask_streams(nsp, channels, what).await;
         }
+        // One answer is enough when one node holds the socket.
+        let most = match what {
+            Ask::Fetch(_) => usize::MAX,
+            Ask::Move { .. } | Ask::Kick(_) => 1,
+        };
+        let Some(expected) = self.others(channels).await.map(|n| n.min(most)) else {
+            return Vec::new();
+        };
         let id = super::NodeId::default().0;
         let request = match what {
             Ask::Fetch(rooms) => serde_json::json!({
@@ -145,6 +150,75 @@ impl Asker<'_> {
                 "sid": sid, "close": false,
             }),
         };
+        let payload = request.to_string().into_bytes();
+        let quiet = !matches!(what, Ask::Fetch(_));
+        self.wait(id, expected, channels.request.clone(), payload, quiet)
+            .await
+    }
+
+    /// The streams dialect's [`Asker::ask`].
+    async fn ask_streams(&self, nsp: &str, channels: &Channels, what: Ask<'_>) -> Vec<Value> {
+        let Some(expected) = self.others(channels).await else {
+            return Vec::new();
+        };
+        let (sid, rooms) = match what {
+            Ask::Fetch(rooms) => (None, rooms.to_vec()),
+            Ask::Move { sid, .. } | Ask::Kick(sid) => (Some(sid), vec![sid.to_owned()]),
+        };
+        let id = super::NodeId::default().0;
+        let data = serde_json::json!({ "opts": message::opts(&rooms), "requestId": id });
+        let payload = message::ephemeral(self.uid, nsp, Type::FetchSockets, &data);
+        let answers = self
+            .wait(id, expected, channels.broadcast.clone(), payload, false)
+            .await;
+        let Some(sid) = sid else {
+            return answers;
+        };
+        let holders: Vec<Value> = answers
+            .into_iter()
+            .filter(|a| remotes(std::slice::from_ref(a)).iter().any(|s| s.id == sid))
+            .collect();
+        if holders.is_empty() {
+            return holders;
+        }
+        match what {
+            Ask::Move { room, leave, .. } => {
+                self.dialect
+                    .move_sockets(self.uid, nsp, &[sid], room, leave);
+            }
+            Ask::Kick(_) => {
+                self.dialect
+                    .disconnect(self.publisher, self.uid, nsp, channels, &[sid.to_owned()]);
+            }
+            Ask::Fetch(_) => {}
+        }
+        holders
+    }
+
+    /// How many other nodes there are (`None`: none, or they cannot be counted).
+    async fn others(&self, channels: &Channels) -> Option<usize> {
+        let mut conn = self.conn.clone();
+        let counted = self.dialect.counted(channels);
+        match tokio::time::timeout(self.timeout, subscribers(&mut conn, counted)).await {
+            Ok(Ok(n)) => Some(n.saturating_sub(1)).filter(|n| *n > 0),
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "cluster: cannot count the other nodes");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Publish request `id` on `channel` and wait for `expected` answers or the
+    /// timeout; `quiet`: a shortfall is not worth a log line.
+    async fn wait(
+        &self,
+        id: String,
+        expected: usize,
+        channel: String,
+        payload: Vec<u8>,
+        quiet: bool,
+    ) -> Vec<Value> {
         let (done, answers) = oneshot::channel();
         // Forgotten however this ends, the caller's future dropped included.
         let _forget = Forget {
@@ -159,14 +233,13 @@ impl Asker<'_> {
                 done: Some(done),
             },
         );
-        self.publisher
-            .send(channels.request.clone(), request.to_string().into_bytes());
+        self.publisher.send(channel, payload);
         match tokio::time::timeout(self.timeout, answers).await {
             Ok(Ok(answers)) => answers,
             _ => {
                 let got = self.pending.give_up(&id);
                 // A join, leave or kick of a socket no node holds is answered by none.
-                if matches!(what, Ask::Fetch(_)) {
+                if !quiet {
                     tracing::warn!(
                         answered = got.len(),
                         expected,

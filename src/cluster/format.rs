@@ -258,7 +258,7 @@ fn from_json(json: &serde_json::Value, depth: usize) -> Result<Value, Bad> {
 }
 
 /// The value under `key` of a msgpack map.
-fn field<'a>(map: &'a Value, key: &str) -> Option<&'a Value> {
+pub fn field<'a>(map: &'a Value, key: &str) -> Option<&'a Value> {
     map.as_map()?
         .iter()
         .find(|(k, _)| k.as_str() == Some(key))
@@ -266,7 +266,7 @@ fn field<'a>(map: &'a Value, key: &str) -> Option<&'a Value> {
 }
 
 /// A room name: Node's rooms are strings, though a number is accepted (and printed).
-fn room_name(v: &Value) -> Option<String> {
+pub fn room_name(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => s.as_str().map(str::to_owned),
         Value::Integer(i) => Some(i.to_string()),
@@ -275,7 +275,8 @@ fn room_name(v: &Value) -> Option<String> {
     }
 }
 
-fn rooms_of(v: Option<&Value>) -> Result<Vec<String>, Bad> {
+/// A list of room names (none: empty).
+pub fn rooms_of(v: Option<&Value>) -> Result<Vec<String>, Bad> {
     match v {
         None | Some(Value::Nil) => Ok(Vec::new()),
         Some(Value::Array(items)) => items
@@ -286,7 +287,12 @@ fn rooms_of(v: Option<&Value>) -> Result<Vec<String>, Bad> {
     }
 }
 
-fn selection_of(opts: &Value) -> Result<Selection, Bad> {
+/// Who `opts` (`{rooms, except}`) selects.
+pub fn selection_of(opts: &Value) -> Result<Selection, Bad> {
+    if opts.as_map().is_none() {
+        // Read as "every socket", a wrong `opts` would disconnect them all.
+        return Err(Bad::Shape("opts that are not a map"));
+    }
     Ok(Selection {
         rooms: rooms_of(field(opts, "rooms"))?,
         except: rooms_of(field(opts, "except"))?,

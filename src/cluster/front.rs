@@ -77,7 +77,7 @@ impl Control for Clustered {
                     };
                     let answers = self.gateway.ask(namespace, what).await;
                     if !answers.is_empty() {
-                        let count = self.count(namespace, room).await;
+                        let count = self.count(namespace, room, socket, leave).await;
                         reply = Reply::ok(json!({ "room": room, "count": count }));
                     }
                 }
@@ -104,8 +104,10 @@ impl Clustered {
         remotes(&self.gateway.ask(nsp, Ask::Fetch(&rooms)).await)
     }
 
-    /// The cluster-wide member count of a room.
-    async fn count(&self, nsp: &str, room: &str) -> usize {
+    /// The cluster-wide member count of a room, once `sid` joined it (`leave`: left it).
+    /// The move is counted even when the listing does not show it yet (the streams
+    /// adapter's move is written to the stream, not answered once done).
+    async fn count(&self, nsp: &str, room: &str, sid: &str, leave: bool) -> usize {
         let call = Call::Members {
             namespace: nsp.to_owned(),
             room: room.to_owned(),
@@ -113,7 +115,13 @@ impl Clustered {
         let here = self.inner.call(call).await.body["members"]
             .as_array()
             .map_or(0, Vec::len);
-        here + self.fetch(nsp, Some(&room.to_owned())).await.len()
+        let remote = self.fetch(nsp, Some(&room.to_owned())).await;
+        let listed = remote.iter().any(|s| s.id == sid);
+        match (leave, listed) {
+            (false, false) => here + remote.len() + 1,
+            (true, true) => (here + remote.len()).saturating_sub(1),
+            _ => here + remote.len(),
+        }
     }
 
     async fn add_rooms(&self, reply: &mut Reply) {

@@ -9,6 +9,12 @@
 //! The workers publish their clients' events themselves (see [`super::Outbound`]); every
 //! message of this host carries the same node id, so that this gateway skips them (the
 //! host's own bus already delivered them).
+//!
+//! Both Node adapters' formats are read and answered by the same logic; where they differ
+//! on the wire is the [`Dialect`]'s. With the streams adapter, the stream's entries
+//! (broadcasts, joins, leaves, disconnects) are handled one after the other in the
+//! stream's order, so that a join is done before the broadcast written after it;
+//! requests by pub/sub each get a task, as with the pub/sub adapter.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -19,9 +25,12 @@ use tokio::sync::{mpsc, watch};
 
 use super::answer::{FetchedSocket, Handshake, Response};
 use super::ask::{Ask, Asker, Pending};
-use super::format::{self, Channels, Kind, Request, Selection};
+use super::dialect::Dialect;
+use super::format::{self, Broadcast, Channels, Kind, Request, Selection};
+use super::message::{Inbound, Message};
 use super::meters::Meters;
 use super::redis::{Incoming, Publisher, Subscriptions};
+use super::streams::{self, Reading};
 use crate::api::{Call, Relayed, SocketInfo};
 use crate::http::control::Control;
 
@@ -33,8 +42,10 @@ pub struct Gateway {
     key: String,
     /// The host behind it.
     control: Arc<dyn Control>,
-    /// Where answers and the host's API emits go.
+    /// Where requests and answers go.
     publisher: Publisher,
+    /// The cluster's format, and where the host's API emits go.
+    dialect: Dialect,
     /// The namespaces served, whose channels are subscribed.
     subscribed: watch::Sender<Subscriptions>,
     /// The same namespaces' channels, by namespace.
@@ -65,6 +76,7 @@ impl Gateway {
     ) -> Result<Arc<Gateway>, super::redis::Error> {
         let client = super::redis::client(config)?;
         let publisher = Publisher::start(&client, meters.clone())?;
+        let dialect = Dialect::start(config, &client, Some(&publisher), &meters)?;
         let conn = super::redis::lazy_connection(&client)?;
         let (subscribed, wanted) = watch::channel(Subscriptions::default());
         let gateway = Arc::new(Gateway {
@@ -72,6 +84,7 @@ impl Gateway {
             key: config.key.clone(),
             control,
             publisher,
+            dialect,
             subscribed,
             channels: parking_lot::RwLock::new(HashMap::new()),
             conn,
@@ -81,6 +94,16 @@ impl Gateway {
         });
         gateway.serve(namespaces);
         let max = usize::try_from(config.max_message.as_u64()).unwrap_or(usize::MAX);
+        if gateway.dialect.is_streams() {
+            let reading = Reading {
+                stream: config.stream_name.clone(),
+                count: config.read_count,
+                block: config.block_time,
+                max,
+            };
+            let entries = streams::read(client.clone(), reading, meters.clone());
+            tokio::spawn(gateway.clone().run_stream(entries));
+        }
         let rx = super::redis::subscribe(client, wanted, max, meters);
         tokio::spawn(gateway.clone().run(rx));
         Ok(gateway)
@@ -97,10 +120,7 @@ impl Gateway {
         let mut by_nsp = HashMap::new();
         for nsp in namespaces {
             let c = Channels::of(&self.key, nsp);
-            subs.patterns.insert(c.pattern());
-            subs.channels.insert(c.request.clone());
-            subs.channels.insert(c.response.clone());
-            subs.channels.insert(c.response_for(&self.uid));
+            self.dialect.listen(&mut subs, &c, &self.uid);
             by_nsp.insert(nsp.clone(), c);
         }
         *self.channels.write() = by_nsp;
@@ -109,6 +129,13 @@ impl Gateway {
 
     async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Incoming>) {
         while let Some(msg) = rx.recv().await {
+            if self.dialect.is_streams() {
+                match Message::from_ephemeral(&msg.payload) {
+                    Ok(m) => self.message(m, false).await,
+                    Err(err) => self.malformed("message", &err),
+                }
+                continue;
+            }
             let found = {
                 let channels = self.channels.read();
                 channels.iter().find_map(|(nsp, c)| {
@@ -137,16 +164,51 @@ impl Gateway {
         }
     }
 
+    /// The stream's entries, one after the other.
+    async fn run_stream(self: Arc<Self>, mut rx: mpsc::Receiver<Result<Message, format::Bad>>) {
+        while let Some(entry) = rx.recv().await {
+            match entry {
+                Ok(m) => self.message(m, true).await,
+                Err(err) => self.malformed("stream entry", &err),
+            }
+        }
+    }
+
+    /// A message of the streams dialect; `in_order`: a request is done before the next
+    /// message is read (the stream's), else in a task of its own.
+    async fn message(self: &Arc<Self>, m: Message, in_order: bool) {
+        if m.uid == self.uid {
+            return;
+        }
+        let Some(channels) = self.channels(&m.nsp) else {
+            return;
+        };
+        match m.inbound() {
+            Err(err) => self.malformed("message", &err),
+            Ok(Inbound::Answer(json)) => self.pending.answer_json(json),
+            Ok(Inbound::Ignored) => {}
+            Ok(Inbound::Broadcast(b)) => self.deliver(&m.nsp, b).await,
+            Ok(Inbound::Request(req)) if in_order => self.act(&m.nsp, &channels, req).await,
+            Ok(Inbound::Request(req)) => {
+                let me = self.clone();
+                tokio::spawn(async move { me.act(&m.nsp, &channels, req).await });
+            }
+        }
+    }
+
     fn malformed(&self, what: &str, err: &format::Bad) {
         self.meters.dropped.with_label_values(&["malformed"]).inc();
         tracing::warn!(error = %err, "cluster: a malformed {what} from Redis dropped");
     }
 
     async fn broadcast(&self, nsp: &str, payload: &[u8]) {
-        let b = match format::decode(payload).and_then(|v| format::broadcast(&v)) {
-            Ok(b) => b,
-            Err(err) => return self.malformed("broadcast", &err),
-        };
+        match format::decode(payload).and_then(|v| format::broadcast(&v)) {
+            Ok(b) => self.deliver(nsp, b).await,
+            Err(err) => self.malformed("broadcast", &err),
+        }
+    }
+
+    async fn deliver(&self, nsp: &str, b: Broadcast) {
         if b.uid == self.uid || b.local {
             return;
         }
@@ -167,10 +229,14 @@ impl Gateway {
     }
 
     async fn request(&self, nsp: &str, channels: &Channels, payload: &[u8]) {
-        let req = match format::decode(payload).and_then(|v| format::request(&v)) {
-            Ok(r) => r,
-            Err(err) => return self.malformed("request", &err),
-        };
+        match format::decode(payload).and_then(|v| format::request(&v)) {
+            Ok(req) => self.act(nsp, channels, req).await,
+            Err(err) => self.malformed("request", &err),
+        }
+    }
+
+    /// Do what another node asks for the host's sockets, and answer it.
+    async fn act(&self, nsp: &str, channels: &Channels, req: Request) {
         if req.uid.as_deref() == Some(self.uid.as_str()) {
             return;
         }
@@ -178,12 +244,11 @@ impl Gateway {
             .requests
             .with_label_values(&[req.kind.label()])
             .inc();
-        let answer_to = match &req.uid {
-            Some(uid) => channels.response_for(uid),
-            None => channels.response.clone(),
+        let asker = req.uid.as_deref();
+        let answer = |response: Response<'_>| {
+            let d = &self.dialect;
+            d.answer(&self.publisher, &self.uid, nsp, channels, asker, &response);
         };
-        let answer =
-            |response: Response<'_>| self.publisher.send(answer_to.clone(), response.encode());
         let id = req.request_id.as_deref();
         match req.kind {
             Kind::Sockets | Kind::RemoteFetch => {
@@ -369,11 +434,12 @@ impl Gateway {
         let asker = Asker {
             uid: &self.uid,
             publisher: &self.publisher,
+            dialect: &self.dialect,
             conn: &self.conn,
             pending: &self.pending,
             timeout: self.timeout,
         };
-        asker.ask(&channels, what).await
+        asker.ask(nsp, &channels, what).await
     }
 
     /// Ask the other nodes to disconnect the sockets of `rooms` (all with none) in `nsp`;
@@ -382,12 +448,8 @@ impl Gateway {
         let Some(c) = self.channels(nsp) else {
             return;
         };
-        let request = json!({
-            "uid": self.uid, "type": Kind::RemoteDisconnect.number(),
-            "opts": { "rooms": rooms, "except": [] }, "close": false,
-        });
-        self.publisher
-            .send(c.request, request.to_string().into_bytes());
+        self.dialect
+            .disconnect(&self.publisher, &self.uid, nsp, &c, rooms);
     }
 
     /// Send a server API emit of this host to the other nodes.
@@ -418,8 +480,9 @@ impl Gateway {
         let mut rooms: Vec<&str> = emit.rooms.iter().map(String::as_str).collect();
         rooms.extend(emit.sockets.iter().map(String::as_str));
         let except: Vec<&str> = emit.except.iter().map(String::as_str).collect();
-        let payload = format::encode_broadcast(&self.uid, &emit.namespace, &data, &rooms, &except);
-        self.publisher.send(c.broadcast_to(&rooms), payload);
+        let nsp = &emit.namespace;
+        self.dialect
+            .broadcast(&self.uid, nsp, &c, &data, &rooms, &except);
     }
 }
 

@@ -19,6 +19,8 @@ pub struct Meters {
     pub dropped: IntCounterVec,
     /// Requests from other nodes answered, by type.
     pub requests: IntCounterVec,
+    /// Stream entries held while Redis is away, to be written once it is back.
+    pub held: IntGauge,
 }
 
 impl Meters {
@@ -44,6 +46,13 @@ impl Meters {
         };
         r.register(Box::new(gauge.clone()))
             .expect("each metric is registered once");
+        let held = IntGauge::new(
+            "iorelay_cluster_held",
+            "Stream entries (redis-streams) held in this process while Redis is away, written once it is back.",
+        )
+        .expect("metric names here are valid");
+        r.register(Box::new(held.clone()))
+            .expect("each metric is registered once");
         let meters = Meters {
             up: gauge,
             reconnects: counter(
@@ -56,7 +65,7 @@ impl Meters {
             ),
             publish_failures: counter(
                 "iorelay_cluster_publish_failures_total",
-                "Messages that could not be published to the cluster's Redis (it was away or failing).",
+                "Messages that could not be published to the cluster's Redis (it was away or failing): dropped with redis, held and written later with redis-streams.",
             ),
             received: counter(
                 "iorelay_cluster_received_total",
@@ -72,6 +81,7 @@ impl Meters {
                 "Requests from other nodes handled, by type (all_rooms, remote_fetch, remote_join, …).",
                 "type",
             ),
+            held,
         };
         for reason in ["publish_queue", "receive_queue", "too_large", "malformed"] {
             meters.dropped.with_label_values(&[reason]);

@@ -10,21 +10,35 @@
 //!   delivered, answers their requests for the host's sockets, and publishes the host's
 //!   server API emits.
 //!
-//! [`format`] holds the messages and channel names, [`answer`] the answers to requests, [`redis`] the connections, [`meters`]
-//! the `iorelay_cluster_*` instruments.
+//! Two formats (`[cluster] adapter`), the [`dialect`]s: `redis` is `@socket.io/redis-adapter`
+//! 8.x, whose messages and channels [`format`] holds; `redis-streams` is
+//! `@socket.io/redis-streams-adapter` 0.3.x, whose messages [`message`] holds and whose
+//! stream [`streams`] writes and reads (nothing lost to a Redis outage). [`answer`] holds
+//! the answers to requests, [`redis`] the connections, [`meters`] the `iorelay_cluster_*`
+//! instruments.
 //!
 //! [`front`] makes the server API cluster-wide with this node's own requests ([`ask`]).
 //!
-//! Not yet: the streams adapter, cluster-wide presence (counts and `$rooms`/`$members`
-//! of clients are host-wide), and the clients' acks of another node's broadcast.
+//! Not yet: cluster-wide presence (counts and `$rooms`/`$members` of clients are
+//! host-wide), the clients' acks of another node's broadcast, and connection state
+//! recovery across nodes. With the streams adapter, that last one would fit thus: the
+//! offset a client gets with an event would be the stream entry's id (the Node adapter
+//! appends it to the event's arguments), a session would be kept in Redis under
+//! `sio:session:<pid>` (msgpack, base64, expiring after `max_disconnection_duration`, as
+//! the Node adapter keeps it), and a node restoring it would read the missed broadcasts
+//! with `XRANGE <stream> <offset> +`, so that a client could come back on any node. The
+//! gateway would then have to hand each entry's id to the workers with the event.
 
 pub mod answer;
 pub mod ask;
+pub mod dialect;
 pub mod format;
 pub mod front;
 pub mod gateway;
+pub mod message;
 pub mod meters;
 pub mod redis;
+pub mod streams;
 
 use std::sync::Arc;
 
@@ -71,7 +85,7 @@ pub fn front(
         host.clone(),
         meters.clone(),
     )?;
-    tracing::info!(node = %node.0, key = %config.cluster.key, "cluster: this node joins through Redis");
+    tracing::info!(node = %node.0, key = %config.cluster.key, adapter = ?config.cluster.adapter, "cluster: this node joins through Redis");
     let front = Clustered {
         inner: host,
         gateway: gateway.clone(),
@@ -96,13 +110,13 @@ pub fn publish_from(
     Ok(())
 }
 
-/// What a process publishes for its clients' events: a broadcast from this node, on the
-/// channel the Node adapter would use.
+/// What a process publishes for its clients' events: a broadcast from this node, where
+/// the Node adapter would put it.
 #[derive(Debug)]
 pub struct Outbound {
     uid: String,
     key: String,
-    publisher: redis::Publisher,
+    dialect: dialect::Dialect,
 }
 
 impl Outbound {
@@ -116,7 +130,7 @@ impl Outbound {
         Ok(Arc::new(Outbound {
             uid,
             key: config.key.clone(),
-            publisher: redis::Publisher::start(&client, meters)?,
+            dialect: dialect::Dialect::start(config, &client, None, &meters)?,
         }))
     }
 }
@@ -132,8 +146,8 @@ impl Publish for Outbound {
         };
         let rooms: Vec<&str> = event.rooms.iter().map(|r| &**r).collect();
         let except: Vec<&str> = event.except.iter().map(|r| &**r).collect();
-        let channel = format::Channels::of(&self.key, nsp).broadcast_to(&rooms);
-        let payload = format::encode_broadcast(&self.uid, nsp, &data, &rooms, &except);
-        self.publisher.send(channel, payload);
+        let channels = format::Channels::of(&self.key, nsp);
+        self.dialect
+            .broadcast(&self.uid, nsp, &channels, &data, &rooms, &except);
     }
 }

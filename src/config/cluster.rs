@@ -18,13 +18,16 @@ pub enum AdapterKind {
     None,
     /// Redis pub/sub, in the format of `@socket.io/redis-adapter` 8.x.
     Redis,
+    /// A Redis stream (broadcasts, joins, leaves, disconnects) and pub/sub (requests and
+    /// their answers), in the format of `@socket.io/redis-streams-adapter` 0.3.x.
+    RedisStreams,
 }
 
 /// `[cluster]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
-    /// `"none"` or `"redis"`. Default `"none"`.
+    /// `"none"`, `"redis"` or `"redis-streams"`. Default `"none"`.
     pub adapter: AdapterKind,
     /// The Redis server: `redis://[:password@]host[:port][/db]`, `rediss://…` for TLS
     /// (verified against the system's CA certificates), or `redis+unix:///path`.
@@ -33,9 +36,24 @@ pub struct ClusterConfig {
     /// A file holding the Redis password (surrounding whitespace trimmed), read at
     /// start; wins over a password in `url`. Default: none.
     pub password_file: Option<PathBuf>,
-    /// The prefix of every channel, as the Node adapter's `key` option: nodes and
-    /// emitters share a cluster only with the same key. Default `"socket.io"`.
+    /// The prefix of every channel, as the Node adapter's `key` option (the streams
+    /// adapter's `channelPrefix`): nodes and emitters share a cluster only with the same
+    /// key. Default `"socket.io"`.
     pub key: String,
+    /// `redis-streams`: the stream every node writes and reads, as the Node adapter's
+    /// `streamName`. Default `"socket.io"`.
+    pub stream_name: String,
+    /// `redis-streams`: the stream is trimmed to about this many entries on each write
+    /// (`XADD MAXLEN ~`), as the Node adapter's `maxLen`; a node that falls further
+    /// behind (or is away longer) misses the oldest. Default `10000`.
+    pub max_len: u64,
+    /// `redis-streams`: most entries read at once (`XREAD COUNT`), as the Node
+    /// adapter's `readCount`. Default `100`.
+    pub read_count: u64,
+    /// `redis-streams`: how long one read waits for new entries (`XREAD BLOCK`), as the
+    /// Node adapter's `blockTimeInMs`. Default `"5s"`.
+    #[serde(with = "humantime_serde")]
+    pub block_time: Duration,
     /// How long a request to the other nodes (all rooms, fetch sockets) waits for their
     /// answers, as the Node adapter's `requestsTimeout`. Default `"5s"`.
     #[serde(with = "humantime_serde")]
@@ -52,6 +70,10 @@ impl Default for ClusterConfig {
             url: "redis://127.0.0.1:6379".to_owned(),
             password_file: None,
             key: "socket.io".to_owned(),
+            stream_name: "socket.io".to_owned(),
+            max_len: 10_000,
+            read_count: 100,
+            block_time: Duration::from_secs(5),
             requests_timeout: Duration::from_secs(5),
             max_message: bytesize::ByteSize::mib(16),
         }
@@ -83,6 +105,30 @@ pub fn check(c: &ClusterConfig) -> Vec<(String, String)> {
         out.push((
             "cluster.key".to_owned(),
             "must be 1 to 256 bytes without '#'".to_owned(),
+        ));
+    }
+    if c.stream_name.is_empty() || c.stream_name.len() > 256 {
+        out.push((
+            "cluster.stream_name".to_owned(),
+            "must be 1 to 256 bytes".to_owned(),
+        ));
+    }
+    if !(1..=100_000_000).contains(&c.max_len) {
+        out.push((
+            "cluster.max_len".to_owned(),
+            "must be between 1 and 100000000".to_owned(),
+        ));
+    }
+    if !(1..=10_000).contains(&c.read_count) {
+        out.push((
+            "cluster.read_count".to_owned(),
+            "must be between 1 and 10000".to_owned(),
+        ));
+    }
+    if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&c.block_time) {
+        out.push((
+            "cluster.block_time".to_owned(),
+            "must be between 10ms and 60s".to_owned(),
         ));
     }
     let timeout = c.requests_timeout;
@@ -128,6 +174,11 @@ mod tests {
         let c = ClusterConfig::default();
         assert!(!c.enabled());
         assert!(check(&c).is_empty());
+        let streams: ClusterConfig =
+            toml::from_str("adapter = \"redis-streams\"\nblock_time = \"2s\"").unwrap();
+        assert_eq!(streams.adapter, AdapterKind::RedisStreams);
+        assert_eq!(streams.block_time, Duration::from_secs(2));
+        assert!(check(&streams).is_empty());
     }
 
     #[test]
@@ -136,6 +187,10 @@ mod tests {
             adapter: AdapterKind::Redis,
             url: "http://x".to_owned(),
             key: "a#b".to_owned(),
+            stream_name: String::new(),
+            max_len: 0,
+            read_count: 0,
+            block_time: Duration::ZERO,
             requests_timeout: Duration::from_millis(1),
             max_message: bytesize::ByteSize(10),
             ..ClusterConfig::default()
@@ -146,6 +201,10 @@ mod tests {
             [
                 "cluster.url",
                 "cluster.key",
+                "cluster.stream_name",
+                "cluster.max_len",
+                "cluster.read_count",
+                "cluster.block_time",
                 "cluster.requests_timeout",
                 "cluster.max_message"
             ]
