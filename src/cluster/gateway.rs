@@ -131,7 +131,7 @@ impl Gateway {
         while let Some(msg) = rx.recv().await {
             if self.dialect.is_streams() {
                 match Message::from_ephemeral(&msg.payload) {
-                    Ok(m) => self.message(m, false).await,
+                    Ok(m) => self.message(m).await,
                     Err(err) => self.malformed("message", &err),
                 }
                 continue;
@@ -168,15 +168,16 @@ impl Gateway {
     async fn run_stream(self: Arc<Self>, mut rx: mpsc::Receiver<Result<Message, format::Bad>>) {
         while let Some(entry) = rx.recv().await {
             match entry {
-                Ok(m) => self.message(m, true).await,
+                Ok(m) => self.message(m).await,
                 Err(err) => self.malformed("stream entry", &err),
             }
         }
     }
 
-    /// A message of the streams dialect; `in_order`: a request is done before the next
-    /// message is read (the stream's), else in a task of its own.
-    async fn message(self: &Arc<Self>, m: Message, in_order: bool) {
+    /// A message of the streams dialect, done before the next one of its source (the
+    /// stream, or the pub/sub channels) is read: in order, and never more at once than
+    /// the two sources.
+    async fn message(&self, m: Message) {
         if m.uid == self.uid {
             return;
         }
@@ -188,11 +189,7 @@ impl Gateway {
             Ok(Inbound::Answer(json)) => self.pending.answer_json(json),
             Ok(Inbound::Ignored) => {}
             Ok(Inbound::Broadcast(b)) => self.deliver(&m.nsp, b).await,
-            Ok(Inbound::Request(req)) if in_order => self.act(&m.nsp, &channels, req).await,
-            Ok(Inbound::Request(req)) => {
-                let me = self.clone();
-                tokio::spawn(async move { me.act(&m.nsp, &channels, req).await });
-            }
+            Ok(Inbound::Request(req)) => self.act(&m.nsp, &channels, req).await,
         }
     }
 
