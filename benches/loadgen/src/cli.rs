@@ -5,6 +5,8 @@ use std::net::IpAddr;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::stats::MAX_NODES;
+
 /// End-to-end load generator for iorelay and its peers: Engine.IO v4 / Socket.IO v5
 /// over WebSocket, one JSON line per run on stdout, progress on stderr.
 #[derive(Debug, Parser)]
@@ -30,6 +32,9 @@ pub enum Scenario {
     /// Fan-out that also reports how subscribers spread over iorelay's workers; run it
     /// against `server.workers = 2` and compare with `fanout` on one worker.
     CrossWorker(FanoutArgs),
+    /// Fan-out across the nodes of a cluster: the publisher on `--port`, subscribers
+    /// alternating over `--sub-ports`; reported per node as well.
+    CrossNode(CrossNodeArgs),
     /// M clients each emitting `echo` with an ack in a closed loop: round trips/s and
     /// latency percentiles.
     Echo(EchoArgs),
@@ -52,9 +57,10 @@ pub struct Common {
     #[arg(long, global = true, default_value = "")]
     pub label: String,
     /// The server's pid: its CPU and RSS (with all its descendants) are measured.
+    /// Several, comma-separated (the nodes of a cluster): summed over every tree.
     /// Without it those fields are null.
-    #[arg(long, global = true)]
-    pub server_pid: Option<u32>,
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// Generator threads, each with a single-threaded runtime; clients are spread over
     /// them round-robin.
     #[arg(long, global = true, default_value_t = 1)]
@@ -122,6 +128,23 @@ pub struct FanoutArgs {
     /// publisher) gives up.
     #[arg(long, default_value_t = 5.0)]
     pub drain: f64,
+    /// Longest drain in all, seconds, even while deliveries still come (a server far
+    /// behind a fixed rate); what has not arrived by then is undelivered. Default: no
+    /// bound but `--drain`.
+    #[arg(long)]
+    pub drain_max: Option<f64>,
+}
+
+/// `cross-node`.
+#[derive(Debug, Args)]
+pub struct CrossNodeArgs {
+    /// The fan-out itself.
+    #[command(flatten)]
+    pub fanout: FanoutArgs,
+    /// Ports of the nodes the subscribers connect to, comma-separated: subscriber i
+    /// goes to port i mod n. The publisher connects to `--port` (usually the first).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub sub_ports: Vec<u16>,
 }
 
 /// `echo`.
@@ -151,11 +174,14 @@ impl Cli {
         ];
         match &self.scenario {
             Scenario::Connect(a) => checks.push(("--settle", a.settle)),
-            Scenario::Fanout(a) | Scenario::CrossWorker(a) => {
+            Scenario::Fanout(a)
+            | Scenario::CrossWorker(a)
+            | Scenario::CrossNode(CrossNodeArgs { fanout: a, .. }) => {
                 checks.extend([
                     ("--rate", a.rate),
                     ("--duration", a.duration),
                     ("--drain", a.drain),
+                    ("--drain-max", a.drain_max.unwrap_or(0.0)),
                 ]);
             }
             Scenario::Echo(a) => checks.push(("--duration", a.duration)),
@@ -169,6 +195,11 @@ impl Cli {
         }
         if self.common.timeout <= 0.0 {
             return Err("--timeout must be positive".into());
+        }
+        if let Scenario::CrossNode(a) = &self.scenario {
+            if !(1..=MAX_NODES).contains(&a.sub_ports.len()) {
+                return Err(format!("--sub-ports takes 1 to {MAX_NODES} ports"));
+            }
         }
         let c = &self.common;
         for (name, v, lo, hi) in [

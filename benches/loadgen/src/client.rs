@@ -50,6 +50,22 @@ impl Target {
     }
 }
 
+impl Target {
+    /// The same target on another port of the same host (another node of a cluster).
+    pub fn on_port(&self, port: u16) -> Target {
+        let mut addr = self.addr;
+        addr.set_port(port);
+        let uri = self
+            .uri
+            .replacen(&self.addr.to_string(), &addr.to_string(), 1);
+        Target {
+            addr,
+            uri,
+            config: self.config,
+        }
+    }
+}
+
 /// A client connected to namespace "/".
 pub struct Conn {
     /// The WebSocket, for the scenario's read loop.

@@ -33,7 +33,7 @@ pub async fn connect(env: &Env, a: &ConnectArgs) -> Value {
         "join": a.join,
     }));
     let mut progress = Progress::new(env.quiet);
-    let mut meter = Meter::new(env.server);
+    let mut meter = Meter::new(env.server.clone());
     let before = meter.sample();
     meter.start();
     env.run.begin_setup();

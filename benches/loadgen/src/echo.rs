@@ -69,7 +69,7 @@ pub async fn echo(env: &Env, a: &EchoArgs) -> Value {
     let ready = stats::sum(c, |x| &x.ready);
     progress.say(|| format!("echo: {ready}/{} clients ready", a.clients));
 
-    let mut meter = Meter::new(env.server);
+    let mut meter = Meter::new(env.server.clone());
     meter.start();
     env.run.go.send_replace(true);
     // Each client ends within one round trip (bounded by --timeout) after the duration.

@@ -19,6 +19,12 @@
 //! `cross-worker` is the same run; it exists so that its line is labelled as the
 //! multi-worker comparison. Both report `workers` (subscribers per iorelay worker, from
 //! the engine sid) and the publisher's worker when the server is iorelay with workers.
+//!
+//! `cross-node` is the same run over the nodes of a cluster: the publisher connects to
+//! `--port`, subscriber i to `--sub-ports[i mod n]`, and the line adds `nodes` (per
+//! port: subscribers, deliveries, latency) and `cross_node_subscribers` (those not on
+//! the publisher's port). Latency is still from the send timestamp, on the generator's
+//! one clock, so a delivery through another node includes the trip through Redis.
 
 use std::cell::Cell;
 use std::pin::pin;
@@ -32,9 +38,9 @@ use serde_json::{Map, Value, json};
 use tokio::time::MissedTickBehavior;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::cli::FanoutArgs;
-use crate::client::{Conn, PONG, read_error};
-use crate::run::{self, Env, Meter, POLL, Progress, Run, flag, rate, secs, setup};
+use crate::cli::{CrossNodeArgs, FanoutArgs};
+use crate::client::{Conn, PONG, Target, read_error};
+use crate::run::{self, Env, Meter, POLL, Progress, Run, flag, rate, secs, setup, setup_to};
 use crate::shard::ShardCtx;
 use crate::stats::{self, Counters, FailKind, latency_json, now_ns};
 use crate::window::Window;
@@ -52,6 +58,8 @@ struct Fan {
     room: String,
     /// The in-flight window, in max mode only.
     window: Option<Window>,
+    /// `cross-node`: the nodes subscribers spread over (empty: the run's target).
+    nodes: Vec<Target>,
 }
 
 /// The publisher's state, on the main thread with the orchestrator.
@@ -79,6 +87,16 @@ struct Pub {
 
 /// Run `fanout` (or `cross-worker` when `cross`).
 pub async fn fanout(env: &Env, a: &FanoutArgs, cross: bool) -> Value {
+    let scenario = if cross { "cross-worker" } else { "fanout" };
+    fan_out(env, a, scenario, &[]).await
+}
+
+/// Run `cross-node`.
+pub async fn cross_node(env: &Env, a: &CrossNodeArgs) -> Value {
+    fan_out(env, &a.fanout, "cross-node", &a.sub_ports).await
+}
+
+async fn fan_out(env: &Env, a: &FanoutArgs, scenario: &str, sub_ports: &[u16]) -> Value {
     let max = a.max || a.rate <= 0.0;
     let duration = Duration::from_secs_f64(a.duration.max(0.0));
     let limit = a.messages.unwrap_or(if max {
@@ -96,15 +114,22 @@ pub async fn fanout(env: &Env, a: &FanoutArgs, cross: bool) -> Value {
         "payload": a.payload,
         "in_flight": if max { json!(a.in_flight) } else { Value::Null },
         "drain_s": a.drain,
+        "drain_max_s": a.drain_max,
     }));
-    head.insert(
-        "scenario".into(),
-        json!(if cross { "cross-worker" } else { "fanout" }),
-    );
+    if !sub_ports.is_empty() {
+        if let Some(Value::Object(params)) = head.get_mut("params") {
+            params.insert("sub_ports".into(), json!(sub_ports));
+        }
+    }
+    head.insert("scenario".into(), json!(scenario));
     let mut progress = Progress::new(env.quiet);
     let fan = Arc::new(Fan {
         room: env.room.clone(),
         window: max.then(|| Window::new(a.in_flight)),
+        nodes: sub_ports
+            .iter()
+            .map(|p| env.run.target.on_port(*p))
+            .collect(),
     });
 
     env.run.begin_setup();
@@ -113,8 +138,9 @@ pub async fn fanout(env: &Env, a: &FanoutArgs, cross: bool) -> Value {
     for i in 0..a.clients {
         let run = env.run.clone();
         let fan = fan.clone();
+        let node = (!fan.nodes.is_empty()).then(|| i as usize % fan.nodes.len());
         env.shards.spawn(i as usize, move |ctx| {
-            tokio::task::spawn_local(subscriber(run, fan, ctx.clone()));
+            tokio::task::spawn_local(subscriber(run, fan, ctx.clone(), node));
         });
     }
     run::wait_setup(&env.shards, a.clients, "subscribers", &mut progress).await;
@@ -150,7 +176,8 @@ pub async fn fanout(env: &Env, a: &FanoutArgs, cross: bool) -> Value {
         )
     });
 
-    let mut meter = Meter::new(env.server);
+    let mut meter = Meter::new(env.server.clone());
+    let drain_max = a.drain_max.map(Duration::from_secs_f64);
     meter.start();
     let go = Instant::now();
     env.run.go.send_replace(true);
@@ -178,6 +205,9 @@ pub async fn fanout(env: &Env, a: &FanoutArgs, cross: bool) -> Value {
         let answered = st.acked.get() + st.refused.get();
         if d >= st.sent.get() * joined && answered >= st.sent.get() {
             break true;
+        }
+        if drain_max.is_some_and(|m| published.elapsed() >= m) {
+            break false;
         }
         if (d, answered) != last {
             last = (d, answered);
@@ -250,19 +280,71 @@ pub async fn fanout(env: &Env, a: &FanoutArgs, cross: bool) -> Value {
             json!(joined.saturating_sub(same)),
         );
     }
+    if !sub_ports.is_empty() {
+        let hists = env.shards.node_histograms().await;
+        nodes_json(
+            c,
+            sub_ports,
+            env.run.target.addr.port(),
+            sent,
+            &hists,
+            &mut out,
+        );
+    }
     meter.fill(&mut out, delivered);
     meter.fill_rss(&mut out);
     Value::Object(out)
 }
 
-/// One subscriber: set up, then count deliveries until stopped.
-async fn subscriber(run: Arc<Run>, fan: Arc<Fan>, ctx: Rc<ShardCtx>) {
+/// `cross-node`'s own fields: `nodes` (per sub port: subscribers, deliveries, latency),
+/// `publisher_port` and `cross_node_subscribers`.
+fn nodes_json(
+    c: &[Arc<Counters>],
+    ports: &[u16],
+    publisher_port: u16,
+    sent: u64,
+    hists: &[hdrhistogram::Histogram<u64>],
+    out: &mut Map<String, Value>,
+) {
+    let mut nodes = Vec::new();
+    let mut elsewhere = 0;
+    for (i, port) in ports.iter().enumerate() {
+        let joined = stats::sum(c, |x| &x.node_ready[i]);
+        let delivered = stats::sum(c, |x| &x.node_delivered[i]);
+        if *port != publisher_port {
+            elsewhere += joined;
+        }
+        nodes.push(json!({
+            "port": port,
+            "subscribers_joined": joined,
+            "expected": sent * joined,
+            "delivered": delivered,
+            "undelivered": (sent * joined).saturating_sub(delivered),
+            "latency_us": hists.get(i).map_or(Value::Null, latency_json),
+        }));
+    }
+    out.insert("nodes".into(), Value::Array(nodes));
+    out.insert("publisher_port".into(), json!(publisher_port));
+    out.insert("cross_node_subscribers".into(), json!(elsewhere));
+}
+
+/// One subscriber: set up (on node `node` of a cross-node run), then count deliveries
+/// until stopped.
+async fn subscriber(run: Arc<Run>, fan: Arc<Fan>, ctx: Rc<ShardCtx>, node: Option<usize>) {
     let c = &ctx.counters;
-    if let Some(mut conn) = setup(&run, c, None, Some(&fan.room)).await {
+    let target = node.map_or(&run.target, |n| &fan.nodes[n]);
+    if let Some(mut conn) = setup_to(&run, target, c, None, Some(&fan.room)).await {
         if let Some(w) = &fan.window {
             w.add_subscriber();
         }
-        match read_loop(&mut conn, &ctx, fan.window.as_ref(), &run).await {
+        if let Some(n) = node {
+            c.node_ready[n].fetch_add(1, Ordering::Relaxed);
+            let mut hists = ctx.node_hists.borrow_mut();
+            if hists.len() <= n {
+                hists.resize_with(n + 1, stats::histogram);
+            }
+        }
+        match read_loop(&mut conn, &ctx, fan.window.as_ref(), &run, node).await {
             Ok(()) => conn.close().await,
             Err(kind) => {
                 c.fail(kind);
@@ -282,6 +364,7 @@ async fn read_loop(
     ctx: &ShardCtx,
     window: Option<&Window>,
     run: &Run,
+    node: Option<usize>,
 ) -> Result<(), FailKind> {
     let c = &*ctx.counters;
     let mut stop = pin!(flag(run.stop.subscribe()));
@@ -310,9 +393,15 @@ async fn read_loop(
             match wire::timed_fields(event, "msg") {
                 Some((t, seq)) => {
                     let now = now_ns();
-                    ctx.hist
-                        .borrow_mut()
-                        .saturating_record((now.saturating_sub(t) / 1000).max(1));
+                    let us = (now.saturating_sub(t) / 1000).max(1);
+                    ctx.hist.borrow_mut().saturating_record(us);
+                    if let Some(n) = node {
+                        // Sized at setup.
+                        if let Some(h) = ctx.node_hists.borrow_mut().get_mut(n) {
+                            h.saturating_record(us);
+                        }
+                        c.node_delivered[n].fetch_add(1, Ordering::Relaxed);
+                    }
                     c.delivered.fetch_add(1, Ordering::Relaxed);
                     c.last_delivery_ns.store(now, Ordering::Relaxed);
                     match last_seq {

@@ -13,7 +13,7 @@
 //!
 //! Options shared by every scenario (before or after the scenario name): `--host`
 //! (loopback only, default 127.0.0.1), `--port` (3990), `--path` (/socket.io/),
-//! `--label`, `--server-pid`, `--threads` (1), `--concurrency` (100 clients in setup at
+//! `--label`, `--server-pid` (one pid, or several comma-separated), `--threads` (1), `--concurrency` (100 clients in setup at
 //! once), `--timeout` (10 s per setup step, ack or round trip), `--setup-timeout` (60 s
 //! for a whole setup phase), `--read-buffer` (4 KiB per connection), `--room` (bench),
 //! `--quiet`.
@@ -23,19 +23,24 @@
 //! - `connect --clients N [--settle S] [--join]`: open N connections, hold them, read
 //!   the server's RSS after S s, close. Connections/s, KiB and CPU µs per connection.
 //! - `fanout --clients N --rate R|--max --duration S [--messages M] [--payload B]
-//!   [--in-flight K] [--drain S]`: N subscribers `$join` the room, one publisher joins
-//!   it and emits `msg`; deliveries/s, undelivered, latency from the timestamp each
-//!   message carries.
+//!   [--in-flight K] [--drain S] [--drain-max S]`: N subscribers `$join` the room, one
+//!   publisher joins it and emits `msg`; deliveries/s, undelivered, latency from the
+//!   timestamp each message carries.
 //! - `cross-worker`: the same as `fanout`, meant for iorelay with `server.workers = 2`,
 //!   reported with the per-worker spread of subscribers for comparison with `fanout` on
 //!   one worker.
+//! - `cross-node --sub-ports A,B ...` (the `fanout` options): the same across the nodes
+//!   of a cluster (iorelay with `[cluster] adapter = "redis"`, Node socket.io with
+//!   `@socket.io/redis-adapter`): the publisher on `--port`, subscriber i on
+//!   `--sub-ports[i mod n]`; with `--server-pid A,B` the CPU is that of both nodes.
 //! - `echo --clients M --duration S`: each client emits `echo` with an ack in a closed
 //!   loop; round trips/s and their latency.
 //!
 //! Every scenario is bounded in time and in count: setup steps by `--timeout` and each
 //! setup phase by `--setup-timeout`, publishing by `--duration` and `--messages`
 //! (default rate × duration; 10,000,000 in max mode and for echo), the drain by
-//! `--drain` s without progress, the close by 10 s.
+//! `--drain` s without progress (and by `--drain-max` s in all, if given), the close by
+//! 10 s.
 //!
 //! # The in-flight rule (fan-out max mode)
 //!
@@ -64,16 +69,18 @@
 //! # Server CPU and memory
 //!
 //! With `--server-pid`, the server is that pid and all its descendants (an iorelay master
-//! and its workers), walked through `/proc/*/stat` at each sample. CPU is
-//! `utime + stime + cutime + cstime` of `/proc/<pid>/stat` (clock ticks, converted with
-//! `sysconf(_SC_CLK_TCK)`; 10 ms resolution), read before and after the measured phase.
+//! and its workers), or every given pid and their descendants summed, walked through
+//! `/proc/*/stat` at each sample. CPU is `utime + stime + cutime + cstime` of
+//! `/proc/<pid>/stat` (clock ticks, converted with `sysconf(_SC_CLK_TCK)`; 10 ms
+//! resolution), read before and after the measured phase.
 //! RSS is the sum of `VmRSS` from `/proc/<pid>/status`. Without `--server-pid` these
-//! fields are null.
+//! fields are null; so are they when one of several pids is gone by a sample.
 //!
 //! # The JSON line
 //!
-//! Every line: `scenario`, `label`, `tool` (name and version), `server_pid`, `params`
-//! (every option in force), `wall_s` (the measured phase), `failures` (total),
+//! Every line: `scenario`, `label`, `tool` (name and version), `server_pid` (the first),
+//! `server_pids` (all), `params` (every option in force), `wall_s` (the measured phase),
+//! `failures` (total),
 //! `failure_kinds` (by kind: tcp, handshake, open, namespace, join, timeout, closed,
 //! refused, protocol; only non-zero kinds), `joins_acked`, `joins_failed`, `workers`
 //! (clients per iorelay worker index from the engine sid, null for other servers),
@@ -92,6 +99,10 @@
 //!   `sent_per_s`, `delivered_per_s` (first send to last delivery), `publisher_worker`,
 //!   `cross_worker_subscribers` (subscribers on another worker than the publisher's),
 //!   `server_rss_kib_before`/`_after` (around the phase); unit = delivery.
+//! - `cross-node`: the `fanout` fields, and `nodes` (per sub port: `port`,
+//!   `subscribers_joined`, `expected`, `delivered`, `undelivered`, `latency_us`),
+//!   `publisher_port`, `cross_node_subscribers` (joined on another port than the
+//!   publisher's).
 //! - `echo`: `setup_s`, `clients_ready`, `round_trips`, `refused`, `round_trips_per_s`,
 //!   `server_rss_kib_before`/`_after`; unit = round trip.
 //!
@@ -143,15 +154,16 @@ fn main() -> ExitCode {
     // Fix the clock's epoch before any message is stamped.
     let _ = stats::now_ns();
     let nofile = system::raise_nofile_limit();
-    let server = match c.server_pid {
-        Some(pid) => match system::Server::new(pid) {
-            Some(s) => Some(s),
-            None => {
+    let server = if c.server_pid.is_empty() {
+        None
+    } else {
+        match system::Server::new(&c.server_pid) {
+            Ok(s) => Some(s),
+            Err(pid) => {
                 eprintln!("iorelay-load: no process {pid} (--server-pid)");
                 return ExitCode::from(2);
             }
-        },
-        None => None,
+        }
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -184,6 +196,7 @@ fn main() -> ExitCode {
             Scenario::Connect(a) => connect::connect(&env, a).await,
             Scenario::Fanout(a) => fanout::fanout(&env, a, false).await,
             Scenario::CrossWorker(a) => fanout::fanout(&env, a, true).await,
+            Scenario::CrossNode(a) => fanout::cross_node(&env, a).await,
             Scenario::Echo(a) => echo::echo(&env, a).await,
         };
         env.shards.stop();
@@ -208,13 +221,16 @@ fn head(cli: &Cli, nofile: u64) -> Map<String, Value> {
         Scenario::Connect(_) => "connect",
         Scenario::Fanout(_) => "fanout",
         Scenario::CrossWorker(_) => "cross-worker",
+        Scenario::CrossNode(_) => "cross-node",
         Scenario::Echo(_) => "echo",
     };
     let value = json!({
         "scenario": scenario,
         "label": c.label,
         "tool": concat!("iorelay-load ", env!("CARGO_PKG_VERSION")),
-        "server_pid": c.server_pid,
+        // The first pid, as before there could be several; every one in `server_pids`.
+        "server_pid": c.server_pid.first(),
+        "server_pids": c.server_pid,
         "params": {
             "host": c.host.to_string(),
             "port": c.port,

@@ -94,6 +94,17 @@ pub async fn setup(
     hist: Option<&std::cell::RefCell<hdrhistogram::Histogram<u64>>>,
     room: Option<&str>,
 ) -> Option<Conn> {
+    setup_to(run, &run.target, counters, hist, room).await
+}
+
+/// [`setup`] against `target` instead of the run's (another node of a cluster).
+pub async fn setup_to(
+    run: &Run,
+    target: &Target,
+    counters: &Counters,
+    hist: Option<&std::cell::RefCell<hdrhistogram::Histogram<u64>>>,
+    room: Option<&str>,
+) -> Option<Conn> {
     let outcome = async {
         // Waiting for a permit counts against the phase only.
         let _permit = tokio::time::timeout_at(
@@ -111,7 +122,7 @@ pub async fn setup(
         // The semaphore is never closed.
         .map_err(|_| FailKind::Timeout)?;
         let started = Instant::now();
-        let mut conn = bounded(run.step_deadline(), Conn::open(&run.target)).await?;
+        let mut conn = bounded(run.step_deadline(), Conn::open(target)).await?;
         if let Some(room) = room {
             match bounded(run.step_deadline(), conn.join(room)).await {
                 Ok(()) => {

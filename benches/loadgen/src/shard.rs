@@ -25,6 +25,8 @@ pub struct ShardCtx {
     pub counters: Arc<Counters>,
     /// This shard's latency histogram (µs); only this thread touches it.
     pub hist: RefCell<Histogram<u64>>,
+    /// `cross-node`: latency histograms per node, grown on first use.
+    pub node_hists: RefCell<Vec<Histogram<u64>>>,
 }
 
 /// Work for a shard: runs on the shard's thread, inside its `LocalSet`, and usually
@@ -45,6 +47,7 @@ fn ctx() -> Rc<ShardCtx> {
     Rc::new(ShardCtx {
         counters: Arc::new(Counters::default()),
         hist: RefCell::new(stats::histogram()),
+        node_hists: RefCell::new(Vec::new()),
     })
 }
 
@@ -128,6 +131,29 @@ impl Shards {
                 if let Ok(h) = rx.await {
                     // Same bounds everywhere, so adding cannot fail.
                     let _ = all.add(&h);
+                }
+            }
+        }
+        all
+    }
+
+    /// All shards' per-node latency histograms merged, index by index.
+    pub async fn node_histograms(&self) -> Vec<Histogram<u64>> {
+        let mut all = self.local.node_hists.borrow().clone();
+        for (tx, _) in &self.remote {
+            let (back, rx) = oneshot::channel();
+            let job: Job = Box::new(move |ctx: &Rc<ShardCtx>| {
+                let _ = back.send(ctx.node_hists.borrow().clone());
+            });
+            if tx.send(job).is_ok() {
+                if let Ok(hs) = rx.await {
+                    for (i, h) in hs.iter().enumerate() {
+                        if i < all.len() {
+                            let _ = all[i].add(h);
+                        } else {
+                            all.push(h.clone());
+                        }
+                    }
                 }
             }
         }

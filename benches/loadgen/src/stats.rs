@@ -102,7 +102,14 @@ pub struct Counters {
     pub failures: [AtomicU64; 9],
     /// Clients per iorelay worker, from the engine sid (see `wire::sid_worker`).
     pub workers: [AtomicU64; 64],
+    /// `cross-node`: subscribers ready, per node (index into `--sub-ports`).
+    pub node_ready: [AtomicU64; MAX_NODES],
+    /// `cross-node`: deliveries, per node.
+    pub node_delivered: [AtomicU64; MAX_NODES],
 }
+
+/// Most nodes `cross-node` spreads subscribers over (`--sub-ports`).
+pub const MAX_NODES: usize = 8;
 
 impl Default for Counters {
     fn default() -> Self {
@@ -120,6 +127,8 @@ impl Default for Counters {
             last_delivery_ns: AtomicU64::new(0),
             failures: std::array::from_fn(|_| AtomicU64::new(0)),
             workers: std::array::from_fn(|_| AtomicU64::new(0)),
+            node_ready: std::array::from_fn(|_| AtomicU64::new(0)),
+            node_delivered: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 }

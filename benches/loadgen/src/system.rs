@@ -2,9 +2,10 @@
 //! resident memory from `/proc`, its own CPU time, and the open-file limit it raises.
 //! The only module with `unsafe` (three libc calls, each with its `SAFETY:` line).
 //!
-//! The server is a process tree (iorelay's master and its workers, a Node cluster, …):
-//! every figure is summed over `--server-pid` and all its descendants, found by walking
-//! the parent ids of `/proc/*/stat` at each sample.
+//! The server is a process tree (iorelay's master and its workers, a Node cluster, …), or
+//! several (the nodes of a cluster, `--server-pid A,B`): every figure is summed over each
+//! `--server-pid` and all its descendants, found by walking the parent ids of
+//! `/proc/*/stat` at each sample.
 //!
 //! - CPU: `utime + stime + cutime + cstime` (fields 14–17 of `/proc/<pid>/stat`, in clock
 //!   ticks, converted with `sysconf(_SC_CLK_TCK)`). The children's fields keep the sum
@@ -13,13 +14,13 @@
 //! - Memory: `VmRSS` of `/proc/<pid>/status`, in KiB. Shared pages are counted once per
 //!   process, as `ps` does.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 
-/// The server process tree, sampled on demand.
-#[derive(Debug, Clone, Copy)]
+/// The server process trees, sampled on demand.
+#[derive(Debug, Clone)]
 pub struct Server {
-    pid: u32,
+    pids: Vec<u32>,
 }
 
 /// One sample of the server tree.
@@ -34,18 +35,20 @@ pub struct Sample {
 }
 
 impl Server {
-    /// The tree rooted at `pid`; `None` when no such process is visible.
-    pub fn new(pid: u32) -> Option<Server> {
-        fs::metadata(format!("/proc/{pid}/stat")).ok()?;
-        Some(Server { pid })
+    /// The trees rooted at `pids`; `Err` with the first pid that is not visible.
+    pub fn new(pids: &[u32]) -> Result<Server, u32> {
+        for &pid in pids {
+            fs::metadata(format!("/proc/{pid}/stat")).map_err(|_| pid)?;
+        }
+        Ok(Server {
+            pids: pids.to_vec(),
+        })
     }
 
-    /// CPU and memory of the whole tree now; `None` once the root is gone.
+    /// CPU and memory of the whole trees now; `None` once any root is gone (a sum
+    /// without one of them would be no figure at all).
     pub fn sample(&self) -> Option<Sample> {
-        let tree = tree(self.pid);
-        if tree.is_empty() {
-            return None;
-        }
+        let tree = trees(&self.pids)?;
         let tck = clock_ticks();
         let mut ticks = 0u64;
         let mut rss_kib = 0u64;
@@ -83,10 +86,11 @@ fn vm_rss_kib(status: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// `root` and every process descending from it (empty when `root` does not exist).
-fn tree(root: u32) -> Vec<u32> {
+/// Every root and every process descending from one, each once; `None` when a root
+/// does not exist.
+fn trees(roots: &[u32]) -> Option<Vec<u32>> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    let mut root_seen = false;
+    let mut seen = HashSet::new();
     if let Ok(dir) = fs::read_dir("/proc") {
         for entry in dir.flatten() {
             let Some(pid) = entry
@@ -96,7 +100,9 @@ fn tree(root: u32) -> Vec<u32> {
             else {
                 continue;
             };
-            root_seen |= pid == root;
+            if roots.contains(&pid) {
+                seen.insert(pid);
+            }
             let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
                 continue;
             };
@@ -107,18 +113,22 @@ fn tree(root: u32) -> Vec<u32> {
             }
         }
     }
-    if !root_seen {
-        return Vec::new();
+    if roots.iter().any(|r| !seen.contains(r)) {
+        return None;
     }
-    let mut out = vec![root];
-    let mut i = 0;
-    while i < out.len() {
-        if let Some(kids) = children.get(&out[i]) {
-            out.extend(kids.iter().copied());
+    // A root may be given twice or descend from another: count each process once.
+    let mut included = HashSet::new();
+    let mut out = Vec::new();
+    let mut queue: Vec<u32> = roots.to_vec();
+    while let Some(pid) = queue.pop() {
+        if included.insert(pid) {
+            out.push(pid);
+            if let Some(kids) = children.get(&pid) {
+                queue.extend(kids.iter().copied());
+            }
         }
-        i += 1;
     }
-    out
+    Some(out)
 }
 
 /// Clock ticks per second for `/proc/<pid>/stat` times.
@@ -188,11 +198,17 @@ mod tests {
 
     #[test]
     fn samples_this_process() {
-        let me = Server::new(std::process::id()).unwrap();
+        let me = Server::new(&[std::process::id()]).unwrap();
         let s = me.sample().unwrap();
         assert!(s.rss_kib > 0);
         assert!(s.processes >= 1);
-        assert!(Server::new(u32::MAX).is_none());
+        // The same tree twice counts once.
+        let twice = Server::new(&[std::process::id(), std::process::id()]).unwrap();
+        assert_eq!(twice.sample().unwrap().processes, s.processes);
+        assert_eq!(
+            Server::new(&[std::process::id(), u32::MAX]).err(),
+            Some(u32::MAX)
+        );
     }
 
     #[test]
