@@ -66,6 +66,39 @@ pub fn client(config: &ClusterConfig) -> Result<redis::Client, Error> {
     redis::Client::open(info).map_err(Error::Url)
 }
 
+/// Most bytes of messages waiting in one queue (to be published, or read and waiting for
+/// the gateway); past it, messages are dropped and counted, so that a flood from Redis or
+/// an outage cannot grow memory without bound.
+const QUEUE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The bytes waiting in one queue.
+#[derive(Debug, Clone, Default)]
+pub struct Budget(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Budget {
+    /// Hold `n` more bytes, unless that would pass [`QUEUE_BYTES`].
+    pub fn hold(&self, n: usize) -> Option<Held> {
+        use std::sync::atomic::Ordering;
+        let before = self.0.fetch_add(n, Ordering::AcqRel);
+        if before + n > QUEUE_BYTES {
+            self.0.fetch_sub(n, Ordering::AcqRel);
+            return None;
+        }
+        Some(Held(self.0.clone(), n))
+    }
+}
+
+/// Bytes held in a queue, given back when dropped.
+#[derive(Debug)]
+pub struct Held(std::sync::Arc<std::sync::atomic::AtomicUsize>, usize);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0
+            .fetch_sub(self.1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// A message for one channel.
 #[derive(Debug)]
 pub struct Outgoing {
@@ -73,6 +106,8 @@ pub struct Outgoing {
     pub channel: String,
     /// The payload.
     pub payload: Vec<u8>,
+    /// Its bytes in the queue.
+    _held: Held,
 }
 
 /// A connection for commands that is made on first use and again after a failure.
@@ -95,6 +130,7 @@ fn manager_config() -> ConnectionManagerConfig {
 #[derive(Debug, Clone)]
 pub struct Publisher {
     queue: mpsc::Sender<Outgoing>,
+    budget: Budget,
     meters: Meters,
 }
 
@@ -105,12 +141,24 @@ impl Publisher {
         let conn = lazy_connection(client)?;
         let (queue, rx) = mpsc::channel(PUBLISH_QUEUE);
         tokio::spawn(publish_loop(conn, rx, meters.clone()));
-        Ok(Publisher { queue, meters })
+        Ok(Publisher {
+            queue,
+            budget: Budget::default(),
+            meters,
+        })
     }
 
     /// Queue `payload` for `channel`; dropped (and counted) when the queue is full.
     pub fn send(&self, channel: String, payload: Vec<u8>) {
-        if self.queue.try_send(Outgoing { channel, payload }).is_err() {
+        let queued = self
+            .budget
+            .hold(channel.len() + payload.len())
+            .map(|held| Outgoing {
+                channel,
+                payload,
+                _held: held,
+            });
+        if queued.is_none_or(|msg| self.queue.try_send(msg).is_err()) {
             self.meters
                 .dropped
                 .with_label_values(&["publish_queue"])
@@ -167,6 +215,8 @@ pub struct Incoming {
     pub channel: String,
     /// Its payload.
     pub payload: Vec<u8>,
+    /// Its bytes in the queue.
+    _held: Held,
 }
 
 /// Subscribe to what `wanted` says (following its changes) and hand every message of at
@@ -192,6 +242,7 @@ async fn subscribe_loop(
 ) {
     let mut backoff = BACKOFF_MIN;
     let mut attempt = 0u64;
+    let budget = Budget::default();
     loop {
         if tx.is_closed() {
             return;
@@ -201,7 +252,7 @@ async fn subscribe_loop(
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
         attempt += 1;
-        let why = match session(&client, &mut wanted, max, &tx, &meters).await {
+        let why = match session(&client, &mut wanted, max, &tx, &meters, &budget).await {
             Ok(()) => return,
             Err(why) => why,
         };
@@ -225,6 +276,7 @@ async fn session(
     max: usize,
     tx: &mpsc::Sender<Incoming>,
     meters: &Meters,
+    budget: &Budget,
 ) -> Result<(), String> {
     let pubsub = tokio::time::timeout(COMMAND_TIMEOUT, client.get_async_pubsub())
         .await
@@ -257,9 +309,14 @@ async fn session(
                 meters.received.inc();
                 // Traffic shows the connection alive: the next ping waits a full period.
                 ping.reset();
+                let Some(held) = budget.hold(payload.len()) else {
+                    meters.dropped.with_label_values(&["receive_queue"]).inc();
+                    continue;
+                };
                 let incoming = Incoming {
                     channel: msg.get_channel_name().to_owned(),
                     payload: payload.to_vec(),
+                    _held: held,
                 };
                 match tx.try_send(incoming) {
                     Ok(()) => {}
@@ -334,4 +391,21 @@ pub async fn subscribers(conn: &mut ConnectionManager, channel: &str) -> redis::
         .query_async(conn)
         .await?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_holds_at_most_its_bytes_and_gets_them_back() {
+        let budget = Budget::default();
+        let a = budget.hold(QUEUE_BYTES - 10).unwrap();
+        assert!(budget.hold(11).is_none());
+        let b = budget.hold(10).unwrap();
+        assert!(budget.hold(1).is_none());
+        drop(a);
+        drop(b);
+        assert!(budget.hold(QUEUE_BYTES).is_some());
+    }
 }
