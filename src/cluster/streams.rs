@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use super::format::Bad;
 use super::message::{Entry, Message};
 use super::meters::Meters;
-use super::redis::{Error, lazy_connection};
+use super::redis::{Budget, Error, Held, lazy_connection};
 
 /// Most entries waiting to be written; more are dropped and counted.
 const WRITE_QUEUE: usize = 16_384;
@@ -79,7 +79,8 @@ pub fn start_at(last: Option<Id>, top: Option<Id>) -> Id {
 /// Writes entries to the stream in the order given, without making the caller wait.
 #[derive(Debug, Clone)]
 pub struct Writer {
-    queue: mpsc::Sender<Entry>,
+    queue: mpsc::Sender<(Entry, Held)>,
+    budget: Budget,
     meters: Meters,
 }
 
@@ -100,12 +101,18 @@ impl Writer {
             queue: queue.downgrade(),
         };
         tokio::spawn(writing.run(conn, rx));
-        Ok(Writer { queue, meters })
+        Ok(Writer {
+            queue,
+            budget: Budget::default(),
+            meters,
+        })
     }
 
-    /// Queue `entry`; dropped (and counted) when the queue is full.
+    /// Queue `entry`; dropped (and counted) when the queue is full (in entries or bytes).
     pub fn send(&self, entry: Entry) {
-        if self.queue.try_send(entry).is_err() {
+        let bytes = entry.0.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let queued = self.budget.hold(bytes).map(|held| (entry, held));
+        if queued.is_none_or(|item| self.queue.try_send(item).is_err()) {
             self.meters
                 .dropped
                 .with_label_values(&["publish_queue"])
@@ -119,16 +126,16 @@ struct Writing {
     max_len: u64,
     meters: Meters,
     /// The queue's sender, to tell how much waits behind a failing batch.
-    queue: mpsc::WeakSender<Entry>,
+    queue: mpsc::WeakSender<(Entry, Held)>,
 }
 
 impl Writing {
-    async fn run(self, mut conn: ConnectionManager, mut rx: mpsc::Receiver<Entry>) {
+    async fn run(self, mut conn: ConnectionManager, mut rx: mpsc::Receiver<(Entry, Held)>) {
         let mut batch = Vec::with_capacity(WRITE_BATCH);
         while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
             let mut pipe = redis::pipe();
             pipe.atomic();
-            for entry in &batch {
+            for (entry, _) in &batch {
                 pipe.cmd("XADD")
                     .arg(&self.stream)
                     .arg("MAXLEN")
