@@ -1,5 +1,7 @@
-//! A message read from the cluster's Redis (`cluster::format`): msgpack or JSON, read as a
-//! broadcast and as a request the way the gateway does. No input panics; the nesting is
+//! A message read from the cluster's Redis: msgpack or JSON, read as a broadcast and as a
+//! request of the pub/sub adapter (`cluster::format`) and as a message of the streams
+//! adapter, from pub/sub and as a stream entry whose four fields are the input split at
+//! 0xff bytes (`cluster::message`), the way the gateway does. No input panics; the nesting is
 //! bounded; and an event that is read back out of a broadcast encodes again (its
 //! placeholders filled with its binaries) and reads back to the same event (unless the
 //! message held a map that looks like a placeholder: socket.io's own format cannot tell
@@ -8,10 +10,22 @@
 #![no_main]
 
 use iorelay_fuzz::cluster::format;
+use iorelay_fuzz::cluster::message::Message;
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
 
 fuzz_target!(|data: &[u8]| {
+    if let Ok(m) = Message::from_ephemeral(data) {
+        let _ = m.inbound();
+    }
+    let fields: Vec<&[u8]> = data.splitn(4, |b| *b == 0xff).collect();
+    let field = |name: &str| {
+        let i = ["uid", "nsp", "type", "data"].iter().position(|f| *f == name)?;
+        fields.get(i).copied()
+    };
+    if let Ok(m) = Message::from_entry(field) {
+        let _ = m.inbound();
+    }
     let Ok(value) = format::decode(data) else {
         return;
     };

@@ -7,7 +7,7 @@
 //! packet layer import nothing else from the crate; the worker bus codec only the engine's
 //! `Frame`; the config tree only the parsers it validates with), so the modules are mounted
 //! here at the same paths as in the daemon (`crate::socketio`, `crate::engine::{packet,
-//! payload, origin, proxy}`, `crate::adapter::wire`, `crate::cluster::format`, `crate::config`, `crate::api::tokens`, `crate::http::host`),
+//! payload, origin, proxy}`, `crate::adapter::wire`, `crate::cluster::{answer, format, message}`, `crate::config`, `crate::api::tokens`, `crate::http::host`),
 //! and only their few dependencies are built. If one of these files moves, or starts to
 //! import more of the crate, this is the one place to follow it.
 
