@@ -335,6 +335,13 @@ describe("demo page in a real browser (Debian chromium, two tabs)", () => {
     for (const tab of [ann, bob]) {
       await waitForText(tab, tab.page.getByRole("status"), "New session · 2 people here", "the status");
       await waitForText(tab, tab.page.getByText(/^Here: /), "Here: ann, bob", "the member list");
+      // The count and the list may come from the other tab's presence before this tab's
+      // own $join is answered: wait for that answer's line too.
+      const joined = tab.page
+        .locator("#log li.info")
+        .filter({ hasText: `You joined #${ROOM} (` })
+        .nth(1);
+      await joined.waitFor({ state: "visible", timeout: WAIT_MS });
       const lines = await linesFrom(tab, from[tab.name]);
       assert.match(lines[0], /^Connection lost \(transport (close|error)\); reconnecting…$/, JSON.stringify(lines));
       assert.equal(lines.filter((l) => l.startsWith(`You joined #${ROOM} (`)).length, 1, JSON.stringify(lines));
