@@ -243,7 +243,7 @@ pub struct Published<'a> {
     /// Members of any of these rooms; empty: every socket of the namespace.
     pub rooms: &'a [Arc<str>],
     /// Not these sockets.
-    pub except: &'a [Arc<str>],
+    pub except: &'a [&'a str],
 }
 
 /// Where a process's events go to reach the other nodes of a cluster.

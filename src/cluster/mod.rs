@@ -145,9 +145,8 @@ impl Publish for Outbound {
             }
         };
         let rooms: Vec<&str> = event.rooms.iter().map(|r| &**r).collect();
-        let except: Vec<&str> = event.except.iter().map(|r| &**r).collect();
         let channels = format::Channels::of(&self.key, nsp);
         self.dialect
-            .broadcast(&self.uid, nsp, &channels, &data, &rooms, &except);
+            .broadcast(&self.uid, nsp, &channels, &data, &rooms, event.except);
     }
 }

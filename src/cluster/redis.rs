@@ -25,11 +25,11 @@ const PUBLISH_BATCH: usize = 256;
 /// counted.
 const RECEIVE_QUEUE: usize = 16_384;
 /// How long connecting (or one command) may take.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a subscription may go without traffic before it is checked with a PING.
 const PING_EVERY: Duration = Duration::from_secs(5);
 /// The first and the longest pause between reconnection attempts.
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Why the cluster could not be set up.

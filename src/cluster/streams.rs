@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use super::format::Bad;
 use super::message::{Entry, Message};
 use super::meters::Meters;
-use super::redis::{Budget, Error, Held, lazy_connection};
+use super::redis::{BACKOFF_MIN, Budget, COMMAND_TIMEOUT, Error, Held, lazy_connection};
 
 /// Most entries waiting to be written; more are dropped and counted.
 const WRITE_QUEUE: usize = 16_384;
@@ -38,10 +38,8 @@ const WRITE_QUEUE: usize = 16_384;
 const WRITE_BATCH: usize = 256;
 /// Most entries read and waiting for the gateway (the reader then waits).
 const READ_QUEUE: usize = 1024;
-/// How long connecting (or one command besides the blocking read) may take.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
-/// The first and the longest pause between attempts.
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// The longest pause between attempts (the first is the subscription's): short, so that
+/// held entries go out soon after Redis is back.
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// A stream entry's id: milliseconds and a sequence number.

@@ -187,7 +187,7 @@ fn route(
     if let Some(rooms) = &rooms {
         // Other nodes of a cluster get it as it is delivered here, without an offset
         // (each node's clients get their own).
-        let except = [socket.id().clone()];
+        let except = [&**socket.id()];
         relay.bus.publish(
             &socket.nsp,
             &Published {

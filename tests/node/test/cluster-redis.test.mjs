@@ -12,10 +12,9 @@ import { createClient } from "redis";
 import { Server } from "socket.io";
 import { createAdapter } from "@socket.io/redis-adapter";
 import { Emitter } from "@socket.io/redis-emitter";
-import { io as connectClient } from "socket.io-client";
 import { startDaemon, stopDaemon, withLogs, waitForMetric } from "../lib/admin.mjs";
 import { startRedis } from "../lib/redis.mjs";
-import { attachInbox, connected, join, freshRoom } from "../lib/clients.mjs";
+import { openClient, connected, join, freshRoom } from "../lib/clients.mjs";
 import { TEST_TOKEN } from "../lib/spawn.mjs";
 
 const WAIT_MS = 5000;
@@ -78,9 +77,7 @@ async function redisClient() {
 }
 
 function client(url, opts = {}) {
-  const socket = attachInbox(connectClient(url, { forceNew: true, reconnection: false, transports: ["websocket"], ...opts }));
-  sockets.push(socket);
-  return socket;
+  return openClient(url, sockets, { transports: ["websocket"], ...opts });
 }
 
 /** A Node socket.io server with the Redis adapter, on 127.0.0.1:0. */
