@@ -12,6 +12,7 @@ import { createClient } from "redis";
 import { Server } from "socket.io";
 import { createAdapter } from "@socket.io/redis-adapter";
 import { Emitter } from "@socket.io/redis-emitter";
+import { encode } from "notepack.io";
 import { startDaemon, stopDaemon, withLogs, waitForMetric } from "../lib/admin.mjs";
 import { startRedis } from "../lib/redis.mjs";
 import { openClient, connected, join, freshRoom } from "../lib/clients.mjs";
@@ -160,6 +161,30 @@ describe("cluster: @socket.io/redis-emitter into iorelay", () => {
     emitter.emit("after-direct", 1);
     await outside.inbox.next("after-direct");
     assert.deepEqual(outside.inbox.all("to-one"), []);
+  }));
+});
+
+describe("cluster: hostile messages on Redis", () => {
+  it("garbage, a reserved event name and a nested bomb are dropped and counted; the honest emit after them arrives", logs(async () => {
+    await startNode();
+    const room = freshRoom("hostile");
+    const honest = client(daemon.url);
+    await connected(honest);
+    await join(honest, room);
+    const pub = await redisClient();
+    const channel = `socket.io#/#${room}#`;
+    // Not msgpack; a packet that is not an event; a reserved event name; 5,000 nested lists.
+    await pub.publish(channel, Buffer.from([0xc1, 0xff, 0x00]));
+    await pub.publish(channel, encode(["evil", { type: 0, data: {}, nsp: "/" }, { rooms: [room], except: [] }]));
+    await pub.publish(channel, encode(["evil", { type: 2, data: ["disconnect"], nsp: "/" }, { rooms: [room], except: [] }]));
+    await pub.publish(channel, Buffer.concat([Buffer.from([0x93, 0xa4]), Buffer.from("evil"), Buffer.alloc(5000, 0x91), Buffer.from([0xc0])]));
+    await pub.publish("socket.io-request#/#", Buffer.from('{"type":2,"uid":"evil","opts":{"rooms":"not a list"}}'));
+    await waitForMetric(daemon, "iorelay_cluster_dropped_total", { reason: "malformed" }, (v) => v >= 5, WAIT_MS, "malformed messages counted");
+    const emitter = new Emitter(pub);
+    emitter.to(room).emit("honest", 1);
+    assert.deepEqual(await honest.inbox.next("honest"), [1]);
+    assert.ok(honest.connected, "the honest client is still connected");
+    assert.deepEqual(honest.inbox.names().filter((n) => n !== "honest"), []);
   }));
 });
 
