@@ -244,6 +244,9 @@ pub struct Published<'a> {
     pub rooms: &'a [Arc<str>],
     /// Not these sockets.
     pub except: &'a [&'a str],
+    /// Its stamp on this host, when it has one (namespaces with `recovery` or
+    /// `history`).
+    pub stamp: Option<crate::relay::history::EventId>,
 }
 
 /// Where a process's events go to reach the other nodes of a cluster.

@@ -111,6 +111,10 @@ pub struct Relayed {
     pub rooms: Vec<String>,
     /// Not the members of these rooms, nor the sockets with these ids.
     pub except: Vec<String>,
+    /// Its stream entry's id `(ms, seq)` (the streams adapter): its stamp on every
+    /// process of the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<(u64, u64)>,
 }
 
 /// What a backend asks of the daemon.

@@ -83,15 +83,16 @@ impl Dialect {
         }
     }
 
-    /// Send a broadcast of node `uid`: the event `data` to `rooms` but `except`.
+    /// Send a broadcast of node `uid`: the event `data` to `rooms` but `except`; the
+    /// stream's entry carries the event's `stamp` on this host.
     pub fn broadcast(
         &self,
         uid: &str,
         nsp: &str,
         c: &Channels,
         data: &Value,
-        rooms: &[&str],
-        except: &[&str],
+        (rooms, except): (&[&str], &[&str]),
+        stamp: Option<crate::relay::history::EventId>,
     ) {
         match self {
             Dialect::PubSub(publisher) => {
@@ -99,7 +100,14 @@ impl Dialect {
                 publisher.send(c.broadcast_to(rooms), payload);
             }
             Dialect::Streams(writer) => {
-                writer.send(Entry::broadcast(uid, nsp, data, rooms, except));
+                let mut entry = Entry::broadcast(uid, nsp, data, rooms, except);
+                if let Some(stamp) = stamp {
+                    entry.0.push((
+                        super::sessions::STAMP_FIELD,
+                        super::sessions::stamp_text(stamp),
+                    ));
+                }
+                writer.send(entry);
             }
         }
     }

@@ -131,7 +131,7 @@ impl Gateway {
         while let Some(msg) = rx.recv().await {
             if self.dialect.is_streams() {
                 match Message::from_ephemeral(&msg.payload) {
-                    Ok(m) => self.message(m).await,
+                    Ok(m) => self.message(m, None).await,
                     Err(err) => self.malformed("message", &err),
                 }
                 continue;
@@ -165,10 +165,13 @@ impl Gateway {
     }
 
     /// The stream's entries, one after the other.
-    async fn run_stream(self: Arc<Self>, mut rx: mpsc::Receiver<Result<Message, format::Bad>>) {
-        while let Some(entry) = rx.recv().await {
+    async fn run_stream(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<(streams::Id, Result<Message, format::Bad>)>,
+    ) {
+        while let Some((id, entry)) = rx.recv().await {
             match entry {
-                Ok(m) => self.message(m).await,
+                Ok(m) => self.message(m, Some(id)).await,
                 Err(err) => self.malformed("stream entry", &err),
             }
         }
@@ -177,7 +180,7 @@ impl Gateway {
     /// A message of the streams dialect, done before the next one of its source (the
     /// stream, or the pub/sub channels) is read: in order, and never more at once than
     /// the two sources.
-    async fn message(&self, m: Message) {
+    async fn message(&self, m: Message, entry: Option<streams::Id>) {
         if m.uid == self.uid {
             return;
         }
@@ -188,7 +191,7 @@ impl Gateway {
             Err(err) => self.malformed("message", &err),
             Ok(Inbound::Answer(json)) => self.pending.answer_json(json),
             Ok(Inbound::Ignored) => {}
-            Ok(Inbound::Broadcast(b)) => self.deliver(&m.nsp, b).await,
+            Ok(Inbound::Broadcast(b)) => self.deliver(&m.nsp, b, entry).await,
             Ok(Inbound::Request(req)) => self.act(&m.nsp, &channels, req).await,
         }
     }
@@ -200,12 +203,14 @@ impl Gateway {
 
     async fn broadcast(&self, nsp: &str, payload: &[u8]) {
         match format::decode(payload).and_then(|v| format::broadcast(&v)) {
-            Ok(b) => self.deliver(nsp, b).await,
+            Ok(b) => self.deliver(nsp, b, None).await,
             Err(err) => self.malformed("broadcast", &err),
         }
     }
 
-    async fn deliver(&self, nsp: &str, b: Broadcast) {
+    /// Deliver `b` to the host's sockets; `entry`, its stream entry's id, is its stamp
+    /// there (see [`remote`](crate::relay::recovery::remote)).
+    async fn deliver(&self, nsp: &str, b: Broadcast, entry: Option<streams::Id>) {
         if b.uid == self.uid || b.local {
             return;
         }
@@ -218,7 +223,8 @@ impl Gateway {
                 &format::Bad::Shape("a namespace not its channel's"),
             );
         }
-        let relayed = relayed(nsp, b.event, b.to);
+        let mut relayed = relayed(nsp, b.event, b.to);
+        relayed.entry = entry.map(|id| (id.0, id.1));
         let reply = self.control.call(Call::Relay(relayed)).await;
         if reply.status != 200 {
             tracing::warn!(namespace = nsp, error = %reply.body["error"], "cluster: a broadcast from another node was refused");
@@ -479,7 +485,7 @@ impl Gateway {
         let except: Vec<&str> = emit.except.iter().map(String::as_str).collect();
         let nsp = &emit.namespace;
         self.dialect
-            .broadcast(&self.uid, nsp, &c, &data, &rooms, &except);
+            .broadcast(&self.uid, nsp, &c, &data, (&rooms, &except), None);
     }
 }
 
@@ -495,6 +501,7 @@ fn relayed(nsp: &str, event: format::Event, to: Selection) -> Relayed {
             .collect(),
         rooms: to.rooms,
         except: to.except,
+        entry: None,
     }
 }
 

@@ -38,6 +38,7 @@ pub mod gateway;
 pub mod message;
 pub mod meters;
 pub mod redis;
+pub mod sessions;
 pub mod streams;
 
 use std::sync::Arc;
@@ -110,6 +111,26 @@ pub fn publish_from(
     Ok(())
 }
 
+/// Keep the sessions of `relay`'s namespaces with `recovery` in the cluster, if
+/// `config`'s adapter is the streams one (see [`sessions`]), so that their clients can
+/// come back on any node.
+pub fn keep_sessions(
+    relay: &Arc<crate::relay::shared::Shared>,
+    config: &crate::config::Config,
+    node: &NodeId,
+    meters: &Meters,
+) -> Result<(), redis::Error> {
+    if config.cluster.adapter != crate::config::cluster::AdapterKind::RedisStreams {
+        return Ok(());
+    }
+    let store = sessions::Sessions::start(&config.cluster, node.0.clone(), meters.clone())?;
+    relay.recovery.set_remote(Arc::new(store));
+    tokio::spawn(crate::relay::recovery::sessions::keep_live(Arc::downgrade(
+        relay,
+    )));
+    Ok(())
+}
+
 /// What a process publishes for its clients' events: a broadcast from this node, where
 /// the Node adapter would put it.
 #[derive(Debug)]
@@ -146,7 +167,13 @@ impl Publish for Outbound {
         };
         let rooms: Vec<&str> = event.rooms.iter().map(|r| &**r).collect();
         let channels = format::Channels::of(&self.key, nsp);
-        self.dialect
-            .broadcast(&self.uid, nsp, &channels, &data, &rooms, event.except);
+        self.dialect.broadcast(
+            &self.uid,
+            nsp,
+            &channels,
+            &data,
+            (&rooms, event.except),
+            event.stamp,
+        );
     }
 }

@@ -193,12 +193,13 @@ pub struct Reading {
 }
 
 /// Read the stream through `client` until the receiver is dropped, reconnecting with
-/// backoff: the messages of its entries in order (or why one was not understood).
+/// backoff: the messages of its entries in order, with their ids (or why one was not
+/// understood).
 pub fn read(
     client: redis::Client,
     reading: Reading,
     meters: Meters,
-) -> mpsc::Receiver<Result<Message, Bad>> {
+) -> mpsc::Receiver<(Id, Result<Message, Bad>)> {
     let (tx, rx) = mpsc::channel(READ_QUEUE);
     tokio::spawn(read_loop(client, reading, tx, meters));
     rx
@@ -207,7 +208,7 @@ pub fn read(
 async fn read_loop(
     client: redis::Client,
     reading: Reading,
-    tx: mpsc::Sender<Result<Message, Bad>>,
+    tx: mpsc::Sender<(Id, Result<Message, Bad>)>,
     meters: Meters,
 ) {
     let mut last = None;
@@ -244,7 +245,7 @@ async fn session(
     reading: &Reading,
     last: &mut Option<Id>,
     reads: &mut u64,
-    tx: &mpsc::Sender<Result<Message, Bad>>,
+    tx: &mpsc::Sender<(Id, Result<Message, Bad>)>,
     meters: &Meters,
 ) -> Result<(), String> {
     let config = AsyncConnectionConfig::new()
@@ -306,7 +307,7 @@ async fn session(
                 continue;
             }
             meters.received.inc();
-            if tx.send(Message::from_entry(bytes)).await.is_err() {
+            if tx.send((id, Message::from_entry(bytes))).await.is_err() {
                 return Ok(());
             }
         }

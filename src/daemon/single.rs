@@ -44,6 +44,12 @@ pub async fn run(
     let bus = Arc::new(LocalAdapter::new());
     crate::cluster::publish_from(&*bus, &loaded.config, &node, &metrics.cluster)?;
     let stack = Stack::build(&loaded.config, bus, &metrics, None)?;
+    crate::cluster::keep_sessions(
+        stack.relay.shared(),
+        &loaded.config,
+        &node,
+        &metrics.cluster,
+    )?;
     let health = Arc::new(Health::default());
     let local = Local {
         metrics: metrics.clone(),

@@ -75,6 +75,7 @@ pub async fn run(
         Some((args.id, forwarder.clone())),
     )?;
     stack.relay.shared().recovery.set_key(key);
+    crate::cluster::keep_sessions(stack.relay.shared(), &config, &node, &metrics.cluster)?;
     let public_site = stack.public.clone();
     tokio::spawn(accept_forwarded(forwarder.clone(), args.id, public_site));
     let listener = TcpListener::from_std(listener).map_err(Error::Listener)?;

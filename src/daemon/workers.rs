@@ -286,12 +286,19 @@ impl Workers {
             Scope::Every => usize::MAX,
         };
         let stamped = matches!(call, Call::Emit(_) | Call::Relay(_));
+        // A stream entry is stamped with its id, the same on every node.
+        let entry = match call {
+            Call::Relay(relayed) => relayed.entry,
+            _ => None,
+        };
         let make = |id, stamp| ToWorker::Api {
             id,
             call: call.clone(),
-            stamp,
+            stamp: entry
+                .map(crate::relay::recovery::remote::entry_stamp)
+                .or(stamp),
         };
-        self.ask(how_many, stamped, make)
+        self.ask(how_many, stamped && entry.is_none(), make)
             .await
             .into_iter()
             .filter_map(|answer| match answer {

@@ -256,6 +256,7 @@ fn relay_here(relay: &Shared, relayed: &Relayed, stamp: Option<Stamp>) -> Result
         pick,
         recorded,
     };
+    let stamp = stamp.or_else(|| relayed.entry.map(super::recovery::remote::entry_stamp));
     deliver_here(relay, event, stamp)
 }
 

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::recovery::Park;
+use super::recovery::{Park, sessions};
 use super::shared::Shared;
 use super::socket::Socket;
 use super::{announce, control};
@@ -21,6 +21,7 @@ use crate::engine::CloseReason;
 
 /// Take a socket out of the bus and announce its leaves where presence is on.
 pub async fn depart(relay: &Shared, socket: &Arc<Socket>) {
+    sessions::gone(relay, socket);
     leave_bus(relay, socket, None).await;
 }
 
@@ -28,8 +29,10 @@ pub async fn depart(relay: &Shared, socket: &Arc<Socket>) {
 /// namespace has `recovery` and the client may come back.
 pub async fn depart_closed(relay: &Shared, socket: &Arc<Socket>, reason: CloseReason) {
     if !(reason.is_recoverable() && recovers(relay, &socket.nsp)) {
+        sessions::gone(relay, socket);
         return leave_bus(relay, socket, None).await;
     }
+    sessions::parked(relay, socket);
     let mut rooms = socket.rooms.lock().clone();
     rooms.insert(Arc::from(announce::ROOM));
     let park = Park {

@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 
 use super::control;
 use super::deliver;
-use super::history::{Event, Keep, Key};
+use super::history::{Event, EventId, Keep, Key};
 use super::meta::Sender;
 use super::policy::{Policy, Refusal, Resolved};
 use super::reply::{outgoing, refuse};
@@ -184,9 +184,9 @@ fn route(
             &with_meta
         }
     };
-    if let Some(rooms) = &rooms {
-        // Other nodes of a cluster get it as it is delivered here, without an offset
-        // (each node's clients get their own).
+    // Other nodes of a cluster get it as it is delivered here, without an offset (each
+    // node's clients get their own), with its stamp when it has one.
+    let publish = |rooms: &[Arc<str>], stamp: Option<EventId>| {
         let except = [&**socket.id()];
         relay.bus.publish(
             &socket.nsp,
@@ -196,9 +196,10 @@ fn route(
                 attachments: payload.attachments,
                 rooms,
                 except: &except,
+                stamp,
             },
         );
-    }
+    };
     if let Some(retention) = retention {
         // Recovery: sequenced, offset and logged under the ledger (see `deliver`).
         let target = rooms.map(|rooms| Target {
@@ -215,6 +216,9 @@ fn route(
         };
         let (accepted, delivered) =
             deliver::accepted(relay, packet, target.as_ref(), echo, retention);
+        if let Some(target) = &target {
+            publish(&target.rooms, accepted.map(|(id, _)| id));
+        }
         if let (Some((id, at)), Some(keep), Some(target)) = (accepted, keep, &target) {
             let event = Event {
                 id,
@@ -250,6 +254,7 @@ fn route(
             record(relay, &socket.nsp, Arc::new(event), &rooms, keep);
             stamp
         });
+        publish(&rooms, stamp.map(EventId::of));
         let target = Target {
             rooms,
             except: Some(socket.id().clone()),

@@ -110,6 +110,11 @@ impl Position {
         *seen = (*seen).max(id.seq);
     }
 
+    /// The last sequence number seen of `origin`.
+    pub fn seen(&self, origin: u32) -> Option<u64> {
+        self.0.get(&origin).copied()
+    }
+
     /// Whether the event `id` is at or before this position.
     pub fn has_seen(&self, id: EventId) -> bool {
         self.0.get(&id.origin).is_some_and(|&seq| id.seq <= seq)

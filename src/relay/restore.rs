@@ -18,7 +18,9 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::value::RawValue;
 
 use super::history::Position;
+use super::recovery::remote::{self, Logged, Unavailable};
 use super::recovery::{self, Park};
+use super::reply;
 use super::shared::Shared;
 use super::socket::Socket;
 use crate::engine::{BoxFuture, CloseReason, Frame, Outgoing};
@@ -85,6 +87,12 @@ pub struct Claimed {
     pub park: Park,
     /// What its client has seen.
     pub after: Position,
+    /// Claimed from the cluster (another node's socket): the stream's broadcasts from a
+    /// little before its offset, to pick its missed events from, and the node whose
+    /// session it was.
+    pub logged: Option<(Vec<Logged>, String)>,
+    /// Claimed from the cluster: the pid, which the socket keeps.
+    pub pid: Option<Arc<str>>,
 }
 
 /// What `auth` asks to restore: its `pid` and `offset`, when they are strings.
@@ -106,7 +114,9 @@ pub async fn claim(
     offset: Option<&str>,
     user: Option<&Arc<str>>,
 ) -> Result<Claimed, Miss> {
-    let claim = relay.recovery.key().open(nsp, pid).ok_or(Miss::Unknown)?;
+    let Some(claim) = relay.recovery.key().open(nsp, pid) else {
+        return claim_remote(relay, nsp, pid, offset, user).await;
+    };
     let sid = claim.sid.as_str();
     // Whoever holds or keeps the socket must know it as this user: checked before
     // anything is closed, so that a pid alone cannot end someone else's socket.
@@ -191,11 +201,86 @@ pub async fn claim(
         since: SystemTime::UNIX_EPOCH + Duration::from_millis(claim.since_ms),
         park,
         after,
+        logged: None,
+        pid: None,
+    })
+}
+
+/// Claim the session that `pid` names from the cluster, if it keeps sessions (another
+/// node's socket; see [`remote`]).
+async fn claim_remote(
+    relay: &Shared,
+    nsp: &str,
+    pid: &str,
+    offset: Option<&str>,
+    user: Option<&Arc<str>>,
+) -> Result<Claimed, Miss> {
+    let remote = relay.recovery.remote().ok_or(Miss::Unknown)?;
+    if pid.len() > recovery::pid::MAX_PID {
+        return Err(Miss::Unknown);
+    }
+    let after = match offset {
+        Some(o) if o.len() <= MAX_OFFSET => o.parse::<Position>().map_err(|_| Miss::BadOffset)?,
+        Some(_) => return Err(Miss::BadOffset),
+        None => Position::default(),
+    };
+    let unavailable = |why: Unavailable| match why {
+        Unavailable::Gap => Miss::Gap,
+        Unavailable::Down(error) => {
+            tracing::warn!(%error, "recovery: the cluster's sessions cannot be read");
+            Miss::NotKept
+        }
+    };
+    let session = remote
+        .take(pid)
+        .await
+        .map_err(unavailable)?
+        .ok_or(Miss::Unknown)?;
+    if session.nsp != nsp {
+        return Err(Miss::Unknown);
+    }
+    if session.user.as_deref() != user.map(|u| &**u) {
+        return Err(Miss::OtherUser);
+    }
+    // Restored on this host before and still held here, its drop not noticed yet: its
+    // client is back, so that socket is gone for good (its park here is dropped: the
+    // cluster's session, proof of the pid, is what is restored).
+    let sid = session.sid.as_str();
+    if let Some(held) = relay.held(sid).filter(|h| &*h.socket.nsp == nsp) {
+        held.socket.session().close(CloseReason::Replaced);
+    } else if relay.bus.held_elsewhere(nsp, sid) {
+        relay.bus.evict(nsp, sid, user.map(|u| &**u));
+    }
+    let deadline = Instant::now() + TAKEOVER_WAIT;
+    relay
+        .recovery
+        .wait_until(deadline, || {
+            relay.held(sid).is_none() && !relay.bus.held_elsewhere(nsp, sid)
+        })
+        .await;
+    let here = relay.recovery.parked().take(nsp, sid);
+    let from = remote::scan_from(&after, session.since_ms);
+    let logged = remote.since(nsp, from).await.map_err(unavailable)?;
+    tracing::debug!(%nsp, socket = %session.sid, node = %session.node, scanned = logged.len(), "recovery: a session of another node claimed");
+    Ok(Claimed {
+        id: Arc::from(session.sid.as_str()),
+        since: SystemTime::UNIX_EPOCH + Duration::from_millis(session.since_ms),
+        park: here.unwrap_or_else(|| Park {
+            rooms: remote::rooms_of(&session),
+            user: user.cloned(),
+            at: Instant::now(),
+        }),
+        after,
+        logged: Some((logged, session.node)),
+        pid: Some(Arc::from(pid)),
     })
 }
 
 /// The pid of `socket`.
 pub fn pid_of(relay: &Shared, socket: &Socket) -> String {
+    if let Some(pid) = &socket.pid {
+        return pid.to_string();
+    }
     let since_ms = super::history::epoch_ms(socket.since);
     relay
         .recovery
@@ -216,6 +301,12 @@ pub fn resume<'a>(
     claimed: &Claimed,
 ) -> Result<Rejoined<'a>, Miss> {
     let ledger = relay.recovery.ledger();
+    if let Some((logged, node)) = &claimed.logged {
+        replay_remote(relay, socket, claimed, (logged, node), &ledger.position);
+        let joined = rejoin(relay, socket, &claimed.park);
+        drop(ledger);
+        return Ok(joined);
+    }
     let missed = ledger
         .log
         .missed(
@@ -253,23 +344,82 @@ pub fn resume<'a>(
     if !group.is_empty() {
         socket.session().send(Outgoing::Group(Arc::from(group)));
     }
+    let joined = rejoin(relay, socket, &claimed.park);
+    drop(ledger);
+    tracing::debug!(nsp = %socket.nsp, socket = %socket.id(), replayed, "socket restored");
+    Ok(joined)
+}
+
+/// Put `socket` back on the bus in the rooms it was in (under the ledger).
+fn rejoin<'a>(relay: &'a Shared, socket: &Arc<Socket>, park: &Park) -> Rejoined<'a> {
     relay.bus.add_socket(&socket.nsp, socket.recipient.clone());
-    let rooms: BTreeSet<Arc<str>> = claimed
-        .park
+    let rooms: BTreeSet<Arc<str>> = park
         .rooms
         .iter()
-        .filter(|r| crate::adapter::is_listed(r))
+        .filter(|r| crate::adapter::is_listed(r) && *r != socket.id())
         .cloned()
         .collect();
     socket.rooms.lock().extend(rooms.iter().cloned());
-    let joined = rooms
+    rooms
         .into_iter()
         .map(|room| {
             let count = relay.bus.join(&socket.nsp, &room, socket.id());
             (room, count)
         })
-        .collect();
-    drop(ledger);
-    tracing::debug!(nsp = %socket.nsp, socket = %socket.id(), replayed, "socket restored");
-    Ok(joined)
+        .collect()
+}
+
+/// Answer the CONNECT of a socket claimed from the cluster and send what it missed of
+/// `logged` (under the ledger, whose position is `here`): each with this process's
+/// position as its offset, since what comes next is this process's to deliver.
+fn replay_remote(
+    relay: &Shared,
+    socket: &Arc<Socket>,
+    claimed: &Claimed,
+    (logged, node): (&[Logged], &str),
+    here: &Position,
+) {
+    let Some(remote) = relay.recovery.remote() else {
+        return;
+    };
+    let session = remote::Session {
+        nsp: socket.nsp.to_string(),
+        sid: socket.id().to_string(),
+        pid: String::new(),
+        rooms: claimed.park.rooms.iter().map(|r| r.to_string()).collect(),
+        user: None,
+        since_ms: 0,
+        node: node.to_owned(),
+    };
+    let missed = remote::replay(logged, &session, &claimed.after, here, remote.node());
+    socket.send_text(&sio::encode_connect_with_pid(
+        &socket.nsp,
+        socket.id(),
+        &pid_of(relay, socket),
+    ));
+    let offset = recovery::offset_arg(&here.to_string());
+    let mut group: Vec<Frame> = Vec::new();
+    for entry in &missed {
+        let Ok(mut args) = serde_json::from_str::<Vec<&RawValue>>(&entry.args) else {
+            continue;
+        };
+        args.push(&offset);
+        let text = sio::encode_event(
+            &socket.nsp,
+            &entry.name,
+            &args,
+            None,
+            entry.attachments.len(),
+        );
+        group.extend_from_slice(reply::outgoing(&text, &entry.attachments).frames());
+        if group.len() >= REPLAY_FRAMES {
+            socket
+                .session()
+                .send(Outgoing::Group(Arc::from(std::mem::take(&mut group))));
+        }
+    }
+    if !group.is_empty() {
+        socket.session().send(Outgoing::Group(Arc::from(group)));
+    }
+    tracing::debug!(nsp = %socket.nsp, socket = %socket.id(), replayed = missed.len(), "socket restored from the cluster");
 }

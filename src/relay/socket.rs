@@ -59,6 +59,9 @@ pub struct Socket {
     pub origin: Option<Arc<str>>,
     /// When it connected.
     pub since: SystemTime,
+    /// Its pid when it was restored from the cluster (another host minted it; the client
+    /// holds on to it), instead of one of this host's.
+    pub pid: Option<Arc<str>>,
 }
 
 impl Socket {
@@ -90,6 +93,7 @@ impl Socket {
             address,
             origin,
             since: SystemTime::now(),
+            pid: None,
         }
     }
 

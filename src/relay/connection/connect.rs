@@ -150,6 +150,7 @@ impl Conn {
             Some(claimed) => {
                 let mut socket = new_socket(claimed.id.clone(), admitted.clone());
                 socket.since = claimed.since;
+                socket.pid = claimed.pid.clone();
                 let socket = Arc::new(socket);
                 match restore::resume(&self.relay, &socket, claimed) {
                     Ok(rooms) => {

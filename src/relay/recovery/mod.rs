@@ -39,6 +39,8 @@
 pub mod log;
 pub mod parked;
 pub mod pid;
+pub mod remote;
+pub mod sessions;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,6 +81,8 @@ pub struct Recovery {
     /// When this process started: a new one (a restarted worker) learns the parked
     /// sockets from its peers once linked, so for a while "not kept here" proves nothing.
     started: Instant,
+    /// The cluster's store, when sessions are kept there (the streams adapter).
+    remote: std::sync::OnceLock<Arc<dyn remote::Remote>>,
 }
 
 impl Default for Recovery {
@@ -89,6 +93,7 @@ impl Default for Recovery {
             parked: Mutex::new(Parked::new(0)),
             changed: Notify::new(),
             started: Instant::now(),
+            remote: std::sync::OnceLock::new(),
         }
     }
 }
@@ -97,6 +102,16 @@ impl Recovery {
     /// Use the host's key (a worker gets the master's before it serves anyone).
     pub fn set_key(&self, key: Key) {
         *self.key.write() = key;
+    }
+
+    /// Keep sessions in the cluster's store too (the first one set stays).
+    pub fn set_remote(&self, remote: Arc<dyn remote::Remote>) {
+        let _ = self.remote.set(remote);
+    }
+
+    /// The cluster's store of sessions, if there is one.
+    pub fn remote(&self) -> Option<&Arc<dyn remote::Remote>> {
+        self.remote.get()
     }
 
     /// The host's key.

@@ -10,8 +10,10 @@
 //   node that does not hold its session) and still talk with the clients on the other;
 // - a node killed with SIGKILL: its clients (reconnection on) come back through HAProxy
 //   on the other node, `$join` again and talk with the rest; the survivors notice nothing.
-//   They are new sockets (recovered = false), although "/" offers recovery: pub/sub keeps
-//   no events for another node to replay.
+//   With `adapter = "redis"` they are new sockets (recovered = false), although "/"
+//   offers recovery: pub/sub keeps no events for another node to replay. With
+//   `adapter = "redis-streams"` they come back as the same sockets, in their rooms, with
+//   the events sent while they were away (sessions and events are kept in Redis).
 //
 // Which node serves a client: its greeting (`greet = "node1"` / "node2", the names of
 // HAProxy's servers and cookie values). Nothing sleeps: every wait is for an event, an
@@ -57,33 +59,51 @@ after(async () => {
   await redis?.stop();
 });
 
-afterEach(async () => {
+async function stopAll() {
   while (sockets.length) sockets.pop().disconnect();
   await proxy?.stop();
   proxy = undefined;
   for (const node of nodes) await stopDaemon(node);
   nodes = [];
-});
+}
+
+afterEach(stopAll);
+
+/** Wait until Redis keeps the session of `pid` with `room` among its rooms. */
+async function waitForSession(pid, room) {
+  const { createClient } = await import("redis");
+  const client = createClient({ socket: { path: redis.path } });
+  await client.connect();
+  try {
+    for (;;) {
+      const kept = await client.get(`sio:session:${pid}`);
+      if (kept && Buffer.from(kept, "base64").includes(Buffer.from(room))) return;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  } finally {
+    await client.quit();
+  }
+}
 
 /**
  * A node of the book's deployment: two workers (one per core here), the cluster on the
  * test's Redis, and recovery offered on "/" (so that a client sends its pid when it
  * reconnects, and what the other node makes of it is seen).
  */
-function clusterNodeConfig(name) {
+function clusterNodeConfig(name, adapter) {
   return nodeConfig(name, {
     server: "workers = 2",
     namespace: 'recovery = { max_disconnection = "2m" }',
-    tables: `[cluster]\nadapter = "redis"\nurl = "${redis.url}"\n`,
+    tables: `[cluster]\nadapter = "${adapter}"\nurl = "${redis.url}"\n`,
   });
 }
 
 /** Two clustered nodes, each subscribed on Redis, and HAProxy in front of them. */
-async function startCluster() {
+async function startCluster(adapter = "redis") {
   for (const name of NODES) {
-    const node = await startDaemon(clusterNodeConfig(name));
+    const node = await startDaemon(clusterNodeConfig(name, adapter));
     nodes.push(node);
-    await node.waitForLog(/cluster: subscribed on Redis/);
+    await node.waitForLog(adapter === "redis" ? /cluster: subscribed on Redis/ : /cluster: reading the Redis stream/);
   }
   proxy = await startProxy(nodes);
 }
@@ -157,7 +177,7 @@ describe(
   "HAProxy (packaging/examples/haproxy.cfg) in front of two iorelay nodes sharing rooms through Redis",
   { skip: skipWithoutHaproxy },
   () => {
-    beforeEach(startCluster);
+    beforeEach(() => startCluster());
 
     it("clients on different nodes share a room both ways with binary arguments, and the server API's emit reaches both nodes", logs(async () => {
       const byNode = await spread(2, { transports: ["websocket"] });
@@ -252,10 +272,9 @@ describe(
       for (const c of orphans) {
         c.node = await servedBy(c, marks.get(c));
         assert.equal(c.node, survivorNode, `${c.sid} came back on ${c.node}`);
-        // Pub/sub has no cross-node recovery yet: the events of the killed node's sockets
+        // Pub/sub keeps nothing for another node: the events of the killed node's sockets
         // lived in its memory only, so the survivor does not know the pid the client
-        // sends and opens a new socket. The streams adapter (`redis-streams`, issue 15) is
-        // to change this: it keeps the events in Redis, and then this is `true`.
+        // sends and opens a new socket (the streams adapter does: the last case).
         assert.equal(c.recovered, false, `${c.sid} was recovered on ${c.node}`);
         assert.notEqual(c.id, c.sid, "a new socket id");
         c.sid = c.id;
@@ -279,6 +298,67 @@ describe(
       }
       await proxy.waitForServer(victimNode, "DOWN");
       assert.equal((await proxy.server(survivorNode)).status, "UP");
+    }));
+
+    it("with the streams adapter, a node killed: its clients come back on the other node as the same sockets, in their room, with the events they missed", logs(async (t) => {
+      await stopAll();
+      await startCluster("redis-streams");
+      const slow = { ...RECONNECTING, reconnectionDelay: 1500, reconnectionDelayMax: 1500 };
+      const ws = await spread(1, { transports: ["websocket"], ...slow });
+      const polling = await spread(1, { transports: ["polling"], withCredentials: true, ...slow });
+      const [survivorNode, victimNode] = NODES;
+      const survivors = [...ws[survivorNode], ...polling[survivorNode]];
+      const orphans = [...ws[victimNode], ...polling[victimNode]];
+      const everyone = [...survivors, ...orphans];
+      const room = freshRoom("recover");
+      for (const c of everyone) await joinRoom(c, room);
+      await talk(orphans[0], everyone.filter((c) => c !== orphans[0]), "before");
+      await talk(survivors[0], everyone.filter((c) => c !== survivors[0]), "before");
+      // The victim keeps its sockets' sessions in Redis, rooms included, within a second.
+      for (const c of orphans) {
+        await within(waitForSession(c._pid, room), WAIT_MS, `the session of ${c.sid} in Redis`);
+      }
+      const reconnected = orphans.map(
+        (c) => within(new Promise((resolve) => c.once("connect", resolve)), 15000, `the reconnection of ${c.sid}`),
+      );
+      const marks = new Map(orphans.map((c) => [c, c.got.length]));
+      const victim = nodes[NODES.indexOf(victimNode)];
+      process.kill(victim.pid, "SIGKILL");
+      await within(victim.exit, WAIT_MS, `${victimNode}'s exit`);
+      // Sent while the orphans are away (they wait 1.5 s before reconnecting).
+      const missed = [];
+      for (let i = 0; i < 3; i++) {
+        const token = `missed${i}`;
+        missed.push(token);
+        assert.deepEqual(await ask(survivors[0], "msg", { token }, Buffer.from(token)), { ok: true });
+      }
+      await Promise.all(reconnected);
+      const survivorAt = nodes[NODES.indexOf(survivorNode)];
+      for (const c of orphans) {
+        c.node = await servedBy(c, marks.get(c));
+        assert.equal(c.node, survivorNode);
+        assert.equal(c.recovered, true, `${c.sid} was not recovered on ${c.node}`);
+        assert.equal(c.id, c.sid, "the same socket id");
+        // Each missed event exactly once, in order, with its binary argument.
+        const got = c.got.slice(marks.get(c)).filter(([n, first]) => n === "msg" && missed.includes(first?.token));
+        await within(
+          (async () => {
+            while (c.got.slice(marks.get(c)).filter(([n, first]) => n === "msg" && missed.includes(first?.token)).length < missed.length) {
+              await new Promise((resolve) => {
+                c.watchers.add(resolve);
+              });
+            }
+          })(),
+          WAIT_MS,
+          `the missed events at ${c.sid}; it got ${JSON.stringify(got)}`,
+        );
+        const replayed = c.got.slice(marks.get(c)).filter(([n, first]) => n === "msg" && missed.includes(first?.token));
+        assert.deepEqual(replayed.map(([, first]) => first.token), missed, `${c.sid} got the missed events once each, in order`);
+        for (const [, first, bin] of replayed) assert.deepEqual(bytes(bin), [...Buffer.from(first.token)]);
+      }
+      await waitForMetric(survivorAt, "iorelay_recovery_total", { namespace: "/", result: "recovered" }, (v) => v === orphans.length, WAIT_MS, `${survivorNode}'s recoveries`);
+      // Still in the room, without joining again: they talk with the rest.
+      for (const sender of [...orphans, survivors[0]]) await talk(sender, everyone.filter((c) => c !== sender), "after");
     }));
   },
 );
