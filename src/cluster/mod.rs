@@ -19,15 +19,13 @@
 //!
 //! [`front`] makes the server API cluster-wide with this node's own requests ([`ask`]).
 //!
+//! With the streams adapter, [`sessions`] keeps the connection-state-recovery sessions in
+//! Redis and reads the stream back for a client that comes back on another node (the
+//! relay's side: [`remote`](crate::relay::recovery::remote)); the gateway delivers each
+//! stream entry with its id as its stamp, and each node's entries carry their host's.
+//!
 //! Not yet: cluster-wide presence (counts and `$rooms`/`$members` of clients are
-//! host-wide), the clients' acks of another node's broadcast, and connection state
-//! recovery across nodes. With the streams adapter, that last one would fit thus: the
-//! offset a client gets with an event would be the stream entry's id (the Node adapter
-//! appends it to the event's arguments), a session would be kept in Redis under
-//! `sio:session:<pid>` (msgpack, base64, expiring after `max_disconnection_duration`, as
-//! the Node adapter keeps it), and a node restoring it would read the missed broadcasts
-//! with `XRANGE <stream> <offset> +`, so that a client could come back on any node. The
-//! gateway would then have to hand each entry's id to the workers with the event.
+//! host-wide), and the clients' acks of another node's broadcast.
 
 pub mod answer;
 pub mod ask;

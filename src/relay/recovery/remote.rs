@@ -6,7 +6,7 @@
 //! # Sessions
 //! Each node keeps its live sockets' sessions in Redis (as the Node adapter keeps its
 //! dropped ones, under `sio:session:<pid>`), refreshed while they live and rewritten when
-//! their rooms change ([`refresh`](super::super::recovery) is the worker's task), so that a
+//! their rooms change ([`sessions`](super::sessions) does it), so that a
 //! node killed outright leaves them behind; a socket that drops is kept for its window, one
 //! that leaves for good is forgotten. A client whose pid this host did not mint takes its
 //! session from there (`GETDEL`: one claim only).
