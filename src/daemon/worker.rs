@@ -165,10 +165,16 @@ pub async fn run(
                 metrics: metrics.render(),
                 status: serde_json::Value::Null,
             },
-            Ok(ToWorker::Api { id, call, stamp }) => ToMaster::Api {
-                id,
-                part: crate::relay::backend::answer(stack.relay.shared(), &call, stamp).await,
-            },
+            Ok(ToWorker::Api { id, call, stamp }) => {
+                let part = crate::relay::backend::answer(stack.relay.shared(), &call, stamp).await;
+                if let (crate::api::Call::Relay(relayed), crate::api::Part::Failed(failure)) =
+                    (&call, &part)
+                {
+                    // Its answer is not read (see `Workers::call`): said here.
+                    tracing::warn!(namespace = %relayed.namespace, error = %failure, "cluster: a broadcast from another node was refused");
+                }
+                ToMaster::Api { id, part }
+            }
             Ok(ToWorker::Shutdown(drain)) => break drain,
             Err(err) => {
                 tracing::warn!(error = %err, "unreadable control message ignored");

@@ -298,6 +298,13 @@ impl Workers {
                 .map(crate::relay::recovery::remote::entry_stamp)
                 .or(stamp),
         };
+        if let Call::Relay(_) = call {
+            // Another node's broadcast: sent to every worker in order, and not waited for,
+            // so that a slow worker does not hold up the cluster's delivery to the others
+            // (each worker logs what it refuses). Its recipients are not counted.
+            let sent = self.send_all(stamped && entry.is_none(), make);
+            return vec![Part::Delivered(0); sent.min(1)];
+        }
         self.ask(how_many, stamped && entry.is_none(), make)
             .await
             .into_iter()
@@ -306,6 +313,25 @@ impl Workers {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Send a request (made by `make` from its number) to every worker, answers unread;
+    /// returns to how many it went.
+    fn send_all(
+        &self,
+        stamped: bool,
+        make: impl Fn(u64, Option<crate::adapter::Stamp>) -> ToWorker,
+    ) -> usize {
+        let slots = self.slots.lock();
+        // Under the lock that orders the sends, as in `ask`.
+        let stamp = stamped.then(|| crate::relay::history::Event::stamp_now(self.sequence.next()));
+        slots
+            .values()
+            .filter(|slot| {
+                let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+                slot.tx.send(make(id, stamp)).is_ok()
+            })
+            .count()
     }
 
     /// Send a request (made by `make` from its number) to up to `how_many` ready workers
