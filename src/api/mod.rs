@@ -115,6 +115,10 @@ pub struct Relayed {
     /// process of the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entry: Option<(u64, u64)>,
+    /// A broadcast with acks: the asking node's request id, which each client's answer
+    /// goes back with (see [`crate::relay::asks`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack: Option<String>,
 }
 
 /// What a backend asks of the daemon.

@@ -189,6 +189,53 @@ impl Dialect {
     }
 }
 
+impl Dialect {
+    /// Hand node `asker` (none: everyone's channel) a client's answer `packet` to its
+    /// broadcast with acks `request`, as node `uid`.
+    pub fn ack(
+        &self,
+        publisher: &Publisher,
+        (uid, nsp, c): (&str, &str, &Channels),
+        asker: Option<&str>,
+        request: &str,
+        packet: &rmpv::Value,
+    ) {
+        #[derive(serde::Serialize)]
+        struct Ack<'a> {
+            #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+            kind: Option<u8>,
+            #[serde(rename = "requestId")]
+            request_id: &'a str,
+            packet: &'a rmpv::Value,
+        }
+        match self {
+            Dialect::PubSub(_) => {
+                let ack = Ack {
+                    kind: Some(format::Kind::BroadcastAck.number()),
+                    request_id: request,
+                    packet,
+                };
+                let channel = match asker {
+                    Some(asker) => c.response_for(asker),
+                    None => c.response.clone(),
+                };
+                let payload = rmp_serde::to_vec_named(&ack).expect("an ack always encodes");
+                publisher.send(channel, payload);
+            }
+            Dialect::Streams(_) => {
+                let Some(asker) = asker else { return };
+                let ack = Ack {
+                    kind: None,
+                    request_id: request,
+                    packet,
+                };
+                let payload = message::ephemeral(uid, nsp, Type::BroadcastAck, &ack);
+                publisher.send(private(c, asker), payload);
+            }
+        }
+    }
+}
+
 /// The answers meant for node `uid` only, in the streams dialect.
 pub fn private(c: &Channels, uid: &str) -> String {
     format!("{}{uid}#", c.broadcast)

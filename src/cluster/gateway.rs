@@ -56,6 +56,8 @@ pub struct Gateway {
     pending: Pending,
     /// How long they wait.
     timeout: std::time::Duration,
+    /// Other nodes' broadcasts with acks that the host's clients may answer.
+    acks: super::acks::Waiting,
     meters: Meters,
 }
 
@@ -90,6 +92,7 @@ impl Gateway {
             conn,
             pending: Pending::default(),
             timeout: config.requests_timeout,
+            acks: super::acks::Waiting::default(),
             meters: meters.clone(),
         });
         gateway.serve(namespaces);
@@ -346,23 +349,51 @@ impl Gateway {
                 }
             }
             Kind::Broadcast => {
-                // Delivered without an ack id: the relay does not collect clients'
-                // acknowledgements for another node, and says so with a count of 0.
+                // Each chosen client is asked for an ack; their answers come back through
+                // `acked`, after the count of those asked.
+                let mut asked = 0;
                 if let Some(event) = req.event.clone() {
                     let to = req.opts.clone().unwrap_or_default();
-                    self.control
-                        .call(Call::Relay(relayed(nsp, event, to)))
-                        .await;
+                    let mut relayed = relayed(nsp, event, to);
+                    if let Some(id) = id {
+                        let uid = asker.map(str::to_owned);
+                        let nsp = nsp.to_owned();
+                        self.acks.wait(id, super::acks::Asker { nsp, uid });
+                        relayed.ack = Some(id.to_owned());
+                    }
+                    let reply = self.control.call(Call::Relay(relayed)).await;
+                    asked = reply.body["recipients"].as_u64().unwrap_or(0);
                 }
                 if let Some(id) = id {
                     answer(Response {
                         kind: Some(Kind::BroadcastClientCount.number()),
-                        client_count: Some(0),
+                        client_count: Some(usize::try_from(asked).unwrap_or(0)),
                         ..Response::to(id)
                     });
                 }
             }
             Kind::BroadcastClientCount | Kind::BroadcastAck => {}
+        }
+    }
+
+    /// A client of the host answered another node's broadcast with acks: the answer goes
+    /// to that node (dropped when the request is no longer waited on).
+    pub fn acked(&self, acked: crate::relay::asks::Acked) {
+        let Some(asker) = self.acks.asker(&acked.request) else {
+            return;
+        };
+        let Some(channels) = self.channels(&asker.nsp) else {
+            return;
+        };
+        match super::acks::packet_of(&acked) {
+            Ok(packet) => self.dialect.ack(
+                &self.publisher,
+                (&self.uid, &asker.nsp, &channels),
+                asker.uid.as_deref(),
+                &acked.request,
+                &packet,
+            ),
+            Err(err) => tracing::debug!(error = %err, "cluster: a client's ack not passed on"),
         }
     }
 
@@ -502,6 +533,7 @@ fn relayed(nsp: &str, event: format::Event, to: Selection) -> Relayed {
         rooms: to.rooms,
         except: to.except,
         entry: None,
+        ack: None,
     }
 }
 

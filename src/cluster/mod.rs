@@ -24,9 +24,14 @@
 //! relay's side: [`remote`](crate::relay::recovery::remote)); the gateway delivers each
 //! stream entry with its id as its stamp, and each node's entries carry their host's.
 //!
+//! Another node's broadcast with acks is asked of the host's clients
+//! ([`asks`](crate::relay::asks)); their answers come back to the gateway (through the
+//! master from a worker), which hands them to the asking node ([`acks`]).
+//!
 //! Not yet: cluster-wide presence (counts and `$rooms`/`$members` of clients are
-//! host-wide), and the clients' acks of another node's broadcast.
+//! host-wide).
 
+pub mod acks;
 pub mod answer;
 pub mod ask;
 pub mod dialect;

@@ -74,6 +74,8 @@ pub enum ToMaster {
     },
     /// Webhook events of this worker's joins and leaves, for the master's sender.
     Webhooks(Vec<crate::webhooks::Event>),
+    /// A client's answer to another node's broadcast with acks, for the gateway.
+    Acked(crate::relay::asks::Acked),
     /// A config was applied (`true`) or refused (`false`, with the reason).
     Applied {
         /// Whether it is in force.

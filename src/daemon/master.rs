@@ -409,6 +409,12 @@ pub async fn run(
                     master.webhooks.push(batch);
                     Flow::Continue
                 }
+                Event::Acked(acked) => {
+                    if let Some(gateway) = &master.gateway {
+                        gateway.acked(acked);
+                    }
+                    Flow::Continue
+                }
             },
             _ = watchdog.tick(), if watchdog_every.is_some() => {
                 master.on_watchdog();

@@ -74,6 +74,13 @@ pub async fn run(
         .set_membership_sink(Box::new(move |change| sink.push(events_of(&change))));
     let (control, gateway) =
         crate::cluster::front(&loaded.config, &node, Arc::new(local), &metrics.cluster)?;
+    if let Some(gateway) = &gateway {
+        let gateway = gateway.clone();
+        stack
+            .relay
+            .shared()
+            .set_ack_sink(Box::new(move |acked| gateway.acked(acked)));
+    }
     if gateway.is_some() {
         health.watch_cluster(metrics.cluster.up.clone());
     }

@@ -89,6 +89,7 @@ pub async fn run(
     let mut lines = BufReader::new(read).lines();
     let send = |msg: ToMaster| control::encode(&msg);
     let (hooks_on, mut hooks) = forward_webhooks(&stack, &bus, &config, &metrics);
+    let mut acks = forward_acks(&stack);
     let _ = write.write_all(send(ToMaster::Ready).as_bytes()).await;
     tracing::info!(
         worker = args.id.0,
@@ -103,6 +104,12 @@ pub async fn run(
             next = lines.next_line() => next,
             Some(batch) = hooks.recv() => {
                 if write.write_all(send(ToMaster::Webhooks(batch)).as_bytes()).await.is_err() {
+                    break false;
+                }
+                continue;
+            }
+            Some(acked) = acks.recv() => {
+                if write.write_all(send(ToMaster::Acked(acked)).as_bytes()).await.is_err() {
                     break false;
                 }
                 continue;
@@ -199,6 +206,9 @@ pub async fn run(
 /// Reports of this worker's joins and leaves waiting for the control channel.
 const WEBHOOK_BACKLOG: usize = 1024;
 
+/// Clients' acks waiting to go to the master.
+const ACK_BACKLOG: usize = 4096;
+
 /// Make the relay's joins and leaves into webhook events for the master while webhooks
 /// are on (the flag, switched on reload); a full backlog drops them, counted here. The
 /// leaves of a dead sibling's members reach every survivor: only the lowest-numbered
@@ -230,6 +240,18 @@ fn forward_webhooks(
             }
         }));
     (on, rx)
+}
+
+/// The clients' answers to other nodes' broadcasts with acks, for the master's gateway
+/// (past [`ACK_BACKLOG`] waiting, dropped: the asking node times out on them).
+fn forward_acks(stack: &Stack) -> mpsc::Receiver<crate::relay::asks::Acked> {
+    let (tx, rx) = mpsc::channel(ACK_BACKLOG);
+    stack.relay.shared().set_ack_sink(Box::new(move |acked| {
+        if tx.try_send(acked).is_err() {
+            tracing::debug!("a client's ack dropped: the master is behind");
+        }
+    }));
+    rx
 }
 
 /// Serve requests other workers forward to this one (sessions it owns).

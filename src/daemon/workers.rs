@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use super::Error;
 use super::control::{self, ToMaster, ToWorker};
 use super::spawn::{self, WorkerArgs, WorkerId};
-use crate::api::{Call, Part, Scope};
+use crate::api::{Call, Part, Relayed, Scope};
 use crate::config::Config;
 
 /// How long a request to the workers (a report, a server API call) waits for them, all
@@ -59,6 +59,8 @@ pub enum Event {
     Restart(WorkerId),
     /// It reports webhook events.
     Webhooks(Vec<crate::webhooks::Event>),
+    /// One of its clients answered another node's broadcast with acks.
+    Acked(crate::relay::asks::Acked),
 }
 
 /// Report requests waiting for their answer, by request number.
@@ -298,7 +300,7 @@ impl Workers {
                 .map(crate::relay::recovery::remote::entry_stamp)
                 .or(stamp),
         };
-        if let Call::Relay(_) = call {
+        if let Call::Relay(Relayed { ack: None, .. }) = call {
             // Another node's broadcast: sent to every worker in order, and not waited for,
             // so that a slow worker does not hold up the cluster's delivery to the others
             // (each worker logs what it refuses). Its recipients are not counted.
@@ -510,6 +512,9 @@ async fn read_control(
                 if let Some(tx) = pending.lock().applies.pop_front() {
                     let _ = tx.send(ok);
                 }
+            }
+            Ok(ToMaster::Acked(acked)) => {
+                let _ = events.send(Event::Acked(acked));
             }
             Ok(ToMaster::Webhooks(batch)) => {
                 let _ = events.send(Event::Webhooks(batch));

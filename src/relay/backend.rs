@@ -237,6 +237,26 @@ fn relay_here(relay: &Shared, relayed: &Relayed, stamp: Option<Stamp>) -> Result
     let attachments = decode_binaries(&relayed.binary)?;
     let args: Vec<Box<RawValue>> = serde_json::from_str(&relayed.args)
         .map_err(|e| Failure::Invalid(format!("args are not a JSON array: {e}")))?;
+    if let Some(request) = &relayed.ack {
+        // Asked of each chosen socket here; neither kept for recovery nor in history (an
+        // ack cannot be answered on another node), as socket.io does.
+        let ns = declared(relay, &relayed.namespace)?;
+        let chosen: Vec<Arc<super::socket::Socket>> = relay
+            .held_in(Some(&ns.name))
+            .into_iter()
+            .map(|held| held.socket)
+            .filter(|socket| {
+                let is = |name: &String| {
+                    **socket.id() == **name || socket.rooms.lock().contains(name.as_str())
+                };
+                (relayed.rooms.is_empty() || relayed.rooms.iter().any(is))
+                    && !relayed.except.iter().any(is)
+            })
+            .collect();
+        let args: Vec<&RawValue> = args.iter().map(AsRef::as_ref).collect();
+        let asked = super::asks::ask(&chosen, (&relayed.event, &args), &attachments, request);
+        return Ok(Part::Delivered(asked));
+    }
     // A name that is a socket of this process is that socket; any other a room (no
     // client may join a room named after a connected socket: `control::enter`).
     let (sockets, rooms): (Vec<Arc<str>>, Vec<Arc<str>>) = names(&relayed.rooms)

@@ -338,8 +338,14 @@ impl Conn {
                 Some(socket) => self.event(&socket, packet, attachments).await,
                 None => Err(Error::NotJoined(packet.nsp)),
             },
-            // The relay never asks clients for acks; a stray one is harmless.
-            PacketKind::Ack | PacketKind::BinaryAck => Ok(()),
+            // Answers to broadcasts with acks; any other is harmless, and dropped.
+            PacketKind::Ack | PacketKind::BinaryAck => {
+                if let Some(socket) = self.socket(&packet.nsp) {
+                    let args = packet.data.as_deref();
+                    super::asks::answered(&self.relay, &socket, packet.id, args, &attachments);
+                }
+                Ok(())
+            }
             PacketKind::ConnectError => Err(Error::ServerOnly),
         }
     }

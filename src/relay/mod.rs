@@ -36,6 +36,8 @@
 
 pub mod addresses;
 pub mod announce;
+pub mod asked;
+pub mod asks;
 pub mod auth;
 pub mod backend;
 pub mod bucket;

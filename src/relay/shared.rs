@@ -138,6 +138,8 @@ pub struct Shared {
     keeps_origin: AtomicBool,
     /// Hears every join and leave of this process's sockets (none: nobody listens).
     membership: std::sync::OnceLock<MembershipSink>,
+    /// Hears the clients' answers to broadcasts with acks (none: nobody asks).
+    acks: std::sync::OnceLock<super::asked::AckSink>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -167,12 +169,26 @@ impl Shared {
             reads_handshake: AtomicBool::new(false),
             keeps_origin: AtomicBool::new(false),
             membership: std::sync::OnceLock::new(),
+            acks: std::sync::OnceLock::new(),
         }
     }
 
     /// Tell `sink` of every join and leave from now on (the first sink set stays).
     pub fn set_membership_sink(&self, sink: MembershipSink) {
         let _ = self.membership.set(sink);
+    }
+
+    /// Tell `sink` the clients' answers to broadcasts with acks (the first sink set
+    /// stays).
+    pub fn set_ack_sink(&self, sink: super::asked::AckSink) {
+        let _ = self.acks.set(sink);
+    }
+
+    /// A client answered a broadcast with acks.
+    pub fn acked(&self, acked: super::asked::Acked) {
+        if let Some(sink) = self.acks.get() {
+            sink(acked);
+        }
     }
 
     /// `socket` entered (`joined`) or left `room`, which has `count` members now.

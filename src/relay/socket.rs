@@ -62,6 +62,8 @@ pub struct Socket {
     /// Its pid when it was restored from the cluster (another host minted it; the client
     /// holds on to it), instead of one of this host's.
     pub pid: Option<Arc<str>>,
+    /// The acks it owes (broadcasts with acks from other nodes).
+    pub asked: Mutex<super::asked::Asked>,
 }
 
 impl Socket {
@@ -94,6 +96,7 @@ impl Socket {
             origin,
             since: SystemTime::now(),
             pid: None,
+            asked: Mutex::new(super::asked::Asked::default()),
         }
     }
 

@@ -219,6 +219,35 @@ describe("cluster: a Node socket.io server with @socket.io/redis-adapter and ior
     assert.deepEqual(await onNode.inbox.next("from-api"), ["x"]);
   }));
 
+  it("a Node server's broadcast with acks is answered by iorelay's clients, binaries included", logs(async () => {
+    await startNode();
+    const node = await startNodeServer();
+    const room = freshRoom("acks");
+    // Two clients in the room (the two workers, as the kernel spreads them), one outside.
+    const members = [client(daemon.url), client(daemon.url), client(daemon.url)];
+    await Promise.all(members.map((c) => connected(c)));
+    const outside = members.pop();
+    for (const c of members) await join(c, room);
+    for (const c of [...members, outside]) {
+      c.on("question", (n, bin, answer) => answer({ id: c.id, n: n + 1, bin }));
+    }
+    const onNode = client(node.url);
+    await connected(onNode);
+    await onNode.timeout(WAIT_MS).emitWithAck("join", room);
+    onNode.on("question", (n, bin, answer) => answer({ id: "node", n: n + 1, bin }));
+
+    const answers = await node.io.to(room).timeout(WAIT_MS).emitWithAck("question", 41, Buffer.from([5, 6]));
+    const byId = Object.fromEntries(answers.map((a) => [a.id, a]));
+    assert.deepEqual(Object.keys(byId).sort(), [...members.map((c) => c.id), "node"].sort(), JSON.stringify(answers));
+    for (const c of members) {
+      assert.equal(byId[c.id].n, 42);
+      assert.deepEqual([...new Uint8Array(byId[c.id].bin)], [5, 6], "the binary went there and back");
+    }
+    // Nobody in the room: the count of 0 from iorelay completes it at once.
+    const none = await node.io.to(freshRoom("empty")).timeout(WAIT_MS).emitWithAck("question", 1, Buffer.from([]));
+    assert.deepEqual(none, []);
+  }));
+
   it("fetchSockets, socketsJoin, serverSideEmit and disconnectSockets act on iorelay's sockets", logs(async () => {
     await startNode();
     const node = await startNodeServer();

@@ -169,6 +169,24 @@ describe("cluster-streams: a Node socket.io server with @socket.io/redis-streams
     assert.deepEqual(await onNode.inbox.next("from-api"), ["x"]);
   }));
 
+  it("a Node server's broadcast with acks is answered by iorelay's clients", logs(async () => {
+    daemon = await startNode();
+    const node = await startNodeServer();
+    const room = freshRoom("acks");
+    const members = [client(daemon.url), client(daemon.url)];
+    await Promise.all(members.map((c) => connected(c)));
+    for (const c of members) {
+      await join(c, room);
+      c.on("question", (n, answer) => answer({ id: c.id, n: n + 1, bin: Buffer.from([n]) }));
+    }
+    const answers = await node.io.to(room).timeout(WAIT_MS).emitWithAck("question", 9);
+    assert.deepEqual(answers.map((a) => a.id).sort(), members.map((c) => c.id).sort(), JSON.stringify(answers));
+    for (const a of answers) {
+      assert.equal(a.n, 10);
+      assert.deepEqual([...new Uint8Array(a.bin)], [9]);
+    }
+  }));
+
   it("fetchSockets, socketsJoin, socketsLeave, serverSideEmit and disconnectSockets act on iorelay's sockets", logs(async () => {
     daemon = await startNode();
     const node = await startNodeServer();
@@ -198,11 +216,11 @@ describe("cluster-streams: a Node socket.io server with @socket.io/redis-streams
     assert.equal(answers.length, 1);
     assert.equal(answers[0].server, "iorelay");
 
-    // A broadcast with acks reaches iorelay's client; iorelay says none of its clients
-    // will ack (their acks are not collected), so Node does not wait for them.
+    // A broadcast with acks to everyone reaches iorelay's client, whose answer is
+    // Node's.
+    onRelay.on("ping-all", (n, answer) => answer(n + 1));
     const acked = await node.io.timeout(WAIT_MS).emitWithAck("ping-all", 1);
-    assert.deepEqual(acked, []);
-    assert.deepEqual(await onRelay.inbox.next("ping-all"), [1]);
+    assert.deepEqual(acked, [2]);
 
     const gone = new Promise((r) => onRelay.once("disconnect", r));
     node.io.in(room).disconnectSockets();
