@@ -20,7 +20,7 @@ import { startDaemon, stopDaemon, withLogs, waitForMetric, runCli } from "../lib
 import { startRedis, redisTlsMissing } from "../lib/redis.mjs";
 import { makeCertificates, opensslMissing } from "../lib/certs.mjs";
 import { openClient, connected, join as joinRoom, freshRoom } from "../lib/clients.mjs";
-import { prepareConfig } from "../lib/spawn.mjs";
+import { prepareConfig, relayEnv } from "../lib/spawn.mjs";
 
 const WAIT_MS = 5000;
 const skip = opensslMissing() ?? redisTlsMissing() ?? false;
@@ -176,7 +176,7 @@ describe("cluster over TLS with a password", { skip }, () => {
     await servesLocally(d);
   }));
 
-  it("check-config names an unreadable or broken TLS file and exits 78", async () => {
+  it("check-config names an unreadable or broken TLS file and exits 78; so does the daemon at start", async () => {
     const cases = [
       [[`ca_file = "${join(certs.dir, "missing.pem")}"`], /cluster\.ca_file: .*missing\.pem: No such file/],
       [[`ca_file = "${passwordFile}"`], /cluster\.ca_file: .*holds no certificate/],
@@ -194,6 +194,14 @@ describe("cluster over TLS with a password", { skip }, () => {
     const run = await runCli(["check-config", "--config", configFile], WAIT_MS, { IORELAY_ENV: "test" });
     assert.equal(run.code, 78, run.stderr);
     assert.match(run.stderr, /cluster\.ca_file: is for TLS: it needs a rediss:\/\/ cluster\.url/);
+
+    // The daemon reads the files at start (as its user) and stops with the same reason,
+    // as a configuration error (78: not restarted in a loop).
+    const start = prepareConfig("iorelay-tls-start-", config({ cluster: [`ca_file = "${join(certs.dir, "missing.pem")}"`, `password_file = "${passwordFile}"`] }));
+    closers.push(() => rmSync(start.dir, { recursive: true, force: true }));
+    const started = await runCli(["--config", start.configFile], WAIT_MS, relayEnv(start.asRoot));
+    assert.equal(started.code, 78, started.stderr);
+    assert.match(started.stderr, /cannot start error=cluster\.ca_file .*missing\.pem: No such file/);
   });
 });
 
