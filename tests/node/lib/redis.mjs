@@ -5,8 +5,9 @@
 //
 // With `tls` (the files of lib/certs.mjs) it listens for TLS on a free loopback port
 // instead (`--port 0 --tls-port P`), asking clients for a certificate when
-// `tls.authClients`; with `password`, it requires that password (`--requirepass`).
-// Readiness is then an AUTH and a PING answered over TLS, verified against the CA.
+// `tls.authClients`; readiness is then a PING answered over TLS, the server verified
+// against the CA. With `password` it requires that password (`--requirepass`), and
+// readiness sends AUTH first.
 import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, chmodSync, readFileSync } from "node:fs";
 import { connect } from "node:net";
@@ -37,40 +38,40 @@ function command(...args) {
 
 /** Whether a TLS Redis on `port` answers AUTH (when `password`) and PING. */
 function pingTls(port, tls, password) {
+  const sock = tlsConnect({
+    host: "127.0.0.1",
+    port,
+    ca: readFileSync(tls.ca),
+    ...(tls.clientCert ? { cert: readFileSync(tls.clientCert), key: readFileSync(tls.clientKey) } : {}),
+  });
+  return answers(sock, "secureConnect", password);
+}
+
+/**
+ * Whether `sock`, once `ready` fires, answers AUTH (when `password`) with +OK and PING
+ * with +PONG; false on an error answer, a socket error or 2 s of silence.
+ */
+function answers(sock, ready, password) {
   return new Promise((resolve) => {
-    const sock = tlsConnect({
-      host: "127.0.0.1",
-      port,
-      ca: readFileSync(tls.ca),
-      ...(tls.clientCert ? { cert: readFileSync(tls.clientCert), key: readFileSync(tls.clientKey) } : {}),
-    });
+    const done = (ok) => {
+      sock.destroy();
+      resolve(ok);
+    };
     let got = "";
-    sock.on("secureConnect", () => sock.write(`${password ? command("AUTH", password) : ""}${command("PING")}`));
+    sock.setTimeout(2000, () => done(false));
+    sock.on(ready, () => sock.write(`${password ? command("AUTH", password) : ""}${command("PING")}`));
     sock.on("data", (d) => {
       got += d;
-      if (got.includes("+PONG\r\n") || got.startsWith("-")) {
-        sock.destroy();
-        resolve(got.endsWith("+PONG\r\n"));
-      }
+      if (got.startsWith("-") || got.includes("\r\n-")) done(false);
+      else if (got.endsWith("+PONG\r\n")) done(true);
     });
-    sock.on("error", () => resolve(false));
+    sock.on("error", () => done(false));
   });
 }
 
-function ping(path) {
-  return new Promise((resolve) => {
-    const sock = connect(path);
-    let got = "";
-    sock.on("connect", () => sock.write("PING\r\n"));
-    sock.on("data", (d) => {
-      got += d;
-      if (got.includes("\r\n")) {
-        sock.destroy();
-        resolve(got.startsWith("+PONG"));
-      }
-    });
-    sock.on("error", () => resolve(false));
-  });
+/** Whether a Redis on the Unix socket `path` answers AUTH (when `password`) and PING. */
+function ping(path, password) {
+  return answers(connect(path), "connect", password);
 }
 
 /**
@@ -100,7 +101,7 @@ export async function startRedis(opts = {}) {
         "--tls-auth-clients", tls.authClients ? "yes" : "no",
       ]
     : ["--unixsocket", path, "--unixsocketperm", "777"];
-  const ready = tls ? () => pingTls(port, tls, password) : () => ping(path);
+  const ready = tls ? () => pingTls(port, tls, password) : () => ping(path, password);
   let child;
   const launch = async () => {
     child = spawn("redis-server", [
