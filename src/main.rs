@@ -63,6 +63,15 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::CheckConfig) => {
+            // The files the daemon cannot start without (read, not only named).
+            let files = iorelay::cluster::redis::tls::check(&loaded.config.cluster);
+            if !files.is_empty() {
+                eprintln!("iorelay: invalid configuration:");
+                for (key, reason) in files {
+                    eprintln!("  {key}: {reason}");
+                }
+                return ExitCode::from(exit::CONFIG);
+            }
             print!("{}", config::validate::render(&loaded.config));
             let files: Vec<String> = loaded
                 .sources

@@ -103,6 +103,7 @@ suites! {
     cluster_haproxy => "cluster-haproxy",
     cluster_redis => "cluster-redis",
     cluster_streams => "cluster-streams",
+    cluster_tls => "cluster-tls",
     engineio_conformance => "engineio-conformance",
     haproxy => "haproxy",
     history => "history",

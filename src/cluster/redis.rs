@@ -6,6 +6,11 @@
 //!
 //! While Redis is away, publishing fails and is counted; local and host-wide delivery do
 //! not depend on it.
+//!
+//! [`client`] makes the client of every connection, with the password of
+//! `password_file` and, for `rediss://`, the certificates that [`tls`] reads.
+
+pub mod tls;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -46,9 +51,13 @@ pub enum Error {
     /// The URL was refused by the client.
     #[error("cluster.url: {0}")]
     Url(redis::RedisError),
+    /// A TLS file (`ca_file`, `client_cert_file`, `client_key_file`) cannot be used.
+    #[error(transparent)]
+    Tls(#[from] tls::FileError),
 }
 
-/// A Redis client for `config`, with the password of `password_file` if there is one.
+/// A Redis client for `config`, with the password of `password_file` if there is one,
+/// and the TLS files' certificates if it names any.
 pub fn client(config: &ClusterConfig) -> Result<redis::Client, Error> {
     // rustls needs a process-wide crypto provider for `rediss://`; a second install is
     // refused harmlessly.
@@ -63,7 +72,11 @@ pub fn client(config: &ClusterConfig) -> Result<redis::Client, Error> {
         let settings = info.redis_settings().clone().set_password(password.trim());
         info = info.set_redis_settings(settings);
     }
-    redis::Client::open(info).map_err(Error::Url)
+    match tls::certificates(config)? {
+        Some(certificates) => redis::Client::build_with_tls(info, certificates),
+        None => redis::Client::open(info),
+    }
+    .map_err(Error::Url)
 }
 
 /// Most bytes of messages waiting in one queue (to be published, or read and waiting for

@@ -30,12 +30,23 @@ pub struct ClusterConfig {
     /// `"none"`, `"redis"` or `"redis-streams"`. Default `"none"`.
     pub adapter: AdapterKind,
     /// The Redis server: `redis://[:password@]host[:port][/db]`, `rediss://…` for TLS
-    /// (verified against the system's CA certificates), or `redis+unix:///path`.
+    /// (verified against `ca_file`, else the system's CA certificates), or
+    /// `redis+unix:///path`.
     /// Default `"redis://127.0.0.1:6379"`.
     pub url: String,
     /// A file holding the Redis password (surrounding whitespace trimmed), read at
     /// start; wins over a password in `url`. Default: none.
     pub password_file: Option<PathBuf>,
+    /// `rediss://`: a PEM file of the CA certificates that may sign the Redis server's
+    /// certificate (a private CA), read at start, in place of the system's. Default:
+    /// none (the system's CA certificates).
+    pub ca_file: Option<PathBuf>,
+    /// `rediss://` to a Redis with `tls-auth-clients yes`: this node's certificate (PEM,
+    /// the chain after it if any), read at start; needs `client_key_file`. Default: none.
+    pub client_cert_file: Option<PathBuf>,
+    /// The private key of `client_cert_file` (PEM: PKCS#8, PKCS#1 or SEC1), read at
+    /// start. Default: none.
+    pub client_key_file: Option<PathBuf>,
     /// The prefix of every channel, as the Node adapter's `key` option (the streams
     /// adapter's `channelPrefix`): nodes and emitters share a cluster only with the same
     /// key. Default `"socket.io"`.
@@ -69,6 +80,9 @@ impl Default for ClusterConfig {
             adapter: AdapterKind::None,
             url: "redis://127.0.0.1:6379".to_owned(),
             password_file: None,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
             key: "socket.io".to_owned(),
             stream_name: "socket.io".to_owned(),
             max_len: 10_000,
@@ -101,6 +115,7 @@ pub fn check(c: &ClusterConfig) -> Vec<(String, String)> {
     } else if let Err(e) = redis::IntoConnectionInfo::into_connection_info(c.url.as_str()) {
         out.push(("cluster.url".to_owned(), format!("not a Redis URL: {e}")));
     }
+    check_tls(c, &mut out);
     if c.key.is_empty() || c.key.len() > 256 || c.key.contains('#') {
         out.push((
             "cluster.key".to_owned(),
@@ -146,6 +161,36 @@ pub fn check(c: &ClusterConfig) -> Vec<(String, String)> {
         ));
     }
     out
+}
+
+/// The TLS keys need a `rediss://` URL, and a client certificate its key (and the other
+/// way round). Whether the files hold what they should is checked when they are read
+/// (`cluster::redis::tls`), at start and by `check-config`.
+fn check_tls(c: &ClusterConfig, out: &mut Vec<(String, String)>) {
+    let files = [
+        ("cluster.ca_file", &c.ca_file),
+        ("cluster.client_cert_file", &c.client_cert_file),
+        ("cluster.client_key_file", &c.client_key_file),
+    ];
+    for (key, file) in files {
+        if file.is_some() && !c.url.starts_with("rediss://") {
+            out.push((
+                key.to_owned(),
+                "is for TLS: it needs a rediss:// cluster.url".to_owned(),
+            ));
+        }
+    }
+    match (&c.client_cert_file, &c.client_key_file) {
+        (Some(_), None) => out.push((
+            "cluster.client_key_file".to_owned(),
+            "must be set with cluster.client_cert_file (the certificate's private key)".to_owned(),
+        )),
+        (None, Some(_)) => out.push((
+            "cluster.client_cert_file".to_owned(),
+            "must be set with cluster.client_key_file (the key's certificate)".to_owned(),
+        )),
+        _ => {}
+    }
 }
 
 /// `url` with its password (if any) replaced by `mask`, for `check-config`.
@@ -209,6 +254,47 @@ mod tests {
                 "cluster.max_message"
             ]
         );
+    }
+
+    #[test]
+    fn tls_files_need_rediss_and_come_in_pairs() {
+        let tls = |url: &str, ca: bool, cert: bool, key: bool| ClusterConfig {
+            adapter: AdapterKind::Redis,
+            url: url.to_owned(),
+            ca_file: ca.then(|| PathBuf::from("/etc/iorelay/redis-ca.pem")),
+            client_cert_file: cert.then(|| PathBuf::from("/etc/iorelay/redis-client.pem")),
+            client_key_file: key.then(|| PathBuf::from("/etc/iorelay/redis-client.key")),
+            ..ClusterConfig::default()
+        };
+        let keys =
+            |c: &ClusterConfig| -> Vec<String> { check(c).into_iter().map(|(k, _)| k).collect() };
+        assert!(check(&tls("rediss://10.0.0.5:6380", true, true, true)).is_empty());
+        assert!(check(&tls("rediss://10.0.0.5:6380", true, false, false)).is_empty());
+        assert_eq!(
+            keys(&tls("redis://10.0.0.5:6379", true, true, true)),
+            [
+                "cluster.ca_file",
+                "cluster.client_cert_file",
+                "cluster.client_key_file"
+            ]
+        );
+        let problems = check(&tls("redis+unix:///run/redis.sock", true, false, false));
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].1.contains("rediss://"), "{problems:?}");
+        assert_eq!(
+            keys(&tls("rediss://h", false, true, false)),
+            ["cluster.client_key_file"]
+        );
+        assert_eq!(
+            keys(&tls("rediss://h", false, false, true)),
+            ["cluster.client_cert_file"]
+        );
+        let from_toml: ClusterConfig = toml::from_str(
+            "url = \"rediss://h:6380\"\nca_file = \"/etc/ca.pem\"\nclient_cert_file = \"/c.pem\"\nclient_key_file = \"/k.pem\"",
+        )
+        .unwrap();
+        assert_eq!(from_toml.ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        assert!(check(&from_toml).is_empty());
     }
 
     #[test]
