@@ -201,14 +201,18 @@ impl Remote for Sessions {
         });
     }
 
-    fn take<'a>(&'a self, pid: &'a str) -> BoxFuture<'a, Result<Option<Session>, Unavailable>> {
+    fn take<'a>(
+        &'a self,
+        pid: &'a str,
+        nsp: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Session>, Unavailable>> {
         Box::pin(async move {
             let key = format!("{SESSION_PREFIX}{pid}");
             // Looked at before it is taken: a Node server's session stays for it.
             let Some(raw) = self.get(&key, false).await? else {
                 return Ok(None);
             };
-            if self.decode(&raw).is_none() {
+            if self.decode(&raw).is_none_or(|s| s.nsp != nsp) {
                 return Ok(None);
             }
             let taken = self.get(&key, true).await?;

@@ -232,12 +232,26 @@ async fn claim_remote(
         }
     };
     let session = remote
-        .take(pid)
+        .take(pid, nsp)
         .await
         .map_err(unavailable)?
         .ok_or(Miss::Unknown)?;
     if session.nsp != nsp {
         return Err(Miss::Unknown);
+    }
+    // What Redis holds is checked as anything from the network: rooms a client could have
+    // joined, no more than it could have (its own id, and the relay's own room, besides).
+    let max_rooms = relay
+        .namespace(nsp)
+        .map_or(0, |ns| ns.policy().config.limits.max_rooms);
+    let sane = session.rooms.len() <= max_rooms + 2
+        && session
+            .rooms
+            .iter()
+            .all(|r| crate::api::check_room_name(r).is_ok());
+    if !sane {
+        tracing::warn!(%nsp, rooms = session.rooms.len(), "recovery: a session in Redis with rooms no client could have; not restored");
+        return Err(Miss::NotKept);
     }
     if session.user.as_deref() != user.map(|u| &**u) {
         return Err(Miss::OtherUser);

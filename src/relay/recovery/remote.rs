@@ -123,8 +123,13 @@ pub trait Remote: Send + Sync + std::fmt::Debug + 'static {
     fn keep(&self, session: &Session, ttl: Duration);
     /// Forget the session kept under `pid`. Not waited for.
     fn forget(&self, pid: &str);
-    /// Take the session kept under `pid`, if any (no one else can take it after).
-    fn take<'a>(&'a self, pid: &'a str) -> BoxFuture<'a, Result<Option<Session>, Unavailable>>;
+    /// Take the session of `nsp` kept under `pid`, if any (no one else can take it after;
+    /// one of another namespace, or not iorelay's, is left where it is).
+    fn take<'a>(
+        &'a self,
+        pid: &'a str,
+        nsp: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Session>, Unavailable>>;
     /// The broadcasts of `nsp` in the stream from entry `from` on, in order.
     fn since<'a>(
         &'a self,

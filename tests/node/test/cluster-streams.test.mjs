@@ -16,6 +16,7 @@ import { startDaemon, stopDaemon, withLogs, waitForMetric } from "../lib/admin.m
 import { startRedis } from "../lib/redis.mjs";
 import { openClient, connected, join, freshRoom } from "../lib/clients.mjs";
 import { TEST_TOKEN } from "../lib/spawn.mjs";
+import notepack from "notepack.io";
 
 const WAIT_MS = 5000;
 
@@ -59,6 +60,11 @@ presence = false
 [namespaces."/chat"]
 join = "any"
 presence = false
+
+[namespaces."/rec"]
+join = "any"
+presence = false
+recovery = { max_disconnection = "2m" }
 `;
 }
 
@@ -342,5 +348,37 @@ describe("cluster-streams: Redis goes away and comes back", () => {
     for (let i = 1; i <= 3; i++) sender.emit("n", i);
     await receiver.inbox.next("n", (i) => i === 3, 15000);
     assert.deepEqual(receiver.inbox.all("n"), [[0], [1], [2], [3]]);
+  }));
+});
+
+describe("cluster-streams: sessions in Redis are input like any other", () => {
+  it("garbage, a Node server's session, one with more rooms than a client could join and one of another namespace restore nothing; the Node server's stays", logs(async () => {
+    daemon = await startNode();
+    const redisConn = await redisClient();
+    const session = (extra) => Buffer.from(notepack.encode({ sid: "s", pid: "p", rooms: ["s"], data: {}, ...extra })).toString("base64");
+    const ours = (nsp, rooms) => ({ iorelay: { nsp, user: null, since: Date.now(), node: "elsewhere" }, rooms });
+    const kept = {
+      "hostile-1": "not base64 at all!",
+      "hostile-2": Buffer.from([0xc1, 0xff, 0x00, 0x93]).toString("base64"),
+      "node-session": session({}),
+      "too-many-rooms": session(ours("/rec", Array.from({ length: 5000 }, (_, i) => `r${i}`))),
+      "other-namespace": session(ours("/chat", ["s"])),
+    };
+    for (const [pid, value] of Object.entries(kept)) await redisConn.set(`sio:session:${pid}`, value);
+    for (const pid of Object.keys(kept)) {
+      const c = client(`${daemon.url}/rec`, { auth: { pid, offset: "" } });
+      await connected(c);
+      assert.equal(c.recovered, false, `${pid} restored something`);
+      assert.notEqual(c.id, "s");
+      c.disconnect();
+    }
+    // Only the session with impossible rooms was taken (and refused); the rest are left
+    // for whoever may own them.
+    assert.equal(await redisConn.get("sio:session:too-many-rooms"), null);
+    for (const pid of ["hostile-1", "hostile-2", "node-session", "other-namespace"]) {
+      assert.equal(await redisConn.get(`sio:session:${pid}`), kept[pid], `${pid} left in Redis`);
+    }
+    await waitForMetric(daemon, "iorelay_recovery_total", { namespace: "/rec", result: "unknown_pid" }, (v) => v === 4, WAIT_MS, "pids that name no session of /rec");
+    await waitForMetric(daemon, "iorelay_recovery_total", { namespace: "/rec", result: "not_kept" }, (v) => v === 1, WAIT_MS, "the refused session");
   }));
 });
