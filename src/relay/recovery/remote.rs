@@ -25,7 +25,9 @@
 //! before its write) is lost; the old host's server API emits carry no stamp and are
 //! replayed after the last entry it had from others, which may repeat one; a socket that
 //! connected or changed rooms less than a refresh before its node was killed comes back
-//! as it was at the last write.
+//! as it was at the last write; a client that comes back elsewhere while its old node
+//! lives and has not noticed the drop leaves a copy there until the ping timeout, whose
+//! park then rewrites the session with the old rooms.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

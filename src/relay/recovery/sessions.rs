@@ -78,6 +78,10 @@ pub async fn keep_live(relay: std::sync::Weak<Shared>) {
             let due = written
                 .get(socket.id())
                 .is_none_or(|&(p, at)| p != print || now.duration_since(at) >= window / 2);
+            // Gone meanwhile (and forgotten): not written again.
+            if due && relay.held(socket.id()).is_none() {
+                continue;
+            }
             let at = if due {
                 let session = session_of(&relay, socket, remote.node());
                 // Rewritten after half a window, so it outlives a killed node by one to
