@@ -35,6 +35,7 @@ use super::occupancy::Occupancy;
 use super::replica::{Departed, Replicas};
 use super::wire::{Message, VERSION};
 use crate::engine::{BoxFuture, Outgoing};
+pub use apply::CLUSTER;
 use apply::{logged_message, park_message, recorded_message};
 
 /// Bytes queued per link past which broadcasts to that peer are dropped (and counted):

@@ -73,7 +73,7 @@ impl Meters {
             ),
             dropped: counter_vec(
                 "iorelay_cluster_dropped_total",
-                "Cluster messages dropped, by reason (publish_queue, receive_queue, too_large, malformed).",
+                "Cluster messages dropped, by reason (publish_queue, receive_queue, too_large, malformed, presence_malformed, presence_bound, presence_queue).",
                 "reason",
             ),
             requests: counter_vec(
@@ -83,7 +83,15 @@ impl Meters {
             ),
             held,
         };
-        for reason in ["publish_queue", "receive_queue", "too_large", "malformed"] {
+        for reason in [
+            "publish_queue",
+            "receive_queue",
+            "too_large",
+            "malformed",
+            "presence_malformed",
+            "presence_bound",
+            "presence_queue",
+        ] {
             meters.dropped.with_label_values(&[reason]);
         }
         meters

@@ -19,8 +19,10 @@
 //!
 //! [`front`] makes the server API cluster-wide with this node's own requests ([`ask`]).
 //!
-//! Not yet: cluster-wide presence (counts and `$rooms`/`$members` of clients are
-//! host-wide), the clients' acks of another node's broadcast, and connection state
+//! [`presence`] shares the iorelay nodes' room memberships (counts, `$rooms`,
+//! `$members`, `$presence`, webhooks) on a channel of its own.
+//!
+//! Not yet: the clients' acks of another node's broadcast, and connection state
 //! recovery across nodes. With the streams adapter, that last one would fit thus: the
 //! offset a client gets with an event would be the stream entry's id (the Node adapter
 //! appends it to the event's arguments), a session would be kept in Redis under
@@ -37,6 +39,7 @@ pub mod front;
 pub mod gateway;
 pub mod message;
 pub mod meters;
+pub mod presence;
 pub mod redis;
 pub mod streams;
 
@@ -73,6 +76,7 @@ pub fn front(
     node: &NodeId,
     host: Arc<dyn Control>,
     meters: &Meters,
+    presence: Option<Arc<presence::Presence>>,
 ) -> Result<Front, redis::Error> {
     if !config.cluster.enabled() {
         return Ok((host, None));
@@ -89,6 +93,7 @@ pub fn front(
     let front = Clustered {
         inner: host,
         gateway: gateway.clone(),
+        presence,
     };
     Ok((Arc::new(front), Some(gateway)))
 }

@@ -61,6 +61,15 @@ pub struct ClusterConfig {
     /// The largest message read from Redis; larger ones are dropped, logged and
     /// counted. Default `"16MiB"`.
     pub max_message: bytesize::ByteSize,
+    /// How often this node tells the other iorelay nodes it is alive (cluster-wide
+    /// presence), as the Node adapters' `heartbeatInterval`. Default `"5s"`.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// How long another iorelay node may stay silent before its members are dropped
+    /// (their leaves announced), as the Node adapters' `heartbeatTimeout`; more than
+    /// `heartbeat_interval`. Default `"10s"`.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_timeout: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -76,6 +85,8 @@ impl Default for ClusterConfig {
             block_time: Duration::from_secs(5),
             requests_timeout: Duration::from_secs(5),
             max_message: bytesize::ByteSize::mib(16),
+            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -136,6 +147,19 @@ pub fn check(c: &ClusterConfig) -> Vec<(String, String)> {
         out.push((
             "cluster.requests_timeout".to_owned(),
             "must be between 100ms and 60s".to_owned(),
+        ));
+    }
+    if !(Duration::from_millis(50)..=Duration::from_secs(60)).contains(&c.heartbeat_interval) {
+        out.push((
+            "cluster.heartbeat_interval".to_owned(),
+            "must be between 50ms and 60s".to_owned(),
+        ));
+    }
+    if c.heartbeat_timeout <= c.heartbeat_interval || c.heartbeat_timeout > Duration::from_secs(600)
+    {
+        out.push((
+            "cluster.heartbeat_timeout".to_owned(),
+            "must be more than cluster.heartbeat_interval and at most 10min".to_owned(),
         ));
     }
     let max = c.max_message.as_u64();

@@ -66,8 +66,13 @@ pub async fn run(
         .relay
         .shared()
         .set_membership_sink(Box::new(move |change| sink.push(events_of(&change))));
-    let (control, gateway) =
-        crate::cluster::front(&loaded.config, &node, Arc::new(local), &metrics.cluster)?;
+    let (control, gateway) = crate::cluster::front(
+        &loaded.config,
+        &node,
+        Arc::new(local),
+        &metrics.cluster,
+        None,
+    )?;
     if gateway.is_some() {
         health.watch_cluster(metrics.cluster.up.clone());
     }

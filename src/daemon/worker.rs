@@ -26,6 +26,7 @@ use super::signals::{self, Intent};
 use super::spawn::{self, WorkerArgs, WorkerId};
 use super::{Error, Stack};
 use crate::adapter::PeerAdapter;
+use crate::cluster::presence::wire::{Change, Membership};
 use crate::config::Config;
 use crate::http::admin::{RoomDetail, Status};
 use crate::telemetry::LogHandle;
@@ -87,7 +88,7 @@ pub async fn run(
     let (read, mut write) = control.into_split();
     let mut lines = BufReader::new(read).lines();
     let send = |msg: ToMaster| control::encode(&msg);
-    let (hooks_on, mut hooks) = forward_webhooks(&stack, &bus, &config, &metrics);
+    let (hooks_on, mut hooks, mut shared) = forward_webhooks(&stack, &bus, &config, &metrics);
     let _ = write.write_all(send(ToMaster::Ready).as_bytes()).await;
     tracing::info!(
         worker = args.id.0,
@@ -102,6 +103,16 @@ pub async fn run(
             next = lines.next_line() => next,
             Some(batch) = hooks.recv() => {
                 if write.write_all(send(ToMaster::Webhooks(batch)).as_bytes()).await.is_err() {
+                    break false;
+                }
+                continue;
+            }
+            Some(first) = shared.recv() => {
+                let mut batch = vec![first];
+                while batch.len() < PRESENCE_BATCH && let Ok(more) = shared.try_recv() {
+                    batch.push(more);
+                }
+                if write.write_all(send(ToMaster::Presence(batch)).as_bytes()).await.is_err() {
                     break false;
                 }
                 continue;
@@ -169,6 +180,10 @@ pub async fn run(
                 part: crate::relay::backend::answer(stack.relay.shared(), &call, stamp).await,
             },
             Ok(ToWorker::Shutdown(drain)) => break drain,
+            Ok(ToWorker::Cluster { changes, announce }) => {
+                present(stack.relay.shared(), &bus, changes, announce);
+                continue;
+            }
             Err(err) => {
                 tracing::warn!(error = %err, "unreadable control message ignored");
                 continue;
@@ -192,18 +207,64 @@ pub async fn run(
 /// Reports of this worker's joins and leaves waiting for the control channel.
 const WEBHOOK_BACKLOG: usize = 1024;
 
+/// This worker's joins and leaves waiting for the control channel, for the cluster's
+/// presence; more are dropped and counted (the cluster's count of the rooms is then
+/// wrong until the members leave).
+const PRESENCE_BACKLOG: usize = 65_536;
+
+/// Most joins and leaves in one presence report.
+const PRESENCE_BATCH: usize = 1024;
+
+/// Keep the other nodes' memberships in the bus and, for news, tell this worker's
+/// members of their rooms (the nodes that hold them announce to their own).
+fn present(relay: &crate::relay::Shared, bus: &PeerAdapter, changes: Vec<Change>, announce: bool) {
+    let mut touched = std::collections::BTreeSet::new();
+    for Change { join, m } in changes {
+        if !crate::adapter::is_listed(&m.room) {
+            continue;
+        }
+        let count = bus.present(&m.nsp, &m.room, &m.id, m.user.as_deref(), join);
+        if announce {
+            let member = crate::adapter::Member {
+                id: Arc::from(m.id),
+                user: m.user.map(Arc::from),
+            };
+            let action = if join { "join" } else { "leave" };
+            crate::relay::control::announce_elsewhere(
+                relay, &m.nsp, &member, &m.room, action, count,
+            );
+        }
+        touched.insert(m.nsp);
+    }
+    for nsp in touched {
+        relay.count_rooms(&nsp);
+    }
+}
+
 /// Make the relay's joins and leaves into webhook events for the master while webhooks
 /// are on (the flag, switched on reload); a full backlog drops them, counted here. The
 /// leaves of a dead sibling's members reach every survivor: only the lowest-numbered
-/// one reports them, so that the host sends them once.
+/// one reports them, so that the host sends them once. In a cluster, the joins and
+/// leaves of this worker's own sockets go to the master's presence too (the third
+/// receiver).
 fn forward_webhooks(
     stack: &Stack,
     bus: &Arc<PeerAdapter>,
     config: &Config,
     metrics: &Metrics,
-) -> (Arc<AtomicBool>, mpsc::Receiver<Vec<Event>>) {
+) -> (
+    Arc<AtomicBool>,
+    mpsc::Receiver<Vec<Event>>,
+    mpsc::Receiver<Change>,
+) {
     let on = Arc::new(AtomicBool::new(config.webhooks.enabled()));
     let (tx, rx) = mpsc::channel(WEBHOOK_BACKLOG);
+    let clustered = config.cluster.enabled();
+    let (shared_tx, shared_rx) = mpsc::channel(PRESENCE_BACKLOG);
+    let unshared = metrics
+        .cluster
+        .dropped
+        .with_label_values(&["presence_queue"]);
     let (flag, bus, dropped) = (
         on.clone(),
         bus.clone(),
@@ -213,6 +274,23 @@ fn forward_webhooks(
         .relay
         .shared()
         .set_membership_sink(Box::new(move |change| {
+            if clustered && !change.departed && crate::adapter::is_listed(&change.room) {
+                let shared = Change {
+                    join: change.joined,
+                    m: Membership {
+                        nsp: change.nsp.to_string(),
+                        room: change.room.to_string(),
+                        id: change.socket.to_string(),
+                        user: change.user.as_deref().map(str::to_owned),
+                    },
+                };
+                if shared_tx.try_send(shared).is_err() {
+                    unshared.inc();
+                    tracing::warn!(
+                        "cluster: a join or leave not shared with the other nodes (backlog full)"
+                    );
+                }
+            }
             if !flag.load(Ordering::Relaxed) || (change.departed && !bus.lowest_linked()) {
                 return;
             }
@@ -222,7 +300,7 @@ fn forward_webhooks(
                 dropped.inc_by(n);
             }
         }));
-    (on, rx)
+    (on, rx, shared_rx)
 }
 
 /// Serve requests other workers forward to this one (sessions it owns).

@@ -59,6 +59,8 @@ pub enum Event {
     Restart(WorkerId),
     /// It reports webhook events.
     Webhooks(Vec<crate::webhooks::Event>),
+    /// It reports joins and leaves of its sockets (cluster presence).
+    Presence(WorkerId, Vec<crate::cluster::presence::wire::Change>),
 }
 
 /// Report requests waiting for their answer, by request number.
@@ -480,6 +482,9 @@ async fn read_control(
             }
             Ok(ToMaster::Webhooks(batch)) => {
                 let _ = events.send(Event::Webhooks(batch));
+            }
+            Ok(ToMaster::Presence(changes)) => {
+                let _ = events.send(Event::Presence(id, changes));
             }
             Err(err) => tracing::warn!(worker = %id, error = %err, "unreadable control message"),
         }
