@@ -265,7 +265,11 @@ impl Presence {
             let from = env.node.clone();
             let now = Instant::now();
             let mut tables = self.tables.lock();
+            let before = tables.roster.len();
             let out = tables.roster.apply(env, now);
+            if tables.roster.len() > before {
+                tracing::info!(node = %from, "cluster: another iorelay node heard");
+            }
             if out.dropped > 0 {
                 self.meters
                     .dropped
