@@ -661,6 +661,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn other_nodes_members_count_as_one_more_peer() {
+        let a = PeerAdapter::new(0);
+        let r = recipient("ra", 16);
+        a.add_socket("/", r.clone());
+        a.join("/", "room", "ra").await;
+        assert_eq!(a.present("/", "room", "far", Some("ann"), true), 2);
+        assert_eq!(
+            a.present("/", "room", "far", Some("ann"), true),
+            2,
+            "a repeat"
+        );
+        assert_eq!(a.present("/", "other", "far", Some("ann"), true), 1);
+        assert_eq!(a.count("/", "room").await, 2);
+        let ids: Vec<_> = a
+            .members("/", "room")
+            .await
+            .iter()
+            .map(|m| m.id.to_string())
+            .collect();
+        assert_eq!(ids, vec!["far", "ra"]);
+        assert_eq!(a.room_count("/"), 2);
+        assert!(a.lowest_linked(), "the cluster is not a worker");
+        assert_eq!(a.present("/", "other", "far", None, false), 0);
+        assert_eq!(a.room_count("/"), 1);
+        assert_eq!(
+            a.present("/", "room", "nobody", None, false),
+            2,
+            "an unknown leave"
+        );
+    }
+
+    #[tokio::test]
     async fn rooms_span_both_processes() {
         let (a, b) = pair();
         let (ra, rb) = (recipient("ra", 16), recipient("rb", 16));

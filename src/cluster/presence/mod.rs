@@ -60,6 +60,9 @@ pub const MAX_MEMBERS: usize = 100_000;
 /// Largest presence message read.
 const MAX_MESSAGE: usize = 32 << 20;
 
+/// Least time between two asks, or two snapshots, of this node.
+const PACE: Duration = Duration::from_secs(1);
+
 /// How long a goodbye may take to publish.
 const BYE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -101,6 +104,11 @@ struct Tables {
     roster: Roster,
     /// When this node last asked for snapshots (asks are paced).
     asked: Option<Instant>,
+    /// When this node last sent its snapshot (answers are paced: one serves every
+    /// node that asked, and a flood of asks costs one per [`PACE`]).
+    answered: Option<Instant>,
+    /// A snapshot was asked for within [`PACE`] of the last: sent at the next beat.
+    owed: bool,
 }
 
 impl Presence {
@@ -126,6 +134,8 @@ impl Presence {
                     members: MAX_MEMBERS,
                 }),
                 asked: None,
+                answered: None,
+                owed: false,
             }),
             publisher,
             conn,
@@ -170,17 +180,26 @@ impl Presence {
         self.publisher.send(self.channel.clone(), env.encode());
     }
 
-    fn send_snapshot(&self, tables: &Tables) {
+    fn send_snapshot(&self, tables: &mut Tables, now: Instant) {
+        tables.answered = Some(now);
+        tables.owed = false;
         let members = tables.host.snapshot(MAX_MEMBERS);
         self.send(tables.host.seq, Body::Snapshot(members));
     }
 
-    /// Ask the others for their snapshots, at most once per second.
+    /// Answer an ask with this node's snapshot now, or at the next beat if one went out
+    /// within [`PACE`].
+    fn answer(&self, tables: &mut Tables, now: Instant) {
+        if paced(tables.answered, now) {
+            tables.owed = true;
+        } else {
+            self.send_snapshot(tables, now);
+        }
+    }
+
+    /// Ask the others for their snapshots, at most once per [`PACE`].
     fn ask(&self, tables: &mut Tables, now: Instant) {
-        if tables
-            .asked
-            .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(1))
-        {
+        if paced(tables.asked, now) {
             return;
         }
         tables.asked = Some(now);
@@ -278,7 +297,7 @@ impl Presence {
                 tracing::warn!(node = %from, dropped = out.dropped, "cluster: presence of another node over the bounds, partly dropped");
             }
             if out.answer {
-                self.send_snapshot(&tables);
+                self.answer(&mut tables, now);
             }
             if out.ask {
                 self.ask(&mut tables, now);
@@ -330,8 +349,9 @@ impl Presence {
     async fn beat(self: Arc<Self>, interval: Duration, deadline: Duration) {
         {
             let mut tables = self.tables.lock();
-            self.send_snapshot(&tables);
-            self.ask(&mut tables, Instant::now());
+            let now = Instant::now();
+            self.send_snapshot(&mut tables, now);
+            self.ask(&mut tables, now);
         }
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -339,8 +359,12 @@ impl Presence {
         while !self.stopped.load(Ordering::Relaxed) {
             tick.tick().await;
             let mut tables = self.tables.lock();
-            self.send(tables.host.seq, Body::Beat);
-            let (dead, changes) = tables.roster.expire(Instant::now(), deadline);
+            let now = Instant::now();
+            match tables.owed {
+                true => self.send_snapshot(&mut tables, now),
+                false => self.send(tables.host.seq, Body::Beat),
+            }
+            let (dead, changes) = tables.roster.expire(now, deadline);
             if dead.is_empty() {
                 continue;
             }
@@ -350,4 +374,9 @@ impl Presence {
             self.tell(changes, departed);
         }
     }
+}
+
+/// Whether something done `at` was done within [`PACE`] of `now`.
+fn paced(at: Option<Instant>, now: Instant) -> bool {
+    at.is_some_and(|at| now.saturating_duration_since(at) < PACE)
 }
