@@ -287,17 +287,9 @@ impl Master {
                 announce: true,
             });
         }
-        for (m, count) in news.departed {
-            let change = crate::relay::Membership {
-                nsp: Arc::from(m.nsp),
-                room: Arc::from(m.room),
-                socket: Arc::from(m.id),
-                user: m.user.map(Arc::from),
-                joined: false,
-                count,
-                departed: true,
-            };
-            self.webhooks.push(crate::webhooks::events_of(&change));
+        if !news.departed.is_empty() {
+            self.webhooks
+                .push(super::presence::departed_events(news.departed));
         }
     }
 

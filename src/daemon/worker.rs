@@ -20,13 +20,14 @@ use tokio::sync::mpsc;
 
 use super::control::{self, ToMaster, ToWorker};
 use super::listener::Serving;
+use super::presence;
 use super::rundir;
 use super::shutdown::{self, Stop};
 use super::signals::{self, Intent};
 use super::spawn::{self, WorkerArgs, WorkerId};
 use super::{Error, Stack};
 use crate::adapter::PeerAdapter;
-use crate::cluster::presence::wire::{Change, Membership};
+use crate::cluster::presence::wire::Change;
 use crate::config::Config;
 use crate::http::admin::{RoomDetail, Status};
 use crate::telemetry::LogHandle;
@@ -181,7 +182,7 @@ pub async fn run(
             },
             Ok(ToWorker::Shutdown(drain)) => break drain,
             Ok(ToWorker::Cluster { changes, announce }) => {
-                present(stack.relay.shared(), &bus, changes, announce);
+                presence::present(stack.relay.shared(), &bus, changes, announce);
                 continue;
             }
             Err(err) => {
@@ -214,32 +215,6 @@ const PRESENCE_BACKLOG: usize = 65_536;
 
 /// Most joins and leaves in one presence report.
 const PRESENCE_BATCH: usize = 1024;
-
-/// Keep the other nodes' memberships in the bus and, for news, tell this worker's
-/// members of their rooms (the nodes that hold them announce to their own).
-fn present(relay: &crate::relay::Shared, bus: &PeerAdapter, changes: Vec<Change>, announce: bool) {
-    let mut touched = std::collections::BTreeSet::new();
-    for Change { join, m } in changes {
-        if !crate::adapter::is_listed(&m.room) {
-            continue;
-        }
-        let count = bus.present(&m.nsp, &m.room, &m.id, m.user.as_deref(), join);
-        if announce {
-            let member = crate::adapter::Member {
-                id: Arc::from(m.id),
-                user: m.user.map(Arc::from),
-            };
-            let action = if join { "join" } else { "leave" };
-            crate::relay::control::announce_elsewhere(
-                relay, &m.nsp, &member, &m.room, action, count,
-            );
-        }
-        touched.insert(m.nsp);
-    }
-    for nsp in touched {
-        relay.count_rooms(&nsp);
-    }
-}
 
 /// Make the relay's joins and leaves into webhook events for the master while webhooks
 /// are on (the flag, switched on reload); a full backlog drops them, counted here. The
@@ -274,16 +249,7 @@ fn forward_webhooks(
         .relay
         .shared()
         .set_membership_sink(Box::new(move |change| {
-            if clustered && !change.departed && crate::adapter::is_listed(&change.room) {
-                let shared = Change {
-                    join: change.joined,
-                    m: Membership {
-                        nsp: change.nsp.to_string(),
-                        room: change.room.to_string(),
-                        id: change.socket.to_string(),
-                        user: change.user.as_deref().map(str::to_owned),
-                    },
-                };
+            if let Some(shared) = presence::shared_change(&change).filter(|_| clustered) {
                 if shared_tx.try_send(shared).is_err() {
                     unshared.inc();
                     tracing::warn!(

@@ -30,8 +30,12 @@
 //! counted, so two first joins at the same moment on two nodes may both see a count of
 //! 1 (two `room.occupied`); a node's members linger up to `heartbeat_timeout` after it
 //! dies. Node socket.io servers have no presence channel: their sockets are not in these
-//! counts (the server API still lists them, fetched on request). The single-process mode
-//! (`workers = 1`) publishes nothing of this and hears nothing: its counts are its own.
+//! counts (the server API still lists them, fetched on request). The relay's own
+//! `$namespace` room is not shared: `announce` counts stay per host.
+//!
+//! **The single-process mode** (`workers = 1`) takes part the same way: the process is
+//! its host's only worker (0) and its own master (its bus is a `PeerAdapter` without
+//! links, which keeps the other nodes as its one peer).
 //! At most [`MAX_NODES`] other nodes and [`MAX_MEMBERS`] memberships per node are kept;
 //! more are dropped and counted (`iorelay_cluster_dropped_total{reason="presence_bound"}`).
 

@@ -1,5 +1,5 @@
 // Cluster-wide presence between iorelay nodes: two iorelay nodes of two workers each
-// and a private Redis (lib/redis.mjs), with either adapter. A client's join on one node
+// (or one of a single process) and a private Redis (lib/redis.mjs), with either adapter. A client's join on one node
 // is announced (`$presence`, cluster-wide count) to the room's members on the other;
 // `$members`, `$rooms` and the server API's room listings count each member once; the
 // room webhooks of both nodes go to one receiver, `room.occupied` once for the cluster.
@@ -84,10 +84,10 @@ async function receiver() {
   };
 }
 
-function config(adapter) {
+function config(adapter, workers) {
   return `
 [server]
-workers = 2
+workers = ${workers}
 shutdown_timeout = "1s"
 
 [cluster]
@@ -109,8 +109,8 @@ linger = "20ms"
 }
 
 /** An iorelay node of the cluster, once its gateway is subscribed. */
-async function startNode(adapter) {
-  const node = await startDaemon(config(adapter));
+async function startNode(adapter, workers = 2) {
+  const node = await startDaemon(config(adapter, workers));
   nodes.push(node);
   await node.waitForLog(/cluster: subscribed on Redis/);
   return node;
@@ -149,9 +149,9 @@ const presenceOf = (id, action) => (p) => p.id === id && p.action === action;
 
 for (const adapter of ["redis", "redis-streams"]) {
   describe(`cluster presence (${adapter})`, () => {
-    it("spans two nodes: $presence, $members, $rooms, the API and the webhooks count each member once", logs(async () => {
+    const spans = (workersOfB) => logs(async () => {
       const a = await startNode(adapter);
-      const b = await startNode(adapter);
+      const b = await startNode(adapter, workersOfB);
       await Promise.all([a.waitForLog(/another iorelay node heard/), b.waitForLog(/another iorelay node heard/)]);
       const onA = client(a);
       const onB = client(b);
@@ -180,7 +180,10 @@ for (const adapter of ["redis", "redis-streams"]) {
       const occupied = hooks.events.filter((e) => mine(e) && e.event === "room.occupied");
       assert.equal(occupied.length, 1, "room.occupied once for the cluster");
       assert.equal(occupied[0].socket, onB.id);
-    }));
+    });
+
+    it("spans two nodes: $presence, $members, $rooms, the API and the webhooks count each member once", spans(2));
+    it("takes in a single-process node (workers = 1) the same way", spans(1));
 
     it("drops a killed node after the deadline, takes it back restarted, and hears a goodbye", logs(async () => {
       const b = await startNode(adapter);
