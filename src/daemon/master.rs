@@ -28,6 +28,7 @@ use super::spawn::{self, WorkerArgs, WorkerId};
 use super::workers::{APPLY_TIMEOUT, Confirmation, Event, Generation, Workers};
 use super::{Error, about, notify, sockets};
 use crate::api::{self, Call, Reply};
+use crate::cluster::presence::wire::Change;
 use crate::cluster::presence::{Presence, Tidings};
 use crate::config::{Config, LoadOptions, Loaded};
 use crate::engine::BoxFuture;
@@ -278,6 +279,20 @@ impl Master {
         }
     }
 
+    /// A worker's joins and leaves, for the cluster: those of a worker already gone
+    /// (read after its exit) are dropped, or its members would stay in the host's table.
+    fn on_presence(&self, id: WorkerId, generation: Generation, changes: Vec<Change>) {
+        let current = self
+            .workers
+            .slots
+            .lock()
+            .get(&id)
+            .is_some_and(|s| s.generation == generation);
+        if let (Some(presence), true) = (&self.presence, current) {
+            presence.host(id.0, changes);
+        }
+    }
+
     /// News of the other nodes' members: to every worker, and a gone node's leaves to
     /// the webhooks (when this node reports them).
     fn on_tidings(&mut self, news: Tidings) {
@@ -458,10 +473,8 @@ pub async fn run(
                     master.webhooks.push(batch);
                     Flow::Continue
                 }
-                Event::Presence(id, changes) => {
-                    if let Some(presence) = &master.presence {
-                        presence.host(id.0, changes);
-                    }
+                Event::Presence(id, generation, changes) => {
+                    master.on_presence(id, generation, changes);
                     Flow::Continue
                 }
             },

@@ -15,7 +15,12 @@ use crate::relay::Shared;
 pub fn present(relay: &Shared, bus: &PeerAdapter, changes: Vec<Change>, announce: bool) {
     let mut touched = std::collections::BTreeSet::new();
     for Change { join, m } in changes {
-        if !is_listed(&m.room) {
+        // Only what this process could hold itself: a served namespace, a room a client
+        // could be in.
+        let holdable = is_listed(&m.room)
+            && crate::api::check_room_name(&m.room).is_ok()
+            && relay.namespace(&m.nsp).is_some();
+        if !holdable {
             continue;
         }
         let count = bus.present(&m.nsp, &m.room, &m.id, m.user.as_deref(), join);

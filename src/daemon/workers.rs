@@ -60,7 +60,11 @@ pub enum Event {
     /// It reports webhook events.
     Webhooks(Vec<crate::webhooks::Event>),
     /// It reports joins and leaves of its sockets (cluster presence).
-    Presence(WorkerId, Vec<crate::cluster::presence::wire::Change>),
+    Presence(
+        WorkerId,
+        Generation,
+        Vec<crate::cluster::presence::wire::Change>,
+    ),
 }
 
 /// Report requests waiting for their answer, by request number.
@@ -484,7 +488,7 @@ async fn read_control(
                 let _ = events.send(Event::Webhooks(batch));
             }
             Ok(ToMaster::Presence(changes)) => {
-                let _ = events.send(Event::Presence(id, changes));
+                let _ = events.send(Event::Presence(id, generation, changes));
             }
             Err(err) => tracing::warn!(worker = %id, error = %err, "unreadable control message"),
         }

@@ -36,8 +36,8 @@
 //! **The single-process mode** (`workers = 1`) takes part the same way: the process is
 //! its host's only worker (0) and its own master (its bus is a `PeerAdapter` without
 //! links, which keeps the other nodes as its one peer).
-//! At most [`MAX_NODES`] other nodes and [`MAX_MEMBERS`] memberships per node are kept;
-//! more are dropped and counted (`iorelay_cluster_dropped_total{reason="presence_bound"}`).
+//! At most [`MAX_NODES`] other nodes, [`MAX_MEMBERS`] memberships per node and
+//! [`MAX_TOTAL`] in all are kept; more are dropped and counted (`iorelay_cluster_dropped_total{reason="presence_bound"}`).
 
 pub mod roster;
 pub mod wire;
@@ -60,6 +60,9 @@ pub const MAX_NODES: usize = 256;
 
 /// Most memberships kept per node (and put in this node's snapshot).
 pub const MAX_MEMBERS: usize = 100_000;
+
+/// Most memberships kept of all other nodes together.
+pub const MAX_TOTAL: usize = 1_000_000;
 
 /// Largest presence message read.
 const MAX_MESSAGE: usize = 32 << 20;
@@ -136,6 +139,7 @@ impl Presence {
                 roster: Roster::new(Limits {
                     nodes: MAX_NODES,
                     members: MAX_MEMBERS,
+                    total: MAX_TOTAL,
                 }),
                 asked: None,
                 answered: None,

@@ -144,6 +144,8 @@ pub struct Limits {
     pub nodes: usize,
     /// Memberships per node.
     pub members: usize,
+    /// Memberships of all nodes together.
+    pub total: usize,
 }
 
 /// What an applied message means here.
@@ -175,6 +177,8 @@ struct Node {
 #[derive(Debug)]
 pub struct Roster {
     nodes: HashMap<String, Node>,
+    /// Memberships of all nodes.
+    total: usize,
     limits: Limits,
 }
 
@@ -183,6 +187,7 @@ impl Roster {
     pub fn new(limits: Limits) -> Roster {
         Roster {
             nodes: HashMap::new(),
+            total: 0,
             limits,
         }
     }
@@ -195,6 +200,7 @@ impl Roster {
         }
         if let Body::Bye = env.body {
             if let Some(node) = self.nodes.remove(&env.node) {
+                self.total -= node.members.len();
                 out.changes = leaves(node.members.all());
                 out.departed = true;
             }
@@ -211,7 +217,14 @@ impl Roster {
             members: Members::default(),
         });
         node.heard = now;
-        let max = self.limits.members;
+        let held = node.members.len();
+        // Room for new memberships of this node: its own bound, and what the others
+        // leave of the total.
+        let others = self.total - held;
+        let max = self
+            .limits
+            .members
+            .min(self.limits.total.saturating_sub(others));
         match env.body {
             Body::Changes(changes) => {
                 out.ask = !known || env.seq != node.seq + 1;
@@ -258,6 +271,7 @@ impl Roster {
             Body::Beat | Body::Ask => out.ask = !known || env.seq != node.seq,
             Body::Bye => {}
         }
+        self.total = others + node.members.len();
         out
     }
 
@@ -273,6 +287,7 @@ impl Roster {
         let mut changes = Vec::new();
         for id in &dead {
             if let Some(node) = self.nodes.remove(id) {
+                self.total -= node.members.len();
                 changes.extend(leaves(node.members.all()));
             }
         }
@@ -364,6 +379,7 @@ mod tests {
         Roster::new(Limits {
             nodes: 2,
             members: 3,
+            total: 5,
         })
     }
 
@@ -472,6 +488,14 @@ mod tests {
         assert_eq!((out.changes.len(), out.dropped), (3, 997));
         let out = r.apply(env("b", 2, Body::Changes(vec![join("r", "new")])), now);
         assert_eq!(out.dropped, 1);
+        // Node c may add 2 more before the total (5) is reached.
+        let many: Vec<Membership> = (0..3).map(|i| m("q", &format!("c{i}"))).collect();
+        let out = r.apply(env("c", 1, Body::Snapshot(many)), now);
+        assert_eq!((out.changes.len(), out.dropped), (2, 1));
+        // Leaving makes room again.
+        r.apply(env("b", 0, Body::Bye), now);
+        let out = r.apply(env("c", 2, Body::Changes(vec![join("q", "c2")])), now);
+        assert_eq!((out.changes.len(), out.dropped), (1, 0));
     }
 
     #[test]
