@@ -145,6 +145,21 @@ async function untilCount(node, room, want, ms = WAIT_MS) {
   }
 }
 
+/**
+ * Ask `$rooms` of `socket` until `room` counts `want`: the worker that serves it (and
+ * answers its `$join`) has heard of the other node's members by then.
+ */
+async function untilSeen(socket, room, want, ms = WAIT_MS) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const { rooms } = await ack(socket, "$rooms");
+    const got = rooms.find((r) => r.room === room)?.count ?? 0;
+    if (got === want) return;
+    if (Date.now() > deadline) throw new Error(`room ${room} counts ${got} for ${socket.id}, not ${want}`);
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
 const presenceOf = (id, action) => (p) => p.id === id && p.action === action;
 
 for (const adapter of ["redis", "redis-streams"]) {
@@ -159,7 +174,7 @@ for (const adapter of ["redis", "redis-streams"]) {
       const room = freshRoom("presence");
 
       assert.equal((await join(onB, room)).count, 1);
-      await untilCount(a, room, 1);
+      await untilSeen(onA, room, 1);
       assert.equal((await join(onA, room)).count, 2, "A counts B's member");
       const [announced] = await onB.inbox.next("$presence", presenceOf(onA.id, "join"));
       assert.equal(announced.room, room);
@@ -193,9 +208,9 @@ for (const adapter of ["redis", "redis-streams"]) {
       const onB = client(b);
       await connected(onB);
       await join(onB, room);
-      await untilCount(a, room, 1);
       let onA = client(a);
       await connected(onA);
+      await untilSeen(onA, room, 1);
       assert.equal((await join(onA, room)).count, 2);
       await onB.inbox.next("$presence", presenceOf(onA.id, "join"));
 
@@ -212,9 +227,9 @@ for (const adapter of ["redis", "redis-streams"]) {
 
       // Back, under a new node id: its members count again, the old id's do not.
       a = await startNode(adapter);
-      await untilCount(a, room, 1);
       onA = client(a);
       await connected(onA);
+      await untilSeen(onA, room, 1);
       assert.equal((await join(onA, room)).count, 2);
       const [back] = await onB.inbox.next("$presence", presenceOf(onA.id, "join"));
       assert.equal(back.count, 2);
