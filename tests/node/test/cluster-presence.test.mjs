@@ -5,12 +5,16 @@
 // room webhooks of both nodes go to one receiver, `room.occupied` once for the cluster.
 // A node killed with SIGKILL leaves after the heartbeat deadline (its member's leave
 // announced, and reported once); restarted, it is a new node and rejoins; stopped with
-// SIGTERM, it says goodbye. Nothing sleeps: every wait is for an event, a log line, a
+// SIGTERM, it says goodbye. Hostile messages on the presence channel (not msgpack,
+// another version, an oversized node id, a list that is a number) are dropped and
+// counted, and the honest nodes go on. Nothing sleeps: every wait is for an event, a log line, a
 // webhook or an answer, bounded.
 import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
-import { startDaemon, stopDaemon, withLogs } from "../lib/admin.mjs";
+import { createClient } from "redis";
+import { encode } from "notepack.io";
+import { startDaemon, stopDaemon, withLogs, waitForMetric } from "../lib/admin.mjs";
 import { startRedis } from "../lib/redis.mjs";
 import { openClient, connected, join, ack, freshRoom } from "../lib/clients.mjs";
 import { TEST_TOKEN } from "../lib/spawn.mjs";
@@ -199,6 +203,35 @@ for (const adapter of ["redis", "redis-streams"]) {
 
     it("spans two nodes: $presence, $members, $rooms, the API and the webhooks count each member once", spans(2));
     it("takes in a single-process node (workers = 1) the same way", spans(1));
+
+    it("drops hostile presence messages, counted, and goes on", logs(async () => {
+      const a = await startNode(adapter);
+      const b = await startNode(adapter);
+      await Promise.all([a.waitForLog(/another iorelay node heard/), b.waitForLog(/another iorelay node heard/)]);
+      const pub = createClient({ socket: { path: redis.path } });
+      pub.on("error", () => {});
+      await pub.connect();
+      try {
+        const channel = "socket.io-iorelay#presence#";
+        await pub.publish(channel, Buffer.from([0xc1, 0x00, 0xff]));
+        await pub.publish(channel, encode({ v: 9, node: "x", seq: 1, body: "beat" }));
+        await pub.publish(channel, encode({ v: 1, node: "y".repeat(600), seq: 1, body: "beat" }));
+        await pub.publish(channel, encode({ v: 1, node: "z", seq: 1, body: { snapshot: 4294967295 } }));
+      } finally {
+        await pub.quit().catch(() => {});
+      }
+      for (const node of [a, b]) {
+        await waitForMetric(node, "iorelay_cluster_dropped_total", { reason: "presence_malformed" }, (v) => v >= 4, WAIT_MS, "hostile presence messages counted");
+      }
+      // The honest nodes still hear each other.
+      const onA = client(a);
+      const onB = client(b);
+      await Promise.all([connected(onA), connected(onB)]);
+      const room = freshRoom("presence");
+      await join(onB, room);
+      await untilSeen(onA, room, 1);
+      assert.equal((await join(onA, room)).count, 2);
+    }));
 
     it("drops a killed node after the deadline, takes it back restarted, and hears a goodbye", logs(async () => {
       const b = await startNode(adapter);
