@@ -236,6 +236,28 @@ mod tests {
     }
 
     #[test]
+    fn the_heartbeat_deadline_must_exceed_its_interval() {
+        let toml = "heartbeat_interval = \"2s\"\nheartbeat_timeout = \"2s\"";
+        let c: ClusterConfig = toml::from_str(toml).unwrap();
+        let keys: Vec<String> = check(&c).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["cluster.heartbeat_timeout"]);
+        let c = ClusterConfig {
+            heartbeat_interval: Duration::from_millis(1),
+            heartbeat_timeout: Duration::from_secs(3600),
+            ..ClusterConfig::default()
+        };
+        let keys: Vec<String> = check(&c).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            ["cluster.heartbeat_interval", "cluster.heartbeat_timeout"]
+        );
+        assert_eq!(
+            ClusterConfig::default().heartbeat_timeout,
+            Duration::from_secs(10)
+        );
+    }
+
+    #[test]
     fn a_password_in_the_url_is_masked() {
         assert_eq!(
             masked_url("redis://:s3cret@h:6379/0", "<redacted>"),

@@ -151,7 +151,7 @@ impl Presence {
             stopped: AtomicBool::new(false),
             meters: meters.clone(),
         });
-        let (_keep, wanted) = watch::channel(Subscriptions {
+        let (subscribed, wanted) = watch::channel(Subscriptions {
             channels: [channel].into_iter().collect(),
             patterns: Default::default(),
         });
@@ -165,7 +165,7 @@ impl Presence {
             MAX_MESSAGE.min(usize::try_from(config.max_message.as_u64()).unwrap_or(usize::MAX));
         let incoming = super::redis::subscribe(client, wanted, max, sub_meters);
         let (interval, deadline) = (config.heartbeat_interval, config.heartbeat_timeout);
-        tokio::spawn(presence.clone().hear(incoming, _keep));
+        tokio::spawn(presence.clone().hear(incoming, subscribed));
         tokio::spawn(presence.clone().beat(interval, deadline));
         Ok((presence, rx))
     }
@@ -269,10 +269,12 @@ impl Presence {
         }
     }
 
+    /// Apply what the other nodes say, until the subscription ends (held by
+    /// `_subscribed`: the subscription lasts while its sender does).
     async fn hear(
         self: Arc<Self>,
         mut incoming: mpsc::Receiver<super::redis::Incoming>,
-        _keep: watch::Sender<Subscriptions>,
+        _subscribed: watch::Sender<Subscriptions>,
     ) {
         while let Some(msg) = incoming.recv().await {
             let env = match wire::decode(&msg.payload, MAX_MESSAGE) {
