@@ -405,7 +405,7 @@ pub async fn run(
             let (p, rx) = Presence::start(&loaded.config.cluster, node, metrics.cluster.clone())?;
             (Some(p), rx)
         }
-        false => (None, mpsc::unbounded_channel().1),
+        false => (None, mpsc::channel(1).1),
     };
     let (control, gateway) = crate::cluster::front(
         &loaded.config,

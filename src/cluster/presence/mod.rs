@@ -70,6 +70,11 @@ const MAX_MESSAGE: usize = 32 << 20;
 /// Least time between two asks, or two snapshots, of this node.
 const PACE: Duration = Duration::from_secs(1);
 
+/// Tidings waiting for the master: past this, hearing waits for it (and Redis's
+/// messages wait in the subscription's bounded queue, then are dropped and counted; the
+/// gaps are mended by snapshots).
+const TIDINGS: usize = 1024;
+
 /// How long a goodbye may take to publish.
 const BYE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -91,7 +96,7 @@ pub struct Presence {
     publisher: Publisher,
     /// For the goodbye, which must be out before the process exits.
     conn: redis::aio::ConnectionManager,
-    out: mpsc::UnboundedSender<Tidings>,
+    out: mpsc::Sender<Tidings>,
     /// Said goodbye: silent from then on.
     stopped: AtomicBool,
     meters: Meters,
@@ -125,12 +130,12 @@ impl Presence {
         config: &crate::config::ClusterConfig,
         node: String,
         meters: Meters,
-    ) -> Result<(Arc<Presence>, mpsc::UnboundedReceiver<Tidings>), super::redis::Error> {
+    ) -> Result<(Arc<Presence>, mpsc::Receiver<Tidings>), super::redis::Error> {
         let client = super::redis::client(config)?;
         let publisher = Publisher::start(&client, meters.clone())?;
         let conn = super::redis::lazy_connection(&client)?;
         let channel = wire::channel(&config.key);
-        let (out, rx) = mpsc::unbounded_channel();
+        let (out, rx) = mpsc::channel(TIDINGS);
         let presence = Arc::new(Presence {
             node,
             channel: channel.clone(),
@@ -291,37 +296,42 @@ impl Presence {
             if env.node == self.node || self.stopped.load(Ordering::Relaxed) {
                 continue;
             }
-            let from = env.node.clone();
-            let now = Instant::now();
-            let mut tables = self.tables.lock();
-            let before = tables.roster.len();
-            let out = tables.roster.apply(env, now);
-            if tables.roster.len() > before {
-                tracing::info!(node = %from, "cluster: another iorelay node heard");
-            }
-            if out.dropped > 0 {
-                self.meters
-                    .dropped
-                    .with_label_values(&["presence_bound"])
-                    .inc_by(out.dropped as u64);
-                tracing::warn!(node = %from, dropped = out.dropped, "cluster: presence of another node over the bounds, partly dropped");
-            }
-            if out.answer {
-                self.answer(&mut tables, now);
-            }
-            if out.ask {
-                self.ask(&mut tables, now);
-            }
-            if out.departed {
-                tracing::info!(node = %from, members = out.changes.len(), "cluster: a node said goodbye");
-            }
-            let departed = match out.departed {
-                true => self.departures(&tables, &out.changes),
-                false => Vec::new(),
-            };
-            drop(tables);
-            self.tell(out.changes, departed);
+            let (changes, departed) = self.heard(env);
+            self.tell(changes, departed).await;
         }
+    }
+
+    /// Apply another node's message; what to tell the master.
+    fn heard(&self, env: Envelope) -> (Vec<Change>, Vec<(Membership, usize)>) {
+        let from = env.node.clone();
+        let now = Instant::now();
+        let mut tables = self.tables.lock();
+        let before = tables.roster.len();
+        let out = tables.roster.apply(env, now);
+        if tables.roster.len() > before {
+            tracing::info!(node = %from, "cluster: another iorelay node heard");
+        }
+        if out.dropped > 0 {
+            self.meters
+                .dropped
+                .with_label_values(&["presence_bound"])
+                .inc_by(out.dropped as u64);
+            tracing::warn!(node = %from, dropped = out.dropped, "cluster: presence of another node over the bounds, partly dropped");
+        }
+        if out.answer {
+            self.answer(&mut tables, now);
+        }
+        if out.ask {
+            self.ask(&mut tables, now);
+        }
+        if out.departed {
+            tracing::info!(node = %from, members = out.changes.len(), "cluster: a node said goodbye");
+        }
+        let departed = match out.departed {
+            true => self.departures(&tables, &out.changes),
+            false => Vec::new(),
+        };
+        (out.changes, departed)
     }
 
     /// The webhooks' view of `leaves` of a gone node, already out of the tables: each
@@ -349,9 +359,9 @@ impl Presence {
             .collect()
     }
 
-    fn tell(&self, changes: Vec<Change>, departed: Vec<(Membership, usize)>) {
+    async fn tell(&self, changes: Vec<Change>, departed: Vec<(Membership, usize)>) {
         if !changes.is_empty() || !departed.is_empty() {
-            let _ = self.out.send(Tidings { changes, departed });
+            let _ = self.out.send(Tidings { changes, departed }).await;
         }
     }
 
@@ -368,21 +378,27 @@ impl Presence {
         tick.tick().await;
         while !self.stopped.load(Ordering::Relaxed) {
             tick.tick().await;
-            let mut tables = self.tables.lock();
-            let now = Instant::now();
-            match tables.owed {
-                true => self.send_snapshot(&mut tables, now),
-                false => self.send(tables.host.seq, Body::Beat),
-            }
-            let (dead, changes) = tables.roster.expire(now, deadline);
-            if dead.is_empty() {
-                continue;
-            }
-            tracing::warn!(nodes = ?dead, members = changes.len(), "cluster: nodes silent past cluster.heartbeat_timeout dropped with their members");
-            let departed = self.departures(&tables, &changes);
-            drop(tables);
-            self.tell(changes, departed);
+            let (changes, departed) = self.beat_once(deadline);
+            self.tell(changes, departed).await;
         }
+    }
+
+    /// One beat (or the snapshot owed), and the nodes silent past `deadline` dropped;
+    /// what to tell the master.
+    fn beat_once(&self, deadline: Duration) -> (Vec<Change>, Vec<(Membership, usize)>) {
+        let mut tables = self.tables.lock();
+        let now = Instant::now();
+        match tables.owed {
+            true => self.send_snapshot(&mut tables, now),
+            false => self.send(tables.host.seq, Body::Beat),
+        }
+        let (dead, changes) = tables.roster.expire(now, deadline);
+        if dead.is_empty() {
+            return (changes, Vec::new());
+        }
+        tracing::warn!(nodes = ?dead, members = changes.len(), "cluster: nodes silent past cluster.heartbeat_timeout dropped with their members");
+        let departed = self.departures(&tables, &changes);
+        (changes, departed)
     }
 }
 
