@@ -311,6 +311,7 @@ impl Presence {
         if tables.roster.len() > before {
             tracing::info!(node = %from, "cluster: another iorelay node heard");
         }
+        self.count_nodes(&tables);
         if out.dropped > 0 {
             self.meters
                 .dropped
@@ -332,6 +333,12 @@ impl Presence {
             false => Vec::new(),
         };
         (out.changes, departed)
+    }
+
+    fn count_nodes(&self, tables: &Tables) {
+        self.meters
+            .nodes
+            .set(i64::try_from(tables.roster.len()).unwrap_or(i64::MAX));
     }
 
     /// The webhooks' view of `leaves` of a gone node, already out of the tables: each
@@ -393,6 +400,7 @@ impl Presence {
             false => self.send(tables.host.seq, Body::Beat),
         }
         let (dead, changes) = tables.roster.expire(now, deadline);
+        self.count_nodes(&tables);
         if dead.is_empty() {
             return (changes, Vec::new());
         }

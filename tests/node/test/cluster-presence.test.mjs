@@ -172,6 +172,7 @@ for (const adapter of ["redis", "redis-streams"]) {
       const a = await startNode(adapter);
       const b = await startNode(adapter, workersOfB);
       await Promise.all([a.waitForLog(/another iorelay node heard/), b.waitForLog(/another iorelay node heard/)]);
+      await waitForMetric(b, "iorelay_cluster_nodes", {}, (v) => v === 1, WAIT_MS, "B hears one other node");
       const onA = client(a);
       const onB = client(b);
       await Promise.all([connected(onA), connected(onB)]);
