@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use crate::adapter::{Member, PeerAdapter, is_listed};
 use crate::cluster::presence::wire::{Change, Membership};
-use crate::relay::Shared;
+use crate::relay::announce::ROOM;
+use crate::relay::{Shared, announce, control};
 
 /// Keep the other nodes' memberships in the bus and, for news (`announce`), tell this
 /// process's members of their rooms (the nodes that hold them announce to their own).
@@ -16,11 +17,10 @@ pub fn present(relay: &Shared, bus: &PeerAdapter, changes: Vec<Change>, announce
     let mut touched = std::collections::BTreeSet::new();
     for Change { join, m } in changes {
         // Only what this process could hold itself: a served namespace, a room a client
-        // could be in.
-        let holdable = is_listed(&m.room)
-            && crate::api::check_room_name(&m.room).is_ok()
-            && relay.namespace(&m.nsp).is_some();
-        if !holdable {
+        // could be in, or the namespace's own room (its connections).
+        let namespace = m.room == ROOM;
+        let room_like = is_listed(&m.room) && crate::api::check_room_name(&m.room).is_ok();
+        if !((namespace || room_like) && relay.namespace(&m.nsp).is_some()) {
             continue;
         }
         let count = bus.present(&m.nsp, &m.room, &m.id, m.user.as_deref(), join);
@@ -29,10 +29,14 @@ pub fn present(relay: &Shared, bus: &PeerAdapter, changes: Vec<Change>, announce
                 id: Arc::from(m.id),
                 user: m.user.map(Arc::from),
             };
-            let action = if join { "join" } else { "leave" };
-            crate::relay::control::announce_elsewhere(
-                relay, &m.nsp, &member, &m.room, action, count,
-            );
+            match (namespace, join) {
+                (true, true) => announce::arrived_elsewhere(relay, &m.nsp, &member, count),
+                (true, false) => announce::departed(relay, &m.nsp, &member, count),
+                (false, _) => {
+                    let action = if join { "join" } else { "leave" };
+                    control::announce_elsewhere(relay, &m.nsp, &member, &m.room, action, count);
+                }
+            }
         }
         touched.insert(m.nsp);
     }
@@ -41,11 +45,12 @@ pub fn present(relay: &Shared, bus: &PeerAdapter, changes: Vec<Change>, announce
     }
 }
 
-/// A join or leave of this process's own sockets as presence shares it (none for the
-/// relay's own rooms, or for a departed member of another process: its process is
-/// gone, and the host's table lost it with that process).
+/// A join or leave of this process's own sockets as presence shares it: listed rooms
+/// and the namespace's own room (its connections); none for a departed member of
+/// another process (its process is gone, and the host's table lost it with that
+/// process).
 pub fn shared_change(change: &crate::relay::Membership) -> Option<Change> {
-    if change.departed || !is_listed(&change.room) {
+    if change.departed || !(is_listed(&change.room) || &*change.room == ROOM) {
         return None;
     }
     Some(Change {

@@ -262,7 +262,7 @@ fn forward_webhooks(
             }
             let events = events_of(&change);
             let n = events.len() as u64;
-            if tx.try_send(events).is_err() {
+            if n > 0 && tx.try_send(events).is_err() {
                 dropped.inc_by(n);
             }
         }));

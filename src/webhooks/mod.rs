@@ -99,6 +99,10 @@ pub struct Event {
 /// when the room had nobody), or `member.left` (and `room.vacated` after it when nobody
 /// is left).
 pub fn events_of(m: &Membership) -> Vec<Event> {
+    // The relay's own rooms (a namespace's connections) are no room of the webhooks.
+    if !crate::adapter::is_listed(&m.room) {
+        return Vec::new();
+    }
     let time = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));

@@ -3,7 +3,8 @@
 //! `$rooms`, `$members`, `$presence` and the room webhooks span the cluster.
 //!
 //! **Where the memberships come from.** A worker reports each join and leave of its own
-//! sockets (listed rooms; the relay's own `$namespace` room is not shared) to the master
+//! sockets (listed rooms, and the relay's own `$namespace` room, which holds every
+//! connection of a namespace: its `announce` counts span the cluster too) to the master
 //! over its control channel; the master keeps the host's table ([`roster::Host`], by
 //! worker: a worker that dies leaves with its members) and publishes the changes.
 //!
@@ -11,7 +12,8 @@
 //! every worker of the host ([`Tidings`]), which keeps them in its bus as one more peer
 //! (`PeerAdapter::present`): the workers' counts, member lists and room lists include
 //! them, and a worker announces each remote join and leave (`$presence`) to its own
-//! members of the room, with the cluster-wide count. A worker that starts gets all of
+//! members of the room (a connection or disconnection to its namespace, with
+//! `announce`), with the cluster-wide count. A worker that starts gets all of
 //! them first ([`Presence::all`]).
 //!
 //! **The protocol** ([`wire`], on its own pub/sub channel for both adapters): numbered
@@ -30,8 +32,7 @@
 //! counted, so two first joins at the same moment on two nodes may both see a count of
 //! 1 (two `room.occupied`); a node's members linger up to `heartbeat_timeout` after it
 //! dies. Node socket.io servers have no presence channel: their sockets are not in these
-//! counts (the server API still lists them, fetched on request). The relay's own
-//! `$namespace` room is not shared: `announce` counts stay per host.
+//! counts (the server API still lists them, fetched on request).
 //!
 //! **The single-process mode** (`workers = 1`) takes part the same way: the process is
 //! its host's only worker (0) and its own master (its bus is a `PeerAdapter` without

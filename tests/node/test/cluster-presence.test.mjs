@@ -1,5 +1,6 @@
 // Cluster-wide presence between iorelay nodes: two iorelay nodes of two workers each
-// (or one of a single process) and a private Redis (lib/redis.mjs), with either adapter. A client's join on one node
+// (or one of a single process) and a private Redis (lib/redis.mjs), with either adapter.
+// The namespace's own announcements (`announce`, `"room": null`) span the nodes too. A client's join on one node
 // is announced (`$presence`, cluster-wide count) to the room's members on the other;
 // `$members`, `$rooms` and the server API's room listings count each member once; the
 // room webhooks of both nodes go to one receiver, `room.occupied` once for the cluster.
@@ -103,6 +104,7 @@ heartbeat_timeout = "1s"
 [namespaces."/"]
 join = "any"
 presence = true
+announce = true
 members = "all"
 
 [webhooks]
@@ -164,7 +166,8 @@ async function untilSeen(socket, room, want, ms = WAIT_MS) {
   }
 }
 
-const presenceOf = (id, action) => (p) => p.id === id && p.action === action;
+/** A `$presence` of `id` doing `action` in `room` (null: the namespace). */
+const presenceOf = (id, action, room) => (p) => p.id === id && p.action === action && p.room === room;
 
 for (const adapter of ["redis", "redis-streams"]) {
   describe(`cluster presence (${adapter})`, () => {
@@ -181,9 +184,10 @@ for (const adapter of ["redis", "redis-streams"]) {
       assert.equal((await join(onB, room)).count, 1);
       await untilSeen(onA, room, 1);
       assert.equal((await join(onA, room)).count, 2, "A counts B's member");
-      const [announced] = await onB.inbox.next("$presence", presenceOf(onA.id, "join"));
-      assert.equal(announced.room, room);
+      const [announced] = await onB.inbox.next("$presence", presenceOf(onA.id, "join", room));
       assert.equal(announced.count, 2);
+      // The namespace announces onA's connection on B too.
+      await onB.inbox.next("$presence", presenceOf(onA.id, "join", null));
 
       const members = await ack(onB, "$members", room);
       assert.deepEqual(members.members.map((m) => m.id).sort(), [onA.id, onB.id].sort());
@@ -246,14 +250,17 @@ for (const adapter of ["redis", "redis-streams"]) {
       await connected(onA);
       await untilSeen(onA, room, 1);
       assert.equal((await join(onA, room)).count, 2);
-      await onB.inbox.next("$presence", presenceOf(onA.id, "join"));
+      await onB.inbox.next("$presence", presenceOf(onA.id, "join", room));
 
       // SIGKILL: no goodbye; B drops A's member after the deadline.
       const killed = onA.id;
       await stopDaemon(a);
       nodes.splice(nodes.indexOf(a), 1);
-      const [left] = await onB.inbox.next("$presence", presenceOf(killed, "leave"), DEADLINE_WAIT_MS);
+      const [left] = await onB.inbox.next("$presence", presenceOf(killed, "leave", room), DEADLINE_WAIT_MS);
       assert.equal(left.count, 1);
+      // The namespace's connections too (announce): onB alone is left.
+      const [gone] = await onB.inbox.next("$presence", presenceOf(killed, "leave", null));
+      assert.equal(gone.count, 1);
       const mine = (e) => e.room === room && e.socket === killed && e.event === "member.left";
       await hooks.until((ev) => ev.some(mine), "member.left of the dead node's member");
       assert.equal(hooks.events.filter(mine).length, 1, "reported once");
@@ -265,7 +272,7 @@ for (const adapter of ["redis", "redis-streams"]) {
       await connected(onA);
       await untilSeen(onA, room, 1);
       assert.equal((await join(onA, room)).count, 2);
-      const [back] = await onB.inbox.next("$presence", presenceOf(onA.id, "join"));
+      const [back] = await onB.inbox.next("$presence", presenceOf(onA.id, "join", room));
       assert.equal(back.count, 2);
       await untilCount(b, room, 2);
 
@@ -273,7 +280,7 @@ for (const adapter of ["redis", "redis-streams"]) {
       const mark = b.mark();
       a.signal("SIGTERM");
       await b.waitForLog(/a node said goodbye/, { from: mark });
-      const [bye] = await onB.inbox.next("$presence", presenceOf(onA.id, "leave"));
+      const [bye] = await onB.inbox.next("$presence", presenceOf(onA.id, "leave", room));
       assert.equal(bye.count, 1);
       await a.waitExit(DEADLINE_WAIT_MS);
     }));
