@@ -1,6 +1,8 @@
 // Cluster-wide presence between iorelay nodes: two iorelay nodes of two workers each
 // (or one of a single process) and a private Redis (lib/redis.mjs), with either adapter.
-// The namespace's own announcements (`announce`, `"room": null`) span the nodes too. A client's join on one node
+// The namespace's own announcements (`announce`, `"room": null`) span the nodes too. A
+// worker that dies: its member leaves on the other node, and its successor is told the
+// other node's members. A client's join on one node
 // is announced (`$presence`, cluster-wide count) to the room's members on the other;
 // `$members`, `$rooms` and the server API's room listings count each member once; the
 // room webhooks of both nodes go to one receiver, `room.occupied` once for the cluster.
@@ -15,7 +17,8 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import { createClient } from "redis";
 import { encode } from "notepack.io";
-import { startDaemon, stopDaemon, withLogs, waitForMetric } from "../lib/admin.mjs";
+import { startDaemon, stopDaemon, withLogs, waitForMetric, workerSlots } from "../lib/admin.mjs";
+import { workerOf } from "../lib/workers.mjs";
 import { startRedis } from "../lib/redis.mjs";
 import { openClient, connected, join, ack, freshRoom } from "../lib/clients.mjs";
 import { TEST_TOKEN } from "../lib/spawn.mjs";
@@ -236,6 +239,41 @@ for (const adapter of ["redis", "redis-streams"]) {
       await join(onB, room);
       await untilSeen(onA, room, 1);
       assert.equal((await join(onA, room)).count, 2);
+    }));
+
+    it("a worker that dies: its member leaves on the other node, its successor knows the other node's", logs(async () => {
+      const b = await startNode(adapter);
+      const a = await startNode(adapter);
+      await Promise.all([a.waitForLog(/another iorelay node heard/), b.waitForLog(/another iorelay node heard/)]);
+      const room = freshRoom("presence");
+      const onB = client(b);
+      await connected(onB);
+      await join(onB, room);
+      const onA = client(a);
+      await connected(onA);
+      await untilSeen(onA, room, 1);
+      await join(onA, room);
+      await onB.inbox.next("$presence", presenceOf(onA.id, "join", room));
+      const victim = workerOf(onA.io.engine.id);
+      const killed = onA.id;
+      const slot = workerSlots(a).find((w) => w.worker === victim);
+      assert.ok(slot, `worker ${victim} of node A found`);
+      const mark = a.mark();
+      process.kill(slot.pid, "SIGKILL");
+      const [left] = await onB.inbox.next("$presence", presenceOf(killed, "leave", room));
+      assert.equal(left.count, 1);
+      // The restarted worker learns B's member from the master: a client it serves sees it.
+      await a.waitForLog(new RegExp(`worker serving worker=${victim}`), { from: mark, ms: 10000 });
+      for (let i = 0; i < 60; i++) {
+        const c = client(a);
+        await connected(c);
+        if (workerOf(c.io.engine.id) === victim) {
+          await untilSeen(c, room, 1);
+          return;
+        }
+        c.disconnect();
+      }
+      assert.fail(`no connection landed on the restarted worker ${victim}`);
     }));
 
     it("drops a killed node after the deadline, takes it back restarted, and hears a goodbye", logs(async () => {
