@@ -101,6 +101,7 @@ suites! {
     bundle => "bundle",
     chat_book => "chat-book",
     cluster_haproxy => "cluster-haproxy",
+    cluster_presence => "cluster-presence",
     cluster_redis => "cluster-redis",
     cluster_streams => "cluster-streams",
     cluster_tls => "cluster-tls",

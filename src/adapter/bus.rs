@@ -308,6 +308,12 @@ pub trait Adapter: Send + Sync + 'static {
     /// client came back here); each that does parks it.
     fn evict(&self, _nsp: &str, _id: &str, _user: Option<&str>) {}
 
+    /// Whether another process of this host holds socket `id` (as a member of some
+    /// room): one that an eviction reaches. Other nodes' sockets are not.
+    fn held_on_host(&self, nsp: &str, id: &str) -> bool {
+        self.held_elsewhere(nsp, id)
+    }
+
     /// Whether another process has socket `id` as a member of some room.
     fn held_elsewhere(&self, _nsp: &str, _id: &str) -> bool {
         false

@@ -35,6 +35,7 @@ use super::occupancy::Occupancy;
 use super::replica::{Departed, Replicas};
 use super::wire::{Message, VERSION};
 use crate::engine::{BoxFuture, Outgoing};
+pub use apply::CLUSTER;
 use apply::{logged_message, park_message, recorded_message};
 
 /// Bytes queued per link past which broadcasts to that peer are dropped (and counted):
@@ -461,6 +462,10 @@ impl Adapter for PeerAdapter {
         self.replicas.has_member(nsp, id)
     }
 
+    fn held_on_host(&self, nsp: &str, id: &str) -> bool {
+        self.replicas.has_member_on(|node| node != CLUSTER, nsp, id)
+    }
+
     fn set_parking_hook(&self, hook: ParkingHook) {
         let _ = self.parking.set(hook);
     }
@@ -657,6 +662,38 @@ mod tests {
         assert_eq!(heard[3], format!("park s2 {gone:?}"));
         assert_eq!(heard[4], "evict s3 Some(\"ann\")");
         until(|| !b.held_elsewhere("/r", "s2")).await;
+    }
+
+    #[tokio::test]
+    async fn other_nodes_members_count_as_one_more_peer() {
+        let a = PeerAdapter::new(0);
+        let r = recipient("ra", 16);
+        a.add_socket("/", r.clone());
+        a.join("/", "room", "ra").await;
+        assert_eq!(a.present("/", "room", "far", Some("ann"), true), 2);
+        assert_eq!(
+            a.present("/", "room", "far", Some("ann"), true),
+            2,
+            "a repeat"
+        );
+        assert_eq!(a.present("/", "other", "far", Some("ann"), true), 1);
+        assert_eq!(a.count("/", "room").await, 2);
+        let ids: Vec<_> = a
+            .members("/", "room")
+            .await
+            .iter()
+            .map(|m| m.id.to_string())
+            .collect();
+        assert_eq!(ids, vec!["far", "ra"]);
+        assert_eq!(a.room_count("/"), 2);
+        assert!(a.lowest_linked(), "the cluster is not a worker");
+        assert_eq!(a.present("/", "other", "far", None, false), 0);
+        assert_eq!(a.room_count("/"), 1);
+        assert_eq!(
+            a.present("/", "room", "nobody", None, false),
+            2,
+            "an unknown leave"
+        );
     }
 
     #[tokio::test]

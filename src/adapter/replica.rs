@@ -168,10 +168,14 @@ impl Replicas {
 
     /// Whether any peer has member `id` in some room of `nsp`.
     pub fn has_member(&self, nsp: &str, id: &str) -> bool {
-        self.by_node
-            .read()
-            .values()
-            .any(|r| r.get(nsp).is_some_and(|ns| ns.memberships.contains_key(id)))
+        self.has_member_on(|_| true, nsp, id)
+    }
+
+    /// Whether a peer that `which` picks has member `id` in `nsp`.
+    pub fn has_member_on(&self, which: impl Fn(u32) -> bool, nsp: &str, id: &str) -> bool {
+        self.by_node.read().iter().any(|(&node, r)| {
+            which(node) && r.get(nsp).is_some_and(|ns| ns.memberships.contains_key(id))
+        })
     }
 
     /// Whether `node`'s member `id` is in `room` of `nsp`.

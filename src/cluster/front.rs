@@ -2,7 +2,10 @@
 //! API answers for the whole cluster. The host answers first (as without a cluster); then
 //! - an emit goes out to the other nodes;
 //! - the rooms, a room's members and the sockets add the other nodes' (fetched from
-//!   them: a Node server's sockets too);
+//!   them: a Node server's sockets too), where the host's answer does not have them
+//!   already: with [`presence`](super::presence), the host's room counts and member
+//!   lists include the other iorelay nodes' members, so only the sockets it does not
+//!   know of (a Node server's) are added to them;
 //! - a join, leave or disconnect of a socket this host does not hold goes to the node
 //!   that holds it;
 //! - a disconnect of rooms goes to every node (the count is this host's).
@@ -14,6 +17,7 @@ use serde_json::{Value, json};
 
 use super::Gateway;
 use super::ask::{Ask, Remote, remotes};
+use super::presence::Presence;
 use crate::api::{Call, Reply};
 use crate::engine::BoxFuture;
 use crate::http::control::Control;
@@ -24,6 +28,9 @@ pub struct Clustered {
     pub inner: Arc<dyn Control>,
     /// The gateway.
     pub gateway: Arc<Gateway>,
+    /// The cluster's presence: the other iorelay nodes' members are in the host's
+    /// counts already, and are not counted again from their fetched sockets.
+    pub presence: Option<Arc<Presence>>,
 }
 
 impl Control for Clustered {
@@ -104,6 +111,16 @@ impl Clustered {
         remotes(&self.gateway.ask(nsp, Ask::Fetch(&rooms)).await)
     }
 
+    /// [`Clustered::fetch`] without the sockets that presence already counted.
+    async fn fetch_uncounted(&self, nsp: &str, room: Option<&String>) -> Vec<Remote> {
+        let mut remote = self.fetch(nsp, room).await;
+        if let Some(presence) = &self.presence {
+            let counted = presence.remote_ids(nsp);
+            remote.retain(|s| !counted.contains(&s.id));
+        }
+        remote
+    }
+
     /// The cluster-wide member count of a room, once `sid` joined it (`leave`: left it).
     /// The move is counted even when the listing does not show it yet (the streams
     /// adapter's move is written to the stream, not answered once done).
@@ -115,7 +132,7 @@ impl Clustered {
         let here = self.inner.call(call).await.body["members"]
             .as_array()
             .map_or(0, Vec::len);
-        let remote = self.fetch(nsp, Some(&room.to_owned())).await;
+        let remote = self.fetch_uncounted(nsp, Some(&room.to_owned())).await;
         let listed = remote.iter().any(|s| s.id == sid);
         match (leave, listed) {
             (false, false) => here + remote.len() + 1,
@@ -130,7 +147,7 @@ impl Clustered {
             .map(|m| m.keys().cloned().collect())
             .unwrap_or_default();
         for nsp in names {
-            let remote = self.fetch(&nsp, None).await;
+            let remote = self.fetch_uncounted(&nsp, None).await;
             let list = &mut reply.body["namespaces"][&nsp];
             let mut counts: BTreeMap<String, u64> = BTreeMap::new();
             for r in list.as_array().into_iter().flatten() {

@@ -21,6 +21,8 @@ pub struct Meters {
     pub requests: IntCounterVec,
     /// Stream entries held while Redis is away, to be written once it is back.
     pub held: IntGauge,
+    /// Other iorelay nodes heard from (presence).
+    pub nodes: IntGauge,
 }
 
 impl Meters {
@@ -53,6 +55,13 @@ impl Meters {
         .expect("metric names here are valid");
         r.register(Box::new(held.clone()))
             .expect("each metric is registered once");
+        let nodes = IntGauge::new(
+            "iorelay_cluster_nodes",
+            "Other iorelay nodes this node hears from (cluster presence): a node silent past cluster.heartbeat_timeout, or gone with a goodbye, is not counted.",
+        )
+        .expect("metric names here are valid");
+        r.register(Box::new(nodes.clone()))
+            .expect("each metric is registered once");
         let meters = Meters {
             up: gauge,
             reconnects: counter(
@@ -73,7 +82,7 @@ impl Meters {
             ),
             dropped: counter_vec(
                 "iorelay_cluster_dropped_total",
-                "Cluster messages dropped, by reason (publish_queue, receive_queue, too_large, malformed).",
+                "Cluster messages dropped, by reason (publish_queue, receive_queue, too_large, malformed, presence_malformed, presence_bound, presence_queue).",
                 "reason",
             ),
             requests: counter_vec(
@@ -82,8 +91,17 @@ impl Meters {
                 "type",
             ),
             held,
+            nodes,
         };
-        for reason in ["publish_queue", "receive_queue", "too_large", "malformed"] {
+        for reason in [
+            "publish_queue",
+            "receive_queue",
+            "too_large",
+            "malformed",
+            "presence_malformed",
+            "presence_bound",
+            "presence_queue",
+        ] {
             meters.dropped.with_label_values(&[reason]);
         }
         meters

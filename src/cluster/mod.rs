@@ -19,6 +19,9 @@
 //!
 //! [`front`] makes the server API cluster-wide with this node's own requests ([`ask`]).
 //!
+//! [`presence`] shares the iorelay nodes' room memberships (counts, `$rooms`,
+//! `$members`, `$presence`, webhooks) on a channel of its own.
+//!
 //! With the streams adapter, [`sessions`] keeps the connection-state-recovery sessions in
 //! Redis and reads the stream back for a client that comes back on another node (the
 //! relay's side: [`remote`](crate::relay::recovery::remote)); the gateway delivers each
@@ -27,9 +30,6 @@
 //! Another node's broadcast with acks is asked of the host's clients
 //! ([`asks`](crate::relay::asks)); their answers come back to the gateway (through the
 //! master from a worker), which hands them to the asking node ([`acks`]).
-//!
-//! Not yet: cluster-wide presence (counts and `$rooms`/`$members` of clients are
-//! host-wide).
 
 pub mod acks;
 pub mod answer;
@@ -40,6 +40,7 @@ pub mod front;
 pub mod gateway;
 pub mod message;
 pub mod meters;
+pub mod presence;
 pub mod redis;
 pub mod sessions;
 pub mod streams;
@@ -77,6 +78,7 @@ pub fn front(
     node: &NodeId,
     host: Arc<dyn Control>,
     meters: &Meters,
+    presence: Option<Arc<presence::Presence>>,
 ) -> Result<Front, redis::Error> {
     if !config.cluster.enabled() {
         return Ok((host, None));
@@ -93,6 +95,7 @@ pub fn front(
     let front = Clustered {
         inner: host,
         gateway: gateway.clone(),
+        presence,
     };
     Ok((Arc::new(front), Some(gateway)))
 }

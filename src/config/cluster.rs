@@ -72,6 +72,15 @@ pub struct ClusterConfig {
     /// The largest message read from Redis; larger ones are dropped, logged and
     /// counted. Default `"16MiB"`.
     pub max_message: bytesize::ByteSize,
+    /// How often this node tells the other iorelay nodes it is alive (cluster-wide
+    /// presence), as the Node adapters' `heartbeatInterval`. Default `"5s"`.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// How long another iorelay node may stay silent before its members are dropped
+    /// (their leaves announced), as the Node adapters' `heartbeatTimeout`; more than
+    /// `heartbeat_interval`. Default `"10s"`.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_timeout: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -90,6 +99,8 @@ impl Default for ClusterConfig {
             block_time: Duration::from_secs(5),
             requests_timeout: Duration::from_secs(5),
             max_message: bytesize::ByteSize::mib(16),
+            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -151,6 +162,19 @@ pub fn check(c: &ClusterConfig) -> Vec<(String, String)> {
         out.push((
             "cluster.requests_timeout".to_owned(),
             "must be between 100ms and 60s".to_owned(),
+        ));
+    }
+    if !(Duration::from_millis(50)..=Duration::from_secs(60)).contains(&c.heartbeat_interval) {
+        out.push((
+            "cluster.heartbeat_interval".to_owned(),
+            "must be between 50ms and 60s".to_owned(),
+        ));
+    }
+    if c.heartbeat_timeout <= c.heartbeat_interval || c.heartbeat_timeout > Duration::from_secs(600)
+    {
+        out.push((
+            "cluster.heartbeat_timeout".to_owned(),
+            "must be more than cluster.heartbeat_interval and at most 10min".to_owned(),
         ));
     }
     let max = c.max_message.as_u64();
@@ -295,6 +319,28 @@ mod tests {
         .unwrap();
         assert_eq!(from_toml.ca_file, Some(PathBuf::from("/etc/ca.pem")));
         assert!(check(&from_toml).is_empty());
+    }
+
+    #[test]
+    fn the_heartbeat_deadline_must_exceed_its_interval() {
+        let toml = "heartbeat_interval = \"2s\"\nheartbeat_timeout = \"2s\"";
+        let c: ClusterConfig = toml::from_str(toml).unwrap();
+        let keys: Vec<String> = check(&c).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["cluster.heartbeat_timeout"]);
+        let c = ClusterConfig {
+            heartbeat_interval: Duration::from_millis(1),
+            heartbeat_timeout: Duration::from_secs(3600),
+            ..ClusterConfig::default()
+        };
+        let keys: Vec<String> = check(&c).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            ["cluster.heartbeat_interval", "cluster.heartbeat_timeout"]
+        );
+        assert_eq!(
+            ClusterConfig::default().heartbeat_timeout,
+            Duration::from_secs(10)
+        );
     }
 
     #[test]

@@ -36,6 +36,15 @@ pub enum ToWorker {
     Metrics(u64),
     /// Stop accepting, close clients' transports, drain (`true`) or not, exit.
     Shutdown(bool),
+    /// Memberships of the cluster's other iorelay nodes that changed (or all of them,
+    /// for a worker that starts): kept in the bus; announced to the rooms' members when
+    /// `announce`.
+    Cluster {
+        /// The changes, in order.
+        changes: Vec<crate::cluster::presence::wire::Change>,
+        /// Whether they are news (not a starting worker's catch-up).
+        announce: bool,
+    },
     /// A server API call to answer for this worker's sockets.
     Api {
         /// The request number.
@@ -76,6 +85,8 @@ pub enum ToMaster {
     Webhooks(Vec<crate::webhooks::Event>),
     /// A client's answer to another node's broadcast with acks, for the gateway.
     Acked(crate::relay::asks::Acked),
+    /// This worker's sockets' joins and leaves, for the cluster's presence.
+    Presence(Vec<crate::cluster::presence::wire::Change>),
     /// A config was applied (`true`) or refused (`false`, with the reason).
     Applied {
         /// Whether it is in force.

@@ -28,6 +28,8 @@ use super::spawn::{self, WorkerArgs, WorkerId};
 use super::workers::{APPLY_TIMEOUT, Confirmation, Event, Generation, Workers};
 use super::{Error, about, notify, sockets};
 use crate::api::{self, Call, Reply};
+use crate::cluster::presence::wire::Change;
+use crate::cluster::presence::{Presence, Tidings};
 use crate::config::{Config, LoadOptions, Loaded};
 use crate::engine::BoxFuture;
 use crate::http::admin::{Admin, Health};
@@ -83,6 +85,9 @@ struct Master {
     webhooks: Webhooks,
     /// The host's door to the cluster, if there is one.
     gateway: Option<Arc<crate::cluster::Gateway>>,
+    /// The cluster's presence, if there is a cluster: the workers' joins and leaves go
+    /// to it, the other nodes' come from it.
+    presence: Option<Arc<Presence>>,
     /// The live workers, shared with the admin routes that ask them for reports.
     workers: Arc<Workers>,
     /// Where workers' news (and the restart timers) go.
@@ -174,6 +179,16 @@ impl Master {
             {
                 slot.ready = true;
             }
+            if let (Some(presence), Some(slot)) = (&self.presence, slots.get(&id)) {
+                // What the other nodes hold, before any news of it.
+                let changes = presence.all();
+                if !changes.is_empty() {
+                    let _ = slot.tx.send(ToWorker::Cluster {
+                        changes,
+                        announce: false,
+                    });
+                }
+            }
             slots.len() == self.count as usize && slots.values().all(|s| s.ready)
         };
         if all_ready && !self.announced {
@@ -197,6 +212,9 @@ impl Master {
                 return Flow::Continue;
             }
             slots.remove(&id);
+        }
+        if let Some(presence) = &self.presence {
+            presence.worker_gone(id.0);
         }
         match self.restarts.on_exit(id, code, tokio::time::Instant::now()) {
             Decision::GiveUp(code) => {
@@ -261,6 +279,35 @@ impl Master {
         }
     }
 
+    /// A worker's joins and leaves, for the cluster: those of a worker already gone
+    /// (read after its exit) are dropped, or its members would stay in the host's table.
+    fn on_presence(&self, id: WorkerId, generation: Generation, changes: Vec<Change>) {
+        let current = self
+            .workers
+            .slots
+            .lock()
+            .get(&id)
+            .is_some_and(|s| s.generation == generation);
+        if let (Some(presence), true) = (&self.presence, current) {
+            presence.host(id.0, changes);
+        }
+    }
+
+    /// News of the other nodes' members: to every worker, and a gone node's leaves to
+    /// the webhooks (when this node reports them).
+    fn on_tidings(&mut self, news: Tidings) {
+        if !news.changes.is_empty() {
+            self.workers.broadcast(&ToWorker::Cluster {
+                changes: news.changes,
+                announce: true,
+            });
+        }
+        if !news.departed.is_empty() {
+            self.webhooks
+                .push(super::presence::departed_events(news.departed));
+        }
+    }
+
     /// systemd's watchdog hears from us only while every worker answers its heartbeat.
     fn on_watchdog(&self) {
         let now = tokio::time::Instant::now();
@@ -280,6 +327,9 @@ impl Master {
     /// past the deadline.
     async fn stop_workers(&mut self, graceful: bool, events: &mut mpsc::UnboundedReceiver<Event>) {
         self.health.draining();
+        if let Some(presence) = &self.presence {
+            presence.bye().await;
+        }
         notify::stopping("shutting down workers");
         tracing::info!(graceful, "shutting down: stopping workers");
         for slot in self.workers.slots.lock().values() {
@@ -349,8 +399,21 @@ pub async fn run(
         about: about::facts(&loaded, bound.activated),
         started: std::time::Instant::now(),
     });
-    let (control, gateway) =
-        crate::cluster::front(&loaded.config, &workers.node, host, &metrics.cluster)?;
+    let (presence, mut tidings) = match loaded.config.cluster.enabled() {
+        true => {
+            let node = workers.node.0.clone();
+            let (p, rx) = Presence::start(&loaded.config.cluster, node, metrics.cluster.clone())?;
+            (Some(p), rx)
+        }
+        false => (None, mpsc::channel(1).1),
+    };
+    let (control, gateway) = crate::cluster::front(
+        &loaded.config,
+        &workers.node,
+        host,
+        &metrics.cluster,
+        presence.clone(),
+    )?;
     if gateway.is_some() {
         health.watch_cluster(metrics.cluster.up.clone());
     }
@@ -377,6 +440,7 @@ pub async fn run(
         access,
         webhooks,
         gateway,
+        presence,
         workers,
         events: event_tx,
         generation: Generation::default(),
@@ -415,7 +479,15 @@ pub async fn run(
                     }
                     Flow::Continue
                 }
+                Event::Presence(id, generation, changes) => {
+                    master.on_presence(id, generation, changes);
+                    Flow::Continue
+                }
             },
+            Some(news) = tidings.recv() => {
+                master.on_tidings(news);
+                Flow::Continue
+            }
             _ = watchdog.tick(), if watchdog_every.is_some() => {
                 master.on_watchdog();
                 Flow::Continue
@@ -543,6 +615,7 @@ mod tests {
             health: Arc::new(Health::default()),
             access: Arc::new(Access::default()),
             gateway: None,
+            presence: None,
             webhooks: Webhooks::new(&Default::default(), Metrics::new().webhooks)
                 .expect("webhooks are off by default"),
             workers: Arc::new(Workers::default()),

@@ -24,6 +24,7 @@ pub mod listener;
 pub mod master;
 pub mod memory;
 pub mod notify;
+pub mod presence;
 pub mod privileges;
 pub mod reload;
 pub mod restart;

@@ -1,5 +1,6 @@
-//! The daemon as one process (`server.workers = 1`): the relay on the in-process bus, the
-//! webhook sender, the public and admin listeners, signals as intents, reloads, the systemd watchdog, and the
+//! The daemon as one process (`server.workers = 1`): the relay on the in-process bus (a
+//! bus without links: in a cluster it keeps the other nodes' members, see
+//! `cluster::presence`), the cluster's presence for this host, the webhook sender, the public and admin listeners, signals as intents, reloads, the systemd watchdog, and the
 //! ordered shutdown. The listeners were bound (and privileges dropped) before the runtime
 //! started; see `bootstrap`.
 
@@ -13,7 +14,8 @@ use super::reload::{self, reloader};
 use super::shutdown::{self, Stop};
 use super::signals::{self, Intent};
 use super::{Error, Stack, about, notify, sockets};
-use crate::adapter::LocalAdapter;
+use crate::adapter::PeerAdapter;
+use crate::cluster::presence::Presence;
 use crate::config::{LoadOptions, Loaded};
 use crate::http::admin::{Admin, Health, Local};
 use crate::http::api::Access;
@@ -41,15 +43,25 @@ pub async fn run(
     let admin_addr = admin_listener.local_addr().map_err(Error::Listener)?;
     let metrics = Metrics::new();
     let node = crate::cluster::NodeId::default();
-    let bus = Arc::new(LocalAdapter::new());
+    // A bus without links: this process is the host, and the cluster's other nodes are
+    // kept in it as one more peer (presence).
+    let bus = PeerAdapter::new(0);
     crate::cluster::publish_from(&*bus, &loaded.config, &node, &metrics.cluster)?;
-    let stack = Stack::build(&loaded.config, bus, &metrics, None)?;
+    let stack = Stack::build(&loaded.config, bus.clone(), &metrics, None)?;
     crate::cluster::keep_sessions(
         stack.relay.shared(),
         &loaded.config,
         &node,
         &metrics.cluster,
     )?;
+    let presence = match loaded.config.cluster.enabled() {
+        true => Some(Presence::start(
+            &loaded.config.cluster,
+            node.0.clone(),
+            metrics.cluster.clone(),
+        )?),
+        false => None,
+    };
     let health = Arc::new(Health::default());
     let local = Local {
         metrics: metrics.clone(),
@@ -68,12 +80,33 @@ pub async fn run(
     let webhooks = Webhooks::new(&loaded.config.webhooks, metrics.webhooks.clone())?;
     webhooks.spawn();
     let sink = webhooks.clone();
+    let host = presence.as_ref().map(|(p, _)| p.clone());
     stack
         .relay
         .shared()
-        .set_membership_sink(Box::new(move |change| sink.push(events_of(&change))));
-    let (control, gateway) =
-        crate::cluster::front(&loaded.config, &node, Arc::new(local), &metrics.cluster)?;
+        .set_membership_sink(Box::new(move |change| {
+            if let (Some(host), Some(shared)) = (&host, super::presence::shared_change(&change)) {
+                host.host(0, vec![shared]);
+            }
+            sink.push(events_of(&change));
+        }));
+    let (presence, tidings) = presence.unzip();
+    if let Some(mut tidings) = tidings {
+        let (relay, bus, hooks) = (stack.relay.shared().clone(), bus.clone(), webhooks.clone());
+        tokio::spawn(async move {
+            while let Some(news) = tidings.recv().await {
+                super::presence::present(&relay, &bus, news.changes, true);
+                hooks.push(super::presence::departed_events(news.departed));
+            }
+        });
+    }
+    let (control, gateway) = crate::cluster::front(
+        &loaded.config,
+        &node,
+        Arc::new(local),
+        &metrics.cluster,
+        presence.clone(),
+    )?;
     if let Some(gateway) = &gateway {
         let gateway = gateway.clone();
         stack
@@ -142,6 +175,9 @@ pub async fn run(
         }
     };
     health.draining();
+    if let Some(presence) = &presence {
+        presence.bye().await;
+    }
     notify::stopping("draining connections");
     tracing::info!(graceful, "shutting down: no new connections");
     let stop = if graceful {

@@ -20,12 +20,14 @@ use tokio::sync::mpsc;
 
 use super::control::{self, ToMaster, ToWorker};
 use super::listener::Serving;
+use super::presence;
 use super::rundir;
 use super::shutdown::{self, Stop};
 use super::signals::{self, Intent};
 use super::spawn::{self, WorkerArgs, WorkerId};
 use super::{Error, Stack};
 use crate::adapter::PeerAdapter;
+use crate::cluster::presence::wire::Change;
 use crate::config::Config;
 use crate::http::admin::{RoomDetail, Status};
 use crate::telemetry::LogHandle;
@@ -88,7 +90,7 @@ pub async fn run(
     let (read, mut write) = control.into_split();
     let mut lines = BufReader::new(read).lines();
     let send = |msg: ToMaster| control::encode(&msg);
-    let (hooks_on, mut hooks) = forward_webhooks(&stack, &bus, &config, &metrics);
+    let (hooks_on, mut hooks, mut shared) = forward_webhooks(&stack, &bus, &config, &metrics);
     let mut acks = forward_acks(&stack);
     let _ = write.write_all(send(ToMaster::Ready).as_bytes()).await;
     tracing::info!(
@@ -110,6 +112,16 @@ pub async fn run(
             }
             Some(acked) = acks.recv() => {
                 if write.write_all(send(ToMaster::Acked(acked)).as_bytes()).await.is_err() {
+                    break false;
+                }
+                continue;
+            }
+            Some(first) = shared.recv() => {
+                let mut batch = vec![first];
+                while batch.len() < PRESENCE_BATCH && let Ok(more) = shared.try_recv() {
+                    batch.push(more);
+                }
+                if write.write_all(send(ToMaster::Presence(batch)).as_bytes()).await.is_err() {
                     break false;
                 }
                 continue;
@@ -183,6 +195,10 @@ pub async fn run(
                 ToMaster::Api { id, part }
             }
             Ok(ToWorker::Shutdown(drain)) => break drain,
+            Ok(ToWorker::Cluster { changes, announce }) => {
+                presence::present(stack.relay.shared(), &bus, changes, announce);
+                continue;
+            }
             Err(err) => {
                 tracing::warn!(error = %err, "unreadable control message ignored");
                 continue;
@@ -209,18 +225,38 @@ const WEBHOOK_BACKLOG: usize = 1024;
 /// Clients' acks waiting to go to the master.
 const ACK_BACKLOG: usize = 4096;
 
+/// This worker's joins and leaves waiting for the control channel, for the cluster's
+/// presence; more are dropped and counted (the cluster's count of the rooms is then
+/// wrong until the members leave).
+const PRESENCE_BACKLOG: usize = 65_536;
+
+/// Most joins and leaves in one presence report.
+const PRESENCE_BATCH: usize = 1024;
+
 /// Make the relay's joins and leaves into webhook events for the master while webhooks
 /// are on (the flag, switched on reload); a full backlog drops them, counted here. The
 /// leaves of a dead sibling's members reach every survivor: only the lowest-numbered
-/// one reports them, so that the host sends them once.
+/// one reports them, so that the host sends them once. In a cluster, the joins and
+/// leaves of this worker's own sockets go to the master's presence too (the third
+/// receiver).
 fn forward_webhooks(
     stack: &Stack,
     bus: &Arc<PeerAdapter>,
     config: &Config,
     metrics: &Metrics,
-) -> (Arc<AtomicBool>, mpsc::Receiver<Vec<Event>>) {
+) -> (
+    Arc<AtomicBool>,
+    mpsc::Receiver<Vec<Event>>,
+    mpsc::Receiver<Change>,
+) {
     let on = Arc::new(AtomicBool::new(config.webhooks.enabled()));
     let (tx, rx) = mpsc::channel(WEBHOOK_BACKLOG);
+    let clustered = config.cluster.enabled();
+    let (shared_tx, shared_rx) = mpsc::channel(PRESENCE_BACKLOG);
+    let unshared = metrics
+        .cluster
+        .dropped
+        .with_label_values(&["presence_queue"]);
     let (flag, bus, dropped) = (
         on.clone(),
         bus.clone(),
@@ -230,16 +266,24 @@ fn forward_webhooks(
         .relay
         .shared()
         .set_membership_sink(Box::new(move |change| {
+            if let Some(shared) = presence::shared_change(&change).filter(|_| clustered) {
+                if shared_tx.try_send(shared).is_err() {
+                    unshared.inc();
+                    tracing::warn!(
+                        "cluster: a join or leave not shared with the other nodes (backlog full)"
+                    );
+                }
+            }
             if !flag.load(Ordering::Relaxed) || (change.departed && !bus.lowest_linked()) {
                 return;
             }
             let events = events_of(&change);
             let n = events.len() as u64;
-            if tx.try_send(events).is_err() {
+            if n > 0 && tx.try_send(events).is_err() {
                 dropped.inc_by(n);
             }
         }));
-    (on, rx)
+    (on, rx, shared_rx)
 }
 
 /// The clients' answers to other nodes' broadcasts with acks, for the master's gateway

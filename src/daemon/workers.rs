@@ -61,6 +61,12 @@ pub enum Event {
     Webhooks(Vec<crate::webhooks::Event>),
     /// One of its clients answered another node's broadcast with acks.
     Acked(crate::relay::asks::Acked),
+    /// It reports joins and leaves of its sockets (cluster presence).
+    Presence(
+        WorkerId,
+        Generation,
+        Vec<crate::cluster::presence::wire::Change>,
+    ),
 }
 
 /// Report requests waiting for their answer, by request number.
@@ -518,6 +524,9 @@ async fn read_control(
             }
             Ok(ToMaster::Webhooks(batch)) => {
                 let _ = events.send(Event::Webhooks(batch));
+            }
+            Ok(ToMaster::Presence(changes)) => {
+                let _ = events.send(Event::Presence(id, generation, changes));
             }
             Err(err) => tracing::warn!(worker = %id, error = %err, "unreadable control message"),
         }

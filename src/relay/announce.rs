@@ -1,6 +1,6 @@
 //! What a namespace says when a socket arrives or leaves: the `welcome` event to the
 //! socket itself, and, with `announce = true`, `$presence` with `"room": null` and the
-//! namespace's host-wide connection count to the others.
+//! namespace's host-wide connection count (cluster-wide with Redis) to the others.
 //!
 //! The count is a room count: every socket of every namespace is a member of the
 //! relay's own room [`ROOM`] (a `$` name, which no client can join and which the bus
@@ -9,6 +9,11 @@
 //! the count is eventually consistent, as room counts are.
 //!
 //! Room presence (`$presence` with a room name) is [`control`](super::control)'s.
+//!
+//! In a cluster the other iorelay nodes' connections count too: each socket's arrival
+//! and leave in [`ROOM`] goes to the membership sink, which the cluster's presence
+//! shares, and the other nodes' are announced here ([`arrived_elsewhere`],
+//! [`departed`]).
 
 use serde_json::value::RawValue;
 
@@ -46,8 +51,11 @@ pub fn welcome(relay: &Shared, policy: &Policy, socket: &Socket) {
 }
 
 /// Count a connected socket in its namespace and, with `announce`, tell the others.
+/// The membership sink hears of it (the cluster's presence shares it; webhooks are for
+/// listed rooms only).
 pub async fn arrive(relay: &Shared, policy: &Policy, socket: &Socket) {
     let count = relay.bus.join(&socket.nsp, ROOM, socket.id()).await;
+    relay.report_membership(socket, ROOM, true, count);
     if policy.config.announce {
         let member = member_of(socket);
         let item = presence(&socket.nsp, &member, None, "join", count);
@@ -65,6 +73,15 @@ pub fn leave(relay: &Shared, socket: &Socket, count: usize) {
     if announces(relay, &socket.nsp) {
         let item = presence(&socket.nsp, &member_of(socket), None, "leave", count);
         relay.bus.broadcast(&socket.nsp, &Target::default(), &item);
+    }
+}
+
+/// Tell this process's sockets of `nsp` that `member` of another node arrived (that node
+/// announces to its own sockets; `count` is the cluster-wide count).
+pub fn arrived_elsewhere(relay: &Shared, nsp: &str, member: &Member, count: usize) {
+    if announces(relay, nsp) {
+        let item = presence(nsp, member, None, "join", count);
+        relay.bus.broadcast_local(nsp, &Target::default(), &item);
     }
 }
 

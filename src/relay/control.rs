@@ -289,13 +289,27 @@ pub fn announce(relay: &Shared, socket: &Socket, room: &str, action: &str, count
 /// Tell this process's members of `room` that `member`, who was elsewhere, left it (its
 /// process is gone; every process announces to its own sockets).
 pub fn announce_departed(relay: &Shared, nsp: &str, member: &Member, room: &str, count: usize) {
+    announce_elsewhere(relay, nsp, member, room, "leave", count);
+}
+
+/// Tell this process's members of `room` that `member` of another process or node
+/// joined or left it (`action`; `count` members now): that one announces to its own
+/// sockets, every process to its own.
+pub fn announce_elsewhere(
+    relay: &Shared,
+    nsp: &str,
+    member: &Member,
+    room: &str,
+    action: &str,
+    count: usize,
+) {
     let presence_on = relay
         .namespace(nsp)
         .is_some_and(|ns| ns.policy().config.presence);
     if !presence_on {
         return;
     }
-    let item = presence(nsp, member, Some(room), "leave", count);
+    let item = presence(nsp, member, Some(room), action, count);
     let target = Target {
         rooms: vec![Arc::from(room)],
         except: None,

@@ -144,8 +144,9 @@ async fn leave_bus(relay: &Shared, socket: &Arc<Socket>, parked: Option<&ParkRec
     let (namespace, left): (Vec<_>, Vec<_>) = left
         .into_iter()
         .partition(|(room, _)| &**room == announce::ROOM);
-    for (_, count) in namespace {
+    for (room, count) in namespace {
         announce::leave(relay, socket, count);
+        relay.report_membership(socket, &room, false, count);
     }
     let counted = std::mem::take(&mut *socket.counted_as.lock());
     if !counted.is_empty() {

@@ -117,6 +117,16 @@ pub async fn claim(
     let Some(claim) = relay.recovery.key().open(nsp, pid) else {
         return claim_remote(relay, nsp, pid, offset, user).await;
     };
+    // Minted here, but restored on another node since (the cluster keeps its session
+    // there now): what is parked here is stale, and the cluster's session is restored.
+    if let Some(remote) = relay.recovery.remote()
+        && let Ok(Some(session)) = remote.take(pid, nsp).await
+        && session.node != remote.node()
+    {
+        let after = parse_offset(offset)?.unwrap_or_default();
+        relay.recovery.parked().take(nsp, &claim.sid);
+        return restore_taken(relay, nsp, pid, after, user, session).await;
+    }
     let sid = claim.sid.as_str();
     // Whoever holds or keeps the socket must know it as this user: checked before
     // anything is closed, so that a pid alone cannot end someone else's socket.
@@ -132,7 +142,7 @@ pub async fn claim(
     if kept_user.as_ref().is_some_and(|u| u.as_ref() != user) {
         return Err(Miss::OtherUser);
     }
-    let held_elsewhere = relay.bus.held_elsewhere(nsp, sid);
+    let held_elsewhere = relay.bus.held_on_host(nsp, sid);
     // Nowhere to be found: no reason to wait (unless this process is new, and its peers
     // have not told it what they keep yet).
     if held_here.is_none()
@@ -154,7 +164,7 @@ pub async fn claim(
         .wait_until(deadline, || {
             relay.recovery.parked().contains(nsp, sid)
                 && relay.held(sid).is_none()
-                && !relay.bus.held_elsewhere(nsp, sid)
+                && !relay.bus.held_on_host(nsp, sid)
         })
         .await;
     {
@@ -179,12 +189,8 @@ pub async fn claim(
         .ledger()
         .log
         .position_before(nsp, claim.since_ms);
-    match offset {
-        Some(o) if o.len() <= MAX_OFFSET => {
-            after.merge(&o.parse::<Position>().map_err(|_| Miss::BadOffset)?);
-        }
-        Some(_) => return Err(Miss::BadOffset),
-        None => {}
+    if let Some(seen) = parse_offset(offset)? {
+        after.merge(&seen);
     }
     // What the client saw on its old worker may still be on its way here; an origin that
     // died will never send it (and the client has it).
@@ -206,6 +212,28 @@ pub async fn claim(
     })
 }
 
+/// What an offset says the client saw (none without one).
+fn parse_offset(offset: Option<&str>) -> Result<Option<Position>, Miss> {
+    match offset {
+        Some(o) if o.len() <= MAX_OFFSET => {
+            Ok(Some(o.parse::<Position>().map_err(|_| Miss::BadOffset)?))
+        }
+        Some(_) => Err(Miss::BadOffset),
+        None => Ok(None),
+    }
+}
+
+/// Why the cluster could not give what a claim needs, as a miss.
+fn unavailable(why: Unavailable) -> Miss {
+    match why {
+        Unavailable::Gap => Miss::Gap,
+        Unavailable::Down(error) => {
+            tracing::warn!(%error, "recovery: the cluster's sessions or stream cannot be read");
+            Miss::NotKept
+        }
+    }
+}
+
 /// Claim the session that `pid` names from the cluster, if it keeps sessions (another
 /// node's socket; see [`remote`]).
 async fn claim_remote(
@@ -219,23 +247,26 @@ async fn claim_remote(
     if pid.len() > recovery::pid::MAX_PID {
         return Err(Miss::Unknown);
     }
-    let after = match offset {
-        Some(o) if o.len() <= MAX_OFFSET => o.parse::<Position>().map_err(|_| Miss::BadOffset)?,
-        Some(_) => return Err(Miss::BadOffset),
-        None => Position::default(),
-    };
-    let unavailable = |why: Unavailable| match why {
-        Unavailable::Gap => Miss::Gap,
-        Unavailable::Down(error) => {
-            tracing::warn!(%error, "recovery: the cluster's sessions cannot be read");
-            Miss::NotKept
-        }
-    };
+    let after = parse_offset(offset)?.unwrap_or_default();
     let session = remote
         .take(pid, nsp)
         .await
         .map_err(unavailable)?
         .ok_or(Miss::Unknown)?;
+    restore_taken(relay, nsp, pid, after, user, session).await
+}
+
+/// Claim the socket of `session`, taken from the cluster for `pid`, for a client that
+/// saw `after`.
+async fn restore_taken(
+    relay: &Shared,
+    nsp: &str,
+    pid: &str,
+    after: Position,
+    user: Option<&Arc<str>>,
+    session: remote::Session,
+) -> Result<Claimed, Miss> {
+    let remote = relay.recovery.remote().ok_or(Miss::Unknown)?;
     if session.nsp != nsp {
         return Err(Miss::Unknown);
     }
@@ -262,14 +293,14 @@ async fn claim_remote(
     let sid = session.sid.as_str();
     if let Some(held) = relay.held(sid).filter(|h| &*h.socket.nsp == nsp) {
         held.socket.session().close(CloseReason::Replaced);
-    } else if relay.bus.held_elsewhere(nsp, sid) {
+    } else if relay.bus.held_on_host(nsp, sid) {
         relay.bus.evict(nsp, sid, user.map(|u| &**u));
     }
     let deadline = Instant::now() + TAKEOVER_WAIT;
     relay
         .recovery
         .wait_until(deadline, || {
-            relay.held(sid).is_none() && !relay.bus.held_elsewhere(nsp, sid)
+            relay.held(sid).is_none() && !relay.bus.held_on_host(nsp, sid)
         })
         .await;
     let here = relay.recovery.parked().take(nsp, sid);

@@ -8,7 +8,10 @@
 //! A worker forwards them to the master over its control channel; the master (or the
 //! single process) owns the one [`Webhooks`] sender of the host. When a worker dies,
 //! every survivor's bus reports its members' leaves; only the lowest-numbered survivor
-//! forwards them (`PeerAdapter::lowest_linked`), so they too are sent once.
+//! forwards them (`PeerAdapter::lowest_linked`), so they too are sent once. In a cluster
+//! the counts are cluster-wide, other nodes' joins and leaves are theirs to report, and
+//! the leaves of a node that is gone are reported by one live node
+//! ([`crate::cluster::presence`]).
 //!
 //! **Queue.** Events wait in one bounded queue (`queue`, live): when it is full a new
 //! event is dropped and counted (`iorelay_webhook_dropped_total{reason="queue_full"}`),
@@ -96,6 +99,10 @@ pub struct Event {
 /// when the room had nobody), or `member.left` (and `room.vacated` after it when nobody
 /// is left).
 pub fn events_of(m: &Membership) -> Vec<Event> {
+    // The relay's own rooms (a namespace's connections) are no room of the webhooks.
+    if !crate::adapter::is_listed(&m.room) {
+        return Vec::new();
+    }
     let time = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));

@@ -2,7 +2,8 @@
 //! reads the wire — memberships into the replica, broadcasts to the local sockets (or to
 //! the relay's record hook first), and what connection state recovery hears (parked,
 //! joined, evicted sockets; logged events) to the parking hook — plus the messages it
-//! writes for recovery.
+//! writes for recovery, and the memberships of the cluster's other nodes
+//! ([`PeerAdapter::present`]), kept as those of one more peer, [`CLUSTER`].
 
 use std::sync::Arc;
 
@@ -13,7 +14,34 @@ use super::super::wire::Message;
 use super::PeerAdapter;
 use crate::engine::Outgoing;
 
+/// The peer under which the members of the cluster's other nodes are kept (no worker
+/// has this number: they count from 0).
+pub const CLUSTER: u32 = u32::MAX;
+
 impl PeerAdapter {
+    /// Member `id` (named `user`) of another node of the cluster joined (`join`) or
+    /// left `room` of `nsp`; returns the room's member count here after it (host and
+    /// cluster). Its node announces nothing here: the caller does.
+    pub fn present(
+        &self,
+        nsp: &str,
+        room: &str,
+        id: &str,
+        user: Option<&str>,
+        join: bool,
+    ) -> usize {
+        if join {
+            let (room, id) = (room.to_owned(), id.to_owned());
+            let user = user.map(str::to_owned);
+            if let Some(room) = self.replicas.join(CLUSTER, nsp, room, id, user) {
+                self.occupancy.up(nsp, &room);
+            }
+        } else if let Some(room) = self.replicas.leave(CLUSTER, nsp, room, id) {
+            self.occupancy.down(nsp, &room);
+        }
+        self.host_count(nsp, room)
+    }
+
     pub(super) fn apply(&self, node: u32, msg: Message) {
         match msg {
             Message::Broadcast {
