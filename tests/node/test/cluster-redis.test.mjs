@@ -402,9 +402,17 @@ describe("cluster: the server API answers for the whole cluster", () => {
       });
       return { status: res.status, body: await res.json() };
     };
-    const rooms = await get("/api/v1/rooms?namespace=/");
-    assert.equal(rooms.status, 200);
-    assert.deepEqual(rooms.body.namespaces["/"].find((r) => r.room === room), { room, count: 3 });
+    // The other iorelay node's members come by presence, which is eventually consistent:
+    // asked until they are in (the Node server's are fetched at each request).
+    const deadline = Date.now() + WAIT_MS;
+    for (;;) {
+      const rooms = await get("/api/v1/rooms?namespace=/");
+      assert.equal(rooms.status, 200);
+      const listed = rooms.body.namespaces["/"].find((r) => r.room === room);
+      if (listed?.count === 3) break;
+      assert.ok(Date.now() < deadline, `the room counts ${JSON.stringify(listed)}, not 3`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
 
     const members = await get(`/api/v1/rooms/${room}/members?namespace=/`);
     assert.deepEqual(members.body.members.map((m) => m.id).sort(), [here.id, there.id, onNode.id].sort());
