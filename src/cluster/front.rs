@@ -129,11 +129,13 @@ impl Clustered {
             namespace: nsp.to_owned(),
             room: room.to_owned(),
         };
-        let here = self.inner.call(call).await.body["members"]
-            .as_array()
-            .map_or(0, Vec::len);
+        let members = self.inner.call(call).await.body["members"].take();
+        let members = members.as_array().map_or(&[][..], Vec::as_slice);
+        let here = members.len();
         let remote = self.fetch_uncounted(nsp, Some(&room.to_owned())).await;
-        let listed = remote.iter().any(|s| s.id == sid);
+        // Counted already (here, or by presence), or not yet (the move is on its way).
+        let listed = remote.iter().any(|s| s.id == sid)
+            || members.iter().any(|m| m["id"].as_str() == Some(sid));
         match (leave, listed) {
             (false, false) => here + remote.len() + 1,
             (true, true) => (here + remote.len()).saturating_sub(1),

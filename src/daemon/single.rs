@@ -85,7 +85,9 @@ pub async fn run(
         .relay
         .shared()
         .set_membership_sink(Box::new(move |change| {
-            if let (Some(host), Some(shared)) = (&host, super::presence::shared_change(&change)) {
+            if let Some(host) = &host
+                && let Some(shared) = super::presence::shared_change(&change)
+            {
                 host.host(0, vec![shared]);
             }
             sink.push(events_of(&change));

@@ -266,13 +266,14 @@ fn forward_webhooks(
         .relay
         .shared()
         .set_membership_sink(Box::new(move |change| {
-            if let Some(shared) = presence::shared_change(&change).filter(|_| clustered) {
-                if shared_tx.try_send(shared).is_err() {
-                    unshared.inc();
-                    tracing::warn!(
-                        "cluster: a join or leave not shared with the other nodes (backlog full)"
-                    );
-                }
+            if clustered
+                && let Some(shared) = presence::shared_change(&change)
+                && shared_tx.try_send(shared).is_err()
+            {
+                unshared.inc();
+                tracing::warn!(
+                    "cluster: a join or leave not shared with the other nodes (backlog full)"
+                );
             }
             if !flag.load(Ordering::Relaxed) || (change.departed && !bus.lowest_linked()) {
                 return;
