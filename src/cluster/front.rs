@@ -111,12 +111,21 @@ impl Clustered {
         remotes(&self.gateway.ask(nsp, Ask::Fetch(&rooms)).await)
     }
 
-    /// [`Clustered::fetch`] without the sockets that presence already counted.
+    /// [`Clustered::fetch`] with only the memberships that presence has not counted (one
+    /// it has not heard of yet is counted from the fetch).
     async fn fetch_uncounted(&self, nsp: &str, room: Option<&String>) -> Vec<Remote> {
         let mut remote = self.fetch(nsp, room).await;
         if let Some(presence) = &self.presence {
-            let counted = presence.remote_ids(nsp);
-            remote.retain(|s| !counted.contains(&s.id));
+            let counted = presence.remote_memberships(nsp);
+            for socket in &mut remote {
+                let id = socket.id.clone();
+                socket
+                    .rooms
+                    .retain(|r| !counted.contains(&(r.clone(), id.clone())));
+            }
+            if let Some(room) = room {
+                remote.retain(|s| s.rooms.contains(room));
+            }
         }
         remote
     }

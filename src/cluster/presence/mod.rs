@@ -249,8 +249,8 @@ impl Presence {
 
     /// The socket ids of `nsp` that other iorelay nodes hold in some room (already in
     /// the host's counts and lists).
-    pub fn remote_ids(&self, nsp: &str) -> std::collections::HashSet<String> {
-        self.tables.lock().roster.ids(nsp)
+    pub fn remote_memberships(&self, nsp: &str) -> std::collections::HashSet<(String, String)> {
+        self.tables.lock().roster.memberships(nsp)
     }
 
     /// Say goodbye (the node stops): the others drop its members at once. Nothing is

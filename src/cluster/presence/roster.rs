@@ -311,13 +311,13 @@ impl Roster {
             .sum()
     }
 
-    /// The socket ids of `nsp` that the other nodes hold in some room.
-    pub fn ids(&self, nsp: &str) -> HashSet<String> {
+    /// The memberships of `nsp` that the other nodes hold: `(room, socket id)`.
+    pub fn memberships(&self, nsp: &str) -> HashSet<(String, String)> {
         self.nodes
             .values()
             .flat_map(|n| n.members.set.keys())
             .filter(|(n, _, _)| n == nsp)
-            .map(|(_, _, id)| id.clone())
+            .map(|(_, room, id)| (room.clone(), id.clone()))
             .collect()
     }
 
@@ -410,7 +410,10 @@ mod tests {
         // A beat with the number last seen is fine; another is a gap.
         assert!(!r.apply(env("b", 5, Body::Beat), now).ask);
         assert!(r.apply(env("b", 6, Body::Beat), now).ask);
-        assert_eq!(r.ids("/"), HashSet::from(["s2".to_owned()]));
+        assert_eq!(
+            r.memberships("/"),
+            HashSet::from([("r".to_owned(), "s2".to_owned())])
+        );
     }
 
     #[test]

@@ -318,10 +318,12 @@ for (const adapter of ["redis", "redis-streams"]) {
       await untilCount(b, room, 2);
 
       // SIGTERM: A says goodbye, and its member leaves B's room at once.
+      // Its id read now: a client's `id` is gone once it is disconnected.
+      const leaving = onA.id;
       const mark = b.mark();
       a.signal("SIGTERM");
       await b.waitForLog(/a node said goodbye/, { from: mark });
-      const [bye] = await onB.inbox.next("$presence", presenceOf(onA.id, "leave", room));
+      const [bye] = await onB.inbox.next("$presence", presenceOf(leaving, "leave", room));
       assert.equal(bye.count, 1);
       await a.waitExit(DEADLINE_WAIT_MS);
     }));
