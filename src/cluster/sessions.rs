@@ -25,7 +25,9 @@ use super::meters::Meters;
 use super::redis::{Error, lazy_connection};
 use crate::engine::BoxFuture;
 use crate::relay::history::EventId;
-use crate::relay::recovery::remote::{EntryId, Logged, Remote, Session, Unavailable};
+use crate::relay::recovery::remote::{
+    EntryId, Logged, MAX_SCAN_BYTES, Remote, Session, Unavailable, Want,
+};
 
 /// Where the Node adapter keeps a session (before its pid).
 pub const SESSION_PREFIX: &str = "sio:session:";
@@ -99,10 +101,12 @@ impl Sessions {
         })
     }
 
-    fn queue(&self, write: Write) {
-        if self.queue.try_send(write).is_err() {
+    fn queue(&self, write: Write) -> bool {
+        let queued = self.queue.try_send(write).is_ok();
+        if !queued {
             self.meters.dropped.with_label_values(&["session"]).inc();
         }
+        queued
     }
 
     async fn get(&self, key: &str, delete: bool) -> Result<Option<Vec<u8>>, Unavailable> {
@@ -172,7 +176,7 @@ impl Remote for Sessions {
         &self.uid
     }
 
-    fn keep(&self, session: &Session, ttl: Duration) {
+    fn keep(&self, session: &Session, ttl: Duration) -> bool {
         let kept = Kept {
             sid: session.sid.clone(),
             pid: session.pid.clone(),
@@ -186,13 +190,13 @@ impl Remote for Sessions {
             }),
         };
         let Ok(packed) = rmp_serde::to_vec_named(&kept) else {
-            return;
+            return false;
         };
         self.queue(Write::Keep {
             key: format!("{SESSION_PREFIX}{}", session.pid),
             value: base64::engine::general_purpose::STANDARD.encode(packed),
             ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1),
-        });
+        })
     }
 
     fn forget(&self, pid: &str) {
@@ -204,19 +208,21 @@ impl Remote for Sessions {
     fn take<'a>(
         &'a self,
         pid: &'a str,
-        nsp: &'a str,
+        want: Want<'a>,
     ) -> BoxFuture<'a, Result<Option<Session>, Unavailable>> {
         Box::pin(async move {
             let key = format!("{SESSION_PREFIX}{pid}");
-            // Looked at before it is taken: a Node server's session stays for it.
+            // Looked at before it is taken: a Node server's session stays for it, and
+            // another user's for its own client.
+            let wanted = |raw: &[u8]| self.decode(raw).filter(|s| want.takes(s, pid, &self.uid));
             let Some(raw) = self.get(&key, false).await? else {
                 return Ok(None);
             };
-            if self.decode(&raw).is_none_or(|s| s.nsp != nsp) {
+            if wanted(&raw).is_none() {
                 return Ok(None);
             }
             let taken = self.get(&key, true).await?;
-            Ok(taken.and_then(|raw| self.decode(&raw)))
+            Ok(taken.and_then(|raw| wanted(&raw)))
         })
     }
 
@@ -224,14 +230,16 @@ impl Remote for Sessions {
         &'a self,
         nsp: &'a str,
         from: EntryId,
-    ) -> BoxFuture<'a, Result<Vec<Logged>, Unavailable>> {
+    ) -> BoxFuture<'a, Result<(Vec<Logged>, EntryId), Unavailable>> {
         Box::pin(async move {
             if self.trimmed_after(from).await? {
                 return Err(Unavailable::Gap);
             }
             let mut out = Vec::new();
             let mut next = from;
+            let mut last = from;
             let mut scanned = 0;
+            let mut bytes = 0;
             loop {
                 let mut conn = self.conn.clone();
                 let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
@@ -248,13 +256,19 @@ impl Remote for Sessions {
                     let id = super::streams::Id::parse(&entry.id)
                         .ok_or_else(|| Unavailable::Down(format!("an entry id {:?}", entry.id)))?;
                     next = (id.0, id.1.saturating_add(1));
+                    last = (id.0, id.1);
                     scanned += 1;
                     if let Some(logged) = self.logged((id.0, id.1), nsp, &entry.map) {
+                        bytes += logged.args.len()
+                            + logged.attachments.iter().map(|a| a.len()).sum::<usize>();
                         out.push(logged);
                     }
                 }
+                if bytes > MAX_SCAN_BYTES {
+                    return Err(Unavailable::Gap);
+                }
                 if done {
-                    return Ok(out);
+                    return Ok((out, last));
                 }
                 if scanned >= MAX_SCAN {
                     return Err(Unavailable::Gap);

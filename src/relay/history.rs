@@ -110,6 +110,11 @@ impl Position {
         *seen = (*seen).max(id.seq);
     }
 
+    /// Say that the last sequence number seen of `origin` is `seq` (whatever it was).
+    pub fn set(&mut self, origin: u32, seq: u64) {
+        self.0.insert(origin, seq);
+    }
+
     /// The last sequence number seen of `origin`.
     pub fn seen(&self, origin: u32) -> Option<u64> {
         self.0.get(&origin).copied()

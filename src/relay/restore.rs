@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::value::RawValue;
 
 use super::history::Position;
-use super::recovery::remote::{self, Logged, Unavailable};
+use super::recovery::remote::{self, Logged, Unavailable, Want};
 use super::recovery::{self, Park};
 use super::reply;
 use super::shared::Shared;
@@ -40,6 +40,9 @@ const SETTLE: Duration = Duration::from_secs(10);
 /// Most frames, and bytes, of missed events sent as one queue item.
 const REPLAY_FRAMES: usize = 256;
 const REPLAY_BYTES: usize = 256 * 1024;
+
+/// Most claims from the cluster reading the stream at once, per process.
+static CLUSTER_READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
 
 /// Longest offset looked at (a position names at most a few hundred origins).
 const MAX_OFFSET: usize = 4096;
@@ -90,9 +93,21 @@ pub struct Claimed {
     /// Claimed from the cluster (another node's socket): the stream's broadcasts from a
     /// little before its offset, to pick its missed events from, and the node whose
     /// session it was.
-    pub logged: Option<(Vec<Logged>, String)>,
+    pub logged: Option<FromCluster>,
     /// Claimed from the cluster: the pid, which the socket keeps.
     pub pid: Option<Arc<str>>,
+}
+
+/// What a claim from the cluster read: the stream's broadcasts, the id of the last entry
+/// read, and the node whose session it was.
+#[derive(Debug)]
+pub struct FromCluster {
+    /// The broadcasts.
+    pub logged: Vec<Logged>,
+    /// The last entry read.
+    pub last: remote::EntryId,
+    /// The session's node.
+    pub node: String,
 }
 
 /// What `auth` asks to restore: its `pid` and `offset`, when they are strings.
@@ -119,9 +134,13 @@ pub async fn claim(
     };
     // Minted here, but restored on another node since (the cluster keeps its session
     // there now): what is parked here is stale, and the cluster's session is restored.
+    let foreign = Want {
+        nsp,
+        user: user.map(|u| &**u),
+        foreign: true,
+    };
     if let Some(remote) = relay.recovery.remote()
-        && let Ok(Some(session)) = remote.take(pid, nsp).await
-        && session.node != remote.node()
+        && let Ok(Some(session)) = remote.take(pid, foreign).await
     {
         let after = parse_offset(offset)?.unwrap_or_default();
         relay.recovery.parked().take(nsp, &claim.sid);
@@ -248,8 +267,13 @@ async fn claim_remote(
         return Err(Miss::Unknown);
     }
     let after = parse_offset(offset)?.unwrap_or_default();
+    let want = Want {
+        nsp,
+        user: user.map(|u| &**u),
+        foreign: false,
+    };
     let session = remote
-        .take(pid, nsp)
+        .take(pid, want)
         .await
         .map_err(unavailable)?
         .ok_or(Miss::Unknown)?;
@@ -305,7 +329,10 @@ async fn restore_taken(
         .await;
     let here = relay.recovery.parked().take(nsp, sid);
     let from = remote::scan_from(&after, session.since_ms);
-    let logged = remote.since(nsp, from).await.map_err(unavailable)?;
+    // Each read may hold up to `MAX_SCAN_BYTES`: a few at a time per process.
+    let permit = CLUSTER_READS.acquire().await;
+    let (logged, last) = remote.since(nsp, from).await.map_err(unavailable)?;
+    drop(permit);
     tracing::debug!(%nsp, socket = %session.sid, node = %session.node, scanned = logged.len(), "recovery: a session of another node claimed");
     Ok(Claimed {
         id: Arc::from(session.sid.as_str()),
@@ -316,7 +343,11 @@ async fn restore_taken(
             at: Instant::now(),
         }),
         after,
-        logged: Some((logged, session.node)),
+        logged: Some(FromCluster {
+            logged,
+            last,
+            node: session.node,
+        }),
         pid: Some(Arc::from(pid)),
     })
 }
@@ -346,8 +377,8 @@ pub fn resume<'a>(
     claimed: &Claimed,
 ) -> Result<Rejoined<'a>, Miss> {
     let ledger = relay.recovery.ledger();
-    if let Some((logged, node)) = &claimed.logged {
-        replay_remote(relay, socket, claimed, (logged, node), &ledger.position);
+    if let Some(from) = &claimed.logged {
+        replay_remote(relay, socket, claimed, from, &ledger);
         let joined = rejoin(relay, socket, &claimed.park);
         drop(ledger);
         return Ok(joined);
@@ -414,19 +445,21 @@ fn rejoin<'a>(relay: &'a Shared, socket: &Arc<Socket>, park: &Park) -> Rejoined<
         .collect()
 }
 
-/// Answer the CONNECT of a socket claimed from the cluster and send what it missed of
-/// `logged` (under the ledger, whose position is `here`): each with this process's
-/// position as its offset, since what comes next is this process's to deliver.
+/// Answer the CONNECT of a socket claimed from the cluster and send what it missed
+/// (under the ledger): the stream's broadcasts `from` read, then those this process
+/// delivered after the last entry read (while the stream was read), each with this
+/// process's position as its offset, since what comes next is this process's to deliver.
 fn replay_remote(
     relay: &Shared,
     socket: &Arc<Socket>,
     claimed: &Claimed,
-    (logged, node): (&[Logged], &str),
-    here: &Position,
+    from: &FromCluster,
+    ledger: &recovery::Ledger,
 ) {
     let Some(remote) = relay.recovery.remote() else {
         return;
     };
+    let here = &ledger.position;
     let session = remote::Session {
         nsp: socket.nsp.to_string(),
         sid: socket.id().to_string(),
@@ -434,37 +467,50 @@ fn replay_remote(
         rooms: claimed.park.rooms.iter().map(|r| r.to_string()).collect(),
         user: None,
         since_ms: 0,
-        node: node.to_owned(),
+        node: from.node.clone(),
     };
-    let missed = remote::replay(logged, &session, &claimed.after, here, remote.node());
+    let missed = remote::replay(&from.logged, &session, &claimed.after, here, remote.node());
+    let mut read_up_to = here.clone();
+    read_up_to.set(remote::STREAM_ORIGIN, remote::entry_seq(from.last));
+    let later = ledger
+        .log
+        .missed(&socket.nsp, socket.id(), &claimed.park.rooms, &read_up_to)
+        .unwrap_or_default();
     socket.send_text(&sio::encode_connect_with_pid(
         &socket.nsp,
         socket.id(),
         &pid_of(relay, socket),
     ));
-    let offset = recovery::offset_arg(&here.to_string());
-    let mut group: Vec<Frame> = Vec::new();
-    for entry in &missed {
-        let Ok(mut args) = serde_json::from_str::<Vec<&RawValue>>(&entry.args) else {
-            continue;
-        };
-        args.push(&offset);
-        let text = sio::encode_event(
-            &socket.nsp,
-            &entry.name,
-            &args,
-            None,
-            entry.attachments.len(),
+    let position = here.to_string();
+    let offset = recovery::offset_arg(&position);
+    let items = missed
+        .iter()
+        .filter_map(|entry| {
+            let mut args = serde_json::from_str::<Vec<&RawValue>>(&entry.args).ok()?;
+            args.push(&offset);
+            let announced = entry.attachments.len();
+            let text = sio::encode_event(&socket.nsp, &entry.name, &args, None, announced);
+            Some(reply::outgoing(&text, &entry.attachments))
+        })
+        .chain(
+            later
+                .iter()
+                .map(|entry| recovery::with_offset(&entry.item, &position)),
         );
-        group.extend_from_slice(reply::outgoing(&text, &entry.attachments).frames());
-        if group.len() >= REPLAY_FRAMES {
+    let mut group: Vec<Frame> = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        bytes += item.bytes();
+        group.extend_from_slice(item.frames());
+        if group.len() >= REPLAY_FRAMES || bytes >= REPLAY_BYTES {
             socket
                 .session()
                 .send(Outgoing::Group(Arc::from(std::mem::take(&mut group))));
+            bytes = 0;
         }
     }
     if !group.is_empty() {
         socket.session().send(Outgoing::Group(Arc::from(group)));
     }
-    tracing::debug!(nsp = %socket.nsp, socket = %socket.id(), replayed = missed.len(), "socket restored from the cluster");
+    tracing::debug!(nsp = %socket.nsp, socket = %socket.id(), replayed = missed.len(), later = later.len(), "socket restored from the cluster");
 }

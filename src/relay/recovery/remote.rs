@@ -8,8 +8,9 @@
 //! dropped ones, under `sio:session:<pid>`), refreshed while they live and rewritten when
 //! their rooms change ([`sessions`](super::sessions) does it), so that a
 //! node killed outright leaves them behind; a socket that drops is kept for its window, one
-//! that leaves for good is forgotten. A client whose pid this host did not mint takes its
-//! session from there (`GETDEL`: one claim only).
+//! that leaves for good is forgotten. A client whose pid this host did not mint, or one
+//! this host minted whose session another node now keeps, takes its session from there
+//! ([`Remote::take`]: looked at, checked as any input, then `GETDEL`: one claim only).
 //!
 //! # What it missed
 //! Every event an iorelay node writes to the stream carries its host stamp (origin and
@@ -19,7 +20,10 @@
 //! events it had (their stamps) and up to which entry it had the other nodes' (the stream
 //! origin's sequence). The stream from a little before that entry on, filtered by the
 //! session's rooms, gives the rest; this host's own entries and those it has not delivered
-//! yet are left to the live delivery that follows ([`replay`]).
+//! yet are left to the live delivery that follows ([`replay`]); what this process
+//! delivered while the stream was read comes from its own log. A trim of the stream past
+//! the scan's start is told by `XINFO STREAM`'s `max-deleted-entry-id` (Redis 7 and later;
+//! an older Redis does not tell it, and the client may then miss what was trimmed).
 //!
 //! Limits: an event of the old host that never reached the stream (the host was killed
 //! before its write) is lost; the old host's server API emits carry no stamp and are
@@ -50,6 +54,9 @@ const SEQ_BITS: u32 = 20;
 /// in the stream (they are written after their delivery, which may trail the stream by
 /// the time the host's own links take).
 pub const SLACK_MS: u64 = 5_000;
+
+/// Most bytes of broadcasts read back for one claim.
+pub const MAX_SCAN_BYTES: usize = 32 << 20;
 
 /// A stream entry id, `(ms, seq)`.
 pub type EntryId = (u64, u64);
@@ -108,6 +115,35 @@ pub struct Logged {
     pub except: Vec<String>,
 }
 
+/// Which sessions a claim takes.
+#[derive(Debug, Clone, Copy)]
+pub struct Want<'a> {
+    /// Of this namespace.
+    pub nsp: &'a str,
+    /// Of this user.
+    pub user: Option<&'a str>,
+    /// Only another node's.
+    pub foreign: bool,
+}
+
+impl Want<'_> {
+    /// Whether `session`, kept under `pid` and read as node `node`, is one to take: what
+    /// Redis holds is checked as anything from the network (a socket id as this relay
+    /// makes them, kept under its own pid).
+    pub fn takes(&self, session: &Session, pid: &str, node: &str) -> bool {
+        let sid_ok = (1..=64).contains(&session.sid.len())
+            && session
+                .sid
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        sid_ok
+            && session.pid == pid
+            && session.nsp == self.nsp
+            && session.user.as_deref() == self.user
+            && !(self.foreign && session.node == node)
+    }
+}
+
 /// Why the cluster could not give a session's missed events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unavailable {
@@ -121,23 +157,27 @@ pub enum Unavailable {
 pub trait Remote: Send + Sync + std::fmt::Debug + 'static {
     /// This node's id.
     fn node(&self) -> &str;
-    /// Keep `session` for `ttl` (replacing what was kept under its pid). Not waited for.
-    fn keep(&self, session: &Session, ttl: Duration);
+    /// Keep `session` for `ttl` (replacing what was kept under its pid). Not waited for;
+    /// returns whether it was queued (a full queue drops it).
+    fn keep(&self, session: &Session, ttl: Duration) -> bool;
     /// Forget the session kept under `pid`. Not waited for.
     fn forget(&self, pid: &str);
-    /// Take the session of `nsp` kept under `pid`, if any (no one else can take it after;
-    /// one of another namespace, or not iorelay's, is left where it is).
+    /// Take the session kept under `pid`, if it is one that `want` takes (looked at with
+    /// `GET`, then taken with `GETDEL`: no one else can take it after); any other is left
+    /// where it is, for whoever it is (a Node server's, another user's, this node's own).
     fn take<'a>(
         &'a self,
         pid: &'a str,
-        nsp: &'a str,
+        want: Want<'a>,
     ) -> BoxFuture<'a, Result<Option<Session>, Unavailable>>;
-    /// The broadcasts of `nsp` in the stream from entry `from` on, in order.
+    /// The broadcasts of `nsp` in the stream from entry `from` on, in order, and the id of
+    /// the last entry read (`from` when there was none); [`Unavailable::Gap`] past
+    /// [`MAX_SCAN_BYTES`] of them.
     fn since<'a>(
         &'a self,
         nsp: &'a str,
         from: EntryId,
-    ) -> BoxFuture<'a, Result<Vec<Logged>, Unavailable>>;
+    ) -> BoxFuture<'a, Result<(Vec<Logged>, EntryId), Unavailable>>;
 }
 
 /// Where a client's missed broadcasts start in the stream: a little before the last entry

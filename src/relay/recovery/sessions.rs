@@ -86,7 +86,20 @@ pub async fn keep_live(relay: std::sync::Weak<Shared>) {
                 let session = session_of(&relay, socket, remote.node());
                 // Rewritten after half a window, so it outlives a killed node by one to
                 // one and a half windows.
-                remote.keep(&session, window + window / 2);
+                if !remote.keep(&session, window + window / 2) {
+                    // Not queued: tried again at the next tick.
+                    continue;
+                }
+                // Gone while it was queued: written again after it as what it is now,
+                // dropped (kept for its window) or gone for good (forgotten).
+                if relay.held(socket.id()).is_none() {
+                    if relay.recovery.parked().contains(&socket.nsp, socket.id()) {
+                        remote.keep(&session, window);
+                    } else {
+                        remote.forget(&session.pid);
+                    }
+                    continue;
+                }
                 now
             } else {
                 written[socket.id()].1

@@ -355,14 +355,15 @@ describe("cluster-streams: sessions in Redis are input like any other", () => {
   it("garbage, a Node server's session, one with more rooms than a client could join and one of another namespace restore nothing; the Node server's stays", logs(async () => {
     daemon = await startNode();
     const redisConn = await redisClient();
-    const session = (extra) => Buffer.from(notepack.encode({ sid: "s", pid: "p", rooms: ["s"], data: {}, ...extra })).toString("base64");
+    const session = (pid, extra) => Buffer.from(notepack.encode({ sid: "s", pid, rooms: ["s"], data: {}, ...extra })).toString("base64");
     const ours = (nsp, rooms) => ({ iorelay: { nsp, user: null, since: Date.now(), node: "elsewhere" }, rooms });
     const kept = {
       "hostile-1": "not base64 at all!",
       "hostile-2": Buffer.from([0xc1, 0xff, 0x00, 0x93]).toString("base64"),
-      "node-session": session({}),
-      "too-many-rooms": session(ours("/rec", Array.from({ length: 5000 }, (_, i) => `r${i}`))),
-      "other-namespace": session(ours("/chat", ["s"])),
+      "node-session": session("node-session", {}),
+      "too-many-rooms": session("too-many-rooms", ours("/rec", Array.from({ length: 5000 }, (_, i) => `r${i}`))),
+      "other-namespace": session("other-namespace", ours("/chat", ["s"])),
+      "another-pid": session("not-this-one", ours("/rec", ["s"])),
     };
     for (const [pid, value] of Object.entries(kept)) await redisConn.set(`sio:session:${pid}`, value);
     for (const pid of Object.keys(kept)) {
@@ -375,10 +376,10 @@ describe("cluster-streams: sessions in Redis are input like any other", () => {
     // Only the session with impossible rooms was taken (and refused); the rest are left
     // for whoever may own them.
     assert.equal(await redisConn.get("sio:session:too-many-rooms"), null);
-    for (const pid of ["hostile-1", "hostile-2", "node-session", "other-namespace"]) {
+    for (const pid of ["hostile-1", "hostile-2", "node-session", "other-namespace", "another-pid"]) {
       assert.equal(await redisConn.get(`sio:session:${pid}`), kept[pid], `${pid} left in Redis`);
     }
-    await waitForMetric(daemon, "iorelay_recovery_total", { namespace: "/rec", result: "unknown_pid" }, (v) => v === 4, WAIT_MS, "pids that name no session of /rec");
+    await waitForMetric(daemon, "iorelay_recovery_total", { namespace: "/rec", result: "unknown_pid" }, (v) => v === 5, WAIT_MS, "pids that name no session of /rec");
     await waitForMetric(daemon, "iorelay_recovery_total", { namespace: "/rec", result: "not_kept" }, (v) => v === 1, WAIT_MS, "the refused session");
   }));
 });
