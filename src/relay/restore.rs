@@ -398,28 +398,15 @@ pub fn resume<'a>(
         socket.id(),
         &pid,
     ));
-    // What was missed goes out in groups: a socket's queue counts items, and a replay of
-    // a thousand events into a polling session that has not polled yet must not make its
-    // client a slow consumer; each group stays small enough for the byte bounds.
     let mut running = claimed.after.clone();
     let replayed = missed.len();
-    let mut group: Vec<Frame> = Vec::new();
-    let mut bytes = 0;
-    for entry in missed {
-        running.advance(entry.id);
-        let item = recovery::with_offset(&entry.item, &running.to_string());
-        bytes += item.bytes();
-        group.extend_from_slice(item.frames());
-        if group.len() >= REPLAY_FRAMES || bytes >= REPLAY_BYTES {
-            socket
-                .session()
-                .send(Outgoing::Group(Arc::from(std::mem::take(&mut group))));
-            bytes = 0;
-        }
-    }
-    if !group.is_empty() {
-        socket.session().send(Outgoing::Group(Arc::from(group)));
-    }
+    send_grouped(
+        socket,
+        missed.into_iter().map(|entry| {
+            running.advance(entry.id);
+            recovery::with_offset(&entry.item, &running.to_string())
+        }),
+    );
     let joined = rejoin(relay, socket, &claimed.park);
     drop(ledger);
     tracing::debug!(nsp = %socket.nsp, socket = %socket.id(), replayed, "socket restored");
@@ -497,6 +484,14 @@ fn replay_remote(
                 .iter()
                 .map(|entry| recovery::with_offset(&entry.item, &position)),
         );
+    send_grouped(socket, items);
+    tracing::debug!(nsp = %socket.nsp, socket = %socket.id(), replayed = missed.len(), later = later.len(), "socket restored from the cluster");
+}
+
+/// Send what was missed in groups: a socket's queue counts items, and a replay of a
+/// thousand events into a polling session that has not polled yet must not make its
+/// client a slow consumer; each group stays small enough for the byte bounds.
+fn send_grouped(socket: &Socket, items: impl Iterator<Item = Outgoing>) {
     let mut group: Vec<Frame> = Vec::new();
     let mut bytes = 0;
     for item in items {
@@ -512,5 +507,4 @@ fn replay_remote(
     if !group.is_empty() {
         socket.session().send(Outgoing::Group(Arc::from(group)));
     }
-    tracing::debug!(nsp = %socket.nsp, socket = %socket.id(), replayed = missed.len(), later = later.len(), "socket restored from the cluster");
 }
